@@ -1,0 +1,21 @@
+// Build: esbuild bundles src/ (WGSL inlined as text, so nothing is looked up at run time) into
+// dist/index.js and dist/cli.js; tsc emits the declarations.
+import { build } from 'esbuild';
+import { execFileSync } from 'node:child_process';
+import { rmSync, chmodSync } from 'node:fs';
+
+rmSync('dist', { recursive: true, force: true });
+const common = {
+  bundle: true,
+  platform: 'node',
+  format: 'esm',
+  target: 'node20',
+  loader: { '.wgsl': 'text' },
+  external: ['webgpu', 'sharp', '@petamoriken/float16'],
+  sourcemap: true,
+  logLevel: 'warning',
+};
+await build({ ...common, entryPoints: { index: 'src/index.ts', cli: 'src/cli.ts' }, outdir: 'dist', splitting: true, chunkNames: 'chunks/[name]-[hash]' });
+chmodSync('dist/cli.js', 0o755);
+execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '--emitDeclarationOnly', '--outDir', 'dist'], { stdio: 'inherit' });
+console.log('built dist/index.js, dist/cli.js, dist/index.d.ts');

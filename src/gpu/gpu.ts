@@ -1,0 +1,234 @@
+import { GpuError } from './errors.js';
+
+export interface OpenGpuOptions {
+  /** Dawn backend, e.g. 'vulkan', 'metal', 'd3d12'. Node only. Default: Dawn's choice. */
+  backend?: string;
+  /** Dawn adapter name (a substring as printed by Dawn's adapter list). Node only. */
+  adapter?: string;
+  powerPreference?: GPUPowerPreference;
+  forceFallbackAdapter?: boolean;
+  /** Extra Dawn toggles, e.g. ['enable-dawn-features=dump_shaders']. Node only. */
+  dawnOptions?: string[];
+  /** Features not to request even when offered (e.g. to test the f32-only paths). */
+  disableFeatures?: string[];
+}
+
+export interface GpuInfo {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  isFallbackAdapter: boolean;
+  subgroupMinSize?: number;
+  subgroupMaxSize?: number;
+}
+
+export interface GpuStats {
+  /** Buffers created through this Gpu and not yet destroyed. */
+  liveBuffers: number;
+  liveBytes: number;
+  /** Queue submits made through this Gpu. */
+  submits: number;
+}
+
+/** Optional features we use when the adapter offers them. */
+const WANTED_FEATURES = ['shader-f16', 'subgroups', 'timestamp-query'] as const;
+
+/** Limits raised to the adapter's maximum: big activations and big workgroups need them. */
+const MAX_LIMITS = [
+  'maxBufferSize',
+  'maxStorageBufferBindingSize',
+  'maxComputeWorkgroupStorageSize',
+  'maxComputeInvocationsPerWorkgroup',
+  'maxComputeWorkgroupSizeX',
+  'maxComputeWorkgroupSizeY',
+  'maxComputeWorkgroupSizeZ',
+  'maxComputeWorkgroupsPerDimension',
+  'maxStorageBuffersPerShaderStage',
+  'maxUniformBufferBindingSize',
+] as const;
+
+/** Where the WebGPU entry point comes from: the browser's navigator.gpu, else Dawn through `webgpu`. */
+async function getGpuEntry(options: OpenGpuOptions): Promise<{ gpu: GPU; keepAlive: unknown }> {
+  const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
+  const inNode = typeof process !== 'undefined' && !!process.versions?.node;
+  if (!inNode && nav?.gpu) return { gpu: nav.gpu, keepAlive: nav.gpu };
+  const dawn = await import('webgpu');
+  Object.assign(globalThis, dawn.globals);
+  const args = [...(options.dawnOptions ?? [])];
+  if (options.backend) args.push(`backend=${options.backend}`);
+  if (options.adapter) args.push(`adapter=${options.adapter}`);
+  const gpu = dawn.create(args);
+  return { gpu, keepAlive: gpu };
+}
+
+/** Opens the GPU: adapter, device with maximum limits and the optional features we use. */
+export async function openGpu(options: OpenGpuOptions = {}): Promise<Gpu> {
+  const { gpu, keepAlive } = await getGpuEntry(options).catch((err: unknown) => {
+    throw new GpuError('openGpu', `could not load WebGPU (${String((err as Error)?.message ?? err)})`, { cause: err });
+  });
+  let adapter: GPUAdapter | null;
+  try {
+    adapter = await gpu.requestAdapter({
+      powerPreference: options.powerPreference,
+      forceFallbackAdapter: options.forceFallbackAdapter,
+    });
+  } catch (err) {
+    throw new GpuError('openGpu', `requesting an adapter failed: ${(err as Error).message}`, { cause: err });
+  }
+  if (!adapter) {
+    throw new GpuError(
+      'openGpu',
+      'no WebGPU adapter found' +
+        (options.adapter || options.backend ? ` for adapter=${options.adapter ?? '*'} backend=${options.backend ?? '*'}` : '') +
+        '. On a machine without a GPU run scripts/setup to install a software Vulkan driver.',
+    );
+  }
+  const disabled = new Set(options.disableFeatures ?? []);
+  const requiredFeatures = WANTED_FEATURES.filter((f) => adapter.features.has(f) && !disabled.has(f));
+  const requiredLimits: Record<string, number> = {};
+  for (const name of MAX_LIMITS) {
+    const v = (adapter.limits as unknown as Record<string, number>)[name];
+    if (typeof v === 'number') requiredLimits[name] = v;
+  }
+  let device: GPUDevice;
+  try {
+    device = await adapter.requestDevice({ requiredFeatures: requiredFeatures as GPUFeatureName[], requiredLimits });
+  } catch (err) {
+    throw new GpuError('openGpu', `requesting a device failed: ${(err as Error).message}`, { cause: err });
+  }
+  return new Gpu(device, adapter, keepAlive);
+}
+
+/** One WebGPU device with buffer and submit accounting and error capture. */
+export class Gpu {
+  readonly device: GPUDevice;
+  readonly info: GpuInfo;
+  readonly features: ReadonlySet<string>;
+  readonly limits: Readonly<Record<string, number>>;
+  /** Per-device caches owned by higher layers (pipelines, peak measurements), keyed by their owner. */
+  readonly caches = new Map<string, Map<string, unknown>>();
+  // Dawn aborts the process if the object returned by create() is collected while its device lives.
+  readonly #keepAlive: unknown;
+  readonly #live = new Map<GPUBuffer, number>();
+  #liveBytes = 0;
+  #submits = 0;
+  #lost: string | undefined;
+  #uncaptured: GPUError[] = [];
+
+  constructor(device: GPUDevice, adapter: GPUAdapter, keepAlive: unknown) {
+    this.device = device;
+    this.#keepAlive = keepAlive;
+    const i = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean; subgroupMinSize?: number; subgroupMaxSize?: number };
+    this.info = {
+      vendor: i.vendor,
+      architecture: i.architecture,
+      device: i.device,
+      description: i.description,
+      isFallbackAdapter: !!(i.isFallbackAdapter ?? (adapter as { isFallbackAdapter?: boolean }).isFallbackAdapter),
+      subgroupMinSize: i.subgroupMinSize,
+      subgroupMaxSize: i.subgroupMaxSize,
+    };
+    this.features = new Set(device.features as unknown as Iterable<string>);
+    const limits: Record<string, number> = {};
+    for (const key in device.limits) {
+      const v = (device.limits as unknown as Record<string, unknown>)[key];
+      if (typeof v === 'number') limits[key] = v;
+    }
+    this.limits = Object.freeze(limits);
+    void device.lost.then((info) => {
+      this.#lost = info.reason === 'destroyed' ? 'the GPU was closed' : `the device was lost (${info.message})`;
+    });
+    // Errors outside any scope would otherwise only be printed by Dawn; keep them for the next check.
+    device.onuncapturederror = (ev: GPUUncapturedErrorEvent) => {
+      ev.preventDefault?.();
+      this.#uncaptured.push(ev.error);
+    };
+  }
+
+  /** A cache map owned by one higher layer, created on first use; it dies with this Gpu. */
+  cache<T>(owner: string): Map<string, T> {
+    let m = this.caches.get(owner);
+    if (!m) this.caches.set(owner, (m = new Map()));
+    return m as Map<string, T>;
+  }
+
+  get closed(): boolean {
+    return this.#lost !== undefined;
+  }
+
+  /** Throws if the device can no longer be used. */
+  assertUsable(op: string): void {
+    if (this.#lost) throw new GpuError(op, this.#lost);
+  }
+
+  /** Creates a buffer and counts it; destroy it with destroyBuffer. */
+  createBuffer(descriptor: GPUBufferDescriptor, op = 'createBuffer'): GPUBuffer {
+    this.assertUsable(op);
+    const max = this.limits.maxBufferSize ?? Infinity;
+    if (descriptor.size > max) {
+      throw new GpuError(op, `buffer of ${descriptor.size} bytes exceeds the device's maxBufferSize (${max})`);
+    }
+    const buffer = this.device.createBuffer(descriptor);
+    this.#live.set(buffer, descriptor.size);
+    this.#liveBytes += descriptor.size;
+    return buffer;
+  }
+
+  /** Destroys a buffer made by createBuffer; a second call does nothing. */
+  destroyBuffer(buffer: GPUBuffer): void {
+    const size = this.#live.get(buffer);
+    if (size === undefined) return;
+    this.#live.delete(buffer);
+    this.#liveBytes -= size;
+    buffer.destroy();
+  }
+
+  submit(commands: GPUCommandBuffer[]): void {
+    this.assertUsable('submit');
+    this.device.queue.submit(commands);
+    this.#submits++;
+  }
+
+  stats(): GpuStats {
+    return { liveBuffers: this.#live.size, liveBytes: this.#liveBytes, submits: this.#submits };
+  }
+
+  /**
+   * Runs `work` inside validation and out-of-memory error scopes and throws a GpuError naming `op`
+   * if the GPU reported one. Errors raised while `work` runs are attributed to it.
+   */
+  async scoped<T>(op: string, work: () => T): Promise<T> {
+    this.assertUsable(op);
+    this.device.pushErrorScope('out-of-memory');
+    this.device.pushErrorScope('validation');
+    let result: T;
+    let thrown: unknown;
+    try {
+      result = work();
+    } catch (err) {
+      thrown = err;
+    }
+    const validation = await this.device.popErrorScope();
+    const oom = await this.device.popErrorScope();
+    if (thrown !== undefined) throw thrown;
+    const err = validation ?? oom ?? this.#uncaptured.shift();
+    if (err) {
+      const kind = oom && !validation ? 'out of GPU memory' : 'WebGPU validation error';
+      throw new GpuError(op, `${kind}: ${err.message.trim()}`);
+    }
+    if (this.#lost) throw new GpuError(op, this.#lost);
+    return result!;
+  }
+
+  /** Destroys the device and every buffer still alive; the process can then exit by itself. */
+  close(): void {
+    if (this.#lost === undefined) this.#lost = 'the GPU was closed';
+    for (const buffer of this.#live.keys()) buffer.destroy();
+    this.#live.clear();
+    this.#liveBytes = 0;
+    this.caches.clear();
+    this.device.destroy();
+    void this.#keepAlive;
+  }
+}

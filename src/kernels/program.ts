@@ -1,0 +1,92 @@
+import type { Gpu } from '../gpu/gpu.js';
+import type { DType } from '../dtype.js';
+
+/** What a kernel needs to know about a tensor to check and plan it. */
+export interface TensorInfo {
+  readonly shape: readonly number[];
+  readonly dtype: DType;
+}
+
+/** How a program uses one storage binding. */
+export type Access = 'read' | 'write';
+
+/**
+ * One compiled shader. Binding 0 is always the uniform block (shapes and scalars, so one pipeline
+ * serves every shape); storage bindings 1..n follow `bindings`. The pipeline cache key is
+ * `name`, `key` and `constants`: it must describe the specialisation, never the shapes.
+ */
+export interface Program {
+  readonly name: string;
+  readonly key: string;
+  readonly code: string;
+  readonly constants?: Readonly<Record<string, number>>;
+  readonly bindings: readonly Access[];
+  readonly entryPoint?: string;
+}
+
+/** One dispatch of a program over a kernel's tensors. */
+export interface Dispatch {
+  readonly program: Program;
+  /** For each storage binding, an index into [...inputs, ...outputs, ...scratch]. */
+  readonly tensors: readonly number[];
+  readonly uniforms: ArrayBuffer;
+  readonly workgroups: readonly [number, number, number];
+}
+
+/** What a kernel does for given inputs on a given device. */
+export interface KernelPlan {
+  readonly dispatches: readonly Dispatch[];
+  /** Temporary tensors the dispatches need, freed after the run. */
+  readonly scratch?: readonly TensorInfo[];
+  /** Nominal floating-point operations, for GFLOP/s in benchmarks and profiles. */
+  readonly flops?: number;
+  /** Nominal bytes read and written, for GB/s. */
+  readonly bytes?: number;
+}
+
+/**
+ * A kernel's uniform description, used by the eager functions and by the graph executor alike.
+ * `outputs` validates and infers shapes without a GPU (errors name the kernel and the argument);
+ * `plan` chooses the programs and dispatch sizes for one device.
+ */
+export interface Kernel<Options> {
+  readonly name: string;
+  outputs(inputs: readonly TensorInfo[], options: Options): TensorInfo[];
+  plan(gpu: Gpu, inputs: readonly TensorInfo[], outputs: readonly TensorInfo[], options: Options): KernelPlan;
+}
+
+/**
+ * Packs uniform fields in order as 32-bit words. Plain numbers are u32; `{ f32 }` and `{ i32 }`
+ * choose the other types. The result is padded to 16 bytes, as uniform structs are.
+ */
+export function uniforms(...fields: Array<number | { f32: number } | { i32: number }>): ArrayBuffer {
+  const bytes = new ArrayBuffer(Math.max(16, Math.ceil(fields.length / 4) * 16));
+  const view = new DataView(bytes);
+  fields.forEach((f, i) => {
+    if (typeof f === 'number') view.setUint32(i * 4, f, true);
+    else if ('f32' in f) view.setFloat32(i * 4, f.f32, true);
+    else view.setInt32(i * 4, f.i32, true);
+  });
+  return bytes;
+}
+
+/** WGSL source for a storage dtype: the shader's `alias T = f32;` line becomes f16 when asked. */
+export function specialize(code: string, dtype: DType): string {
+  if (dtype === 'f32') return code;
+  if (dtype !== 'f16') throw new Error(`specialize: no ${dtype} variant`);
+  if (!/^alias T = f32;$/m.test(code)) throw new Error('specialize: shader has no `alias T = f32;` line');
+  return 'enable f16;\n' + code.replace(/^alias T = f32;$/m, 'alias T = f16;');
+}
+
+/**
+ * Workgroup counts for `count` invocations in groups of `size`, folded into 2-D when one
+ * dimension's limit would be exceeded. Shaders recover the flat index with `flatIndex`-style
+ * math: (wid.y * num_workgroups.x + wid.x) * size + lid.x.
+ */
+export function grid1d(gpu: Gpu, count: number, size: number): [number, number, number] {
+  const groups = Math.max(1, Math.ceil(count / size));
+  const max = gpu.limits.maxComputeWorkgroupsPerDimension ?? 65535;
+  if (groups <= max) return [groups, 1, 1];
+  const y = Math.ceil(groups / max);
+  return [Math.ceil(groups / y), y, 1];
+}

@@ -1,0 +1,146 @@
+import type { Gpu } from '../gpu/gpu.js';
+import { GpuError } from '../gpu/errors.js';
+import { Tensor } from '../tensor.js';
+import { shapeString } from '../dtype.js';
+import type { Kernel, KernelPlan, Program, TensorInfo } from './program.js';
+
+/** Cache key of a program: its specialisation, never its shapes. */
+export function pipelineKey(p: Program): string {
+  const constants = p.constants ? Object.entries(p.constants).sort(([a], [b]) => (a < b ? -1 : 1)) : [];
+  return `${p.name}|${p.key}|${p.entryPoint ?? 'main'}|${JSON.stringify(constants)}|${p.bindings.join(',')}`;
+}
+
+/** The compute pipeline for a program, compiled once per device and reused by every plan. */
+export function getPipeline(gpu: Gpu, program: Program): GPUComputePipeline {
+  const cache = gpu.cache<GPUComputePipeline>('pipelines');
+  const key = pipelineKey(program);
+  let pipeline = cache.get(key);
+  if (pipeline) return pipeline;
+  const device = gpu.device;
+  const entries: GPUBindGroupLayoutEntry[] = [
+    { binding: 0, visibility: 4 /* COMPUTE */, buffer: { type: 'uniform' } },
+    ...program.bindings.map(
+      (access, i): GPUBindGroupLayoutEntry => ({
+        binding: i + 1,
+        visibility: 4,
+        buffer: { type: access === 'read' ? 'read-only-storage' : 'storage' },
+      }),
+    ),
+  ];
+  const layout = device.createPipelineLayout({
+    label: program.name,
+    bindGroupLayouts: [device.createBindGroupLayout({ label: program.name, entries })],
+  });
+  pipeline = device.createComputePipeline({
+    label: program.name,
+    layout,
+    compute: {
+      module: device.createShaderModule({ label: program.name, code: program.code }),
+      entryPoint: program.entryPoint ?? 'main',
+      constants: program.constants as Record<string, number> | undefined,
+    },
+  });
+  cache.set(key, pipeline);
+  return pipeline;
+}
+
+/** Where each tensor of a kernel lives: a whole buffer or a range of one (graph views). */
+export type BufferRange = GPUBufferBinding;
+
+/** Uniform data of every dispatch of a plan packed into one buffer at aligned offsets. */
+export function packUniforms(gpu: Gpu, plans: readonly KernelPlan[]): { data: Uint8Array; offsets: number[][] } {
+  const align = gpu.limits.minUniformBufferOffsetAlignment ?? 256;
+  const offsets: number[][] = [];
+  let size = 0;
+  for (const plan of plans) {
+    offsets.push(
+      plan.dispatches.map((d) => {
+        const at = size;
+        size = Math.ceil((size + d.uniforms.byteLength) / align) * align;
+        return at;
+      }),
+    );
+  }
+  const data = new Uint8Array(Math.max(size, 16));
+  plans.forEach((plan, p) => plan.dispatches.forEach((d, i) => data.set(new Uint8Array(d.uniforms), offsets[p]![i]!)));
+  return { data, offsets };
+}
+
+/**
+ * Bind groups for one plan's dispatches. `ranges` holds [...inputs, ...outputs, ...scratch];
+ * `uniformOffsets` are this plan's offsets inside `uniformBuffer`.
+ */
+export function createBindGroups(
+  gpu: Gpu,
+  plan: KernelPlan,
+  ranges: readonly BufferRange[],
+  uniformBuffer: GPUBuffer,
+  uniformOffsets: readonly number[],
+): { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; workgroups: readonly [number, number, number] }[] {
+  return plan.dispatches.map((d, i) => {
+    const pipeline = getPipeline(gpu, d.program);
+    const entries: GPUBindGroupEntry[] = [
+      { binding: 0, resource: { buffer: uniformBuffer, offset: uniformOffsets[i]!, size: d.uniforms.byteLength } },
+      ...d.tensors.map((t, b) => ({ binding: b + 1, resource: ranges[t]! })),
+    ];
+    const bindGroup = gpu.device.createBindGroup({ label: d.program.name, layout: pipeline.getBindGroupLayout(0), entries });
+    return { pipeline, bindGroup, workgroups: d.workgroups };
+  });
+}
+
+/** Records prebuilt dispatches into one compute pass. */
+export function encodeDispatches(
+  pass: GPUComputePassEncoder,
+  dispatches: readonly { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; workgroups: readonly [number, number, number] }[],
+): void {
+  for (const d of dispatches) {
+    pass.setPipeline(d.pipeline);
+    pass.setBindGroup(0, d.bindGroup);
+    pass.dispatchWorkgroups(d.workgroups[0], d.workgroups[1], d.workgroups[2]);
+  }
+}
+
+/** Infos of tensors, for calling a kernel's outputs/plan with real tensors. */
+export function infosOf(tensors: readonly Tensor[]): TensorInfo[] {
+  return tensors.map((t) => ({ shape: t.shape, dtype: t.dtype }));
+}
+
+/**
+ * Runs a kernel eagerly: checks, allocates outputs, one submit, and turns GPU errors into a
+ * GpuError naming the kernel. On failure nothing is left allocated.
+ */
+export async function runKernel<O>(gpu: Gpu, kernel: Kernel<O>, inputs: readonly Tensor[], options: O): Promise<Tensor[]> {
+  for (const [i, t] of inputs.entries()) {
+    if (t.gpu !== gpu) throw new GpuError(kernel.name, `input ${i} (${t}) belongs to another Gpu`);
+    if (t.disposed) throw new GpuError(kernel.name, `input ${i} of shape ${shapeString(t.shape)} was disposed`);
+  }
+  const inputInfos = infosOf(inputs);
+  const outputInfos = kernel.outputs(inputInfos, options);
+  const plan = kernel.plan(gpu, inputInfos, outputInfos, options);
+  const outputs: Tensor[] = [];
+  const scratch: Tensor[] = [];
+  let uniformBuffer: GPUBuffer | undefined;
+  try {
+    for (const o of outputInfos) outputs.push(Tensor.empty(gpu, o.shape, o.dtype));
+    for (const s of plan.scratch ?? []) scratch.push(Tensor.empty(gpu, s.shape, s.dtype));
+    const { data, offsets } = packUniforms(gpu, [plan]);
+    await gpu.scoped(kernel.name, () => {
+      uniformBuffer = gpu.createBuffer({ size: data.byteLength, usage: 0x40 | 0x08 /* UNIFORM | COPY_DST */ }, kernel.name);
+      gpu.device.queue.writeBuffer(uniformBuffer, 0, data);
+      const ranges = [...inputs, ...outputs, ...scratch].map((t) => ({ buffer: t.buffer }));
+      const prepared = createBindGroups(gpu, plan, ranges, uniformBuffer, offsets[0]!);
+      const encoder = gpu.device.createCommandEncoder({ label: kernel.name });
+      const pass = encoder.beginComputePass({ label: kernel.name });
+      encodeDispatches(pass, prepared);
+      pass.end();
+      gpu.submit([encoder.finish()]);
+    });
+    return outputs;
+  } catch (err) {
+    for (const t of outputs) t.dispose();
+    throw err;
+  } finally {
+    for (const t of scratch) t.dispose();
+    if (uniformBuffer) gpu.destroyBuffer(uniformBuffer);
+  }
+}

@@ -1,0 +1,101 @@
+import { describe, expect, it } from 'vitest';
+import { spawnSync } from 'node:child_process';
+import { GpuError, Tensor, kernels } from '../src/index.js';
+import { useGpu } from './util/gpu.js';
+
+const getGpu = useGpu();
+
+describe('openGpu', () => {
+  it('reports adapter info, features and limits', async () => {
+    const gpu = await getGpu();
+    expect(typeof gpu.info.vendor).toBe('string');
+    expect(typeof gpu.info.description).toBe('string');
+    expect(typeof gpu.info.isFallbackAdapter).toBe('boolean');
+    expect(gpu.features).toBeInstanceOf(Set);
+    for (const f of gpu.features) expect(gpu.device.features.has(f)).toBe(true);
+    // Limits are raised to the adapter's maximum, so they are at least the WebGPU defaults.
+    expect(gpu.limits.maxStorageBufferBindingSize).toBeGreaterThanOrEqual(134217728);
+    expect(gpu.limits.maxComputeInvocationsPerWorkgroup).toBeGreaterThanOrEqual(256);
+    expect(gpu.limits.maxComputeWorkgroupStorageSize).toBeGreaterThanOrEqual(16384);
+  });
+
+  it('turns an invalid dispatch into a GpuError naming the op', async () => {
+    const gpu = await getGpu();
+    const x = Tensor.from(gpu, [1, 2, 3, 4], [4]);
+    const bad: kernels.Kernel<Record<string, never>> = {
+      name: 'broken',
+      outputs: (inputs) => [inputs[0]!],
+      plan: () => ({
+        dispatches: [
+          {
+            // A shader that does not compile: the error must come back as a GpuError, not a console warning.
+            program: { name: 'broken', key: 'x', code: '@compute @workgroup_size(1) fn main() { let a = undefined_name; }', bindings: ['read', 'write'] },
+            tensors: [0, 1],
+            uniforms: kernels.uniforms(0),
+            workgroups: [1, 1, 1],
+          },
+        ],
+      }),
+    };
+    const before = gpu.stats();
+    const err = await kernels.runKernel(gpu, bad, [x], {}).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(GpuError);
+    expect((err as GpuError).message).toMatch(/^broken: WebGPU validation error/);
+    // Nothing half-made is left behind.
+    expect(gpu.stats().liveBuffers).toBe(before.liveBuffers);
+    x.dispose();
+  });
+
+  it('rejects a dispatch larger than the device allows as a GpuError', async () => {
+    const gpu = await getGpu();
+    const x = Tensor.from(gpu, [1], [1]);
+    const huge: kernels.Kernel<Record<string, never>> = {
+      name: 'huge',
+      outputs: (inputs) => [inputs[0]!],
+      plan: () => ({
+        dispatches: [
+          {
+            program: {
+              name: 'huge',
+              key: 'x',
+              code: '@group(0) @binding(0) var<uniform> u: vec4u; @compute @workgroup_size(1) fn main() { _ = u; }',
+              bindings: ['read', 'write'],
+            },
+            tensors: [0, 1],
+            uniforms: kernels.uniforms(0),
+            workgroups: [gpu.limits.maxComputeWorkgroupsPerDimension! + 1, 1, 1],
+          },
+        ],
+      }),
+    };
+    await expect(kernels.runKernel(gpu, huge, [x], {})).rejects.toThrow(GpuError);
+    x.dispose();
+  });
+
+  it('close() lets the Node process exit by itself', () => {
+    const script = `
+      import { openGpu, Tensor } from './dist/index.js';
+      const gpu = await openGpu();
+      const t = Tensor.from(gpu, [1, 2, 3], [3]);
+      console.log(Array.from(await t.read()).join(','));
+      gpu.close();
+    `;
+    const started = Date.now();
+    const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      cwd: process.cwd(),
+      timeout: 30_000,
+      encoding: 'utf8',
+    });
+    expect(child.error).toBeUndefined();
+    expect(child.stdout.trim()).toBe('1,2,3');
+    expect(child.status).toBe(0);
+    expect(Date.now() - started).toBeLessThan(30_000);
+  });
+
+  it('refuses use after close', async () => {
+    const { openGpu } = await import('../src/index.js');
+    const gpu = await openGpu();
+    gpu.close();
+    expect(() => Tensor.from(gpu, [1], [1])).toThrow(/closed/);
+  });
+});

@@ -1,0 +1,96 @@
+import { describe, expect, it } from 'vitest';
+import { GpuError, Tensor, kernels } from '../../src/index.js';
+import { useGpu } from '../util/gpu.js';
+import { expectClose } from '../util/check.js';
+import { randomArray } from '../util/random.js';
+import { elementwiseReference, erfReference, type ElementwiseOptions } from '../../src/kernels/elementwise.js';
+
+const getGpu = useGpu();
+
+const SHAPES = [[1], [7], [3, 5], [2, 13, 31], [4, 1025], [300, 77]];
+const UNARY: ElementwiseOptions[] = [{ op: 'gelu' }, { op: 'quick_gelu' }, { op: 'scale', scalar: -0.37 }, { op: 'l2norm' }, { op: 'l2norm', eps: 0.5 }];
+
+describe('elementwise', () => {
+  it('erfReference matches known values', () => {
+    // Tabulated erf values (Abramowitz & Stegun table 7.1 / high-precision sources).
+    expect(erfReference(0)).toBe(0);
+    expect(erfReference(0.5)).toBeCloseTo(0.5204998778130465, 14);
+    expect(erfReference(1)).toBeCloseTo(0.8427007929497149, 14);
+    expect(erfReference(2)).toBeCloseTo(0.9953222650189527, 14);
+    expect(erfReference(3)).toBeCloseTo(0.9999779095030014, 14);
+    expect(erfReference(-1.5)).toBeCloseTo(-0.9661051464753108, 14);
+  });
+
+  for (const options of UNARY) {
+    it(`${options.op}${options.eps ? ` eps=${options.eps}` : ''} matches the CPU reference on awkward shapes (f32)`, async () => {
+      const gpu = await getGpu();
+      for (const [s, shape] of SHAPES.entries()) {
+        const n = shape.reduce((a, b) => a * b, 1);
+        const data = randomArray(n, 100 + s, 6);
+        const x = Tensor.from(gpu, data, shape);
+        const y = await kernels.elementwise(gpu, [x], options);
+        expect(y.shape).toEqual(shape);
+        expectClose(await y.read(), elementwiseReference(data, shape, options), { scaleTol: 1e-5, label: `${options.op} ${shape}` });
+        x.dispose();
+        y.dispose();
+      }
+    });
+  }
+
+  for (const op of ['add', 'mul'] as const) {
+    it(`${op} with same-shape and suffix-broadcast b`, async () => {
+      const gpu = await getGpu();
+      for (const [shape, bShape] of [[[5, 7], [5, 7]], [[3, 4, 9], [9]], [[3, 4, 9], [4, 9]], [[1001], [1001]]]) {
+        const a = randomArray(shape!.reduce((p, q) => p * q, 1), 1, 3);
+        const b = randomArray(bShape!.reduce((p, q) => p * q, 1), 2, 3);
+        const ta = Tensor.from(gpu, a, shape!);
+        const tb = Tensor.from(gpu, b, bShape!);
+        const y = await (op === 'add' ? kernels.add(gpu, ta, tb) : kernels.mul(gpu, ta, tb));
+        expectClose(await y.read(), elementwiseReference(a, shape!, { op }, b), { scaleTol: 1e-6 });
+        for (const t of [ta, tb, y]) t.dispose();
+      }
+    });
+  }
+
+  it('gelu on extreme inputs stays finite and exact in the tails', async () => {
+    const gpu = await getGpu();
+    const data = [-1e4, -20, -8, -5.5, -1e-8, 0, 1e-8, 5.5, 8, 20, 1e4];
+    const x = Tensor.from(gpu, data, [data.length]);
+    const y = await kernels.gelu(gpu, x);
+    expectClose(await y.read(), elementwiseReference(data, [data.length], { op: 'gelu' }), { atol: 1e-6, rtol: 1e-6 });
+    x.dispose();
+    y.dispose();
+  });
+
+  it('f16 storage matches the reference within 1e-2', async () => {
+    const gpu = await getGpu();
+    if (!gpu.features.has('shader-f16')) return;
+    const data = randomArray(3 * 333, 9, 4);
+    for (const options of UNARY) {
+      const x = Tensor.from(gpu, data, [3, 333], 'f16');
+      const xs = await x.read();
+      const y = await kernels.elementwise(gpu, [x], options);
+      expect(y.dtype).toBe('f16');
+      expectClose(await y.read(), elementwiseReference(xs, [3, 333], options), { scaleTol: 1e-2 });
+      x.dispose();
+      y.dispose();
+    }
+  });
+
+  it('rejects bad input before dispatching', async () => {
+    const gpu = await getGpu();
+    const a = Tensor.from(gpu, new Float32Array(12), [3, 4]);
+    const b = Tensor.from(gpu, new Float32Array(3), [3]);
+    const i = Tensor.from(gpu, [1, 2], [2], 'i32');
+    const before = gpu.stats();
+    await expect(kernels.add(gpu, a, b)).rejects.toThrow(/elementwise.add: b of shape \[3\] must equal x's shape \[3, 4\] or a trailing part of it/);
+    await expect(kernels.gelu(gpu, i)).rejects.toThrow(/elementwise.gelu: x must be f32 or f16, got i32/);
+    await expect(kernels.elementwise(gpu, [a], { op: 'nope' as never })).rejects.toThrow(/unknown op "nope"/);
+    await expect(kernels.scale(gpu, a, NaN)).rejects.toThrow(GpuError);
+    expect(gpu.stats()).toEqual(before);
+    const disposed = Tensor.from(gpu, [1], [1]);
+    disposed.dispose();
+    await expect(kernels.gelu(gpu, disposed)).rejects.toThrow(/disposed/);
+    for (const t of [a, b, i]) t.dispose();
+  });
+});
