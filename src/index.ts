@@ -3,3 +3,4 @@ export type { OpenGpuOptions, GpuInfo, GpuStats } from './gpu/index.js';
 export { Tensor, type TensorData } from './tensor.js';
 export { type DType, DTYPES, sizeOf } from './dtype.js';
 export * as kernels from './kernels/index.js';
+export * from './graph/index.js';

@@ -32,7 +32,7 @@ function validateSize(gpu: Gpu, op: string, shape: readonly number[], dtype: DTy
 }
 
 /** Converts user data to the bytes of `dtype` (f16 with IEEE round-to-nearest-even). */
-function encode(data: TensorData, dtype: DType, count: number, op: string): ArrayBuffer {
+export function encodeTensorData(data: TensorData, dtype: DType, count: number, op: string): ArrayBuffer {
   check(!(data instanceof DataView), op, 'data must be a typed array or an array of numbers, not a DataView');
   const src = data as ArrayLike<number>;
   const bytes = new ArrayBuffer(Math.max(4, Math.ceil((count * BYTES_PER_ELEMENT[dtype]) / 4) * 4));
@@ -59,16 +59,17 @@ function encode(data: TensorData, dtype: DType, count: number, op: string): Arra
   return bytes;
 }
 
-function decode(bytes: ArrayBuffer, dtype: DType, count: number): ReadArray {
+/** Decodes `count` elements of `dtype` starting at byte `byteOffset` (f16 widens to f32). */
+export function decodeTensorData(bytes: ArrayBuffer, dtype: DType, count: number, byteOffset = 0): ReadArray {
   switch (dtype) {
     case 'f32':
-      return new Float32Array(bytes, 0, count).slice();
+      return new Float32Array(bytes, byteOffset, count).slice();
     case 'f16':
-      return Float32Array.from(new Float16Array(bytes, 0, count));
+      return Float32Array.from(new Float16Array(bytes, byteOffset, count));
     case 'i32':
-      return new Int32Array(bytes, 0, count).slice();
+      return new Int32Array(bytes, byteOffset, count).slice();
     case 'u32':
-      return new Uint32Array(bytes, 0, count).slice();
+      return new Uint32Array(bytes, byteOffset, count).slice();
   }
 }
 
@@ -106,7 +107,7 @@ export class Tensor<D extends DType = DType> {
       () => `data has ${length} elements but shape ${shapeString(shape)} needs ${count}`,
     );
     const byteLength = validateSize(gpu, op, shape, dtype);
-    const bytes = encode(data, dtype, count, op);
+    const bytes = encodeTensorData(data, dtype, count, op);
     const buffer = gpu.createBuffer({ size: byteLength, usage: STORAGE_USAGE, mappedAtCreation: true }, op);
     new Uint8Array(buffer.getMappedRange()).set(new Uint8Array(bytes));
     buffer.unmap();
@@ -147,7 +148,7 @@ export class Tensor<D extends DType = DType> {
       await staging.mapAsync(0x0001 /* GPUMapMode.READ */);
       const bytes = staging.getMappedRange().slice(0);
       staging.unmap();
-      return decode(bytes, this.dtype, this.size) as ReadArray<D>;
+      return decodeTensorData(bytes, this.dtype, this.size) as ReadArray<D>;
     } finally {
       gpu.destroyBuffer(staging);
     }

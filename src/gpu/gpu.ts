@@ -87,7 +87,9 @@ export async function openGpu(options: OpenGpuOptions = {}): Promise<Gpu> {
   const disabled = new Set(options.disableFeatures ?? []);
   const requiredFeatures = WANTED_FEATURES.filter((f) => adapter.features.has(f) && !disabled.has(f));
   const requiredLimits: Record<string, number> = {};
-  for (const name of MAX_LIMITS) {
+  // Alignment limits are "better" when smaller: take the adapter's, so graph views and packed
+  // uniforms need less padding.
+  for (const name of [...MAX_LIMITS, 'minStorageBufferOffsetAlignment', 'minUniformBufferOffsetAlignment']) {
     const v = (adapter.limits as unknown as Record<string, number>)[name];
     if (typeof v === 'number') requiredLimits[name] = v;
   }

@@ -70,12 +70,15 @@ export function uniforms(...fields: Array<number | { f32: number } | { i32: numb
   return bytes;
 }
 
-/** WGSL source for a storage dtype: the shader's `alias T = f32;` line becomes f16 when asked. */
+/**
+ * WGSL source for a storage dtype: the shader's `alias T = f32;` line is swapped for the dtype
+ * (f16 also gets `enable f16;`). Shaders that only move data (copies) serve every dtype this way.
+ */
 export function specialize(code: string, dtype: DType): string {
   if (dtype === 'f32') return code;
-  if (dtype !== 'f16') throw new Error(`specialize: no ${dtype} variant`);
   if (!/^alias T = f32;$/m.test(code)) throw new Error('specialize: shader has no `alias T = f32;` line');
-  return 'enable f16;\n' + code.replace(/^alias T = f32;$/m, 'alias T = f16;');
+  const swapped = code.replace(/^alias T = f32;$/m, `alias T = ${dtype};`);
+  return dtype === 'f16' ? 'enable f16;\n' + swapped : swapped;
 }
 
 /**

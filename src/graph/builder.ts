@@ -1,0 +1,185 @@
+import { GpuError } from '../gpu/errors.js';
+import type { Gpu } from '../gpu/gpu.js';
+import { isDType, shapeString, sizeOf, type DType } from '../dtype.js';
+import type { Tensor } from '../tensor.js';
+import type { Kernel, TensorInfo } from '../kernels/program.js';
+import { concatKernel, contiguousStrides, sliceView, stridedCopyKernel, transposeView, type StridedView } from '../kernels/copy.js';
+import { elementwiseKernel } from '../kernels/elementwise.js';
+import { compileGraph, type GraphPlan } from './plan.js';
+import { markOwned } from './constants.js';
+
+/** Where a value's bytes come from. */
+export type ValueSource =
+  | { kind: 'input'; name: string }
+  | { kind: 'constant'; tensor: Tensor }
+  | { kind: 'node'; node: number }
+  /** A reshape or contiguous slice of another value: no copy. `offset` is in elements. */
+  | { kind: 'view'; base: Value; offset: number };
+
+/** A typed value in a graph under construction. */
+export class Value implements TensorInfo {
+  readonly id: number;
+  readonly shape: readonly number[];
+  readonly dtype: DType;
+  readonly source: ValueSource;
+  readonly graph: GraphBuilder;
+
+  constructor(graph: GraphBuilder, id: number, info: TensorInfo, source: ValueSource) {
+    this.graph = graph;
+    this.id = id;
+    this.shape = Object.freeze([...info.shape]);
+    this.dtype = info.dtype;
+    this.source = source;
+  }
+
+  /** The value that owns the bytes (follows views) and this value's element offset in it. */
+  root(): { value: Value; offset: number } {
+    if (this.source.kind !== 'view') return { value: this, offset: 0 };
+    const r = this.source.base.root();
+    return { value: r.value, offset: r.offset + this.source.offset };
+  }
+
+  toString(): string {
+    return `value #${this.id} (${this.dtype} ${shapeString(this.shape)})`;
+  }
+}
+
+/** One kernel invocation recorded in a graph. */
+export interface GraphNode {
+  readonly index: number;
+  readonly label: string;
+  readonly kernel: Kernel<unknown>;
+  readonly inputs: readonly Value[];
+  readonly options: unknown;
+  readonly outputs: readonly Value[];
+}
+
+/**
+ * Records a model as kernel nodes with inferred and checked shapes; `compile(gpu)` turns it into
+ * a plan that runs with one submit. Errors name the node and what its kernel expected.
+ */
+export class GraphBuilder {
+  readonly values: Value[] = [];
+  readonly nodes: GraphNode[] = [];
+  readonly inputs = new Map<string, Value>();
+  readonly outputs = new Map<string, Value>();
+
+  #add(info: TensorInfo, source: ValueSource): Value {
+    const v = new Value(this, this.values.length, info, source);
+    this.values.push(v);
+    return v;
+  }
+
+  #own(v: Value, what: string): void {
+    if (!(v instanceof Value) || v.graph !== this) throw new GpuError('graph', `${what} is not a value of this graph`);
+  }
+
+  /** A value supplied at run time. */
+  input(name: string, shape: readonly number[], dtype: DType = 'f32'): Value {
+    if (this.inputs.has(name)) throw new GpuError('graph', `input ${JSON.stringify(name)} is already defined`);
+    if (!isDType(dtype)) throw new GpuError('graph', `input ${JSON.stringify(name)}: unknown dtype ${JSON.stringify(dtype)}`);
+    if (!shape.every((d) => Number.isInteger(d) && d >= 0)) throw new GpuError('graph', `input ${JSON.stringify(name)}: bad shape ${shapeString(shape)}`);
+    const v = this.#add({ shape, dtype }, { kind: 'input', name });
+    this.inputs.set(name, v);
+    return v;
+  }
+
+  /**
+   * A constant (weights): the tensor is uploaded once and may be shared by many graphs. Plans
+   * reference-count it; with `owned: true` the last plan to be disposed also disposes the tensor.
+   */
+  constant(tensor: Tensor, options: { owned?: boolean } = {}): Value {
+    if (tensor.disposed) throw new GpuError('graph', `constant ${tensor} was disposed`);
+    if (options.owned) markOwned(tensor);
+    return this.#add({ shape: tensor.shape, dtype: tensor.dtype }, { kind: 'constant', tensor });
+  }
+
+  /** Adds a kernel node; returns its output values. Shapes are checked now. */
+  op<O>(kernel: Kernel<O>, inputs: readonly Value[], options: O, label?: string): Value[] {
+    const index = this.nodes.length;
+    const name = label ?? `${kernel.name}#${index}`;
+    inputs.forEach((v, i) => this.#own(v, `node ${name}: input ${i}`));
+    let infos: TensorInfo[];
+    try {
+      infos = kernel.outputs(inputs, options);
+    } catch (err) {
+      throw new GpuError(`graph node ${name}`, (err as Error).message, { cause: err });
+    }
+    const outputs = infos.map((info) => this.#add(info, { kind: 'node', node: index }));
+    this.nodes.push({ index, label: name, kernel: kernel as Kernel<unknown>, inputs: [...inputs], options, outputs });
+    return outputs;
+  }
+
+  /** Same data, new shape (one dimension may be -1). No copy. */
+  reshape(x: Value, shape: readonly number[]): Value {
+    this.#own(x, 'reshape input');
+    const known = shape.filter((d) => d !== -1).reduce((a, b) => a * b, 1);
+    const inferred = shape.map((d) => (d === -1 ? sizeOf(x.shape) / known : d));
+    if (shape.filter((d) => d === -1).length > 1 || !inferred.every((d) => Number.isInteger(d) && d >= 0) || sizeOf(inferred) !== sizeOf(x.shape)) {
+      throw new GpuError('graph reshape', `cannot reshape ${x} to ${shapeString(shape)}`);
+    }
+    return this.#add({ shape: inferred, dtype: x.dtype }, { kind: 'view', base: x, offset: 0 });
+  }
+
+  /** A strided window as its own value: a view when it is a contiguous range, else a copy node. */
+  #window(x: Value, view: StridedView, label: string): Value {
+    const contiguous = contiguousStrides(view.shape);
+    if (view.shape.every((n, d) => n <= 1 || view.strides[d] === contiguous[d])) {
+      return this.#add({ shape: view.shape, dtype: x.dtype }, { kind: 'view', base: x, offset: view.offset });
+    }
+    return this.op(stridedCopyKernel, [x], view, label)[0]!;
+  }
+
+  /** x[starts[0]:ends[0], …]; a view (no copy) when the result is contiguous. */
+  slice(x: Value, starts: readonly number[], ends?: readonly (number | undefined)[], label?: string): Value {
+    this.#own(x, 'slice input');
+    return this.#window(x, sliceView(x.shape, starts, ends), label ?? `slice#${this.nodes.length}`);
+  }
+
+  /** Permutes dimensions (a copy unless the permutation leaves the layout unchanged). */
+  transpose(x: Value, perm: readonly number[], label?: string): Value {
+    this.#own(x, 'transpose input');
+    return this.#window(x, transposeView(x.shape, perm), label ?? `transpose#${this.nodes.length}`);
+  }
+
+  concat(xs: readonly Value[], axis: number, label?: string): Value {
+    return this.op(concatKernel, xs, { axis }, label)[0]!;
+  }
+
+  add(a: Value, b: Value, label?: string): Value {
+    return this.op(elementwiseKernel, [a, b], { op: 'add' }, label)[0]!;
+  }
+
+  mul(a: Value, b: Value, label?: string): Value {
+    return this.op(elementwiseKernel, [a, b], { op: 'mul' }, label)[0]!;
+  }
+
+  scale(x: Value, scalar: number, label?: string): Value {
+    return this.op(elementwiseKernel, [x], { op: 'scale', scalar }, label)[0]!;
+  }
+
+  gelu(x: Value, label?: string): Value {
+    return this.op(elementwiseKernel, [x], { op: 'gelu' }, label)[0]!;
+  }
+
+  quickGelu(x: Value, label?: string): Value {
+    return this.op(elementwiseKernel, [x], { op: 'quick_gelu' }, label)[0]!;
+  }
+
+  l2Normalize(x: Value, eps = 1e-6, label?: string): Value {
+    return this.op(elementwiseKernel, [x], { op: 'l2norm', eps }, label)[0]!;
+  }
+
+  /** Marks a value as a named output that run() can read back. */
+  output(name: string, v: Value): void {
+    this.#own(v, `output ${JSON.stringify(name)}`);
+    if (this.outputs.has(name)) throw new GpuError('graph', `output ${JSON.stringify(name)} is already defined`);
+    this.outputs.set(name, v);
+  }
+
+  /** Creates pipelines, plans memory and prebuilds bind groups for this device. */
+  compile(gpu: Gpu): Promise<GraphPlan> {
+    return compileGraph(gpu, this);
+  }
+}
+
