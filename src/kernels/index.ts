@@ -5,3 +5,4 @@ export * from './elementwise.js';
 export * from './copy.js';
 export * from './gather.js';
 export * from './layerNorm.js';
+export * from './softmax.js';
