@@ -6,3 +6,4 @@ export * from './copy.js';
 export * from './gather.js';
 export * from './layerNorm.js';
 export * from './softmax.js';
+export * from './patchEmbed.js';
