@@ -4,3 +4,6 @@ export { runKernel, getPipeline, pipelineKey } from './runtime.js';
 export * from './elementwise.js';
 export * from './copy.js';
 export * from './gather.js';
+export * from './layerNorm.js';
+export * from './softmax.js';
+export * from './patchEmbed.js';

@@ -1,0 +1,67 @@
+// Softmax over the last dimension of x (+ an optional additive mask broadcast over x's leading
+// dimensions). One workgroup per row. A single read pass keeps a running (max, sum of
+// exp(v - max)) per invocation, merged pairwise, so nothing is exponentiated above 0: logits near
+// 100 do not overflow, in f32 or f16 storage.
+// Values at or below MASKED (-Infinity included) are clamped to it, so a masked entry contributes
+// exp(MASKED - max) = 0 and no inf - inf ever reaches the arithmetic; a row with nothing above
+// MASKED is fully masked and gets zeros rather than NaN.
+alias T = f32;
+
+struct Params {
+  rows: u32,       // rows of x
+  row: u32,        // row length N
+  mask_rows: u32,  // rows of the mask (its size / N); row r uses mask row r % mask_rows
+}
+
+override WG: u32 = 128u;
+override HAS_MASK: bool = false;
+const MASKED = -1e30;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<T>;
+@group(0) @binding(2) var<storage, read> mask: array<T>;  // x itself when there is no mask
+@group(0) @binding(3) var<storage, read_write> y: array<T>;
+
+// Running max m and s = sum of exp(v - m).
+struct Acc { m: f32, s: f32 }
+
+fn merge(a: Acc, b: Acc) -> Acc {
+  let m = max(a.m, b.m);
+  return Acc(m, a.s * exp(a.m - m) + b.s * exp(b.m - m));
+}
+
+// One more value: rescale only when the max grows, so most values cost a single exp.
+fn push(a: Acc, v: f32) -> Acc {
+  if (v > a.m) { return Acc(v, a.s * exp(a.m - v) + 1.0); }
+  return Acc(a.m, a.s + exp(v - a.m));
+}
+
+var<workgroup> partial: array<Acc, WG>;
+
+fn value(base: u32, mask_base: u32, j: u32) -> f32 {
+  var v = f32(x[base + j]);
+  if (HAS_MASK) { v += f32(mask[mask_base + j]); }
+  return max(v, MASKED);
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let row = wid.y * nwg.x + wid.x;
+  if (row >= p.rows) { return; }
+  let base = row * p.row;
+  let mask_base = (row % p.mask_rows) * p.row;
+  var own = Acc(MASKED, 0.0);
+  for (var j = lid; j < p.row; j += WG) { own = push(own, value(base, mask_base, j)); }
+  partial[lid] = own;
+  workgroupBarrier();
+  for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+    if (lid < stride) { partial[lid] = merge(partial[lid], partial[lid + stride]); }
+    workgroupBarrier();
+  }
+  let total = partial[0];
+  let inv = select(1.0 / total.s, 0.0, total.m <= MASKED);
+  for (var j = lid; j < p.row; j += WG) {
+    y[base + j] = T(exp(value(base, mask_base, j) - total.m) * inv);
+  }
+}
