@@ -5,6 +5,10 @@ import type { Tensor } from '../tensor.js';
 import type { Kernel, TensorInfo } from '../kernels/program.js';
 import { concatKernel, contiguousStrides, sliceView, stridedCopyKernel, transposeView, type StridedView } from '../kernels/copy.js';
 import { elementwiseKernel } from '../kernels/elementwise.js';
+import { gatherKernel } from '../kernels/gather.js';
+import { layerNormKernel } from '../kernels/layerNorm.js';
+import { softmaxKernel } from '../kernels/softmax.js';
+import { patchEmbedKernel } from '../kernels/patchEmbed.js';
 import { compileGraph, type GraphPlan } from './plan.js';
 import { markOwned } from './constants.js';
 
@@ -168,6 +172,32 @@ export class GraphBuilder {
 
   l2Normalize(x: Value, eps = 1e-6, label?: string): Value {
     return this.op(elementwiseKernel, [x], { op: 'l2norm', eps }, label)[0]!;
+  }
+
+  /** LayerNorm over the last dimension (see kernels.layerNorm). */
+  layerNorm(x: Value, weight: Value, bias: Value, options: { eps?: number } = {}, label?: string): Value {
+    return this.op(layerNormKernel, [x, weight, bias], { eps: options.eps }, label)[0]!;
+  }
+
+  /** LayerNorm of s = x + residual; returns both (pre-LN blocks need the sum for the next residual). */
+  addLayerNorm(x: Value, residual: Value, weight: Value, bias: Value, options: { eps?: number } = {}, label?: string): { out: Value; sum: Value } {
+    const [out, sum] = this.op(layerNormKernel, [x, weight, bias, residual], { eps: options.eps, residual: true }, label);
+    return { out: out!, sum: sum! };
+  }
+
+  /** Softmax over the last dimension with an optional additive mask (see kernels.softmax). */
+  softmax(x: Value, options: { mask?: Value } = {}, label?: string): Value {
+    return this.op(softmaxKernel, options.mask ? [x, options.mask] : [x], { mask: !!options.mask }, label)[0]!;
+  }
+
+  /** ViT patch embedding with class token and position embedding (see kernels.patchEmbed). */
+  patchEmbed(pixels: Value, weight: Value, classEmbedding: Value, positionEmbedding: Value, options: { patchSize: number }, label?: string): Value {
+    return this.op(patchEmbedKernel, [pixels, weight, classEmbedding, positionEmbedding], options, label)[0]!;
+  }
+
+  /** Rows of `table` at `indices` (i32). */
+  gather(table: Value, indices: Value, label?: string): Value {
+    return this.op(gatherKernel, [table, indices], {}, label)[0]!;
   }
 
   /** Marks a value as a named output that run() can read back. */
