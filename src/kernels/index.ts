@@ -3,3 +3,4 @@ export * from './program.js';
 export { runKernel, getPipeline, pipelineKey } from './runtime.js';
 export * from './elementwise.js';
 export * from './copy.js';
+export * from './boxes.js';
