@@ -5,3 +5,4 @@ export * from './elementwise.js';
 export * from './copy.js';
 export * from './boxes.js';
 export * from './roi_align.js';
+export * from './region_word_similarity.js';
