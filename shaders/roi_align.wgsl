@@ -2,8 +2,9 @@
 // Output is [K, C, PH, PW] for both feature layouts. NHWC (a ViT's token grid [N, H, W, C]) orders
 // invocations channel-fastest so neighbouring invocations read neighbouring channels of the same
 // pixels; NCHW orders them like the output so they read neighbouring pixels of one plane.
-// A box whose batch index (truncated like torchvision's int cast) is outside [0, N) gives zeros:
-// the eager wrapper rejects such boxes before dispatch, this only keeps graph runs in bounds.
+// A box whose batch index (truncated like torchvision's int cast) is outside [0, N), or with a
+// non-finite coordinate, gives zeros: the eager wrapper rejects such boxes before dispatch, this
+// only keeps graph runs in bounds and their sample loops finite.
 alias T = f32;
 
 struct Params {
@@ -46,17 +47,20 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   }
   let o = (k * p.c + ch) * p.ph * p.pw + bin;
   let batch = i32(boxes[5u * k]);
-  if (batch < 0 || batch >= i32(p.n)) {
+  let coords = vec4f(boxes[5u * k + 1u], boxes[5u * k + 2u], boxes[5u * k + 3u], boxes[5u * k + 4u]);
+  // Exponent bits all set: inf or NaN (tested on the bits, which compilers may not fold away).
+  let non_finite = any((bitcast<vec4u>(coords) & vec4u(0x7f800000u)) == vec4u(0x7f800000u));
+  if (batch < 0 || batch >= i32(p.n) || non_finite) {
     out[o] = T(0.0);
     return;
   }
 
   // Box in feature coordinates; the same f32 operations as torchvision's CPU kernel.
   let offset = select(0.0, 0.5, p.aligned == 1u);
-  let start_w = boxes[5u * k + 1u] * p.spatial_scale - offset;
-  let start_h = boxes[5u * k + 2u] * p.spatial_scale - offset;
-  var roi_w = boxes[5u * k + 3u] * p.spatial_scale - offset - start_w;
-  var roi_h = boxes[5u * k + 4u] * p.spatial_scale - offset - start_h;
+  let start_w = coords.x * p.spatial_scale - offset;
+  let start_h = coords.y * p.spatial_scale - offset;
+  var roi_w = coords.z * p.spatial_scale - offset - start_w;
+  var roi_h = coords.w * p.spatial_scale - offset - start_h;
   if (p.aligned == 0u) {
     roi_w = max(roi_w, 1.0);
     roi_h = max(roi_h, 1.0);

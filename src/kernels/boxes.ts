@@ -174,7 +174,7 @@ export const scaleBoxesReference = (x: ArrayLike<number>, perImage: number, size
     return [b[0]! * w, b[1]! * h, b[2]! * w, b[3]! * h];
   });
 
-export const sigmoidReference = (v: number) => 1 / (1 + Math.exp(-v));
+const sigmoidReference = (v: number) => 1 / (1 + Math.exp(-v));
 
 export const decodeBoxesReference = (head: ArrayLike<number>, bias: ArrayLike<number>) =>
   mapBoxes(head, (b, i) => b.map((v, c) => sigmoidReference(v + bias[(4 * i + c) % bias.length]!)));

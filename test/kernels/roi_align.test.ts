@@ -180,16 +180,18 @@ describe('roiAlign', () => {
     for (const t of [x, x3, xi, b4, bBatch]) t.dispose();
   });
 
-  it('in a graph-style run, an out-of-range batch index gives zeros rather than reading out of bounds', async () => {
+  it('in a graph-style run, an out-of-range batch index or a non-finite coordinate gives zeros', async () => {
     const gpu = await getGpu();
     const x = Tensor.from(gpu, randomArray(2 * 3 * 4 * 5, 2, 1).map((v) => v + 2), [2, 3, 4, 5]);
-    const boxes = Tensor.from(gpu, [5, 0, 0, 3, 3, -1, 0, 0, 3, 3, 1, 0, 0, 3, 3], [3, 5]);
-    const [y] = await kernels.runKernel(gpu, kernels.roiAlignKernel, [x, boxes], { outputSize: 2 });
+    const bad = [5, 0, 0, 3, 3, -1, 0, 0, 3, 3, 0, 0, NaN, 3, 3, 1, 0, 0, Infinity, 3, 0, -Infinity, 0, 1, 1];
+    const boxes = Tensor.from(gpu, [...bad, 1, 0, 0, 3, 3], [6, 5]);
+    const [y] = await kernels.runKernel(gpu, kernels.roiAlignKernel, [x, boxes], { outputSize: 2, samplingRatio: 0 });
     const got = await y!.read();
-    expect(got.subarray(0, 24).every((v) => v === 0)).toBe(true);
+    const per = 3 * 2 * 2;
+    expect(got.subarray(0, 5 * per).every((v) => v === 0)).toBe(true);
     // The valid box is non-zero (features are in [1, 3)) and matches the reference.
-    expect(compareClose(got.subarray(24), roiAlignReference(await x.read(), [2, 3, 4, 5], [1, 0, 0, 3, 3], { outputSize: 2 }), { scaleTol: 1e-5 }).ok).toBe(true);
-    expect(got.subarray(24).every((v) => v > 0)).toBe(true);
+    expect(compareClose(got.subarray(5 * per), roiAlignReference(await x.read(), [2, 3, 4, 5], [1, 0, 0, 3, 3], { outputSize: 2, samplingRatio: 0 }), { scaleTol: 1e-5 }).ok).toBe(true);
+    expect(got.subarray(5 * per).every((v) => v > 0)).toBe(true);
     for (const t of [x, boxes, y!]) t.dispose();
   });
 });
