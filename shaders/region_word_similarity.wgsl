@@ -85,8 +85,9 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
 }
 
 @compute @workgroup_size(64)
-fn top_k(@builtin(global_invocation_id) gid: vec3u) {
-  let row = gid.x;
+fn top_k(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+         @builtin(local_invocation_index) lid: u32) {
+  let row = (wid.y * nwg.x + wid.x) * 64u + lid;
   if (row >= p.batch * p.regions) { return; }
   var vals: array<f32, MAX_K>;
   var idx: array<i32, MAX_K>;

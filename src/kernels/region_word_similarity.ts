@@ -2,7 +2,7 @@ import type { Gpu } from '../gpu/gpu.js';
 import { check } from '../gpu/errors.js';
 import { shapeString } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
-import { specialize, uniforms, type Dispatch, type Kernel, type TensorInfo } from './program.js';
+import { grid1d, specialize, uniforms, type Dispatch, type Kernel, type TensorInfo } from './program.js';
 import { runKernel } from './runtime.js';
 import similarityWgsl from '../../shaders/region_word_similarity.wgsl';
 
@@ -125,7 +125,7 @@ export const regionWordSimilarityKernel: Kernel<RegionWordSimilarityOptions> = {
           program: { name: `${NAME}.top_k`, key, code, entryPoint: 'top_k', constants, bindings: ['read', 'read', 'read', 'read', 'read', 'write', 'write', 'write'] },
           tensors: [...readTensors, n, n + 1, n + 2],
           uniforms: params,
-          workgroups: [Math.ceil((b * r) / 64), 1, 1],
+          workgroups: grid1d(gpu, b * r, 64),
         });
       }
     }
