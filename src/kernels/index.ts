@@ -7,3 +7,6 @@ export * from './gather.js';
 export * from './layerNorm.js';
 export * from './softmax.js';
 export * from './patchEmbed.js';
+export * from './boxes.js';
+export * from './roi_align.js';
+export * from './region_word_similarity.js';

@@ -1,0 +1,44 @@
+// RoIAlign at OWL-ViT B/32 768 px: 1000 boxes on the 24×24×768 patch-token grid (NHWC, no
+// transpose) to 7×7, and the same on an NCHW copy for comparison. No TF.js peer: its
+// cropAndResize samples differently (one bilinear tap per output, no bin averaging).
+import { roiAlignKernel, type RoiAlignOptions } from '../../src/kernels/roi_align.js';
+import type { KernelBenchCase } from '../types.js';
+import { rng } from '../../test/util/random.js';
+
+/** 1000 xyxy boxes inside a 768-px image, 16 to 400 px a side, as (batch 0, x1, y1, x2, y2). */
+function boxes(n: number): number[] {
+  const r = rng(2024);
+  const out: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const w = 16 + r() * 384;
+    const h = 16 + r() * 384;
+    const x = r() * (768 - w);
+    const y = r() * (768 - h);
+    out.push(0, x, y, x + w, y + h);
+  }
+  return out;
+}
+
+const data = boxes(1000);
+const base: RoiAlignOptions = { outputSize: 7, spatialScale: 1 / 32, aligned: true };
+
+export const cases: KernelBenchCase<RoiAlignOptions>[] = [
+  {
+    kernel: roiAlignKernel,
+    label: 'OWL-ViT B/32 768px tokens 24x24x768 NHWC, 1000 boxes → 7x7, sampling 2',
+    inputs: [{ shape: [1, 24, 24, 768] }, { shape: [1000, 5], data }],
+    options: { ...base, samplingRatio: 2, layout: 'nhwc' },
+  },
+  {
+    kernel: roiAlignKernel,
+    label: 'OWL-ViT B/32 768px tokens 24x24x768 NHWC, 1000 boxes → 7x7, adaptive sampling',
+    inputs: [{ shape: [1, 24, 24, 768] }, { shape: [1000, 5], data }],
+    options: { ...base, samplingRatio: 0, layout: 'nhwc' },
+  },
+  {
+    kernel: roiAlignKernel,
+    label: 'same on NCHW features 768x24x24, 1000 boxes → 7x7, sampling 2',
+    inputs: [{ shape: [1, 768, 24, 24] }, { shape: [1000, 5], data }],
+    options: { ...base, samplingRatio: 2 },
+  },
+];

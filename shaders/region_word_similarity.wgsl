@@ -1,0 +1,113 @@
+// Region–word similarity: logits[b, r, q] from cosine similarity of regions[b, r, :] and
+// words[b or 0, q, :] (each row divided by its norm + 1e-6, as OWL-ViT's class head), then
+//   CLIP (OWL = false): multiplier · cos, with multiplier = exp(logit_scale) from the host;
+//   OWL-ViT (OWL = true): (cos + shift[b, r]) · (elu(scale[b, r]) + 1);
+// and, with HAS_MASK, -1e6 where mask[b or 0, q] == 0 (a padded query).
+// `main`: each invocation computes a 4 × 4 tile of (region, query) pairs, accumulating the dot
+// products and both rows' squared norms in one pass over D. `top_k`: one invocation per (b, r)
+// row keeps the k largest logits (ties: lower query index first) by insertion.
+alias T = f32;
+
+struct Params {
+  batch: u32,
+  regions: u32,       // R
+  queries: u32,       // Q
+  dim: u32,           // D
+  words_stride: u32,  // Q · D, or 0 when words are shared by every image
+  mask_stride: u32,   // Q, or 0 when the mask is shared
+  top_k: u32,
+  multiplier: f32,
+}
+
+override OWL: bool = false;
+override HAS_MASK: bool = false;
+override WGX: u32 = 8u;
+override WGY: u32 = 8u;
+const TILE = 4u;
+const MAX_K = 64u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> regions: array<T>;
+@group(0) @binding(2) var<storage, read> words: array<T>;
+@group(0) @binding(3) var<storage, read> shift: array<T>;
+@group(0) @binding(4) var<storage, read> scale: array<T>;
+@group(0) @binding(5) var<storage, read> mask: array<u32>;  // i32 or u32 data: 0 = padded
+@group(0) @binding(6) var<storage, read_write> logits: array<f32>;
+@group(0) @binding(7) var<storage, read_write> top_values: array<f32>;
+@group(0) @binding(8) var<storage, read_write> top_indices: array<i32>;
+
+fn elu(x: f32) -> f32 {
+  return select(exp(x) - 1.0, x, x > 0.0);
+}
+
+@compute @workgroup_size(WGX, WGY)
+fn main(@builtin(global_invocation_id) gid: vec3u) {
+  let q0 = gid.x * TILE;
+  let r0 = gid.y * TILE;
+  let b = gid.z;
+  if (q0 >= p.queries || r0 >= p.regions) { return; }
+  // Rows past the end re-read the last row; their results are not written.
+  var rrow: array<u32, 4>;
+  var qrow: array<u32, 4>;
+  for (var i = 0u; i < TILE; i++) {
+    rrow[i] = (b * p.regions + min(r0 + i, p.regions - 1u)) * p.dim;
+    qrow[i] = b * p.words_stride + min(q0 + i, p.queries - 1u) * p.dim;
+  }
+  var acc: array<vec4f, 4>;
+  var rnorm = vec4f(0.0);
+  var qnorm = vec4f(0.0);
+  for (var d = 0u; d < p.dim; d++) {
+    let rv = vec4f(f32(regions[rrow[0] + d]), f32(regions[rrow[1] + d]), f32(regions[rrow[2] + d]), f32(regions[rrow[3] + d]));
+    let qv = vec4f(f32(words[qrow[0] + d]), f32(words[qrow[1] + d]), f32(words[qrow[2] + d]), f32(words[qrow[3] + d]));
+    for (var i = 0u; i < TILE; i++) { acc[i] += rv[i] * qv; }
+    rnorm += rv * rv;
+    qnorm += qv * qv;
+  }
+  let rinv = 1.0 / (sqrt(rnorm) + 1e-6);
+  let qinv = 1.0 / (sqrt(qnorm) + 1e-6);
+  for (var i = 0u; i < TILE; i++) {
+    let r = r0 + i;
+    if (r >= p.regions) { break; }
+    var add = 0.0;
+    var mul = p.multiplier;
+    if (OWL) {
+      add = f32(shift[b * p.regions + r]);
+      mul = elu(f32(scale[b * p.regions + r])) + 1.0;
+    }
+    for (var j = 0u; j < TILE; j++) {
+      let q = q0 + j;
+      if (q >= p.queries) { break; }
+      var v = (acc[i][j] * rinv[i] * qinv[j] + add) * mul;
+      if (HAS_MASK && mask[b * p.mask_stride + q] == 0u) { v = -1e6; }
+      logits[(b * p.regions + r) * p.queries + q] = v;
+    }
+  }
+}
+
+@compute @workgroup_size(64)
+fn top_k(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+         @builtin(local_invocation_index) lid: u32) {
+  let row = (wid.y * nwg.x + wid.x) * 64u + lid;
+  if (row >= p.batch * p.regions) { return; }
+  var vals: array<f32, MAX_K>;
+  var idx: array<i32, MAX_K>;
+  var n = 0u;
+  for (var q = 0u; q < p.queries; q++) {
+    let v = logits[row * p.queries + q];
+    if (n == p.top_k && !(v > vals[n - 1u])) { continue; }
+    // Shift smaller entries down (dropping the last when full), then insert.
+    var at = min(n, p.top_k - 1u);
+    while (at > 0u && v > vals[at - 1u]) {
+      vals[at] = vals[at - 1u];
+      idx[at] = idx[at - 1u];
+      at--;
+    }
+    vals[at] = v;
+    idx[at] = i32(q);
+    n = min(n + 1u, p.top_k);
+  }
+  for (var i = 0u; i < p.top_k; i++) {
+    top_values[row * p.top_k + i] = vals[i];
+    top_indices[row * p.top_k + i] = idx[i];
+  }
+}

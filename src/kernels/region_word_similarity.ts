@@ -1,0 +1,242 @@
+import type { Gpu } from '../gpu/gpu.js';
+import { check } from '../gpu/errors.js';
+import { shapeString } from '../dtype.js';
+import type { Tensor } from '../tensor.js';
+import { grid1d, specialize, uniforms, type Dispatch, type Kernel, type TensorInfo } from './program.js';
+import { runKernel } from './runtime.js';
+import similarityWgsl from '../../shaders/region_word_similarity.wgsl';
+
+/**
+ * Plain-data options of the kernel. Inputs, in order: regions [B, R, D], words [B or 1, Q, D],
+ * then for 'owl' shift and scale ([B, R] or [B, R, 1]), then with `queryMask` the mask [B or 1, Q]
+ * (i32 or u32, 0 = padded query).
+ */
+export interface RegionWordSimilarityOptions {
+  /** 'clip': exp(logitScale) · cos. 'owl': (cos + shift) · (elu(scale) + 1). */
+  mode: 'clip' | 'owl';
+  /** CLIP's logit scale as stored in checkpoints (the log of the multiplier). */
+  logitScale?: number;
+  /** A query mask input follows; padded queries get -1e6 (HF OwlViTClassPredictionHead). */
+  queryMask?: boolean;
+  /** Also return each region's k best queries (values and indices), 1 ≤ k ≤ min(Q, 64). */
+  topK?: number;
+}
+
+const NAME = 'regionWordSimilarity';
+const TILE = 4;
+const WGX = 8;
+const WGY = 8;
+/** Largest supported topK (a per-invocation array in the shader). */
+export const MAX_TOP_K = 64;
+
+function checkFloat(t: TensorInfo | undefined, name: string, dtype?: string): asserts t {
+  check(t, NAME, `missing input ${name}`);
+  check(t.dtype === 'f32' || t.dtype === 'f16', NAME, `${name} must be f32 or f16, got ${t.dtype}`);
+  check(dtype === undefined || t.dtype === dtype, NAME, `${name} must be ${dtype} like regions, got ${t.dtype}`);
+}
+
+/**
+ * Region–word similarity logits [B, R, Q] (f32 whatever the input dtype: -1e6 does not fit f16),
+ * plus topValues [B, R, k] (f32) and topIndices [B, R, k] (i32) when `topK` is set.
+ */
+export const regionWordSimilarityKernel: Kernel<RegionWordSimilarityOptions> = {
+  name: NAME,
+  outputs(inputs, o) {
+    check(o && (o.mode === 'clip' || o.mode === 'owl'), NAME, `mode must be 'clip' or 'owl', got ${JSON.stringify(o?.mode)}`);
+    const owl = o.mode === 'owl';
+    const want = 2 + (owl ? 2 : 0) + (o.queryMask ? 1 : 0);
+    check(inputs.length === want, NAME, `expected ${want} inputs (regions, words${owl ? ', shift, scale' : ''}${o.queryMask ? ', queryMask' : ''}), got ${inputs.length}`);
+    const [regions, words] = inputs;
+    checkFloat(regions, 'regions');
+    check(regions.shape.length === 3, NAME, () => `regions of shape ${shapeString(regions.shape)} must be [B, R, D]`);
+    const [b, r, d] = regions.shape as [number, number, number];
+    check(d > 0, NAME, 'regions must have D >= 1');
+    checkFloat(words, 'words', regions.dtype);
+    check(
+      words.shape.length === 3 && (words.shape[0] === b || words.shape[0] === 1) && words.shape[2] === d,
+      NAME,
+      () => `words of shape ${shapeString(words.shape)} must be [${b} or 1, Q, ${d}] to match regions ${shapeString(regions.shape)}`,
+    );
+    const q = words.shape[1]!;
+    if (owl) {
+      for (const [name, t] of [['shift', inputs[2]], ['scale', inputs[3]]] as const) {
+        checkFloat(t, name, regions.dtype);
+        check(
+          t.shape[0] === b && t.shape[1] === r && (t.shape.length === 2 || (t.shape.length === 3 && t.shape[2] === 1)),
+          NAME,
+          () => `${name} of shape ${shapeString(t.shape)} must be [${b}, ${r}] or [${b}, ${r}, 1] (one per region)`,
+        );
+      }
+    } else {
+      check(Number.isFinite(o.logitScale), NAME, `logitScale must be a finite number (the log of the multiplier), got ${o.logitScale}`);
+      check(Number.isFinite(Math.exp(o.logitScale!)), NAME, `exp(logitScale) overflows for logitScale ${o.logitScale}`);
+    }
+    if (o.queryMask) {
+      const m = inputs[want - 1]!;
+      check(m.dtype === 'i32' || m.dtype === 'u32', NAME, `queryMask must be i32 or u32 (0 = padded), got ${m.dtype}`);
+      check(
+        m.shape.length === 2 && (m.shape[0] === b || m.shape[0] === 1) && m.shape[1] === q,
+        NAME,
+        () => `queryMask of shape ${shapeString(m.shape)} must be [${b} or 1, ${q}]`,
+      );
+    }
+    const outputs: TensorInfo[] = [{ shape: [b, r, q], dtype: 'f32' }];
+    if (o.topK !== undefined) {
+      const k = o.topK;
+      check(Number.isInteger(k) && k >= 1 && k <= Math.min(q, MAX_TOP_K), NAME, `topK must be an integer in [1, ${Math.min(q, MAX_TOP_K)}] (Q = ${q}, at most ${MAX_TOP_K}), got ${k}`);
+      outputs.push({ shape: [b, r, k], dtype: 'f32' }, { shape: [b, r, k], dtype: 'i32' });
+    }
+    return outputs;
+  },
+  plan(gpu, inputs, outputs, o) {
+    const regions = inputs[0]!;
+    const words = inputs[1]!;
+    const [b, r, d] = regions.shape as [number, number, number];
+    const q = words.shape[1]!;
+    const owl = o.mode === 'owl';
+    const n = inputs.length; // outputs start at index n in [...inputs, ...outputs]
+    const maskIndex = o.queryMask ? n - 1 : 0;
+    const k = o.topK ?? 0;
+    const code = specialize(similarityWgsl, regions.dtype);
+    const constants = { OWL: owl ? 1 : 0, HAS_MASK: o.queryMask ? 1 : 0, WGX, WGY };
+    const key = regions.dtype;
+    const params = uniforms(
+      b,
+      r,
+      q,
+      d,
+      words.shape[0] === 1 ? 0 : q * d,
+      o.queryMask && inputs[maskIndex]!.shape[0] !== 1 ? q : 0,
+      k,
+      { f32: owl ? 1 : Math.exp(o.logitScale!) },
+    );
+    // Absent optional inputs are bound to regions (never read: OWL / HAS_MASK fold them away).
+    const readTensors = [0, 1, owl ? 2 : 0, owl ? 3 : 0, maskIndex];
+    const dispatches: Dispatch[] = [];
+    if (b * r * q > 0) {
+      dispatches.push({
+        program: { name: `${NAME}.${o.mode}`, key, code, constants, bindings: ['read', 'read', 'read', 'read', 'read', 'write'] },
+        tensors: [...readTensors, n],
+        uniforms: params,
+        workgroups: [Math.ceil(Math.ceil(q / TILE) / WGX), Math.ceil(Math.ceil(r / TILE) / WGY), b],
+      });
+      if (k > 0) {
+        dispatches.push({
+          program: { name: `${NAME}.top_k`, key, code, entryPoint: 'top_k', constants, bindings: ['read', 'read', 'read', 'read', 'read', 'write', 'write', 'write'] },
+          tensors: [...readTensors, n, n + 1, n + 2],
+          uniforms: params,
+          workgroups: grid1d(gpu, b * r, 64),
+        });
+      }
+    }
+    const bytesPer = regions.dtype === 'f16' ? 2 : 4;
+    return {
+      dispatches,
+      flops: 2 * b * r * q * d + 4 * b * r * q,
+      bytes: (b * r * d + words.shape[0]! * q * d) * bytesPer + 4 * b * r * q * (k > 0 ? 2 : 1) + 8 * b * r * k,
+    };
+  },
+};
+
+export interface RegionWordSimilarityArgs {
+  /** CLIP style: logits = exp(logitScale) · cos (logitScale as stored in checkpoints). */
+  logitScale?: number;
+  /** OWL-ViT style, with `scale`: logits = (cos + shift) · (elu(scale) + 1); [B, R] or [B, R, 1]. */
+  shift?: Tensor;
+  scale?: Tensor;
+  /** [B or 1, Q] i32/u32; 0 marks a padded query, whose logits become -1e6. */
+  queryMask?: Tensor;
+  /** Also return each region's k best queries (descending; ties to the lower index). */
+  topK?: number;
+}
+
+export interface RegionWordSimilarityResult {
+  /** [B, R, Q] f32. */
+  logits: Tensor;
+  /** [B, R, k] f32, with `topK`. */
+  topValues?: Tensor;
+  /** [B, R, k] i32 query indices, with `topK`. */
+  topIndices?: Tensor;
+}
+
+/**
+ * Cosine similarity of regions [B, R, D] and words [B or 1, Q, D] (rows divided by norm + 1e-6),
+ * scaled CLIP style (`logitScale`) or OWL-ViT style (`shift` and `scale`): pass exactly one.
+ */
+export async function regionWordSimilarity(gpu: Gpu, regions: Tensor, words: Tensor, args: RegionWordSimilarityArgs): Promise<RegionWordSimilarityResult> {
+  const owl = args.shift !== undefined || args.scale !== undefined;
+  check(
+    owl !== (args.logitScale !== undefined),
+    NAME,
+    'pass either logitScale (CLIP style) or shift and scale (OWL-ViT style), not both or neither',
+  );
+  check(!owl || (args.shift && args.scale), NAME, 'OWL-ViT style needs both shift and scale');
+  const inputs = [regions, words, ...(owl ? [args.shift!, args.scale!] : []), ...(args.queryMask ? [args.queryMask] : [])];
+  const [logits, topValues, topIndices] = await runKernel(gpu, regionWordSimilarityKernel, inputs, {
+    mode: owl ? 'owl' : 'clip',
+    logitScale: args.logitScale,
+    queryMask: args.queryMask !== undefined,
+    topK: args.topK,
+  });
+  return args.topK === undefined ? { logits: logits! } : { logits: logits!, topValues, topIndices };
+}
+
+// ---- CPU reference (tests only): float64 ----
+
+export interface RegionWordSimilarityReferenceArgs {
+  logitScale?: number;
+  shift?: ArrayLike<number>;
+  scale?: ArrayLike<number>;
+  /** [B or 1, Q] flattened; 0 = padded. */
+  queryMask?: ArrayLike<number>;
+}
+
+/** logits [B, R, Q] flattened; words may have batch 1 (shared). */
+export function regionWordSimilarityReference(
+  regions: ArrayLike<number>,
+  words: ArrayLike<number>,
+  [b, r, q, d]: readonly [number, number, number, number],
+  args: RegionWordSimilarityReferenceArgs,
+): Float64Array {
+  const normalized = (x: ArrayLike<number>, row: number) => {
+    const v = Array.from({ length: d }, (_, j) => x[row * d + j]!);
+    const norm = Math.sqrt(v.reduce((s, t) => s + t * t, 0)) + 1e-6;
+    return v.map((t) => t / norm);
+  };
+  const sharedWords = words.length === q * d;
+  const sharedMask = args.queryMask?.length === q;
+  const out = new Float64Array(b * r * q);
+  for (let bi = 0; bi < b; bi++) {
+    const ws = Array.from({ length: q }, (_, j) => normalized(words, (sharedWords ? 0 : bi * q) + j));
+    for (let ri = 0; ri < r; ri++) {
+      const e = normalized(regions, bi * r + ri);
+      for (let j = 0; j < q; j++) {
+        const cos = e.reduce((s, t, k) => s + t * ws[j]![k]!, 0);
+        let v: number;
+        if (args.shift && args.scale) {
+          const s = args.scale[bi * r + ri]!;
+          v = (cos + args.shift[bi * r + ri]!) * ((s > 0 ? s : Math.expm1(s)) + 1);
+        } else {
+          v = Math.exp(args.logitScale!) * cos;
+        }
+        if (args.queryMask && args.queryMask[(sharedMask ? 0 : bi * q) + j] === 0) v = -1e6;
+        out[(bi * r + ri) * q + j] = v;
+      }
+    }
+  }
+  return out;
+}
+
+/** Each row's k largest values, descending, ties to the lower index. */
+export function topKReference(x: ArrayLike<number>, rowLength: number, k: number): { values: number[]; indices: number[] } {
+  const values: number[] = [];
+  const indices: number[] = [];
+  for (let row = 0; row * rowLength < x.length; row++) {
+    const order = Array.from({ length: rowLength }, (_, j) => j).sort((i, j) => x[row * rowLength + j]! - x[row * rowLength + i]! || i - j);
+    for (const j of order.slice(0, k)) {
+      values.push(x[row * rowLength + j]!);
+      indices.push(j);
+    }
+  }
+  return { values, indices };
+}

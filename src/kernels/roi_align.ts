@@ -1,0 +1,190 @@
+import type { Gpu } from '../gpu/gpu.js';
+import { check } from '../gpu/errors.js';
+import { shapeString, sizeOf } from '../dtype.js';
+import { Tensor } from '../tensor.js';
+import { grid1d, specialize, uniforms, type Kernel } from './program.js';
+import { infosOf, runKernel } from './runtime.js';
+import roiAlignWgsl from '../../shaders/roi_align.wgsl';
+
+export interface RoiAlignOptions {
+  /** Output bins [height, width] (a number for square). */
+  outputSize: number | readonly [number, number];
+  /** Image → feature coordinates factor (1 / stride). Default 1. */
+  spatialScale?: number;
+  /** Samples per bin side; <= 0 means adaptive ceil(roi size / bins). Default -1, as torchvision. */
+  samplingRatio?: number;
+  /** Pixel-center alignment (shift by -0.5, no RoI size clamp). Default false, as torchvision. */
+  aligned?: boolean;
+  /** 'nchw' [N, C, H, W] (default) or 'nhwc' [N, H, W, C] (a ViT's token grid, no transpose). */
+  layout?: 'nchw' | 'nhwc';
+}
+
+const NAME = 'roiAlign';
+const WG = 256;
+
+function outputHW(o: RoiAlignOptions): [number, number] {
+  const s = o.outputSize;
+  return typeof s === 'number' ? [s, s] : [s[0], s[1]];
+}
+
+/** Feature dims as [N, C, H, W] whatever the layout. */
+function dims(shape: readonly number[], layout: RoiAlignOptions['layout']): [number, number, number, number] {
+  const [a, b, c, d] = shape as [number, number, number, number];
+  return layout === 'nhwc' ? [a, d, b, c] : [a, b, c, d];
+}
+
+/**
+ * torchvision.ops.roi_align. Inputs: features [N, C, H, W] or [N, H, W, C] (options.layout, f32 or
+ * f16 storage), boxes [K, 5] f32 rows (batch index, x1, y1, x2, y2) in image coordinates.
+ * Output [K, C, outH, outW] in the features' dtype, for either layout.
+ */
+export const roiAlignKernel: Kernel<RoiAlignOptions> = {
+  name: NAME,
+  outputs(inputs, o) {
+    check(o, NAME, 'missing options');
+    const [features, boxes] = inputs;
+    check(inputs.length === 2 && features && boxes, NAME, `expected 2 inputs (features, boxes), got ${inputs.length}`);
+    const layout = o.layout ?? 'nchw';
+    check(layout === 'nchw' || layout === 'nhwc', NAME, `layout must be 'nchw' or 'nhwc', got ${JSON.stringify(o.layout)}`);
+    check(features.dtype === 'f32' || features.dtype === 'f16', NAME, `features must be f32 or f16, got ${features.dtype}`);
+    const want = layout === 'nhwc' ? '[N, H, W, C]' : '[N, C, H, W]';
+    check(features.shape.length === 4, NAME, () => `features of shape ${shapeString(features.shape)} must be ${want} (layout '${layout}')`);
+    const [n, c, h, w] = dims(features.shape, layout);
+    check(n > 0 && h > 0 && w > 0, NAME, () => `features of shape ${shapeString(features.shape)} need N, H and W >= 1 (layout '${layout}', ${want})`);
+    check(boxes.dtype === 'f32', NAME, `boxes must be f32, got ${boxes.dtype}`);
+    check(boxes.shape.length === 2 && boxes.shape[1] === 5, NAME, () => `boxes of shape ${shapeString(boxes.shape)} must be [K, 5] (batch index, x1, y1, x2, y2)`);
+    const size = o.outputSize;
+    const [oh, ow] = outputHW(o);
+    check(
+      (typeof size === 'number' || (Array.isArray(size) && size.length === 2)) && [oh, ow].every((v) => Number.isInteger(v) && v > 0),
+      NAME,
+      () => `outputSize must be a positive integer or [height, width] of positive integers, got ${JSON.stringify(size)}`,
+    );
+    const scale = o.spatialScale ?? 1;
+    check(Number.isFinite(scale) && scale > 0, NAME, `spatialScale must be a positive finite number, got ${scale}`);
+    const ratio = o.samplingRatio ?? -1;
+    check(Number.isInteger(ratio), NAME, `samplingRatio must be an integer (<= 0 for adaptive), got ${ratio}`);
+    return [{ shape: [boxes.shape[0]!, c, oh, ow], dtype: features.dtype }];
+  },
+  plan(gpu, inputs, outputs, o) {
+    const features = inputs[0]!;
+    const out = outputs[0]!;
+    const layout = o.layout ?? 'nchw';
+    const [n, c, h, w] = dims(features.shape, layout);
+    const [oh, ow] = outputHW(o);
+    const count = sizeOf(out.shape);
+    const k = out.shape[0]!;
+    const ratio = o.samplingRatio ?? -1;
+    const bytesPer = features.dtype === 'f16' ? 2 : 4;
+    const dispatch = {
+      program: {
+        name: `${NAME}.${layout}`,
+        key: features.dtype,
+        code: specialize(roiAlignWgsl, features.dtype),
+        constants: { NHWC: layout === 'nhwc' ? 1 : 0, WG },
+        bindings: ['read', 'read', 'write'] as const,
+      },
+      tensors: [0, 1, 2],
+      uniforms: uniforms(count, n, c, h, w, oh, ow, o.aligned ? 1 : 0, { f32: o.spatialScale ?? 1 }, { i32: ratio }),
+      workgroups: grid1d(gpu, count, WG),
+    };
+    // Nominal: 4 taps (2 flops each) per sample, at the given ratio or 2×2 samples when adaptive.
+    const samples = ratio > 0 ? ratio * ratio : 4;
+    return {
+      dispatches: count === 0 ? [] : [dispatch],
+      flops: count * samples * 8,
+      bytes: count * bytesPer + k * 20 + Math.min(sizeOf(features.shape), count * samples * 4) * bytesPer,
+    };
+  },
+};
+
+/** Throws before dispatch unless every box has an integer batch index in [0, n) and finite coordinates. */
+export function validateRoiBoxes(data: ArrayLike<number>, n: number): void {
+  for (let i = 0; i * 5 < data.length; i++) {
+    const b = data[5 * i]!;
+    check(Number.isInteger(b) && b >= 0 && b < n, NAME, () => `box ${i}: batch index ${b} must be an integer in [0, ${n - 1}] (features hold ${n} images)`);
+    for (let j = 1; j < 5; j++) {
+      check(Number.isFinite(data[5 * i + j]), NAME, () => `box ${i}: coordinate ${j - 1} is ${data[5 * i + j]}, expected a finite number`);
+    }
+  }
+}
+
+/**
+ * RoIAlign (torchvision.ops.roi_align semantics) → [K, C, outH, outW].
+ * `boxes` is a [K, 5] f32 Tensor or host numbers (K·5 of them, rows (batch, x1, y1, x2, y2)).
+ * Box values are validated on the host before dispatch (a Tensor is read back for that: it is small).
+ */
+export async function roiAlign(gpu: Gpu, features: Tensor, boxes: Tensor | ArrayLike<number>, options: RoiAlignOptions): Promise<Tensor> {
+  if (boxes instanceof Tensor) {
+    roiAlignKernel.outputs(infosOf([features, boxes]), options);
+    validateRoiBoxes(await boxes.read(), dims(features.shape, options.layout)[0]);
+    return (await runKernel(gpu, roiAlignKernel, [features, boxes], options))[0]!;
+  }
+  check(boxes.length % 5 === 0, NAME, () => `boxes must hold rows of 5 numbers (batch, x1, y1, x2, y2), got ${boxes.length} numbers`);
+  const shape = [boxes.length / 5, 5];
+  roiAlignKernel.outputs([{ shape: features.shape, dtype: features.dtype }, { shape, dtype: 'f32' }], options);
+  validateRoiBoxes(boxes, dims(features.shape, options.layout)[0]);
+  const t = Tensor.from(gpu, Float32Array.from(boxes), shape);
+  try {
+    return (await runKernel(gpu, roiAlignKernel, [features, t], options))[0]!;
+  } finally {
+    t.dispose();
+  }
+}
+
+// ---- CPU reference (tests only): torchvision's algorithm in float64, NCHW features ----
+
+export function roiAlignReference(
+  features: ArrayLike<number>,
+  shape: readonly [number, number, number, number],
+  boxes: ArrayLike<number>,
+  o: RoiAlignOptions,
+): Float64Array {
+  const [, c, height, width] = shape;
+  const [oh, ow] = outputHW(o);
+  const scale = o.spatialScale ?? 1;
+  const ratio = o.samplingRatio ?? -1;
+  const k = boxes.length / 5;
+  const out = new Float64Array(k * c * oh * ow);
+  const at = (b: number, ch: number, y: number, x: number) => features[((b * c + ch) * height + y) * width + x]!;
+  for (let r = 0; r < k; r++) {
+    const b = Math.trunc(boxes[5 * r]!);
+    const offset = o.aligned ? 0.5 : 0;
+    const [x1, y1, x2, y2] = [1, 2, 3, 4].map((j) => boxes[5 * r + j]! * scale - offset) as [number, number, number, number];
+    const roiW = o.aligned ? x2 - x1 : Math.max(x2 - x1, 1);
+    const roiH = o.aligned ? y2 - y1 : Math.max(y2 - y1, 1);
+    const binH = roiH / oh;
+    const binW = roiW / ow;
+    const gridH = ratio > 0 ? ratio : Math.ceil(roiH / oh);
+    const gridW = ratio > 0 ? ratio : Math.ceil(roiW / ow);
+    const count = Math.max(gridH * gridW, 1);
+    for (let ch = 0; ch < c; ch++) {
+      for (let ph = 0; ph < oh; ph++) {
+        for (let pw = 0; pw < ow; pw++) {
+          let sum = 0;
+          for (let iy = 0; iy < gridH; iy++) {
+            for (let ix = 0; ix < gridW; ix++) {
+              let y = y1 + ph * binH + ((iy + 0.5) * binH) / gridH;
+              let x = x1 + pw * binW + ((ix + 0.5) * binW) / gridW;
+              if (y < -1 || y > height || x < -1 || x > width) continue;
+              y = Math.max(y, 0);
+              x = Math.max(x, 0);
+              let yl = Math.floor(y);
+              let xl = Math.floor(x);
+              let yh = yl + 1;
+              let xh = xl + 1;
+              if (yl >= height - 1) [yl, yh, y] = [height - 1, height - 1, height - 1];
+              if (xl >= width - 1) [xl, xh, x] = [width - 1, width - 1, width - 1];
+              const ly = y - yl;
+              const lx = x - xl;
+              sum +=
+                (1 - ly) * (1 - lx) * at(b, ch, yl, xl) + (1 - ly) * lx * at(b, ch, yl, xh) + ly * (1 - lx) * at(b, ch, yh, xl) + ly * lx * at(b, ch, yh, xh);
+            }
+          }
+          out[((r * c + ch) * oh + ph) * ow + pw] = sum / count;
+        }
+      }
+    }
+  }
+  return out;
+}
