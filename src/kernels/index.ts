@@ -8,5 +8,5 @@ export * from './layerNorm.js';
 export * from './softmax.js';
 export * from './patchEmbed.js';
 export * from './boxes.js';
-export * from './roi_align.js';
-export * from './region_word_similarity.js';
+export * from './roiAlign.js';
+export * from './regionWordSimilarity.js';

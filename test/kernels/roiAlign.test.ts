@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { GpuError, Tensor, kernels } from '../../src/index.js';
-import { roiAlignReference, type RoiAlignOptions } from '../../src/kernels/roi_align.js';
+import { roiAlignReference, type RoiAlignOptions } from '../../src/kernels/roiAlign.js';
 import { useGpu } from '../util/gpu.js';
 import { compareClose, expectClose } from '../util/check.js';
 import { randomArray, rng } from '../util/random.js';

@@ -4,7 +4,7 @@ import { shapeString } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
 import { grid1d, specialize, uniforms, type Dispatch, type Kernel, type TensorInfo } from './program.js';
 import { runKernel } from './runtime.js';
-import similarityWgsl from '../../shaders/region_word_similarity.wgsl';
+import similarityWgsl from '../../shaders/regionWordSimilarity.wgsl';
 
 /**
  * Plain-data options of the kernel. Inputs, in order: regions [B, R, D], words [B or 1, Q, D],

@@ -1,7 +1,7 @@
 // RoIAlign at OWL-ViT B/32 768 px: 1000 boxes on the 24×24×768 patch-token grid (NHWC, no
 // transpose) to 7×7, and the same on an NCHW copy for comparison. No TF.js peer: its
 // cropAndResize samples differently (one bilinear tap per output, no bin averaging).
-import { roiAlignKernel, type RoiAlignOptions } from '../../src/kernels/roi_align.js';
+import { roiAlignKernel, type RoiAlignOptions } from '../../src/kernels/roiAlign.js';
 import type { KernelBenchCase } from '../types.js';
 import { rng } from '../../test/util/random.js';
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { GpuError, Tensor, kernels } from '../../src/index.js';
-import { regionWordSimilarityReference, topKReference } from '../../src/kernels/region_word_similarity.js';
+import { regionWordSimilarityReference, topKReference } from '../../src/kernels/regionWordSimilarity.js';
 import { useGpu } from '../util/gpu.js';
 import { expectClose } from '../util/check.js';
 import { randomArray } from '../util/random.js';

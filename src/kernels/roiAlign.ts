@@ -4,7 +4,7 @@ import { shapeString, sizeOf } from '../dtype.js';
 import { Tensor } from '../tensor.js';
 import { grid1d, specialize, uniforms, type Kernel } from './program.js';
 import { infosOf, runKernel } from './runtime.js';
-import roiAlignWgsl from '../../shaders/roi_align.wgsl';
+import roiAlignWgsl from '../../shaders/roiAlign.wgsl';
 
 export interface RoiAlignOptions {
   /** Output bins [height, width] (a number for square). */
