@@ -89,6 +89,22 @@ describe('nms', () => {
     expect(nmsReference(touching, [4, 3, 2, 1], { iouThreshold: -0.5 })).toEqual([0]);
   });
 
+  it('orders and filters scores over the whole f32 range as torch does', async () => {
+    const gpu = await getGpu();
+    // -0 and 0 are equal to torch.sort: the lower index comes first (and suppresses its twin).
+    expect(await gpuNms(gpu, [0, 0, 1, 1, 0, 0, 1, 1], [-0, 0], { iouThreshold: 0.5 })).toEqual([0]);
+    const scores = [0.5, -0, 1e-45, -Infinity, NaN, -2, Infinity, 0, -1e-45, 3.4e38, NaN, -0.5, 0.5];
+    const n = scores.length;
+    const disjoint = Array.from({ length: n }, (_, i) => [10 * i, 0, 10 * i + 5, 5]).flat();
+    // Expected order, by hand: NaNs (4, 10), inf, 3.4e38, the 0.5s (0, 12), 1e-45, the zeros (1, 7), ...
+    expect(await gpuNms(gpu, disjoint, scores, { iouThreshold: 0.5 })).toEqual([4, 10, 6, 9, 0, 12, 2, 1, 7, 8, 11, 5, 3]);
+    for (const scoreThreshold of [-1, -0, 0, 1e-45, 0.5, 0.4999999, -3.4e38, 3.4e38]) {
+      const ref = nmsReference(disjoint, scores, { iouThreshold: 0.5, scoreThreshold });
+      expect(await gpuNms(gpu, disjoint, scores, { iouThreshold: 0.5, scoreThreshold }), `scoreThreshold ${scoreThreshold}`).toEqual(ref);
+    }
+    expect(nmsReference(disjoint, scores, { iouThreshold: 0.5, scoreThreshold: 0 })).toEqual([6, 9, 0, 12, 2]);
+  });
+
   it('matches the reference on random sets of 1 to 1000 boxes at thresholds 0, 0.3, 0.5, 1', async () => {
     const gpu = await getGpu();
     for (const [s, n] of [1, 2, 31, 32, 33, 100, 257, 1000].entries()) {
