@@ -2,7 +2,8 @@
 //   keys       one (sort key, box index) pair per box; boxes failing the score threshold get key 0
 //   sort_step  one compare-exchange step of a bitonic sort: best key first, lower index on ties
 //   build_mask bit b of mask[i * words + c] set when sorted box i suppresses sorted box c*32+b (> i)
-//   greedy     one workgroup walks the sorted boxes, OR-ing kept rows into a 'removed' bitset
+//   greedy     one workgroup walks the sorted boxes, OR-ing kept rows into a removed bitset in
+//              workgroup memory (filtered boxes start out removed)
 // as torchvision's CUDA nms does (sort, parallel IoU bitmask, sequential pass over the mask).
 // BATCHED: boxes only suppress boxes with the same label (torchvision's batched_nms).
 
@@ -117,31 +118,43 @@ fn build_mask(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
 }
 
 var<workgroup> removed: array<u32, MAX_WORDS>;
+// The current word's 32 diagonal mask words (row w*32+b, word w), double-buffered by w's parity so
+// that loading word w+1's never races with reading word w's.
+var<workgroup> diagonal: array<array<u32, 32>, 2>;
 
 // Walks the sorted boxes 32 at a time. Every invocation walks the bits of the current word the
 // same way (one barrier per word instead of one per box), keeping a box unless an earlier kept box
 // removed it; then the kept rows are OR-ed into the later words, each word by one invocation.
+// The walk is the serial critical path, so it reads only workgroup memory.
 @compute @workgroup_size(WG)
 fn greedy(@builtin(local_invocation_index) lid: u32) {
-  for (var w = lid; w < p.words; w += WG) { removed[w] = 0u; }
+  // Filtered boxes (key 0) and the bits past K start out removed.
+  for (var w = lid; w < p.words; w += WG) {
+    var bits = 0u;
+    for (var b = 0u; b < 32u; b++) {
+      let i = w * 32u + b;
+      if (i >= p.count || order[i].x == 0u) { bits |= 1u << b; }
+    }
+    removed[w] = bits;
+  }
   var kept = 0u;
   for (var w = 0u; w < p.words; w++) {
+    let i0 = w * 32u;
+    if (lid < 32u && i0 + lid < p.count) { diagonal[w & 1u][lid] = mask[(i0 + lid) * p.words + w]; }
     var current = workgroupUniformLoad(&removed[w]);
     var kept_bits = 0u;
-    for (var b = 0u; b < min(32u, p.count - w * 32u); b++) {
-      let i = w * 32u + b;
-      if ((current & (1u << b)) == 0u && order[i].x != 0u) {
-        kept_bits |= 1u << b;
-        current |= mask[i * p.words + w];
-        if (lid == 0u && kept < p.max_out) { out[kept] = i32(order[i].y); }
-        kept++;
-      }
+    while (current != 0xffffffffu) {
+      let b = countTrailingZeros(~current);
+      kept_bits |= 1u << b;
+      current |= diagonal[w & 1u][b] | (1u << b);
+      if (lid == 0u && kept < p.max_out) { out[kept] = i32(order[i0 + b].y); }
+      kept++;
     }
     for (var w2 = w + 1u + lid; w2 < p.words; w2 += WG) {
       var acc = removed[w2];
       var rows = kept_bits;
       while (rows != 0u) {
-        acc |= mask[(w * 32u + countTrailingZeros(rows)) * p.words + w2];
+        acc |= mask[(i0 + countTrailingZeros(rows)) * p.words + w2];
         rows &= rows - 1u;
       }
       removed[w2] = acc;
