@@ -27,7 +27,7 @@ export interface NmsKernelOptions extends NmsOptions {
 
 const NAME = 'nms';
 const WG = 256;
-/** The greedy pass keeps its removed bitset (MAX_BOXES / 32 words) in workgroup memory. */
+/** The greedy pass keeps its removed bitset in workgroup memory: MAX_WORDS = 512 in nms.wgsl. */
 export const NMS_MAX_BOXES = 16384;
 
 /** The next f32 above the finite f32 f. */
