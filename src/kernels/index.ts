@@ -10,3 +10,4 @@ export * from './patchEmbed.js';
 export * from './boxes.js';
 export * from './roiAlign.js';
 export * from './regionWordSimilarity.js';
+export * from './nms.js';
