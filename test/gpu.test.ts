@@ -41,6 +41,8 @@ describe('openGpu', () => {
     const err = await kernels.runKernel(gpu, bad, [x], {}).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(GpuError);
     expect((err as GpuError).message).toMatch(/^broken: WebGPU validation error/);
+    // The failed pipeline is not cached: the same program fails with its own error again.
+    await expect(kernels.runKernel(gpu, bad, [x], {})).rejects.toThrow(/undefined_name/);
     // Nothing half-made is left behind.
     expect(gpu.stats().liveBuffers).toBe(before.liveBuffers);
     x.dispose();

@@ -4,7 +4,7 @@ import { BYTES_PER_ELEMENT, shapeString, sizeOf, type ReadArray } from '../dtype
 import { Tensor, decodeTensorData, encodeTensorData, type TensorData } from '../tensor.js';
 import type { Kernel, KernelPlan, TensorInfo } from '../kernels/program.js';
 import { contiguousStrides, stridedCopyKernel } from '../kernels/copy.js';
-import { createBindGroups, encodeDispatches, packUniforms } from '../kernels/runtime.js';
+import { createBindGroups, encodeDispatches, packUniforms, scopedWithPipelines } from '../kernels/runtime.js';
 import type { GraphBuilder, Value } from './builder.js';
 import { planMemory } from './memory.js';
 import { releaseConstant, retainConstant } from './constants.js';
@@ -345,7 +345,7 @@ export async function compileGraph(gpu: Gpu, graph: GraphBuilder): Promise<Graph
     const uniformBuffer = make(data.byteLength, USAGE.UNIFORM | USAGE.COPY_DST, 'graph uniforms');
     gpu.device.queue.writeBuffer(uniformBuffer, 0, data);
     const binding = (r: Ref): GPUBufferBinding => ({ buffer: r.slot.buffer!, offset: r.byteOffset, size: padded(bytesOf(r.info)) });
-    const prepared = await gpu.scoped('graph compile', () =>
+    const prepared = await scopedWithPipelines(gpu, 'graph compile', nodes.map((n) => n.plan), () =>
       nodes.map((n, i) => createBindGroups(gpu, n.plan, [...n.inputs, ...n.outputs, ...n.scratch].map(binding), uniformBuffer, offsets[i]!)),
     );
     const outputs = new Map(

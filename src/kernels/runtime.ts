@@ -44,6 +44,21 @@ export function getPipeline(gpu: Gpu, program: Program): GPUComputePipeline {
   return pipeline;
 }
 
+/**
+ * Runs `work` in the Gpu's error scope; if it fails, pipelines first created for `plans` during it
+ * are dropped from the cache, so a shader that failed to compile is not reused as an invalid object.
+ */
+export async function scopedWithPipelines<T>(gpu: Gpu, op: string, plans: readonly KernelPlan[], work: () => T): Promise<T> {
+  const cache = gpu.cache<GPUComputePipeline>('pipelines');
+  const fresh = new Set(plans.flatMap((p) => p.dispatches.map((d) => pipelineKey(d.program))).filter((k) => !cache.has(k)));
+  try {
+    return await gpu.scoped(op, work);
+  } catch (err) {
+    for (const k of fresh) cache.delete(k);
+    throw err;
+  }
+}
+
 /** Where each tensor of a kernel lives: a whole buffer or a range of one (graph views). */
 export type BufferRange = GPUBufferBinding;
 
@@ -124,7 +139,7 @@ export async function runKernel<O>(gpu: Gpu, kernel: Kernel<O>, inputs: readonly
     for (const o of outputInfos) outputs.push(Tensor.empty(gpu, o.shape, o.dtype));
     for (const s of plan.scratch ?? []) scratch.push(Tensor.empty(gpu, s.shape, s.dtype));
     const { data, offsets } = packUniforms(gpu, [plan]);
-    await gpu.scoped(kernel.name, () => {
+    await scopedWithPipelines(gpu, kernel.name, [plan], () => {
       uniformBuffer = gpu.createBuffer({ size: data.byteLength, usage: 0x40 | 0x08 /* UNIFORM | COPY_DST */ }, kernel.name);
       gpu.device.queue.writeBuffer(uniformBuffer, 0, data);
       const ranges = [...inputs, ...outputs, ...scratch].map((t) => ({ buffer: t.buffer }));
