@@ -270,7 +270,7 @@ export async function benchKernelCase(gpu: Gpu, c: KernelBenchCase, ctx: CaseCon
 export function describeRow(row: BenchRow): string {
   if (row.error) return `${row.kernel} | ${row.label} | FAILED: ${row.error}`;
   const f = (x: number) => x.toPrecision(3);
-  const parts = [`${row.kernel} | ${row.label} | ${f(row.ms)} ms (${row.source}, ${row.reps} reps)`];
+  const parts = [`${row.kernel} | ${row.label} | ${f(row.ms)} ms (${row.source}; wall ${f(row.wallMs)} ms; ${row.reps} reps)`];
   if (row.gflops !== undefined) parts.push(`${f(row.gflops)} GFLOP/s`);
   if (row.gbps !== undefined) parts.push(`${f(row.gbps)} GB/s`);
   if (row.peak) parts.push(`${(row.peak.fraction * 100).toFixed(1)}% of ${row.peak.of} peak`);

@@ -2,10 +2,12 @@
 // adapter, same limits, same queue), so the comparison is between kernels and nothing else.
 //
 // How a peer is timed: its inputs are uploaded once (tf.tensor, then a warm-up call), then n calls
-// of the case's function are issued back to back (each inside tf.tidy, its result disposed), then
+// of the case's function are issued back to back (intermediates and result disposed), then
 // one fence: TF.js's pending command encoder is submitted and we wait for the shared queue. The
 // time per call is that wall time / n, as for our kernels' wall time (n dispatches, one submit,
-// one wait). Nothing is read back, so neither side pays for a readback.
+// one wait). Nothing is read back, so neither side pays for a readback. A peer may return a
+// Promise (TF.js's async ops, e.g. nonMaxSuppressionAsync): it is awaited, so whatever readback
+// that op does is part of its time.
 import type { Gpu } from '../src/gpu/gpu.js';
 import type { DType } from '../src/dtype.js';
 import { timeLoop, type Timing, type TimingSettings } from './harness.js';
@@ -69,7 +71,15 @@ export async function loadTfjs(gpu: Gpu): Promise<TfjsPeer> {
       });
       try {
         return await timeLoop(async (n) => {
-          for (let i = 0; i < n; i++) tf.dispose(tf.tidy(() => fn(tf, xs)));
+          for (let i = 0; i < n; i++) {
+            // A scope rather than tf.tidy, which refuses async functions.
+            tf.engine().startScope();
+            try {
+              tf.dispose(await fn(tf, xs));
+            } finally {
+              tf.engine().endScope();
+            }
+          }
           await fence();
         }, settings);
       } finally {

@@ -33,7 +33,9 @@ describe('bench harness', () => {
     for (const x of [peak.gflops, peak.gbps, peak.shaderCopyGbps, peak.bufferCopyGbps]) positive(x);
     const tfjs = await loadTfjs(gpu);
     expect(tfjs.version).toMatch(/^\d+\.\d+\.\d+/);
-    const [row] = await runCases(gpu, [tiny], { settings: QUICK, peak, tfjs });
+    const asyncPeer: KernelBenchCase = { ...tiny, label: 'async peer', tfjs: async (tf, [x]) => tf.neg(x) };
+    const [row, asyncRow] = await runCases(gpu, [tiny, asyncPeer], { settings: QUICK, peak, tfjs });
+    positive(asyncRow!.peerMs);
     expect(row!.error).toBeUndefined();
     expect(row!.peerError).toBeUndefined();
     expect(row!.source).toBe(gpu.features.has('timestamp-query') ? 'timestamp' : 'wall');
