@@ -1,0 +1,136 @@
+// `npm run bench -- <suite...> [--filter <substring>] [--quick] [--no-peers] [--write|--no-write]
+//  [--backend <name>] [--adapter <name>] [--note <text>]`, bundled and started by scripts/bench.mjs.
+// Suites: see SUITES below ('all' runs every one). --note adds a line to the results section
+// (e.g. 'machine under load'). Results go to bench/RESULTS.md and
+// bench/results/<suite>-<adapter>.json (not for --quick runs unless --write is given).
+import { openGpu } from '../src/gpu/gpu.js';
+import type { Gpu } from '../src/gpu/gpu.js';
+import { FULL, QUICK, runCases, type BenchRow, type TimingSettings } from './harness.js';
+import { measurePeak, PEAK_FULL, PEAK_QUICK, type Peak } from './peak.js';
+import { loadTfjs, type TfjsPeer } from './peers.js';
+import { writeResults } from './results.js';
+import type { KernelBenchCase } from './types.js';
+
+export interface SuiteContext {
+  gpu: Gpu;
+  settings: TimingSettings;
+  peak: Peak;
+  tfjs?: TfjsPeer;
+  /** Keep only rows whose '<kernel> <label>' contains this (case-insensitive). */
+  filter?: string;
+  log: (line: string) => void;
+}
+
+export type Suite = (ctx: SuiteContext) => Promise<{ rows: BenchRow[]; notes?: string[] }>;
+
+export function matches(filter: string | undefined, kernel: string, label: string): boolean {
+  return !filter || `${kernel} ${label}`.toLowerCase().includes(filter.toLowerCase());
+}
+
+/** Every suite by name. Later suites (graph, clip, owlvit) add an entry here. */
+export const SUITES: Record<string, Suite> = {
+  async kernels(ctx) {
+    const registry: Record<string, KernelBenchCase[]> = { ...(await import('./kernels/index.js')) };
+    const cases = Object.values(registry).flat().filter((c) => matches(ctx.filter, c.kernel.name, c.label));
+    return { rows: await runCases(ctx.gpu, cases, ctx, ctx.log) };
+  },
+};
+
+interface Args {
+  suites: string[];
+  filter?: string;
+  quick: boolean;
+  peers: boolean;
+  write?: boolean;
+  backend?: string;
+  adapter?: string;
+  notes: string[];
+}
+
+function parseArgs(argv: string[]): Args {
+  const args: Args = { suites: [], quick: false, peers: true, notes: [] };
+  const value = (i: number, flag: string) => {
+    const v = argv[i];
+    if (v === undefined || v.startsWith('--')) throw new Error(`${flag} needs a value`);
+    return v;
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === '--filter') args.filter = value(++i, a);
+    else if (a === '--quick') args.quick = true;
+    else if (a === '--no-peers') args.peers = false;
+    else if (a === '--write') args.write = true;
+    else if (a === '--no-write') args.write = false;
+    else if (a === '--backend') args.backend = value(++i, a);
+    else if (a === '--adapter') args.adapter = value(++i, a);
+    else if (a === '--note') args.notes.push(value(++i, a));
+    else if (a.startsWith('--')) throw new Error(`unknown option ${a}`);
+    else args.suites.push(a);
+  }
+  if (args.suites.includes('all')) args.suites = Object.keys(SUITES);
+  if (args.suites.length === 0) throw new Error(`name a suite: ${[...Object.keys(SUITES), 'all'].join(', ')}`);
+  for (const s of args.suites) if (!SUITES[s]) throw new Error(`unknown suite ${JSON.stringify(s)}; suites: ${[...Object.keys(SUITES), 'all'].join(', ')}`);
+  return args;
+}
+
+async function main(): Promise<number> {
+  let args: Args;
+  try {
+    args = parseArgs(process.argv.slice(2));
+  } catch (err) {
+    console.error(`bench: ${(err as Error).message}`);
+    console.error('usage: npm run bench -- <suite...|all> [--filter <substring>] [--quick] [--no-peers] [--write|--no-write] [--backend <name>] [--adapter <name>] [--note <text>]');
+    return 2;
+  }
+  const settings = args.quick ? QUICK : FULL;
+  const write = args.write ?? !args.quick;
+  const gpu = await openGpu({ backend: args.backend, adapter: args.adapter });
+  let failed = false;
+  try {
+    const log = (line: string) => console.log(line);
+    log(`adapter: ${gpu.info.description} (${gpu.info.vendor}, ${gpu.info.architecture}); timing: ${gpu.features.has('timestamp-query') ? 'timestamp queries' : 'wall clock'}${args.quick ? ' (quick: numbers are not meaningful)' : ''}`);
+    const peak = await measurePeak(gpu, settings, args.quick ? PEAK_QUICK : PEAK_FULL);
+    log(`peak: f32 FMA ${peak.gflops.toPrecision(3)} GFLOP/s, copy ${peak.gbps.toPrecision(3)} GB/s (shader ${peak.shaderCopyGbps.toPrecision(3)}, copyBufferToBuffer ${peak.bufferCopyGbps.toPrecision(3)})`);
+    let tfjs: TfjsPeer | undefined;
+    const notes = [...args.notes];
+    if (args.peers) {
+      try {
+        tfjs = await loadTfjs(gpu);
+        log(`peer: TF.js ${tfjs.version} WebGPU backend on our GPUDevice`);
+      } catch (err) {
+        notes.push(`TF.js peers unavailable: ${(err as Error).message}`);
+        log(`peer: unavailable (${(err as Error).message})`);
+      }
+    }
+    for (const suite of args.suites) {
+      log(`\n# ${suite}`);
+      const { rows, notes: suiteNotes = [] } = await SUITES[suite]!({ gpu, settings, peak, tfjs, filter: args.filter, log });
+      failed ||= rows.some((r) => r.error);
+      if (!write) continue;
+      if (rows.length === 0) {
+        log(`(no rows${args.filter ? ` match --filter ${args.filter}` : ''}; nothing written)`);
+        continue;
+      }
+      const written = writeResults(
+        'bench',
+        {
+          suite,
+          adapter: gpu.info,
+          date: new Date().toISOString(),
+          timing: { source: gpu.features.has('timestamp-query') ? 'timestamp' : 'wall', minSeconds: settings.minSeconds, trials: settings.trials },
+          peak,
+          peer: tfjs ? `TF.js ${tfjs.version} (tfjs-backend-webgpu) in the same process on the same GPUDevice` : undefined,
+          rows,
+          notes: [...notes, ...suiteNotes],
+        },
+        { merge: !!args.filter },
+      );
+      log(`wrote ${written.markdown} and ${written.json}`);
+    }
+  } finally {
+    gpu.close();
+  }
+  return failed ? 1 : 0;
+}
+
+process.exitCode = await main();

@@ -1,0 +1,119 @@
+// Where benchmark results go: bench/results/<suite>-<adapter>.json (machine-readable) and one
+// section per suite and adapter in bench/RESULTS.md, replaced when that pair is re-run.
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { GpuInfo } from '../src/gpu/gpu.js';
+import type { BenchRow } from './harness.js';
+import type { Peak } from './peak.js';
+
+export interface SuiteResult {
+  suite: string;
+  adapter: GpuInfo;
+  /** ISO date of the run. */
+  date: string;
+  timing: { source: 'timestamp' | 'wall'; minSeconds: number; trials: number };
+  peak?: Peak;
+  /** e.g. 'TF.js 4.22.0 (tfjs-backend-webgpu) on the same GPUDevice'; absent with --no-peers. */
+  peer?: string;
+  rows: BenchRow[];
+  notes?: string[];
+}
+
+const HEADER = `# Benchmark results
+
+Written by \`npm run bench -- <suite>\` (bench/main.ts): one section per suite and adapter, replaced
+when that suite runs again on the same adapter. Machine-readable rows are in
+\`bench/results/<suite>-<adapter>.json\`; how things are timed is described in bench/harness.ts and
+bench/peers.ts.
+`;
+
+/** A file-name-safe name for an adapter, e.g. 'llvmpipe-mesa-25-0-7-llvm-15-0-6'. */
+export function adapterSlug(info: Pick<GpuInfo, 'description' | 'vendor' | 'device' | 'architecture'>): string {
+  const name = info.description || [info.vendor, info.architecture, info.device].filter(Boolean).join(' ') || 'unknown';
+  return name.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-|-$/g, '').slice(0, 60).replace(/-$/, '');
+}
+
+/** Three significant digits, without exponent notation for the usual ranges. */
+export function fmt(x: number | undefined): string {
+  if (x === undefined || !Number.isFinite(x)) return '';
+  const a = Math.abs(x);
+  if (a >= 100) return x.toFixed(0);
+  if (a >= 10) return x.toFixed(1);
+  if (a >= 1) return x.toFixed(2);
+  return x.toPrecision(3);
+}
+
+const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
+
+export function renderSection(r: SuiteResult): string {
+  const a = r.adapter;
+  const lines: string[] = [];
+  const key = `${r.suite} ${adapterSlug(a)}`;
+  lines.push(`<!-- bench ${key} -->`, `## ${r.suite} · ${a.description || a.device || a.vendor}`, '');
+  lines.push(`- adapter: vendor \`${a.vendor}\`, architecture \`${a.architecture}\`, device \`${a.device}\`${a.isFallbackAdapter ? ' (fallback adapter)' : ''}`);
+  lines.push(`- run: ${r.date.replace('T', ' ').replace(/\.\d+Z$/, ' UTC')}; median of ${r.timing.trials} trial(s) of ≥ ${r.timing.minSeconds} s each`);
+  lines.push(
+    r.timing.source === 'timestamp'
+      ? '- ms: GPU time per run from timestamp queries around n back-to-back runs in one compute pass; wall ms: the same n runs from encoding to completion, per run'
+      : '- ms: wall time per run (no timestamp queries on this adapter): n back-to-back runs in one submit, from encoding to completion',
+  );
+  if (r.peak) {
+    lines.push(
+      `- peak (measured, bench/peak.ts): f32 FMA ${fmt(r.peak.gflops)} GFLOP/s; copy ${fmt(r.peak.gbps)} GB/s ` +
+        `(compute shader ${fmt(r.peak.shaderCopyGbps)}, copyBufferToBuffer ${fmt(r.peak.bufferCopyGbps)}); ` +
+        '% of peak is the larger of GFLOP/s ÷ FMA peak and GB/s ÷ copy peak',
+    );
+  }
+  if (r.peer) lines.push(`- peer: ${r.peer}; peer ms is wall time per call (n calls, then one fence); ours/peer = wall ms ÷ peer ms (below 1: we are faster)`);
+  for (const n of r.notes ?? []) lines.push(`- ${n}`);
+  lines.push('', '| kernel | case | ms | wall ms | GFLOP/s | GB/s | % of peak | peer ms | ours/peer |', '|---|---|--:|--:|--:|--:|--:|--:|--:|');
+  for (const row of r.rows) {
+    if (row.error) {
+      lines.push(`| ${cell(row.kernel)} | ${cell(row.label)} | failed: ${cell(row.error)} | | | | | | |`);
+      continue;
+    }
+    const peak = row.peak ? `${(row.peak.fraction * 100).toFixed(1)}% ${row.peak.of === 'fma' ? 'FMA' : 'BW'}` : '';
+    const peer = row.peerMs !== undefined ? fmt(row.peerMs) : row.peerError ? `failed: ${cell(row.peerError)}` : '';
+    lines.push(
+      `| ${cell(row.kernel)} | ${cell(row.label)} | ${fmt(row.ms)} | ${fmt(row.wallMs)} | ${fmt(row.gflops)} | ${fmt(row.gbps)} | ${peak} | ${peer} | ${fmt(row.ratio)} |`,
+    );
+  }
+  lines.push(`<!-- /bench ${key} -->`);
+  return lines.join('\n') + '\n';
+}
+
+/** `md` with the section marked `key` replaced by `section`, or `section` appended. */
+export function replaceSection(md: string, key: string, section: string): string {
+  const begin = `<!-- bench ${key} -->`;
+  const end = `<!-- /bench ${key} -->`;
+  const i = md.indexOf(begin);
+  const j = i < 0 ? -1 : md.indexOf(end, i);
+  if (i >= 0 && j >= 0) return md.slice(0, i) + section + md.slice(j + end.length).replace(/^\n/, '');
+  return md.replace(/\n*$/, '\n\n') + section;
+}
+
+const rowKey = (r: BenchRow) => `${r.kernel}\u0000${r.label}`;
+
+/**
+ * Writes the JSON and replaces the RESULTS.md section under `dir` (bench/ of the repository).
+ * With `merge` (a filtered run), rows of the previous JSON that this run did not measure are kept.
+ * Returns the paths written.
+ */
+export function writeResults(dir: string, result: SuiteResult, options: { merge?: boolean } = {}): { json: string; markdown: string } {
+  const slug = adapterSlug(result.adapter);
+  const json = join(dir, 'results', `${result.suite}-${slug}.json`);
+  const markdown = join(dir, 'RESULTS.md');
+  let merged = result;
+  if (options.merge && existsSync(json)) {
+    const previous = JSON.parse(readFileSync(json, 'utf8')) as SuiteResult;
+    const fresh = new Map(result.rows.map((r) => [rowKey(r), r]));
+    const rows = previous.rows.map((r) => fresh.get(rowKey(r)) ?? r);
+    const kept = new Set(rows.map(rowKey));
+    merged = { ...result, rows: [...rows, ...result.rows.filter((r) => !kept.has(rowKey(r)))] };
+  }
+  mkdirSync(join(dir, 'results'), { recursive: true });
+  writeFileSync(json, JSON.stringify(merged, null, 2) + '\n');
+  const md = existsSync(markdown) ? readFileSync(markdown, 'utf8') : HEADER;
+  writeFileSync(markdown, replaceSection(md, `${result.suite} ${slug}`, renderSection(merged)));
+  return { json, markdown };
+}

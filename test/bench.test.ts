@@ -1,0 +1,128 @@
+// Smoke test of the benchmark harness (bench/): it runs, produces sane rows and frees what it
+// allocates. No speed assertions: CI machines are shared and slow.
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { openGpu } from '../src/index.js';
+import { elementwiseKernel } from '../src/kernels/elementwise.js';
+import { inputData, QUICK, runCases, timeAsync, type BenchRow } from '../bench/harness.js';
+import { measurePeak, PEAK_QUICK } from '../bench/peak.js';
+import { loadTfjs } from '../bench/peers.js';
+import { adapterSlug, replaceSection, writeResults, type SuiteResult } from '../bench/results.js';
+import type { KernelBenchCase } from '../bench/types.js';
+import { useGpu } from './util/gpu.js';
+
+const getGpu = useGpu();
+
+const tiny: KernelBenchCase = {
+  kernel: elementwiseKernel,
+  label: 'tiny quick_gelu 8x64',
+  inputs: [{ shape: [8, 64] }],
+  options: { op: 'quick_gelu' },
+  tfjs: (tf, [x]) => tf.mul(x, tf.sigmoid(tf.mul(x, 1.702))),
+};
+
+const positive = (x: number | undefined) => expect(Number.isFinite(x) && x! > 0, `${x} should be a positive finite number`).toBe(true);
+
+describe('bench harness', () => {
+  it('times a tiny case against the measured peak and its TF.js peer, and frees everything', async () => {
+    const gpu = await getGpu();
+    const before = gpu.stats();
+    const peak = await measurePeak(gpu, QUICK, PEAK_QUICK);
+    for (const x of [peak.gflops, peak.gbps, peak.shaderCopyGbps, peak.bufferCopyGbps]) positive(x);
+    const tfjs = await loadTfjs(gpu);
+    expect(tfjs.version).toMatch(/^\d+\.\d+\.\d+/);
+    const asyncPeer: KernelBenchCase = { ...tiny, label: 'async peer', tfjs: async (tf, [x]) => tf.neg(x) };
+    const [row, asyncRow] = await runCases(gpu, [tiny, asyncPeer], { settings: QUICK, peak, tfjs });
+    positive(asyncRow!.peerMs);
+    expect(row!.error).toBeUndefined();
+    expect(row!.peerError).toBeUndefined();
+    expect(row!.source).toBe(gpu.features.has('timestamp-query') ? 'timestamp' : 'wall');
+    expect(row!.shape).toBe('[8, 64]');
+    for (const x of [row!.ms, row!.wallMs, row!.reps, row!.gflops, row!.gbps, row!.peak?.fraction, row!.peerMs, row!.ratio]) positive(x);
+    expect(gpu.stats().liveBuffers).toBe(before.liveBuffers);
+    expect(gpu.stats().liveBytes).toBe(before.liveBytes);
+  });
+
+  it('falls back to wall time without timestamp queries', async () => {
+    const gpu = await openGpu({ disableFeatures: ['timestamp-query'] });
+    try {
+      const [row] = await runCases(gpu, [{ ...tiny, tfjs: undefined }], { settings: QUICK });
+      expect(row!.source).toBe('wall');
+      expect(row!.ms).toBe(row!.wallMs);
+      positive(row!.ms);
+      expect(row!.peak).toBeUndefined();
+      expect(row!.peerMs).toBeUndefined();
+    } finally {
+      gpu.close();
+    }
+  });
+
+  it('turns a failing case into an error row and keeps going', async () => {
+    const gpu = await getGpu();
+    const before = gpu.stats();
+    const broken: KernelBenchCase = { ...tiny, label: 'bad bias', inputs: [{ shape: [4, 6] }, { shape: [5] }], options: { op: 'add' } };
+    const rows = await runCases(gpu, [broken, { ...tiny, tfjs: undefined }], { settings: QUICK });
+    expect(rows[0]!.error).toMatch(/^elementwise\.add: b of shape \[5\]/);
+    expect(rows[1]!.error).toBeUndefined();
+    expect(gpu.stats().liveBuffers).toBe(before.liveBuffers);
+  });
+
+  it('refuses integer inputs without data, naming the case', () => {
+    const c: KernelBenchCase = { ...tiny, inputs: [{ shape: [3], dtype: 'i32' }] };
+    expect(() => inputData(c, 0)).toThrow(/elementwise 'tiny quick_gelu 8x64': i32 input 0 needs explicit data/);
+    expect(Array.from(inputData({ ...c, inputs: [{ shape: [3], dtype: 'i32', data: [4, 5, 6] }] }, 0))).toEqual([4, 5, 6]);
+  });
+
+  it('timeAsync measures the time per awaited call', async () => {
+    const t = await timeAsync(() => new Promise((resolve) => setTimeout(resolve, 3)), { minSeconds: 0.03, trials: 2 });
+    expect(t.source).toBe('wall');
+    expect(t.reps).toBeGreaterThan(1);
+    expect(t.ms).toBeGreaterThanOrEqual(2.5);
+  });
+});
+
+describe('bench results', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ovgpu-bench-test-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  const adapter = { vendor: 'v', architecture: 'a', device: 'd', description: 'Some GPU (driver 1.2)', isFallbackAdapter: false };
+  const row = (label: string, ms: number): BenchRow => ({ kernel: 'k', label, shape: '[2]', ms, source: 'timestamp', wallMs: ms, reps: 1, gbps: 1 });
+  const result = (suite: string, rows: BenchRow[]): SuiteResult => ({
+    suite,
+    adapter,
+    date: '2025-01-02T03:04:05.000Z',
+    timing: { source: 'timestamp', minSeconds: 0.3, trials: 3 },
+    rows,
+  });
+
+  it('slugs adapter names for file names', () => {
+    expect(adapterSlug(adapter)).toBe('some-gpu-driver-1-2');
+    expect(adapterSlug({ ...adapter, description: '' })).toBe('v-a-d');
+  });
+
+  it('keeps one section per suite and adapter, replaced on re-run; filtered runs merge rows', () => {
+    writeResults(dir, result('kernels', [row('first', 1), row('second', 2)]));
+    writeResults(dir, result('graph', [row('g', 5)]));
+    writeResults(dir, result('kernels', [row('first', 1.5)]));
+    let md = readFileSync(join(dir, 'RESULTS.md'), 'utf8');
+    expect(md.match(/^## kernels · Some GPU/gm)).toHaveLength(1);
+    expect(md.match(/^## graph · Some GPU/gm)).toHaveLength(1);
+    expect(md).toContain('| k | first | 1.50 |');
+    expect(md).not.toContain('| second |');
+    expect(md.indexOf('## kernels')).toBeLessThan(md.indexOf('## graph'));
+
+    writeResults(dir, result('kernels', [row('second', 3), row('third', 4)]), { merge: true });
+    const json = JSON.parse(readFileSync(join(dir, 'results', 'kernels-some-gpu-driver-1-2.json'), 'utf8')) as SuiteResult;
+    expect(json.rows.map((r) => [r.label, r.ms])).toEqual([['first', 1.5], ['second', 3], ['third', 4]]);
+    md = readFileSync(join(dir, 'RESULTS.md'), 'utf8');
+    expect(md.match(/^## kernels/gm)).toHaveLength(1);
+    expect(md).toContain('| k | third | 4.00 |');
+  });
+
+  it('appends a section that is not there yet', () => {
+    expect(replaceSection('# T\n', 'x y', 'S\n')).toBe('# T\n\nS\n');
+    expect(replaceSection('# T\n\n<!-- bench x y -->\nold\n<!-- /bench x y -->\nafter\n', 'x y', 'new\n')).toBe('# T\n\nnew\nafter\n');
+  });
+});
