@@ -3,3 +3,10 @@
 // re-exporting the `cases` of its bench/kernels/<name>.ts. The suite runs them in alphabetical
 // order of these names (a module namespace lists its exports sorted).
 export { cases as elementwise } from './elementwise.js';
+export { cases as boxes } from './boxes.js';
+export { cases as layerNorm } from './layerNorm.js';
+export { cases as nms } from './nms.js';
+export { cases as patchEmbed } from './patchEmbed.js';
+export { cases as regionWordSimilarity } from './regionWordSimilarity.js';
+export { cases as roiAlign } from './roiAlign.js';
+export { cases as softmax } from './softmax.js';
