@@ -101,6 +101,19 @@ describe('matmul', () => {
     for (const t of [a, b, out]) t.dispose();
   });
 
+  it('folds row blocks past the per-dimension workgroup limit into z', async () => {
+    const gpu = await getGpu();
+    const max = gpu.limits.maxComputeWorkgroupsPerDimension ?? 65535;
+    const { register, tiled } = kernels.matmulConfig(gpu);
+    for (const variant of VARIANTS) {
+      // One more row block than the limit; K = N = 1 keeps it cheap.
+      const M = max * (variant === 'register' ? register.ROWS : 4 * tiled.WG_Y) + 3;
+      const plan = kernels.matmulKernel.plan(gpu, [{ shape: [M, 1], dtype: 'f32' }, { shape: [1, 1], dtype: 'f32' }], [{ shape: [M, 1], dtype: 'f32' }], { variant });
+      expect(plan.dispatches[0]!.workgroups[2]).toBe(2);
+      await checkCase(gpu, { aShape: [M, 1], N: 1, bias: true }, variant, 'f32', 400);
+    }
+  });
+
   it('chooses the register variant on CPU adapters and the tiled one elsewhere', async () => {
     const gpu = await getGpu();
     const plan = kernels.matmulKernel.plan(gpu, [{ shape: [8, 8], dtype: 'f32' }, { shape: [8, 8], dtype: 'f32' }], [{ shape: [8, 8], dtype: 'f32' }], {});
