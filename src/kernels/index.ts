@@ -11,3 +11,4 @@ export * from './boxes.js';
 export * from './roiAlign.js';
 export * from './regionWordSimilarity.js';
 export * from './nms.js';
+export * from './matmul.js';

@@ -1,5 +1,6 @@
 import type { Gpu } from '../gpu/gpu.js';
 import type { DType } from '../dtype.js';
+import { check } from '../gpu/errors.js';
 
 /** What a kernel needs to know about a tensor to check and plan it. */
 export interface TensorInfo {
@@ -92,4 +93,16 @@ export function grid1d(gpu: Gpu, count: number, size: number): [number, number, 
   if (groups <= max) return [groups, 1, 1];
   const y = Math.ceil(groups / max);
   return [Math.ceil(groups / y), y, 1];
+}
+
+/**
+ * Workgroup counts for an x by y grid. y is folded into z when it exceeds the per-dimension limit;
+ * shaders recover the row with wid.z * num_workgroups.y + wid.y (and must skip rows past y).
+ */
+export function grid2d(gpu: Gpu, x: number, y: number): [number, number, number] {
+  const max = gpu.limits.maxComputeWorkgroupsPerDimension ?? 65535;
+  check(x <= max, 'grid2d', `${x} workgroups along x exceed the device limit of ${max}`);
+  if (y <= max) return [Math.max(1, x), Math.max(1, y), 1];
+  const z = Math.ceil(y / max);
+  return [Math.max(1, x), Math.ceil(y / z), z];
 }

@@ -1,0 +1,168 @@
+// Matrix product with a fused epilogue: out[m, n] = act(sum_k a[m, k] b[k, n] + bias[n]) + residual[m, n].
+// a is [M, K] (batch dimensions already folded into M); b is [K, N], or [N, K] when TRANS_B (PyTorch
+// Linear weights, read in place). Accumulation is f32 whatever the storage type T.
+//
+// Three entry points over the same bindings:
+//   register_vec4    K % 4 == 0 and (TRANS_B or N % 4 == 0): vec4 loads, no workgroup memory.
+//   register_scalar  any shape: the same blocking with scalar loads.
+//   tiled            any shape: workgroup-memory tiles, for GPUs.
+// The register kernels suit CPU adapters (lavapipe, SwiftShader), where barriers and workgroup
+// memory are expensive and one workgroup runs as SIMD lanes on one thread: each invocation keeps
+// ROWS rows x 4 columns of the output in registers, and a workgroup shares its rows (uniform
+// addresses, so a loads are broadcasts rather than gathers).
+alias T = f32;
+
+struct Params {
+  M: u32,
+  N: u32,
+  K: u32,
+}
+
+const MAX_ROWS = 16u;
+override ROWS: u32 = 8u;          // register: output rows per invocation (at most MAX_ROWS)
+override WG: u32 = 16u;           // register: invocations per workgroup, 4 output columns each
+override WG_X: u32 = 16u;         // tiled: workgroup width; each invocation computes 4x4 outputs
+override WG_Y: u32 = 16u;         // tiled: workgroup height
+override TILE_K: u32 = 16u;       // tiled: depth of the tiles staged in workgroup memory
+override TRANS_B: bool = false;
+override HAS_BIAS: bool = false;
+override HAS_RESIDUAL: bool = false;
+override ACTIVATION: u32 = 0u;    // as activate(): 0 none, 1 gelu, 2 quick_gelu
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<T>;
+@group(0) @binding(2) var<storage, read> b: array<T>;
+@group(0) @binding(3) var<storage, read> bias: array<T>;       // a again when there is no bias
+@group(0) @binding(4) var<storage, read> residual: array<T>;   // a again when there is no residual
+@group(0) @binding(5) var<storage, read_write> out: array<T>;
+// The same a and b seen as vec4s. Different entry points may declare the same binding.
+@group(0) @binding(1) var<storage, read> a4: array<vec4<T>>;
+@group(0) @binding(2) var<storage, read> b4: array<vec4<T>>;
+
+// Writes one output element through the epilogue, if it exists.
+fn store(row: u32, n: u32, acc: f32) {
+  if (n >= p.N) { return; }
+  var v = acc;
+  if (HAS_BIAS) { v += f32(bias[n]); }
+  v = activate(v, ACTIVATION);
+  if (HAS_RESIDUAL) { v += f32(residual[row * p.N + n]); }
+  out[row * p.N + n] = T(v);
+}
+
+// Column block (4 columns) and first row of a register invocation. Row blocks may be folded
+// into z when they exceed the per-dimension workgroup limit.
+fn register_origin(wid: vec3u, nwg: vec3u, lid: u32) -> vec2u {
+  return vec2u((wid.x * WG + lid) * 4u, (wid.z * nwg.y + wid.y) * ROWS);
+}
+
+@compute @workgroup_size(WG)
+fn register_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                 @builtin(local_invocation_index) lid: u32) {
+  let origin = register_origin(wid, nwg, lid);
+  let col = origin.x;
+  let row0 = origin.y;
+  if (col >= p.N || row0 >= p.M) { return; }
+  let k4 = p.K / 4u;
+  let n4 = p.N / 4u;
+  // Columns past N (only possible with TRANS_B) re-read the last row of b; they are never stored.
+  let last = p.N - 1u;
+  let bt = vec4u(min(col, last), min(col + 1u, last), min(col + 2u, last), min(col + 3u, last)) * k4;
+  var acc: array<vec4f, MAX_ROWS>;
+  for (var k = 0u; k < k4; k++) {
+    // bm * av = sum_i av[i] * column i; av * bm = (dot(av, column j))_j.
+    var bm: mat4x4f;
+    if (TRANS_B) {
+      bm = mat4x4f(vec4f(b4[bt.x + k]), vec4f(b4[bt.y + k]), vec4f(b4[bt.z + k]), vec4f(b4[bt.w + k]));
+    } else {
+      let i = 4u * k * n4 + col / 4u;
+      bm = mat4x4f(vec4f(b4[i]), vec4f(b4[i + n4]), vec4f(b4[i + 2u * n4]), vec4f(b4[i + 3u * n4]));
+    }
+    for (var r = 0u; r < ROWS; r++) {
+      // Rows past M re-read the last row of a; they are never stored.
+      let av = vec4f(a4[min(row0 + r, p.M - 1u) * k4 + k]);
+      if (TRANS_B) { acc[r] += av * bm; } else { acc[r] += bm * av; }
+    }
+  }
+  // One rolled loop with a run-time bound: unrolled per element, the epilogue (exp in the
+  // activations) made pipelines up to 5x slower to compile on lavapipe, for no speed gain.
+  let rows = min(ROWS, p.M - row0);
+  for (var i = 0u; i < rows * 4u; i++) { store(row0 + i / 4u, col + i % 4u, acc[i / 4u][i % 4u]); }
+}
+
+@compute @workgroup_size(WG)
+fn register_scalar(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+                   @builtin(local_invocation_index) lid: u32) {
+  let origin = register_origin(wid, nwg, lid);
+  let col = origin.x;
+  let row0 = origin.y;
+  if (col >= p.N || row0 >= p.M) { return; }
+  let last = p.N - 1u;
+  let cols = vec4u(col, min(col + 1u, last), min(col + 2u, last), min(col + 3u, last));
+  var acc: array<vec4f, MAX_ROWS>;
+  for (var k = 0u; k < p.K; k++) {
+    var bv: vec4f;
+    if (TRANS_B) {
+      let i = cols * p.K + k;
+      bv = vec4f(f32(b[i.x]), f32(b[i.y]), f32(b[i.z]), f32(b[i.w]));
+    } else {
+      let i = k * p.N + cols;
+      bv = vec4f(f32(b[i.x]), f32(b[i.y]), f32(b[i.z]), f32(b[i.w]));
+    }
+    for (var r = 0u; r < ROWS; r++) {
+      acc[r] += f32(a[min(row0 + r, p.M - 1u) * p.K + k]) * bv;
+    }
+  }
+  let rows = min(ROWS, p.M - row0);
+  for (var i = 0u; i < rows * 4u; i++) { store(row0 + i / 4u, col + i % 4u, acc[i / 4u][i % 4u]); }
+}
+
+// Tiled: a workgroup computes a (4 WG_Y) x (4 WG_X) output tile, staging TILE_K-deep slices of a
+// and b in workgroup memory; each invocation owns a 4x4 block of the tile.
+override TILE_M = 4u * WG_Y;
+override TILE_N = 4u * WG_X;
+var<workgroup> a_tile: array<f32, TILE_M * TILE_K>;   // [TILE_M][TILE_K]
+var<workgroup> b_tile: array<f32, TILE_K * TILE_N>;   // [TILE_K][TILE_N]
+
+@compute @workgroup_size(WG_X, WG_Y)
+fn tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+         @builtin(local_invocation_id) lid: vec3u, @builtin(local_invocation_index) li: u32) {
+  let col0 = wid.x * TILE_N;
+  let row0 = (wid.z * nwg.y + wid.y) * TILE_M;
+  let threads = WG_X * WG_Y;
+  var acc: array<vec4f, 4>;
+  for (var k0 = 0u; k0 < p.K; k0 += TILE_K) {
+    // Cooperative loads, consecutive invocations reading consecutive addresses; zeros outside.
+    for (var i = li; i < TILE_M * TILE_K; i += threads) {
+      let m = row0 + i / TILE_K;
+      let k = k0 + i % TILE_K;
+      var v = 0.0;
+      if (m < p.M && k < p.K) { v = f32(a[m * p.K + k]); }
+      a_tile[i] = v;
+    }
+    for (var i = li; i < TILE_K * TILE_N; i += threads) {
+      var kk: u32;
+      var nn: u32;
+      if (TRANS_B) { kk = i % TILE_K; nn = i / TILE_K; } else { kk = i / TILE_N; nn = i % TILE_N; }
+      let k = k0 + kk;
+      let n = col0 + nn;
+      var v = 0.0;
+      if (k < p.K && n < p.N) {
+        if (TRANS_B) { v = f32(b[n * p.K + k]); } else { v = f32(b[k * p.N + n]); }
+      }
+      b_tile[kk * TILE_N + nn] = v;
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < TILE_K; kk++) {
+      let bo = kk * TILE_N + lid.x * 4u;
+      let bv = vec4f(b_tile[bo], b_tile[bo + 1u], b_tile[bo + 2u], b_tile[bo + 3u]);
+      for (var r = 0u; r < 4u; r++) {
+        acc[r] += a_tile[(lid.y * 4u + r) * TILE_K + kk] * bv;
+      }
+    }
+    workgroupBarrier();
+  }
+  let col = col0 + lid.x * 4u;
+  let row = row0 + lid.y * 4u;
+  let rows = select(0u, min(4u, p.M - row), row < p.M);
+  for (var i = 0u; i < rows * 4u; i++) { store(row + i / 4u, col + i % 4u, acc[i / 4u][i % 4u]); }
+}

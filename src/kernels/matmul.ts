@@ -1,0 +1,183 @@
+import type { Gpu } from '../gpu/gpu.js';
+import { check } from '../gpu/errors.js';
+import { BYTES_PER_ELEMENT, shapeString, sizeOf } from '../dtype.js';
+import type { Tensor } from '../tensor.js';
+import { grid2d, specialize, uniforms, type Kernel } from './program.js';
+import { runKernel } from './runtime.js';
+import { geluReference, quickGeluReference } from './elementwise.js';
+import activationsWgsl from '../../shaders/activations.wgsl';
+import matmulWgsl from '../../shaders/matmul.wgsl';
+
+export type MatmulActivation = 'none' | 'gelu' | 'quick_gelu';
+/** 'register': register-blocked, no workgroup memory (CPU adapters); 'tiled': workgroup-memory tiles (GPUs). */
+export type MatmulVariant = 'register' | 'tiled';
+
+/** Kernel options: plain data. Inputs are [a, b, bias if hasBias, residual if hasResidual]. */
+export interface MatmulOptions {
+  /** b is [N, K] (a PyTorch Linear weight) rather than [K, N]. */
+  transposeB?: boolean;
+  activation?: MatmulActivation;
+  hasBias?: boolean;
+  hasResidual?: boolean;
+  /** Forces a variant; by default it is chosen per adapter (see `matmulConfig`). */
+  variant?: MatmulVariant;
+}
+
+/** What the eager `matmul` takes: optional tensors instead of flags. */
+export interface MatmulArgs {
+  transposeB?: boolean;
+  bias?: Tensor;
+  activation?: MatmulActivation;
+  residual?: Tensor;
+  variant?: MatmulVariant;
+}
+
+const NAME = 'matmul';
+const ACTIVATION_CODE: Record<MatmulActivation, number> = { none: 0, gelu: 1, quick_gelu: 2 };
+
+/**
+ * Tile configuration per adapter class (WGSL override constants). CPU adapters (lavapipe,
+ * SwiftShader) run a workgroup as SIMD lanes on one thread; measured on lavapipe (2 cores, 8 lanes):
+ * 8 rows x 4 columns per invocation and 16 invocations per workgroup were best of ROWS 4/8/16 and
+ * WG 8..64, for b as [K, N] and as [N, K]. The GPU row is the usual 64x64 tile with 16-deep
+ * slices, not tuned on hardware here.
+ */
+const CONFIGS: Record<'cpu' | 'gpu', { variant: MatmulVariant; register: { ROWS: number; WG: number }; tiled: { WG_X: number; WG_Y: number; TILE_K: number } }> = {
+  cpu: { variant: 'register', register: { ROWS: 8, WG: 16 }, tiled: { WG_X: 8, WG_Y: 8, TILE_K: 16 } },
+  gpu: { variant: 'tiled', register: { ROWS: 8, WG: 64 }, tiled: { WG_X: 16, WG_Y: 16, TILE_K: 16 } },
+};
+
+/** Whether the adapter is a CPU implementation of WebGPU (software Vulkan / SwiftShader). */
+export function isCpuAdapter(gpu: Gpu): boolean {
+  return gpu.info.isFallbackAdapter || /llvmpipe|lavapipe|swiftshader/i.test(`${gpu.info.description} ${gpu.info.device}`);
+}
+
+/** The tile constants of both variants on this adapter, and the variant used by default. */
+export function matmulConfig(gpu: Gpu) {
+  return CONFIGS[isCpuAdapter(gpu) ? 'cpu' : 'gpu'];
+}
+
+/** out = act(a · b + bias) + residual. a [..., M, K]; b [K, N] or [N, K] with transposeB. */
+export const matmulKernel: Kernel<MatmulOptions> = {
+  name: NAME,
+  outputs(inputs, o) {
+    check(o && typeof o === 'object', NAME, 'options must be an object');
+    const act = o.activation ?? 'none';
+    check(act in ACTIVATION_CODE, NAME, () => `unknown activation ${JSON.stringify(o.activation)}; expected none, gelu or quick_gelu`);
+    check(o.variant === undefined || o.variant === 'register' || o.variant === 'tiled', NAME, () => `unknown variant ${JSON.stringify(o.variant)}; expected register or tiled`);
+    const expected = 2 + (o.hasBias ? 1 : 0) + (o.hasResidual ? 1 : 0);
+    check(inputs.length === expected, NAME, `expected ${expected} inputs [a, b${o.hasBias ? ', bias' : ''}${o.hasResidual ? ', residual' : ''}], got ${inputs.length}`);
+    const [a, b] = inputs as [(typeof inputs)[0], (typeof inputs)[0]];
+    check(a.dtype === 'f32' || a.dtype === 'f16', NAME, `a must be f32 or f16, got ${a.dtype}`);
+    check(a.shape.length >= 2, NAME, () => `a must be [..., M, K], got ${shapeString(a.shape)}`);
+    const K = a.shape[a.shape.length - 1]!;
+    const bExpected = o.transposeB ? `[N, K=${K}] (transposeB)` : `[K=${K}, N]`;
+    check(b.dtype === a.dtype, NAME, `b must be ${a.dtype} like a, got ${b.dtype}`);
+    check(b.shape.length === 2, NAME, () => `b must be 2-D ${bExpected}, got ${shapeString(b.shape)}`);
+    check((o.transposeB ? b.shape[1] : b.shape[0]) === K, NAME, () => `b of shape ${shapeString(b.shape)} must be ${bExpected} to match a of shape ${shapeString(a.shape)}`);
+    const N = o.transposeB ? b.shape[0]! : b.shape[1]!;
+    const out = [...a.shape.slice(0, -1), N];
+    let next = 2;
+    if (o.hasBias) {
+      const bias = inputs[next++]!;
+      check(bias.dtype === a.dtype, NAME, `bias must be ${a.dtype} like a, got ${bias.dtype}`);
+      check(bias.shape.length === 1 && bias.shape[0] === N, NAME, () => `bias of shape ${shapeString(bias.shape)} must be [N] = [${N}]`);
+    }
+    if (o.hasResidual) {
+      const residual = inputs[next++]!;
+      check(residual.dtype === a.dtype, NAME, `residual must be ${a.dtype} like a, got ${residual.dtype}`);
+      check(
+        residual.shape.length === out.length && residual.shape.every((d, i) => d === out[i]),
+        NAME,
+        () => `residual of shape ${shapeString(residual.shape)} must equal the output shape ${shapeString(out)}`,
+      );
+    }
+    return [{ shape: out, dtype: a.dtype }];
+  },
+  plan(gpu, inputs, outputs, o) {
+    const a = inputs[0]!;
+    check(a.dtype !== 'f16' || gpu.features.has('shader-f16'), NAME, 'f16 tensors need the shader-f16 feature, which this device lacks');
+    const transposeB = !!o.transposeB;
+    const out = outputs[0]!;
+    // Batch dimensions of a fold into M: b is shared.
+    const M = sizeOf(a.shape.slice(0, -1));
+    const K = a.shape[a.shape.length - 1]!;
+    const N = out.shape[out.shape.length - 1]!;
+    const bytes = (sizeOf(a.shape) + K * N + sizeOf(out.shape) * (o.hasResidual ? 2 : 1) + (o.hasBias ? N : 0)) * BYTES_PER_ELEMENT[a.dtype];
+    if (M * N === 0) return { dispatches: [], flops: 0, bytes: 0 };
+    const config = matmulConfig(gpu);
+    const { register, tiled } = config;
+    // vec4 reads need every row of a and b to start on a vec4 (and a non-empty binding).
+    const vec4 = K > 0 && K % 4 === 0 && (transposeB || N % 4 === 0);
+    const isTiled = (o.variant ?? config.variant) === 'tiled';
+    const entryPoint = isTiled ? 'tiled' : vec4 ? 'register_vec4' : 'register_scalar';
+    const constants = isTiled ? tiled : register;
+    const workgroups = isTiled
+      ? grid2d(gpu, Math.ceil(N / (4 * tiled.WG_X)), Math.ceil(M / (4 * tiled.WG_Y)))
+      : grid2d(gpu, Math.ceil(N / (4 * register.WG)), Math.ceil(M / register.ROWS));
+    // Absent bias / residual bindings are filled by a, which the shader then never reads.
+    const bias = o.hasBias ? 2 : 0;
+    const residual = o.hasResidual ? 2 + (o.hasBias ? 1 : 0) : 0;
+    return {
+      dispatches: [
+        {
+          program: {
+            name: `${NAME}.${entryPoint}`,
+            key: a.dtype,
+            code: specialize(activationsWgsl + matmulWgsl, a.dtype),
+            entryPoint,
+            constants: {
+              ...constants,
+              TRANS_B: transposeB ? 1 : 0,
+              HAS_BIAS: o.hasBias ? 1 : 0,
+              HAS_RESIDUAL: o.hasResidual ? 1 : 0,
+              ACTIVATION: ACTIVATION_CODE[o.activation ?? 'none'],
+            },
+            bindings: ['read', 'read', 'read', 'read', 'write'],
+          },
+          tensors: [0, 1, bias, residual, inputs.length],
+          uniforms: uniforms(M, N, K),
+          workgroups,
+        },
+      ],
+      flops: 2 * M * N * K,
+      bytes,
+    };
+  },
+};
+
+/**
+ * act(a · b + bias) + residual, with a [..., M, K] and b [K, N] (or [N, K] with `transposeB`, as
+ * PyTorch Linear weights are stored). Batch dimensions of a share b. f32, or f16 storage with f32
+ * accumulation.
+ */
+export async function matmul(gpu: Gpu, a: Tensor, b: Tensor, args: MatmulArgs = {}): Promise<Tensor> {
+  const { bias, residual, ...rest } = args;
+  const inputs = [a, b, ...(bias ? [bias] : []), ...(residual ? [residual] : [])];
+  return (await runKernel(gpu, matmulKernel, inputs, { ...rest, hasBias: !!bias, hasResidual: !!residual }))[0]!;
+}
+
+/** Data-only form of MatmulArgs for the CPU reference. */
+export interface MatmulReferenceArgs {
+  transposeB?: boolean;
+  bias?: ArrayLike<number>;
+  activation?: MatmulActivation;
+  residual?: ArrayLike<number>;
+}
+
+/** CPU reference (tests only): float64, one output element at a time. `a` is [M, K] with M = a.length / K. */
+export function matmulReference(a: ArrayLike<number>, b: ArrayLike<number>, M: number, N: number, K: number, args: MatmulReferenceArgs = {}): Float64Array {
+  const act = { none: (x: number) => x, gelu: geluReference, quick_gelu: quickGeluReference }[args.activation ?? 'none'];
+  const out = new Float64Array(M * N);
+  for (let m = 0; m < M; m++) {
+    for (let n = 0; n < N; n++) {
+      let s = 0;
+      for (let k = 0; k < K; k++) s += a[m * K + k]! * b[args.transposeB ? n * K + k : k * N + n]!;
+      if (args.bias) s += args.bias[n]!;
+      s = act(s);
+      if (args.residual) s += args.residual[m * N + n]!;
+      out[m * N + n] = s;
+    }
+  }
+  return out;
+}

@@ -1,0 +1,158 @@
+import { describe, expect, it } from 'vitest';
+import { GpuError, Tensor, kernels, type DType, type Gpu } from '../../src/index.js';
+import { useGpu } from '../util/gpu.js';
+import { expectClose } from '../util/check.js';
+import { randomArray } from '../util/random.js';
+import { matmulReference, type MatmulActivation, type MatmulVariant } from '../../src/kernels/matmul.js';
+
+const getGpu = useGpu();
+
+interface Case {
+  aShape: number[];
+  N: number;
+  transposeB?: boolean;
+  bias?: boolean;
+  activation?: MatmulActivation;
+  residual?: boolean;
+}
+
+/** Runs one case on the GPU and checks it against the float64 reference of the values uploaded. */
+async function checkCase(gpu: Gpu, c: Case, variant: MatmulVariant, dtype: DType = 'f32', seed = 1): Promise<void> {
+  const K = c.aShape[c.aShape.length - 1]!;
+  const M = c.aShape.slice(0, -1).reduce((x, y) => x * y, 1);
+  const outShape = [...c.aShape.slice(0, -1), c.N];
+  const a = Tensor.from(gpu, randomArray(M * K, seed), c.aShape, dtype);
+  const b = Tensor.from(gpu, randomArray(K * c.N, seed + 1), c.transposeB ? [c.N, K] : [K, c.N], dtype);
+  const bias = c.bias ? Tensor.from(gpu, randomArray(c.N, seed + 2), [c.N], dtype) : undefined;
+  const residual = c.residual ? Tensor.from(gpu, randomArray(M * c.N, seed + 3, 2), outShape, dtype) : undefined;
+  const out = await kernels.matmul(gpu, a, b, { transposeB: c.transposeB, bias, activation: c.activation, residual, variant });
+  expect(out.shape).toEqual(outShape);
+  expect(out.dtype).toBe(dtype);
+  // The reference sees the uploaded values (rounded to f16 where the storage is f16).
+  const ref = matmulReference(await a.read(), await b.read(), M, c.N, K, {
+    transposeB: c.transposeB,
+    bias: bias && (await bias.read()),
+    activation: c.activation,
+    residual: residual && (await residual.read()),
+  });
+  const scaleTol = dtype === 'f16' ? 1e-2 : K > 1024 ? 1e-4 : 1e-5;
+  const label = `${variant} ${dtype} a${JSON.stringify(c.aShape)} N=${c.N}${c.transposeB ? ' transposeB' : ''}${c.bias ? ' +bias' : ''} ${c.activation ?? ''}${c.residual ? ' +residual' : ''}`;
+  expectClose(await out.read(), ref, { scaleTol, label });
+  for (const t of [a, b, bias, residual, out]) t?.dispose();
+}
+
+// Awkward shapes: 1x1x1, primes, tails of the 8-row / 4-column blocks and of the tiles, K not a
+// multiple of 4 (scalar path), N not a multiple of 4 with K a multiple (vec4 path for transposeB
+// only), batch dimensions, a CLIP-like 50x768 by 64, and K > 1024.
+const SHAPES: Array<[number[], number]> = [
+  [[1, 1], 1],
+  [[13, 19], 17],
+  [[9, 12], 13],
+  [[17, 16], 20],
+  [[5, 7], 8],
+  [[2, 3, 5, 12], 8],
+  [[50, 768], 64],
+  [[3, 1100], 5],
+];
+
+const ACTIVATIONS: MatmulActivation[] = ['none', 'gelu', 'quick_gelu'];
+const VARIANTS: MatmulVariant[] = ['register', 'tiled'];
+
+describe('matmul', () => {
+  for (const variant of VARIANTS) {
+    for (const transposeB of [false, true]) {
+      it(`${variant}${transposeB ? ' transposeB' : ''} matches the reference on awkward shapes (f32)`, async () => {
+        const gpu = await getGpu();
+        for (const [s, [aShape, N]] of SHAPES.entries()) await checkCase(gpu, { aShape, N, transposeB }, variant, 'f32', 10 * s);
+      });
+    }
+
+    it(`${variant}: every epilogue (bias, activation, residual)`, async () => {
+      const gpu = await getGpu();
+      let i = 0;
+      for (const bias of [false, true]) {
+        for (const residual of [false, true]) {
+          for (const activation of ACTIVATIONS) {
+            // Alternate layouts and shapes so both the vec4 and the scalar paths see each epilogue.
+            const transposeB = i % 2 === 1;
+            const aShape = i % 3 === 0 ? [2, 7, 13] : [11, 24];
+            await checkCase(gpu, { aShape, N: i % 4 < 2 ? 12 : 10, transposeB, bias, activation, residual }, variant, 'f32', 100 + i++);
+          }
+        }
+      }
+    });
+
+    it(`${variant}: f16 storage matches the reference within 1e-2`, async () => {
+      const gpu = await getGpu();
+      if (!gpu.features.has('shader-f16')) return;
+      await checkCase(gpu, { aShape: [13, 19], N: 17 }, variant, 'f16', 200);
+      await checkCase(gpu, { aShape: [2, 9, 64], N: 24, transposeB: true, bias: true, activation: 'gelu', residual: true }, variant, 'f16', 201);
+      await checkCase(gpu, { aShape: [50, 128], N: 36, bias: true, activation: 'quick_gelu' }, variant, 'f16', 202);
+    });
+  }
+
+  it('K = 0 gives act(bias) + residual; empty M gives an empty output', async () => {
+    const gpu = await getGpu();
+    await checkCase(gpu, { aShape: [3, 0], N: 5, bias: true, activation: 'gelu', residual: true }, 'register', 'f32', 300);
+    const a = Tensor.from(gpu, [], [0, 4]);
+    const b = Tensor.from(gpu, randomArray(12, 301), [4, 3]);
+    const out = await kernels.matmul(gpu, a, b);
+    expect(out.shape).toEqual([0, 3]);
+    for (const t of [a, b, out]) t.dispose();
+  });
+
+  it('folds row blocks past the per-dimension workgroup limit into z', async () => {
+    const gpu = await getGpu();
+    const max = gpu.limits.maxComputeWorkgroupsPerDimension ?? 65535;
+    const { register, tiled } = kernels.matmulConfig(gpu);
+    for (const variant of VARIANTS) {
+      // One more row block than the limit; K = N = 1 keeps it cheap.
+      const M = max * (variant === 'register' ? register.ROWS : 4 * tiled.WG_Y) + 3;
+      const plan = kernels.matmulKernel.plan(gpu, [{ shape: [M, 1], dtype: 'f32' }, { shape: [1, 1], dtype: 'f32' }], [{ shape: [M, 1], dtype: 'f32' }], { variant });
+      expect(plan.dispatches[0]!.workgroups[2]).toBe(2);
+      await checkCase(gpu, { aShape: [M, 1], N: 1, bias: true }, variant, 'f32', 400);
+    }
+  });
+
+  it('chooses the register variant on CPU adapters and the tiled one elsewhere', async () => {
+    const gpu = await getGpu();
+    const plan = kernels.matmulKernel.plan(gpu, [{ shape: [8, 8], dtype: 'f32' }, { shape: [8, 8], dtype: 'f32' }], [{ shape: [8, 8], dtype: 'f32' }], {});
+    expect(plan.dispatches[0]!.program.entryPoint).toBe(kernels.isCpuAdapter(gpu) ? 'register_vec4' : 'tiled');
+    expect(plan.flops).toBe(2 * 8 * 8 * 8);
+  });
+
+  it('rejects bad input before dispatching', async () => {
+    const gpu = await getGpu();
+    const a = Tensor.from(gpu, new Float32Array(2 * 3 * 4), [2, 3, 4]);
+    const b = Tensor.from(gpu, new Float32Array(4 * 5), [4, 5]);
+    const b3 = Tensor.from(gpu, new Float32Array(4 * 5), [1, 4, 5]);
+    const a1 = Tensor.from(gpu, new Float32Array(4), [4]);
+    const bias4 = Tensor.from(gpu, new Float32Array(4), [4]);
+    const res = Tensor.from(gpu, new Float32Array(3 * 5), [3, 5]);
+    const h = Tensor.from(gpu, new Float32Array(20), [4, 5], 'f16');
+    const i = Tensor.from(gpu, new Int32Array(12), [3, 4], 'i32');
+    const before = gpu.stats();
+    await expect(kernels.matmul(gpu, a, bias4)).rejects.toThrow(/^matmul: b must be 2-D \[K=4, N\], got \[4\]$/);
+    await expect(kernels.matmul(gpu, a, b3)).rejects.toThrow(/^matmul: b must be 2-D \[K=4, N\], got \[1, 4, 5\]$/);
+    await expect(kernels.matmul(gpu, a, res)).rejects.toThrow(/^matmul: b of shape \[3, 5\] must be \[K=4, N\] to match a of shape \[2, 3, 4\]$/);
+    await expect(kernels.matmul(gpu, a, b, { transposeB: true })).rejects.toThrow(
+      /^matmul: b of shape \[4, 5\] must be \[N, K=4\] \(transposeB\) to match a of shape \[2, 3, 4\]$/,
+    );
+    await expect(kernels.matmul(gpu, a1, b)).rejects.toThrow(/^matmul: a must be \[\.\.\., M, K\], got \[4\]$/);
+    await expect(kernels.matmul(gpu, a, h)).rejects.toThrow(/^matmul: b must be f32 like a, got f16$/);
+    await expect(kernels.matmul(gpu, i, b)).rejects.toThrow(/^matmul: a must be f32 or f16, got i32$/);
+    await expect(kernels.matmul(gpu, a, b, { bias: bias4 })).rejects.toThrow(/^matmul: bias of shape \[4\] must be \[N\] = \[5\]$/);
+    await expect(kernels.matmul(gpu, a, b, { bias: h })).rejects.toThrow(/^matmul: bias must be f32 like a, got f16$/);
+    await expect(kernels.matmul(gpu, a, b, { residual: res })).rejects.toThrow(
+      /^matmul: residual of shape \[3, 5\] must equal the output shape \[2, 3, 5\]$/,
+    );
+    await expect(kernels.matmul(gpu, a, b, { activation: 'relu' as never })).rejects.toThrow(/^matmul: unknown activation "relu"/);
+    await expect(kernels.matmul(gpu, a, b, { variant: 'fast' as never })).rejects.toThrow(/^matmul: unknown variant "fast"/);
+    await expect(kernels.matmul(gpu, a, b, { bias: b })).rejects.toThrow(GpuError);
+    expect(() => kernels.matmulKernel.outputs([{ shape: [2, 4], dtype: 'f32' }, { shape: [4, 5], dtype: 'f32' }], { hasBias: true })).toThrow(
+      /^matmul: expected 3 inputs \[a, b, bias\], got 2$/,
+    );
+    expect(gpu.stats()).toEqual(before);
+    for (const t of [a, b, b3, a1, bias4, res, h, i]) t.dispose();
+  });
+});
