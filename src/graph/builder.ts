@@ -6,6 +6,7 @@ import type { Kernel, TensorInfo } from '../kernels/program.js';
 import { concatKernel, contiguousStrides, sliceView, stridedCopyKernel, transposeView, type StridedView } from '../kernels/copy.js';
 import { elementwiseKernel } from '../kernels/elementwise.js';
 import { gatherKernel } from '../kernels/gather.js';
+import { matmulKernel, type MatmulActivation } from '../kernels/matmul.js';
 import { layerNormKernel } from '../kernels/layerNorm.js';
 import { softmaxKernel } from '../kernels/softmax.js';
 import { patchEmbedKernel } from '../kernels/patchEmbed.js';
@@ -172,6 +173,12 @@ export class GraphBuilder {
 
   l2Normalize(x: Value, eps = 1e-6, label?: string): Value {
     return this.op(elementwiseKernel, [x], { op: 'l2norm', eps }, label)[0]!;
+  }
+
+  /** epilogue(a·b): optional bias [N], activation, residual added last (see kernels.matmul). */
+  matmul(a: Value, b: Value, options: { transposeB?: boolean; bias?: Value; activation?: MatmulActivation; residual?: Value } = {}, label?: string): Value {
+    const inputs = [a, b, ...(options.bias ? [options.bias] : []), ...(options.residual ? [options.residual] : [])];
+    return this.op(matmulKernel, inputs, { transposeB: options.transposeB, activation: options.activation, hasBias: !!options.bias, hasResidual: !!options.residual }, label)[0]!;
   }
 
   /** LayerNorm over the last dimension (see kernels.layerNorm). */
