@@ -17,3 +17,16 @@ export {
   type HostTensor,
 } from './io/safetensors.js';
 export { ClipTokenizer, TokenizerError, type EncodeOptions } from './models/tokenizer/index.js';
+export {
+  preprocessClip,
+  preprocessClipBatch,
+  preprocessOwlVit,
+  preprocessOwlVitBatch,
+  decodeImage,
+  PreprocessError,
+  CLIP_MEAN,
+  CLIP_STD,
+  type ImageInput,
+  type NormalizeOptions,
+  type PixelBatch,
+} from './models/preprocess/index.js';
