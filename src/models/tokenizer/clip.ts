@@ -32,6 +32,7 @@ const OPENAI_MERGES = 49152 - 256 - 2;
 /** File names looked for in a folder, in this order. */
 const FOLDER_FILES = ['tokenizer.json', 'vocab.json', 'bpe_simple_vocab_16e6.txt.gz'];
 const CACHE_LIMIT = 100_000;
+const utf8 = new TextEncoder();
 
 /** GPT-2/CLIP byte → character table: printable Latin-1 bytes map to themselves, the rest to U+0100… */
 export function bytesToUnicode(): string[] {
@@ -156,7 +157,7 @@ export class ClipTokenizer {
   tokenizeCleaned(cleaned: string): string[] {
     const out: string[] = [];
     for (const [word] of cleaned.matchAll(SPLIT)) {
-      const bytes = new TextEncoder().encode(word);
+      const bytes = utf8.encode(word);
       out.push(...this.#bpe(Array.from(bytes, (b) => this.#byteEncoder[b]!).join('')));
     }
     return out;
