@@ -4,3 +4,29 @@ export { Tensor, type TensorData } from './tensor.js';
 export { type DType, DTYPES, sizeOf } from './dtype.js';
 export * as kernels from './kernels/index.js';
 export * from './graph/index.js';
+export {
+  SafetensorsFile,
+  SafetensorsCheckpoint,
+  SafetensorsError,
+  openCheckpoint,
+  uploadTensor,
+  readSafetensors,
+  type TensorSource,
+  type SafetensorsEntry,
+  type SafetensorsDType,
+  type HostTensor,
+} from './io/safetensors.js';
+export { ClipTokenizer, TokenizerError, type EncodeOptions } from './models/tokenizer/index.js';
+export {
+  preprocessClip,
+  preprocessClipBatch,
+  preprocessOwlVit,
+  preprocessOwlVitBatch,
+  decodeImage,
+  PreprocessError,
+  CLIP_MEAN,
+  CLIP_STD,
+  type ImageInput,
+  type NormalizeOptions,
+  type PixelBatch,
+} from './models/preprocess/index.js';
