@@ -4,3 +4,4 @@ export { runKernel, getPipeline, pipelineKey } from './runtime.js';
 export * from './elementwise.js';
 export * from './copy.js';
 export * from './gather.js';
+export * from './attention.js';
