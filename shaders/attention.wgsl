@@ -2,13 +2,14 @@
 // with an online softmax (running max and sum in f32), flash-attention style.
 //
 // One invocation owns one query row: its q (pre-multiplied by scale·log2 e, so exp2 is the
-// exponential) and its output accumulator live in private arrays. Keys go four at a time: four
-// scores, one rescale of the accumulator, four updates. A workgroup holds WG consecutive queries
+// exponential) and its output accumulator live in private arrays. Keys go two at a time: two
+// scores, one rescale of the accumulator, two updates (four per step unrolls into code that
+// lavapipe takes ~50% longer to compile, for no speed). A workgroup holds WG consecutive queries
 // of one (batch, head), so all its invocations need the same K and V rows:
 //  - `tiled` stages TK keys of K and V in workgroup memory per step (real GPUs);
 //  - `subgroup` (after the marker at the end; CPU adapters such as lavapipe, where every storage
 //    or workgroup load is a per-lane gather and barriers are expensive) lets each of 8 lanes load
-//    a different part of the four K and V rows and hands the parts round with subgroupShuffle.
+//    a different part of the two K and V rows and hands the parts round with subgroupShuffle.
 // q, k and v are rows of `rowStride` elements ([B, L, H·Dh], or one packed [B, L, 3·H·Dh] tensor
 // bound three times), head h at columns off + h·Dh. Output [B, L, H·Dh].
 // Masked logits: causal (key j > query i) or an additive [L, L] f32 tensor. A row whose logits
@@ -25,12 +26,12 @@ struct Params {
   kOff: u32,
   vOff: u32,
   scale: f32,       // softmax scale · log2(e)
+  mask: u32,        // 0 none, 1 causal, 2 additive [L, L] tensor
 }
 
 override DH: u32 = 64u;             // head dim, at most 4 · MAXV
 override WG: u32 = 32u;             // queries per workgroup
-override MASK: u32 = 0u;            // 0 none, 1 causal, 2 additive tensor
-override TK: u32 = 16u;             // keys per workgroup-memory tile (`tiled`), a multiple of 4
+override TK: u32 = 16u;             // keys per workgroup-memory tile (`tiled`), even
 override DV: u32 = (DH + 3u) / 4u;  // vec4s per head row
 
 const MAXV = 32u;
@@ -81,7 +82,7 @@ fn block(flat: u32) -> Block {
   let qb = flat % p.qBlocks;
   let bh = flat / p.qBlocks;
   // Causal: no query of this block looks past its last row.
-  let kEnd = select(p.L, min(p.L, (qb + 1u) * WG), MASK == 1u);
+  let kEnd = select(p.L, min(p.L, (qb + 1u) * WG), p.mask == 1u);
   return Block(qb, (bh / p.heads) * p.L, (bh % p.heads) * DH, kEnd);
 }
 
@@ -103,17 +104,17 @@ fn begin(i: u32, bl: Block) {
 // -inf where the mask tensor says so.
 fn logit(d: f32, i: u32, j: u32, bl: Block) -> f32 {
   var s = d;
-  if (MASK == 2u) { s += mask[min(i, p.L - 1u) * p.L + min(j, p.L - 1u)] * LOG2E; }
-  return select(s, LOWEST, j >= bl.kEnd || (MASK == 1u && j > i));
+  if (p.mask == 2u) { s += mask[min(i, p.L - 1u) * p.L + min(j, p.L - 1u)] * LOG2E; }
+  return select(s, LOWEST, j >= bl.kEnd || (p.mask == 1u && j > i));
 }
 
-// Online-softmax step over four logits: returns their weights and rescales the accumulator.
-fn softmaxStep(s: vec4f) -> vec4f {
-  let m = max(mRun, max(max(s.x, s.y), max(s.z, s.w)));
+// Online-softmax step over two logits: returns their weights and rescales the accumulator.
+fn softmaxStep(s: vec2f) -> vec2f {
+  let m = max(mRun, max(s.x, s.y));
   let corr = exp2(mRun - m);
-  let w = select(exp2(s - m), vec4f(0.0), s <= vec4f(LOWEST));
+  let w = select(exp2(s - m), vec2f(0.0), s <= vec2f(LOWEST));
   mRun = m;
-  lRun = lRun * corr + dot(w, vec4f(1.0));
+  lRun = lRun * corr + w.x + w.y;
   for (var c = 0u; c < DV; c++) { acc[c] *= corr; }
   return w;
 }
@@ -156,14 +157,10 @@ fn tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     }
     workgroupBarrier();
     let n = min(TK, bl.kEnd - t0);
-    for (var s = 0u; s < n; s += 4u) {
+    for (var s = 0u; s < n; s += 2u) {
       let j = t0 + s;
-      let w = softmaxStep(vec4f(logit(tileDot(s), i, j, bl), logit(tileDot(s + 1u), i, j + 1u, bl),
-                                logit(tileDot(s + 2u), i, j + 2u, bl), logit(tileDot(s + 3u), i, j + 3u, bl)));
-      for (var c = 0u; c < DV; c++) {
-        acc[c] += w.x * vTile[s * DV + c] + w.y * vTile[(s + 1u) * DV + c]
-                + w.z * vTile[(s + 2u) * DV + c] + w.w * vTile[(s + 3u) * DV + c];
-      }
+      let w = softmaxStep(vec2f(logit(tileDot(s), i, j, bl), logit(tileDot(s + 1u), i, j + 1u, bl)));
+      for (var c = 0u; c < DV; c++) { acc[c] += w.x * vTile[s * DV + c] + w.y * vTile[(s + 1u) * DV + c]; }
     }
     workgroupBarrier();
   }
@@ -171,17 +168,17 @@ fn tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
 }
 
 // ---- subgroup variant: compiled with `enable subgroups;` prepended ----
-// Lane t (of the first 8 of a subgroup) holds chunks c ≡ t (mod 8) of each of the four current K
+// Lane t (of the first 8 of a subgroup) holds chunks c ≡ t (mod 8) of each of the two current K
 // and V rows: kr[kk·G + g] = K[j0 + kk][chunk 8g + t]. Every other lane repeats lane t % 8.
 // Shuffles with literal lane ids and loops of constant length keep everything in registers.
 
 override G: u32 = (DV + 7u) / 8u;  // chunk groups of 8 vec4s per head row
 
-var<private> kr: array<vec4f, 16>;
-var<private> vr: array<vec4f, 16>;
+var<private> kr: array<vec4f, 8>;
+var<private> vr: array<vec4f, 8>;
 
 fn loadRows(j0: u32, lane: u32, bl: Block) {
-  for (var kk = 0u; kk < 4u; kk++) {
+  for (var kk = 0u; kk < 2u; kk++) {
     let base = min(j0 + kk, bl.kEnd - 1u);
     for (var g = 0u; g < G; g++) {
       let c = 8u * g + lane;
@@ -202,10 +199,10 @@ fn rowDot(kk: u32) -> f32 {
   for (var g = 0u; g < G; g++) {
     let x = kr[kk * G + g];
     let c = 8u * g;
-    d += qv[c] * subgroupBroadcast(x, 0u) + qv[c + 1u] * subgroupBroadcast(x, 1u)
-       + qv[c + 2u] * subgroupBroadcast(x, 2u) + qv[c + 3u] * subgroupBroadcast(x, 3u)
-       + qv[c + 4u] * subgroupBroadcast(x, 4u) + qv[c + 5u] * subgroupBroadcast(x, 5u)
-       + qv[c + 6u] * subgroupBroadcast(x, 6u) + qv[c + 7u] * subgroupBroadcast(x, 7u);
+    d += qv[c] * subgroupShuffle(x, 0u) + qv[c + 1u] * subgroupShuffle(x, 1u)
+       + qv[c + 2u] * subgroupShuffle(x, 2u) + qv[c + 3u] * subgroupShuffle(x, 3u)
+       + qv[c + 4u] * subgroupShuffle(x, 4u) + qv[c + 5u] * subgroupShuffle(x, 5u)
+       + qv[c + 6u] * subgroupShuffle(x, 6u) + qv[c + 7u] * subgroupShuffle(x, 7u);
   }
   return dot(d, vec4f(1.0));
 }
@@ -214,14 +211,14 @@ fn addRow(kk: u32, w: f32) {
   for (var g = 0u; g < G; g++) {
     let x = vr[kk * G + g];
     let c = 8u * g;
-    acc[c] += w * subgroupBroadcast(x, 0u);
-    acc[c + 1u] += w * subgroupBroadcast(x, 1u);
-    acc[c + 2u] += w * subgroupBroadcast(x, 2u);
-    acc[c + 3u] += w * subgroupBroadcast(x, 3u);
-    acc[c + 4u] += w * subgroupBroadcast(x, 4u);
-    acc[c + 5u] += w * subgroupBroadcast(x, 5u);
-    acc[c + 6u] += w * subgroupBroadcast(x, 6u);
-    acc[c + 7u] += w * subgroupBroadcast(x, 7u);
+    acc[c] += w * subgroupShuffle(x, 0u);
+    acc[c + 1u] += w * subgroupShuffle(x, 1u);
+    acc[c + 2u] += w * subgroupShuffle(x, 2u);
+    acc[c + 3u] += w * subgroupShuffle(x, 3u);
+    acc[c + 4u] += w * subgroupShuffle(x, 4u);
+    acc[c + 5u] += w * subgroupShuffle(x, 5u);
+    acc[c + 6u] += w * subgroupShuffle(x, 6u);
+    acc[c + 7u] += w * subgroupShuffle(x, 7u);
   }
 }
 
@@ -233,14 +230,11 @@ fn subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec
   let bl = block(flat);
   let i = bl.qb * WG + lid;
   begin(i, bl);
-  for (var j0 = 0u; j0 < bl.kEnd; j0 += 4u) {
+  for (var j0 = 0u; j0 < bl.kEnd; j0 += 2u) {
     loadRows(j0, sgid % 8u, bl);
-    let w = softmaxStep(vec4f(logit(rowDot(0u), i, j0, bl), logit(rowDot(1u), i, j0 + 1u, bl),
-                              logit(rowDot(2u), i, j0 + 2u, bl), logit(rowDot(3u), i, j0 + 3u, bl)));
+    let w = softmaxStep(vec2f(logit(rowDot(0u), i, j0, bl), logit(rowDot(1u), i, j0 + 1u, bl)));
     addRow(0u, w.x);
     addRow(1u, w.y);
-    addRow(2u, w.z);
-    addRow(3u, w.w);
   }
   finish(i, bl);
 }

@@ -71,7 +71,7 @@ export const attentionKernel: Kernel<AttentionOptions> = {
   outputs(inputs, o) {
     check(o && typeof o === 'object', NAME, 'options { heads, scale?, packed?, mask? } are required');
     const maskKind = o.mask ?? 'none';
-    check(maskKind in MASK_CODE, NAME, () => `mask must be 'none', 'causal' or 'tensor', got ${JSON.stringify(o.mask)}`);
+    check(Object.hasOwn(MASK_CODE, maskKind), NAME, () => `mask must be 'none', 'causal' or 'tensor', got ${JSON.stringify(o.mask)}`);
     check(o.variant === undefined || o.variant === 'tiled' || o.variant === 'subgroup', NAME, () => `variant must be 'tiled' or 'subgroup', got ${JSON.stringify(o.variant)}`);
     const names = [...(o.packed ? ['qkv'] : ['q', 'k', 'v']), ...(maskKind === 'tensor' ? ['mask'] : [])];
     check(inputs.length === names.length, NAME, () => `expected inputs [${names.join(', ')}], got ${inputs.length} inputs`);
@@ -120,7 +120,7 @@ export const attentionKernel: Kernel<AttentionOptions> = {
     check(variant === 'tiled' || subgroupsUsable(gpu), NAME, "variant 'subgroup' needs the 'subgroups' feature with subgroups of at least 8 lanes");
     // q, k, v are read as vec4s when head rows are whole vec4s (then so are all offsets).
     const vec = headDim % 4 === 0;
-    const wg = Number(process.env.AWG ?? WG[variant]); const TK = Number(process.env.ATK ?? 16);
+    const wg = WG[variant];
     const qBlocks = Math.ceil(length / wg);
     const total = qBlocks * batch * o.heads;
     const scale = o.scale ?? headDim ** -0.5;
@@ -140,11 +140,11 @@ export const attentionKernel: Kernel<AttentionOptions> = {
             key: `${dtype}|${vec ? 'vec4' : 'scalar'}`,
             code: specialize((variant === 'subgroup' ? 'enable subgroups;\n' + attentionWgsl : TILED_WGSL).replace(QKV_LINE, vec ? QKV_LINE : 'alias QKV = T;'), dtype),
             entryPoint: variant,
-            constants: { DH: headDim, WG: wg, MASK: MASK_CODE[maskKind], ...(variant === 'tiled' ? { TK } : {}) },
+            constants: { DH: headDim, WG: wg, ...(variant === 'tiled' ? { TK } : {}) },
             bindings: ['read', 'read', 'read', 'read', 'write'],
           },
           tensors: [...x, mask, out],
-          uniforms: uniforms(length, o.heads, qBlocks, total, rowStride, qOff, kOff, vOff, { f32: scale * Math.LOG2E }),
+          uniforms: uniforms(length, o.heads, qBlocks, total, rowStride, qOff, kOff, vOff, { f32: scale * Math.LOG2E }, MASK_CODE[maskKind]),
           workgroups: grid1d(gpu, total, 1),
         },
       ],
