@@ -4,3 +4,5 @@ export { Tensor, type TensorData } from './tensor.js';
 export { type DType, DTYPES, sizeOf } from './dtype.js';
 export * as kernels from './kernels/index.js';
 export * from './graph/index.js';
+export { ClipModel, clipLogits, type ClipLoadOptions, type ImageRunOptions, type TowerResult } from './models/clip/model.js';
+export { type ClipConfig, type VisionConfig, type TextConfig, clipConfigFromHf, clipConfigFromOpenAi } from './models/clip/config.js';
