@@ -6,3 +6,4 @@ export * as kernels from './kernels/index.js';
 export * from './graph/index.js';
 export { ClipModel, clipLogits, type ClipLoadOptions, type ImageRunOptions, type TowerResult } from './models/clip/model.js';
 export { type ClipConfig, type VisionConfig, type TextConfig, clipConfigFromHf, clipConfigFromOpenAi } from './models/clip/config.js';
+export * from './models/owlvit/index.js';
