@@ -73,7 +73,7 @@ function params(count: number, bCount: number, row: number, scalar: number, dims
 export const elementwiseKernel: Kernel<ElementwiseOptions> = {
   name: NAME,
   outputs(inputs, o) {
-    check(o && (o.op in OP_CODE || o.op === 'l2norm'), NAME, () => `unknown op ${JSON.stringify(o?.op)}; expected add, mul, scale, gelu, quick_gelu, l2norm or cast`);
+    check(o && (Object.hasOwn(OP_CODE, o.op) || o.op === 'l2norm'), NAME, () => `unknown op ${JSON.stringify(o?.op)}; expected add, mul, scale, gelu, quick_gelu, l2norm or cast`);
     const op = `${NAME}.${o.op}`;
     const x = inputs[0];
     check(x, op, 'missing input x');
