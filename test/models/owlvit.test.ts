@@ -252,7 +252,7 @@ describe('OwlVitDetector.load errors', () => {
     mkdirSync(noConfig);
     await expect(OwlVitDetector.load(gpu, noConfig)).rejects.toThrow(/config.json: no config.json in this folder/);
     writeFileSync(join(noConfig, 'config.json'), readFileSync(join(DIR, 'config.json')));
-    await expect(OwlVitDetector.load(gpu, noConfig)).rejects.toThrow(/no model.safetensors in this folder/);
+    await expect(OwlVitDetector.load(gpu, noConfig)).rejects.toThrow(/folder holds neither model.safetensors nor model.safetensors.index.json/);
     const missing = checkpoint('missing', (t) => delete t['box_head.dense2.bias']);
     await expect(OwlVitDetector.load(gpu, missing)).rejects.toThrow(/missing tensor "box_head.dense2.bias" \(detection head\), expected shape \[4\]/);
     const missingTower = checkpoint('missing-tower', (t) => delete t['owlvit.text_model.final_layer_norm.weight']);
