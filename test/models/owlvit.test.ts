@@ -2,7 +2,8 @@ import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { GpuError, OwlVitDetector, selectImageQuery, type Gpu } from '../../src/index.js';
+import sharp from 'sharp';
+import { ClipTokenizer, OwlVitDetector, preprocessOwlVit, selectImageQuery, type Gpu } from '../../src/index.js';
 import { readSafetensors } from '../../src/io/safetensors.js';
 import { useGpu } from '../util/gpu.js';
 import { expectClose } from '../util/check.js';
@@ -264,6 +265,24 @@ describe('OwlVitDetector.load errors', () => {
     expect(gpu.stats()).toEqual(before);
   });
 
+  it('loads a sharded checkpoint (model.safetensors.index.json) to the same outputs', async () => {
+    const gpu = await getGpu();
+    const d = join(dir, 'sharded');
+    mkdirSync(d);
+    const shards: Record<string, { shape: number[]; data: Float32Array }>[] = [{}, {}];
+    const weightMap: Record<string, string> = {};
+    [...readSafetensors(join(DIR, 'model.safetensors'))].forEach(([k, t], i) => {
+      shards[i % 2]![k] = { shape: [...t.shape], data: t.data as Float32Array };
+      weightMap[k] = `model-0000${(i % 2) + 1}-of-00002.safetensors`;
+    });
+    shards.forEach((t, i) => writeSafetensors(join(d, `model-0000${i + 1}-of-00002.safetensors`), t));
+    writeFileSync(join(d, 'model.safetensors.index.json'), JSON.stringify({ metadata: {}, weight_map: weightMap }));
+    writeFileSync(join(d, 'config.json'), readFileSync(join(DIR, 'config.json')));
+    const sharded = await OwlVitDetector.load(gpu, d);
+    checkLogits((await sharded.predict(predictInputs())).logits, 1e-4);
+    sharded.dispose();
+  });
+
   it('a disposed detector refuses work', async () => {
     const gpu = await getGpu();
     const d = await OwlVitDetector.load(gpu, DIR);
@@ -285,5 +304,100 @@ describe('selectImageQuery', () => {
     expect(selectImageQuery(apart, Float32Array.from([1, 2]), 2)).toBe(0);
     const far = cxcywh([[2, 2, 3, 3], [4, 4, 5, 5]]);
     expect(selectImageQuery(far, Float32Array.from([1, 2]), 2)).toBe(-1);
+  });
+});
+
+describe('OwlVitDetector.detect', () => {
+  // A tokenizer small enough for the tiny model's 512 ids: single letters, no merges, SOT 510 / EOT 511 as the fixture.
+  const letters = 'acdgot';
+  const vocab: Record<string, number> = { '<|startoftext|>': 510, '<|endoftext|>': 511 };
+  [...letters].forEach((c, i) => ((vocab[c] = 1 + 2 * i), (vocab[`${c}</w>`] = 2 + 2 * i)));
+  const tokenizer = ClipTokenizer.fromHuggingFace(vocab, '#version: 0.2\n');
+  const image = (i: number) => ({ pixelValues: pixelValues().subarray(i * 3 * 32 * 32, (i + 1) * 3 * 32 * 32), originalSize: targetSizes()[i]! });
+  const sorted = (d: { scores: Float32Array; labels: Int32Array; boxes: Float32Array }, names: string[]) =>
+    Array.from(d.scores, (score, k) => ({ box: Array.from(d.boxes.subarray(4 * k, 4 * k + 4)), score, label: d.labels[k]!, query: names[d.labels[k]!]! })).sort((a, b) => b.score - a.score);
+
+  let det: OwlVitDetector;
+  let dir: string;
+  beforeAll(async () => {
+    det = await OwlVitDetector.load(await getGpu(), DIR, { tokenizer });
+    dir = mkdtempSync(join(tmpdir(), 'ovgpu-detect-'));
+  });
+  afterAll(() => {
+    det.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('text queries, different per image: the predict → postProcess pipeline, best first, padded queries never win', async () => {
+    const got = await det.detect([image(0), image(1)], [['a cat', 'a dog'], ['a cat']], { batchSize: 2 });
+    const cat = tokenizer.encode('a cat', { contextLength: 16 });
+    const dog = tokenizer.encode('a dog', { contextLength: 16 });
+    const ids = new Int32Array(4 * 16);
+    ids.set(cat, 0);
+    ids.set(dog, 16);
+    ids.set(cat, 32); // image 1, query 1: zeros (padding)
+    const out = await det.predict({ pixelValues: pixelValues(), pixelShape: [2, 3, 32, 32], inputIds: ids, idsShape: [4, 16] });
+    const ref = det.postProcess(out, { targetSizes: targetSizes() });
+    expect(got[0]).toEqual(sorted(ref[0]!, ['a cat', 'a dog']));
+    expect(got[1]).toEqual(sorted(ref[1]!, ['a cat']));
+    expect(got[1]!.length).toBeGreaterThan(0);
+    expect(got[1]!.every((d) => d.label === 0)).toBe(true);
+    // One image at a time gives the same, and topK keeps the best.
+    expect(await det.detect([image(0), image(1)], [['a cat', 'a dog'], ['a cat']])).toEqual(got);
+    expect(await det.detect([image(0)], ['a cat', 'a dog'], { topK: 2 })).toEqual([got[0]!.slice(0, 2)]);
+  });
+
+  it('class-aware NMS drops exactly the boxes a better box of the same query overlaps by more than the threshold', async () => {
+    const all = (await det.detect([image(1)], ['a cat', 'a dog'], { threshold: 0 }))[0]!;
+    const kept = (await det.detect([image(1)], ['a cat', 'a dog'], { threshold: 0, nms: 0.1 }))[0]!;
+    const iou = (a: number[], b: number[]) => {
+      const w = Math.max(0, Math.min(a[2]!, b[2]!) - Math.max(a[0]!, b[0]!));
+      const h = Math.max(0, Math.min(a[3]!, b[3]!) - Math.max(a[1]!, b[1]!));
+      const area = (x: number[]) => (x[2]! - x[0]!) * (x[3]! - x[1]!);
+      return (w * h) / (area(a) + area(b) - w * h);
+    };
+    // Greedy NMS per label, computed here.
+    const expected = all.filter((d, i) => !all.slice(0, i).some((e, j) => e.label === d.label && iou(e.box, d.box) > 0.1 && !isSuppressed(j)));
+    function isSuppressed(j: number): boolean {
+      return all.slice(0, j).some((e, k) => e.label === all[j]!.label && iou(e.box, all[j]!.box) > 0.1 && !isSuppressed(k));
+    }
+    expect(kept).toEqual(expected);
+    expect(kept.length).toBeLessThan(all.length);
+  });
+
+  it('an image query: the imageGuided → postProcessImageGuided pipeline', async () => {
+    const query = { pixelValues: input('query_pixel_values') as Float32Array, originalSize: [32, 32] as const };
+    const got = await det.detect([image(0), image(1)], { image: query });
+    const out = await det.imageGuided(guidedInputs());
+    const ref = await det.postProcessImageGuided(out, { threshold: 0.1, targetSizes: targetSizes() });
+    expect(got).toEqual(ref.map((r) => sorted(r, ['image'])));
+    // A box in the query image's pixels picks the predicted box that overlaps it most, as imageGuided with the normalised box.
+    const boxed = await det.detect([image(0)], { image: query, box: [1.6, 19.2, 9.6, 30.4] });
+    const refBoxed = await det.imageGuided({ ...guidedInputs(), queryBox: [0.05, 0.6, 0.3, 0.95] });
+    const post = await det.postProcessImageGuided(refBoxed, { threshold: 0.1, targetSizes: targetSizes() });
+    expect(boxed[0]).toEqual(sorted(post[0]!, ['image']));
+  });
+
+  it('reads image files and scales boxes back to their own size', async () => {
+    const gpu = await getGpu();
+    const png = join(dir, 'wide.png');
+    const raw = Buffer.from(Array.from({ length: 50 * 20 * 3 }, (_, i) => (i * 37) % 256));
+    await sharp(raw, { raw: { width: 50, height: 20, channels: 3 } }).png().toFile(png);
+    const got = await det.detect([png], ['a dog'], { threshold: 0 });
+    const pre = await preprocessOwlVit(png, { size: 32 });
+    const out = await det.predict({ pixelValues: pre.data, pixelShape: pre.shape, inputIds: tokenizer.encode('a dog', { contextLength: 16 }), idsShape: [1, 16] });
+    expect(pre.originalSize).toEqual([20, 50]);
+    expect(got[0]).toEqual(sorted(det.postProcess(out, { threshold: 0, targetSizes: [pre.originalSize] })[0]!, ['a dog']));
+    const before = gpu.stats();
+    await expect(det.detect([join(dir, 'missing.png')], ['a dog'])).rejects.toThrow(/missing.png: cannot read the image/);
+    await expect(det.detect([png], [])).rejects.toThrow(/OwlVitDetector.detect: no queries: give at least one string/);
+    await expect(det.detect([png], [[]])).rejects.toThrow(/OwlVitDetector.detect: every image needs at least one query/);
+    await expect(det.detect([png], ['a bat'])).rejects.toThrow(/OwlVitDetector.detect: query "a bat": token "b" is not in the vocabulary/);
+    await expect(det.detect([png], ['a cat a cat a cat a cat a cat'])).rejects.toThrow(/query "a cat a cat a cat a cat a cat": Input .* is too long for context length 16/);
+    await expect(det.detect([png], ['a cat'], { batchSize: 0 })).rejects.toThrow(/batchSize must be a positive integer/);
+    const plain = await OwlVitDetector.load(gpu, DIR);
+    await expect(plain.detect([png], ['a cat'])).rejects.toThrow(/string queries need a tokenizer: the model folder has none of tokenizer.json/);
+    plain.dispose();
+    expect(gpu.stats()).toEqual(before);
   });
 });
