@@ -4,6 +4,8 @@ export { Tensor, type TensorData } from './tensor.js';
 export { type DType, DTYPES, sizeOf } from './dtype.js';
 export * as kernels from './kernels/index.js';
 export * from './graph/index.js';
+export { ClipModel, clipLogits, type ClipLoadOptions, type ImageRunOptions, type TowerResult } from './models/clip/model.js';
+export { type ClipConfig, type VisionConfig, type TextConfig, clipConfigFromHf, clipConfigFromOpenAi } from './models/clip/config.js';
 export {
   SafetensorsFile,
   SafetensorsCheckpoint,
@@ -30,3 +32,4 @@ export {
   type NormalizeOptions,
   type PixelBatch,
 } from './models/preprocess/index.js';
+export * from './models/owlvit/index.js';

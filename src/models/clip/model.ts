@@ -1,0 +1,235 @@
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Gpu } from '../../gpu/gpu.js';
+import { GpuError } from '../../gpu/errors.js';
+import type { DType } from '../../dtype.js';
+import type { Tensor } from '../../tensor.js';
+import { GraphBuilder, type Value } from '../../graph/builder.js';
+import type { GraphPlan } from '../../graph/plan.js';
+import { clipConfigFromHf, clipConfigFromOpenAi, type ClipConfig } from './config.js';
+import { detectConvention, type Convention } from './names.js';
+import { loadTower, readLogitScale, type WeightReader } from './weights.js';
+import { poolIndices, textTower, visionTower, type TowerOutputs, type Weights } from './towers.js';
+import { openWeightReader } from './reader.js';
+
+export interface ClipLoadOptions {
+  /** A ClipConfig, or an HF config.json object; default: the folder's config.json, else inferred (OpenAI). */
+  config?: ClipConfig | Record<string, unknown>;
+  /** Weight and activation storage; f16 needs shader-f16 (compute accumulates in f32). */
+  dtype?: 'f32' | 'f16';
+  /** Heads for configs inferred from OpenAI names (default width / 64, as OpenAI's build_model). */
+  heads?: { vision?: number; text?: number };
+  /** Checkpoint name convention; default: detected from the names. */
+  convention?: Convention;
+}
+
+export interface ImageRunOptions {
+  /** Also return the dense token map [B, T, embed] (ln_post on every token, then the projection). */
+  dense?: boolean;
+  /** Also return named intermediates (ln_pre_out, block{i}_out, tokens_pre_ln_post, …). */
+  intermediates?: boolean;
+}
+
+export interface TowerResult {
+  embeds: Float32Array;
+  dense?: Float32Array;
+  intermediates?: Record<string, Float32Array>;
+}
+
+function isClipConfig(c: unknown): c is ClipConfig {
+  return typeof c === 'object' && c !== null && 'embedDim' in c;
+}
+
+/**
+ * CLIP image and text towers from a local checkpoint (Hugging Face folder or OpenAI-named
+ * .safetensors), run on the graph executor. Plans are compiled per batch size and cached.
+ */
+export class ClipModel {
+  readonly gpu: Gpu;
+  readonly config: ClipConfig;
+  readonly dtype: DType;
+  readonly convention: Convention;
+  /** log of the logit scale as stored in the checkpoint (logits use exp of it). */
+  readonly logitScale: number;
+  /** Checkpoint tensors that no part of the model used. */
+  readonly unusedWeights: readonly string[];
+  readonly weights: { vision?: ReadonlyMap<string, Tensor>; text?: ReadonlyMap<string, Tensor> };
+  readonly #plans = new Map<string, Promise<GraphPlan>>();
+  #disposed = false;
+
+  private constructor(gpu: Gpu, init: { config: ClipConfig; dtype: DType; convention: Convention; logitScale: number; unused: string[]; vision?: Map<string, Tensor>; text?: Map<string, Tensor> }) {
+    this.gpu = gpu;
+    this.config = init.config;
+    this.dtype = init.dtype;
+    this.convention = init.convention;
+    this.logitScale = init.logitScale;
+    this.unusedWeights = init.unused;
+    this.weights = { vision: init.vision, text: init.text };
+  }
+
+  /** Loads a checkpoint: a folder (config.json + model.safetensors or shards) or a .safetensors file. */
+  static async load(gpu: Gpu, pathOrDir: string, options: ClipLoadOptions = {}): Promise<ClipModel> {
+    const dtype = options.dtype ?? 'f32';
+    if (dtype === 'f16' && !gpu.features.has('shader-f16')) throw new GpuError('ClipModel.load', 'dtype f16 needs the shader-f16 feature, which this adapter lacks');
+    const reader = openWeightReader(pathOrDir);
+    try {
+      const names = reader.names();
+      const convention = options.convention ?? detectConvention(names);
+      const config = resolveConfig(pathOrDir, reader, options);
+      const used = new Set<string>();
+      const vision = config.vision && loadTower(gpu, reader, convention, 'vision', config.vision, config.embedDim, dtype, used);
+      let text: Map<string, Tensor> | undefined;
+      try {
+        text = config.text && loadTower(gpu, reader, convention, 'text', config.text, config.embedDim, dtype, used);
+      } catch (err) {
+        for (const t of vision?.values() ?? []) t.dispose();
+        throw err;
+      }
+      const logitScale = readLogitScale(reader, convention, used) ?? Math.log(1 / 0.07);
+      const unused = names.filter((n) => !used.has(n));
+      if (unused.length) console.warn(`ovgpu: ${unused.length} tensor(s) in ${reader.path} not used by CLIP: ${unused.slice(0, 5).join(', ')}${unused.length > 5 ? ', …' : ''}`);
+      return new ClipModel(gpu, { config, dtype, convention, logitScale, unused, vision, text });
+    } finally {
+      reader.close();
+    }
+  }
+
+  #weights(tower: 'vision' | 'text', g: GraphBuilder): Weights {
+    const map = this.weights[tower];
+    if (!map) throw new GpuError('ClipModel', `this checkpoint has no ${tower} tower`);
+    const values = new Map<string, Value>();
+    return (name) => {
+      let v = values.get(name);
+      if (!v) {
+        const t = map.get(name);
+        if (!t) throw new GpuError('ClipModel', `no ${tower} weight ${name}`);
+        values.set(name, (v = g.constant(t)));
+      }
+      return v;
+    };
+  }
+
+  /** Adds the vision tower to a graph (for models built on CLIP's dense map, e.g. region heads). */
+  buildVision(g: GraphBuilder, pixels: Value, options: { dense?: boolean } = {}): TowerOutputs {
+    return visionTower(g, this.#weights('vision', g), this.config.vision!, this.convention.projectionLayout, pixels, options);
+  }
+
+  /** Adds the text tower to a graph; `poolIndex` holds flat b·L + t positions (see poolIndices). */
+  buildText(g: GraphBuilder, ids: Value, poolIndex: Value): TowerOutputs {
+    return textTower(g, this.#weights('text', g), this.config.text!, this.convention.projectionLayout, ids, poolIndex);
+  }
+
+  #plan(key: string, build: (g: GraphBuilder) => void): Promise<GraphPlan> {
+    if (this.#disposed) throw new GpuError('ClipModel', 'the model was disposed');
+    let p = this.#plans.get(key);
+    if (!p) {
+      const g = new GraphBuilder();
+      build(g);
+      p = g.compile(this.gpu);
+      p.catch(() => this.#plans.delete(key));
+      this.#plans.set(key, p);
+    }
+    return p;
+  }
+
+  /** Image embeddings [B, embed] (unnormalised, as HF get_image_features) from NCHW pixels. */
+  async encodeImage(pixels: Float32Array, shape: readonly [number, number, number, number]): Promise<Float32Array> {
+    return (await this.runVision(pixels, shape)).embeds;
+  }
+
+  /** The vision tower with optional dense map and intermediates. */
+  async runVision(pixels: Float32Array, shape: readonly number[], options: ImageRunOptions = {}): Promise<TowerResult> {
+    const v = this.config.vision;
+    if (!v) throw new GpuError('ClipModel.encodeImage', 'this checkpoint has no vision tower');
+    if (shape.length !== 4 || shape[1] !== 3 || shape[2] !== v.imageSize || shape[3] !== v.imageSize) {
+      throw new GpuError('ClipModel.encodeImage', `pixels must be [B, 3, ${v.imageSize}, ${v.imageSize}], got [${shape.join(', ')}]`);
+    }
+    const b = shape[0]!;
+    const plan = await this.#plan(`vision:${b}:${!!options.dense}`, (g) => {
+      const out = this.buildVision(g, g.input('pixels', shape, this.dtype), { dense: options.dense });
+      g.output('embeds', out.embeds);
+      if (out.dense) g.output('dense', out.dense);
+      for (const [k, val] of Object.entries(out.intermediates)) g.output(k, val);
+    });
+    return collect(await plan.run({ pixels }, { outputs: wanted(plan, options) }));
+  }
+
+  /** Text embeddings [B, embed] from token ids [B, L] (L ≤ the context length). */
+  async encodeText(ids: Int32Array, shape: readonly [number, number]): Promise<Float32Array> {
+    return (await this.runText(ids, shape)).embeds;
+  }
+
+  async runText(ids: Int32Array, shape: readonly number[], options: { intermediates?: boolean } = {}): Promise<TowerResult> {
+    const t = this.config.text;
+    if (!t) throw new GpuError('ClipModel.encodeText', 'this checkpoint has no text tower');
+    if (shape.length !== 2 || shape[1]! > t.contextLength || shape[1]! < 1 || ids.length !== shape[0]! * shape[1]!) {
+      throw new GpuError('ClipModel.encodeText', `ids must be [B, L] with 1 ≤ L ≤ ${t.contextLength} and B·L elements, got shape [${shape.join(', ')}] with ${ids.length} ids`);
+    }
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= t.vocabSize) throw new GpuError('ClipModel.encodeText', `token id ${id} outside the vocabulary [0, ${t.vocabSize})`);
+    }
+    const [b, l] = shape as [number, number];
+    const plan = await this.#plan(`text:${b}:${l}`, (g) => {
+      const out = this.buildText(g, g.input('ids', shape, 'i32'), g.input('pool', [b], 'i32'));
+      g.output('embeds', out.embeds);
+      for (const [k, val] of Object.entries(out.intermediates)) g.output(k, val);
+    });
+    const pool = poolIndices(ids, b, l, t.eosTokenId);
+    return collect(await plan.run({ ids, pool }, { outputs: wanted(plan, options) }));
+  }
+
+  /** logits_per_image [Ni, Nt] = exp(logitScale) · cosine(image, text), as the reference (no clamp). */
+  similarity(imageEmbeds: Float32Array, textEmbeds: Float32Array): Float32Array {
+    return clipLogits(imageEmbeds, textEmbeds, this.config.embedDim, Math.exp(this.logitScale));
+  }
+
+  /** Frees plans and weights. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    for (const p of this.#plans.values()) void p.then((plan) => plan.dispose(), () => undefined);
+    this.#plans.clear();
+    for (const m of [this.weights.vision, this.weights.text]) for (const t of m?.values() ?? []) t.dispose();
+  }
+}
+
+function wanted(plan: GraphPlan, options: ImageRunOptions): string[] {
+  const names = [...plan.outputInfos.keys()];
+  return names.filter((n) => n === 'embeds' || (n === 'dense' && options.dense) || (options.intermediates && n !== 'dense'));
+}
+
+function collect(r: { outputs: Record<string, Float32Array | Int32Array | Uint32Array> }): TowerResult {
+  const { embeds, dense, ...rest } = r.outputs as Record<string, Float32Array>;
+  return { embeds: embeds!, dense, intermediates: Object.keys(rest).length ? rest : undefined };
+}
+
+/** CLIP logits: scale · (a/‖a‖) · (b/‖b‖)ᵀ for row-major a [Na, d], b [Nb, d], in float64. */
+export function clipLogits(a: Float32Array, b: Float32Array, d: number, scale: number): Float32Array {
+  const norm = (x: Float32Array, r: number) => Math.hypot(...x.subarray(r * d, (r + 1) * d));
+  const na = a.length / d;
+  const nb = b.length / d;
+  const out = new Float32Array(na * nb);
+  for (let i = 0; i < na; i++) {
+    const ni = norm(a, i);
+    for (let j = 0; j < nb; j++) {
+      let dot = 0;
+      for (let k = 0; k < d; k++) dot += a[i * d + k]! * b[j * d + k]!;
+      out[i * nb + j] = (scale * dot) / (ni * norm(b, j));
+    }
+  }
+  return out;
+}
+
+function resolveConfig(pathOrDir: string, reader: WeightReader & { close(): void }, options: ClipLoadOptions): ClipConfig {
+  if (isClipConfig(options.config)) return options.config;
+  if (options.config) return clipConfigFromHf(options.config);
+  const configPath = statSync(pathOrDir).isDirectory() ? join(pathOrDir, 'config.json') : undefined;
+  if (configPath && existsSync(configPath)) {
+    try {
+      return clipConfigFromHf(JSON.parse(readFileSync(configPath, 'utf8')));
+    } catch (err) {
+      throw new GpuError('ClipModel.load', `${configPath}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  return clipConfigFromOpenAi((n) => reader.shape(n), reader.names(), options.heads);
+}
