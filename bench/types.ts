@@ -12,7 +12,10 @@ export interface BenchInput {
   data?: ArrayLike<number>;
 }
 
-/** A TF.js implementation of the same computation, for the peer column. `tf` is @tensorflow/tfjs-core. */
+/**
+ * A TF.js implementation of the same computation, for the peer column. `tf` is @tensorflow/tfjs-core,
+ * whose Node bundle registers no chained ops: write `tf.reshape(x, s)`, not `x.reshape(s)`.
+ */
 export type TfjsPeer = (tf: any, inputs: any[]) => any;
 
 export interface KernelBenchCase<O = any> {

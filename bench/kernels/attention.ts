@@ -11,7 +11,7 @@ function tfjsAttention(heads: number, causal: boolean): TfjsPeer {
       const [B, L, width] = inputs[0].shape as number[];
       const parts = inputs.length === 1 ? tf.split(inputs[0], 3, 2) : inputs;
       const D = (inputs.length === 1 ? width! / 3 : width!) / heads;
-      const split = (x: any) => x.reshape([B, L, heads, D]).transpose([0, 2, 1, 3]).reshape([B! * heads, L, D]);
+      const split = (x: any) => tf.reshape(tf.transpose(tf.reshape(x, [B, L, heads, D]), [0, 2, 1, 3]), [B! * heads, L, D]);
       const [q, k, v] = parts.map(split);
       let logits = tf.mul(tf.matMul(q, k, false, true), D ** -0.5);
       if (causal) {
@@ -19,7 +19,7 @@ function tfjsAttention(heads: number, causal: boolean): TfjsPeer {
         logits = tf.add(logits, tf.mul(tf.sub(1, keep), -1e9));
       }
       const out = tf.matMul(tf.softmax(logits), v);
-      return out.reshape([B, heads, L, D]).transpose([0, 2, 1, 3]).reshape([B, L, heads * D]);
+      return tf.reshape(tf.transpose(tf.reshape(out, [B, heads, L, D]), [0, 2, 1, 3]), [B, L, heads * D]);
     });
 }
 
