@@ -27,3 +27,13 @@ export interface KernelBenchCase<O = any> {
   /** The same computation in TF.js WebGPU, when it has one. */
   tfjs?: TfjsPeer;
 }
+
+/** A step's input: an index into the case's `inputs`, or an output (default 0) of an earlier step. */
+export type StepInput = number | { step: number; output?: number };
+
+/** One kernel of a multi-kernel case (bench/sequence.ts): its outputs can feed later steps. */
+export interface BenchStep<O = any> {
+  kernel: Kernel<O>;
+  inputs: StepInput[];
+  options: O;
+}

@@ -2,7 +2,14 @@
 // The TF.js peer is the four-op attention (matMul q·kᵀ, mul scale, softmax, matMul ·v) on
 // [B·H, L, Dh] tensors; it also pays for splitting heads out of the [B, L, H·Dh] rows (two
 // transposes in, one out), which the fused kernel does by indexing.
+// The "ours unfused" rows run the same four steps with our kernels on already split [B·H, L, Dh]
+// q/k/v (scale q, batched matmul q·kᵀ, softmax, batched matmul ·v), against TF.js doing the same
+// on the same split tensors: fused vs unfused in one run.
 import { attentionKernel, type AttentionOptions } from '../../src/kernels/attention.js';
+import { elementwiseKernel } from '../../src/kernels/elementwise.js';
+import { matmulKernel } from '../../src/kernels/matmul.js';
+import { softmaxKernel } from '../../src/kernels/softmax.js';
+import { sequenceKernel } from '../sequence.js';
 import type { KernelBenchCase, TfjsPeer } from '../types.js';
 
 function tfjsAttention(heads: number, causal: boolean): TfjsPeer {
@@ -33,7 +40,29 @@ function packedCase(label: string, batch: number, tokens: number, heads: number,
   };
 }
 
-export const cases: KernelBenchCase<AttentionOptions>[] = [
+const DH = 64;
+
+/** softmax(q·kᵀ·Dh^-0.5)·v on split [B·H, L, Dh] q, k, v, as separate kernels (inputs [q, k, v]). */
+const unfusedAttention = sequenceKernel('attention', [
+  // Scaling q (B·H·L·Dh elements) costs less than scaling the logits (B·H·L·L) when L > Dh.
+  { kernel: elementwiseKernel, inputs: [0], options: { op: 'scale', scalar: DH ** -0.5 } },
+  { kernel: matmulKernel, inputs: [{ step: 0 }, 1], options: { transposeB: true } },
+  { kernel: softmaxKernel, inputs: [{ step: 1 }], options: {} },
+  { kernel: matmulKernel, inputs: [{ step: 2 }, 2], options: {} },
+]);
+
+function unfusedCase(label: string, batch: number, tokens: number, heads: number): KernelBenchCase {
+  const shape = [batch * heads, tokens, DH];
+  return {
+    kernel: unfusedAttention,
+    label: `${label} ours unfused (matmul → softmax → matmul), split q/k/v [${shape.join(', ')}]`,
+    inputs: [{ shape }, { shape }, { shape }],
+    options: {},
+    tfjs: (tf, [q, k, v]) => tf.tidy(() => tf.matMul(tf.softmax(tf.matMul(tf.mul(q, DH ** -0.5), k, false, true)), v)),
+  };
+}
+
+export const cases: KernelBenchCase[] = [
   packedCase('CLIP B/32 b1 attention, packed qkv, 50 tokens, 12 heads of 64', 1, 50, 12),
   packedCase('CLIP B/32 b8 attention, packed qkv, 50 tokens, 12 heads of 64', 8, 50, 12),
   {
@@ -43,6 +72,8 @@ export const cases: KernelBenchCase<AttentionOptions>[] = [
     options: { heads: 12 },
     tfjs: tfjsAttention(12, false),
   },
+  unfusedCase('CLIP B/32 b8 attention,', 8, 50, 12),
   packedCase('CLIP text b8 attention, causal, packed qkv, 77 tokens, 8 heads of 64', 8, 77, 8, true),
   packedCase('OWL-ViT B/32 768px attention, packed qkv, 577 tokens, 12 heads of 64', 1, 577, 12),
+  unfusedCase('OWL-ViT B/32 768px attention,', 1, 577, 12),
 ];
