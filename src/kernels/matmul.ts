@@ -2,7 +2,7 @@ import type { Gpu } from '../gpu/gpu.js';
 import { check } from '../gpu/errors.js';
 import { BYTES_PER_ELEMENT, shapeString, sizeOf } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
-import { grid2d, specialize, uniforms, type Kernel } from './program.js';
+import { grid2d, isCpuAdapter, specialize, uniforms, type Kernel } from './program.js';
 import { runKernel } from './runtime.js';
 import { geluReference, quickGeluReference } from './elementwise.js';
 import activationsWgsl from '../../shaders/activations.wgsl';
@@ -47,11 +47,6 @@ const CONFIGS: Record<'cpu' | 'gpu', { variant: MatmulVariant; register: { ROWS:
   cpu: { variant: 'register', register: { ROWS: 8, WG: 16 }, tiled: { WG_X: 8, WG_Y: 8, TILE_K: 16 } },
   gpu: { variant: 'tiled', register: { ROWS: 8, WG: 64 }, tiled: { WG_X: 16, WG_Y: 16, TILE_K: 16 } },
 };
-
-/** Whether the adapter is a CPU implementation of WebGPU (software Vulkan / SwiftShader). */
-export function isCpuAdapter(gpu: Gpu): boolean {
-  return gpu.info.isFallbackAdapter || /llvmpipe|lavapipe|swiftshader/i.test(`${gpu.info.description} ${gpu.info.device}`);
-}
 
 /** The tile constants of both variants on this adapter, and the variant used by default. */
 export function matmulConfig(gpu: Gpu) {
