@@ -1,5 +1,6 @@
 // Softmax over the last dimension of x (+ an optional additive mask broadcast over x's leading
-// dimensions). One workgroup per row. A single read pass keeps a running (max, sum of
+// dimensions). WG / TPR rows per workgroup, TPR invocations per row (TPR = WG: a workgroup per row;
+// TPR = 1: an invocation per row, no workgroup memory, for CPU adapters). A single read pass keeps a running (max, sum of
 // exp(v - max)) per invocation, merged pairwise, so nothing is exponentiated above 0: logits near
 // 100 do not overflow, in f32 or f16 storage.
 // Values at or below MASKED (-Infinity included) are clamped to it, so a masked entry contributes
@@ -14,6 +15,7 @@ struct Params {
 }
 
 override WG: u32 = 128u;
+override TPR: u32 = WG;   // invocations per row, a power of two dividing WG
 override HAS_MASK: bool = false;
 const MASKED = -1e30;
 
@@ -47,21 +49,25 @@ fn value(base: u32, mask_base: u32, j: u32) -> f32 {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) lid: u32) {
-  let row = wid.y * nwg.x + wid.x;
-  if (row >= p.rows) { return; }
+  let row = (wid.y * nwg.x + wid.x) * (WG / TPR) + lid / TPR;
+  let slot = lid % TPR;
+  // Rows past the end read nothing but still take part in the barriers.
+  let n = select(0u, p.row, row < p.rows);
   let base = row * p.row;
   let mask_base = (row % p.mask_rows) * p.row;
-  var own = Acc(MASKED, 0.0);
-  for (var j = lid; j < p.row; j += WG) { own = push(own, value(base, mask_base, j)); }
-  partial[lid] = own;
-  workgroupBarrier();
-  for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-    if (lid < stride) { partial[lid] = merge(partial[lid], partial[lid + stride]); }
+  var total = Acc(MASKED, 0.0);
+  for (var j = slot; j < n; j += TPR) { total = push(total, value(base, mask_base, j)); }
+  if (TPR > 1u) {
+    partial[lid] = total;
     workgroupBarrier();
+    for (var stride = TPR / 2u; stride > 0u; stride >>= 1u) {
+      if (slot < stride) { partial[lid] = merge(partial[lid], partial[lid + stride]); }
+      workgroupBarrier();
+    }
+    total = partial[lid - slot];
   }
-  let total = partial[0];
   let inv = select(1.0 / total.s, 0.0, total.m <= MASKED);
-  for (var j = lid; j < p.row; j += WG) {
+  for (var j = slot; j < n; j += TPR) {
     y[base + j] = T(exp(value(base, mask_base, j) - total.m) * inv);
   }
 }

@@ -3,7 +3,7 @@ import type { Gpu } from '../gpu/gpu.js';
 import { check } from '../gpu/errors.js';
 import { BYTES_PER_ELEMENT, shapeString, sizeOf, type DType } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
-import { grid1d, isCpuAdapter, specialize, uniforms, type Kernel, type TensorInfo } from './program.js';
+import { grid1d, isCpuAdapter, rowLayout, specialize, uniforms, type Kernel, type TensorInfo } from './program.js';
 import { runKernel } from './runtime.js';
 import activationsWgsl from '../../shaders/activations.wgsl';
 import elementwiseWgsl from '../../shaders/elementwise.wgsl';
@@ -26,22 +26,13 @@ const WG = 256;
 const NAME = 'elementwise';
 
 /**
- * main_vec4 and l2norm constants per adapter class. CPU adapters (lavapipe: a workgroup is SIMD
+ * main_vec4's workgroup size and vec4s per invocation. CPU adapters (lavapipe: a workgroup is SIMD
  * lanes on one thread) want few, long invocations: at CLIP / OWL-ViT shapes, 1 → 8 → 32 vec4s per
  * invocation took a bias add 400x3072 from 4.5 to 2.1 to 1.8 ms and the broadcast product
- * 8x576x768 from 39 to 10 to 6.5 ms (no gain past 32, nor from the workgroup size); one invocation
- * per l2norm row of 512 took 0.42 ms, against 0.72 with 8 per row and 15 with a 256-wide workgroup
- * reduction per row. GPUs keep one vec4 per invocation (coalesced) and a workgroup per l2norm row:
- * not tuned on hardware here.
+ * 8x576x768 from 39 to 10 to 6.5 ms (no gain past 32, nor from the workgroup size). GPUs keep one
+ * vec4 per invocation (coalesced): not tuned on hardware here. l2norm's layout is `rowLayout`'s.
  */
-function config(gpu: Gpu) {
-  if (!isCpuAdapter(gpu)) return { vec4: { WG: 256, E: 1 }, l2norm: (_rows: number) => ({ WG: 256, TPR: 256 }) };
-  return {
-    vec4: { WG: 64, E: 32 },
-    // Too few rows for one invocation each to fill the cores: a row per workgroup instead.
-    l2norm: (rows: number) => (rows >= 256 ? { WG: 64, TPR: 1 } : { WG: 64, TPR: 64 }),
-  };
-}
+const vec4Config = (gpu: Gpu) => (isCpuAdapter(gpu) ? { WG: 64, E: 32 } : { WG: 256, E: 1 });
 
 /** Largest rank of a broadcasting binary op (two vec4s of dimensions in the uniform block). */
 export const ELEMENTWISE_MAX_RANK = 8;
@@ -123,7 +114,7 @@ export const elementwiseKernel: Kernel<ElementwiseOptions> = {
     if (o.op === 'l2norm') {
       const row = x.shape[x.shape.length - 1]!;
       const rows = row === 0 ? 0 : count / row;
-      const { WG: wg, TPR } = config(gpu).l2norm(rows);
+      const { WG: wg, TPR } = rowLayout(gpu, rows, WG);
       const entryPoint = row % 4 === 0 ? 'l2norm_vec4' : 'l2norm';
       return {
         dispatches: [
@@ -157,7 +148,7 @@ export const elementwiseKernel: Kernel<ElementwiseOptions> = {
     // path) or of the output (broadcast path).
     const whole4 = (n: number) => n % 4 === 0;
     const vec4 = whole4(count) && whole4(sizeOf(x.shape)) && whole4(bCount) && (!broadcast || whole4(y.shape[y.shape.length - 1]!));
-    const v4 = config(gpu).vec4;
+    const v4 = vec4Config(gpu);
     const constants = { OP: OP_CODE[o.op], BROADCAST: broadcast ? 1 : 0, ...(vec4 ? v4 : { WG }) };
     return {
       dispatches:

@@ -2,7 +2,7 @@ import type { Gpu } from '../gpu/gpu.js';
 import { check } from '../gpu/errors.js';
 import { BYTES_PER_ELEMENT, shapeString, sizeOf } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
-import { grid1d, specialize, uniforms, type Kernel, type TensorInfo } from './program.js';
+import { grid1d, rowLayout, specialize, uniforms, type Kernel, type TensorInfo } from './program.js';
 import { runKernel } from './runtime.js';
 import layerNormWgsl from '../../shaders/layerNorm.wgsl';
 
@@ -52,6 +52,7 @@ export const layerNormKernel: Kernel<LayerNormOptions> = {
     const d = x.shape[x.shape.length - 1]!;
     const count = sizeOf(x.shape);
     const rows = count / d;
+    const layout = rowLayout(gpu, rows, WG);
     const residual = o.residual === true;
     return {
       dispatches: [
@@ -61,13 +62,13 @@ export const layerNormKernel: Kernel<LayerNormOptions> = {
             key: `${x.dtype}${residual ? '|residual' : ''}`,
             code: specialize(layerNormWgsl, x.dtype),
             entryPoint: residual ? 'main_residual' : 'main',
-            constants: { WG },
+            constants: layout,
             bindings: residual ? ['read', 'read', 'read', 'write', 'read', 'write'] : ['read', 'read', 'read', 'write'],
           },
           // [x, weight, bias, out, residual, sum] in terms of [...inputs, ...outputs].
           tensors: residual ? [0, 1, 2, 4, 3, 5] : [0, 1, 2, 3],
           uniforms: uniforms(rows, d, { f32: o.eps ?? 1e-5 }),
-          workgroups: grid1d(gpu, rows, 1),
+          workgroups: grid1d(gpu, rows, layout.WG / layout.TPR),
         },
       ],
       flops: (residual ? 8 : 7) * count,

@@ -2,7 +2,7 @@ import type { Gpu } from '../gpu/gpu.js';
 import { check } from '../gpu/errors.js';
 import { BYTES_PER_ELEMENT, shapeString, sizeOf } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
-import { grid1d, specialize, uniforms, type Kernel, type TensorInfo } from './program.js';
+import { grid1d, rowLayout, specialize, uniforms, type Kernel, type TensorInfo } from './program.js';
 import { runKernel } from './runtime.js';
 import softmaxWgsl from '../../shaders/softmax.wgsl';
 
@@ -48,6 +48,7 @@ export const softmaxKernel: Kernel<SoftmaxOptions> = {
     const x = inputs[0]!;
     const n = x.shape[x.shape.length - 1]!;
     const rows = sizeOf(x.shape.slice(0, -1));
+    const layout = rowLayout(gpu, rows, WG);
     const mask = o.mask === true;
     const maskRows = mask ? sizeOf(inputs[1]!.shape.slice(0, -1)) : 1;
     const count = rows * n;
@@ -58,12 +59,12 @@ export const softmaxKernel: Kernel<SoftmaxOptions> = {
             name: NAME,
             key: `${x.dtype}${mask ? '|mask' : ''}`,
             code: specialize(softmaxWgsl, x.dtype),
-            constants: { WG, HAS_MASK: mask ? 1 : 0 },
+            constants: { ...layout, HAS_MASK: mask ? 1 : 0 },
             bindings: ['read', 'read', 'write'],
           },
           tensors: mask ? [0, 1, 2] : [0, 0, 1],
           uniforms: uniforms(rows, n, maskRows),
-          workgroups: grid1d(gpu, rows, 1),
+          workgroups: grid1d(gpu, rows, layout.WG / layout.TPR),
         },
       ],
       flops: (mask ? 5 : 4) * count,

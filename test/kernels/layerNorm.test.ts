@@ -14,7 +14,9 @@ const tol = (d: number) => (d > 1024 ? 1e-4 : 1e-5);
 describe('layerNorm', () => {
   it('matches the reference on awkward shapes (rows of 1, 7, 130, 1025; batch 3), default eps', async () => {
     const gpu = await getGpu();
-    for (const [s, shape] of [[3, 1], [7], [2, 3, 7], [3, 17, 130], [5, 1025], [4, 768]].entries()) {
+    // Few rows (a workgroup per row on CPU adapters) and many (an invocation per row; 51 and 300 rows
+    // leave the last workgroup partly empty).
+    for (const [s, shape] of [[3, 1], [7], [2, 3, 7], [3, 17, 130], [5, 1025], [4, 768], [300, 20]].entries()) {
       const d = shape[shape.length - 1]!;
       const x = randomArray(size(shape), 10 + s, 3);
       const w = randomArray(d, 20 + s, 2);
@@ -29,19 +31,21 @@ describe('layerNorm', () => {
 
   it('stays accurate for rows with a large offset (mean 1000, std ~1) and honours eps', async () => {
     const gpu = await getGpu();
-    const shape = [6, 768];
-    // Uniform in [999, 1001): E[x²] - E[x]² in f32 would lose every digit of the variance here.
-    const x = randomArray(size(shape), 5, 1).map((v) => 1000 + v);
     const w = randomArray(768, 6, 2);
     const b = randomArray(768, 7, 1);
-    const [tx, tw, tb] = [Tensor.from(gpu, x, shape), Tensor.from(gpu, w, [768]), Tensor.from(gpu, b, [768])];
-    for (const eps of [1e-5, 0.5]) {
-      const y = await kernels.layerNorm(gpu, tx, tw, tb, { eps });
-      // The inputs' own f32 spacing at 1000 (6e-5) bounds what any f32 kernel can do here.
-      expectClose(await y.read(), layerNormReference(x, 768, w, b, eps), { scaleTol: 1e-4, label: `offset rows eps=${eps}` });
-      y.dispose();
+    // 6 rows: a workgroup per row on CPU adapters; 40: one invocation runs through each whole row.
+    for (const shape of [[6, 768], [40, 768]]) {
+      // Uniform in [999, 1001): E[x²] - E[x]² in f32 would lose every digit of the variance here.
+      const x = randomArray(size(shape), 5, 1).map((v) => 1000 + v);
+      const [tx, tw, tb] = [Tensor.from(gpu, x, shape), Tensor.from(gpu, w, [768]), Tensor.from(gpu, b, [768])];
+      for (const eps of [1e-5, 0.5]) {
+        const y = await kernels.layerNorm(gpu, tx, tw, tb, { eps });
+        // The inputs' own f32 spacing at 1000 (6e-5) bounds what any f32 kernel can do here.
+        expectClose(await y.read(), layerNormReference(x, 768, w, b, eps), { scaleTol: 1e-4, label: `offset rows ${shape} eps=${eps}` });
+        y.dispose();
+      }
+      for (const t of [tx, tw, tb]) t.dispose();
     }
-    for (const t of [tx, tw, tb]) t.dispose();
   });
 
   it('with a residual returns { out: layerNorm(x + residual), sum: x + residual }', async () => {

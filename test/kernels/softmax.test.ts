@@ -11,9 +11,11 @@ const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 const tol = (n: number) => (n > 1024 ? 1e-4 : 1e-5);
 
 describe('softmax', () => {
-  it('matches the reference on awkward shapes (rows of 1, 7, 130, 1025; batch 3)', async () => {
+  it('matches the reference on awkward shapes (rows of 1, 7, 50, 130, 1025; batch 3; 300 rows)', async () => {
     const gpu = await getGpu();
-    for (const [s, shape] of [[1], [3, 1], [7], [3, 5, 13], [3, 130], [2, 1025]].entries()) {
+    // Few rows (a workgroup per row on CPU adapters) and many (an invocation per row, workgroups of
+    // 8 to 64 rows, the last one partly empty: 15 and 300 rows).
+    for (const [s, shape] of [[1], [3, 1], [7], [3, 5, 13], [3, 130], [2, 1025], [300, 50]].entries()) {
       const n = shape[shape.length - 1]!;
       const x = randomArray(size(shape), 10 + s, 8);
       const tx = Tensor.from(gpu, x, shape);
