@@ -11,7 +11,7 @@ const common = {
   format: 'esm',
   target: 'node20',
   loader: { '.wgsl': 'text' },
-  external: ['webgpu', 'sharp', '@petamoriken/float16'],
+  external: ['webgpu', 'sharp', '@petamoriken/float16', 'entities'],
   sourcemap: true,
   logLevel: 'warning',
 };

@@ -6,3 +6,29 @@ export * as kernels from './kernels/index.js';
 export * from './graph/index.js';
 export { ClipModel, clipLogits, type ClipLoadOptions, type ImageRunOptions, type TowerResult } from './models/clip/model.js';
 export { type ClipConfig, type VisionConfig, type TextConfig, clipConfigFromHf, clipConfigFromOpenAi } from './models/clip/config.js';
+export {
+  SafetensorsFile,
+  SafetensorsCheckpoint,
+  SafetensorsError,
+  openCheckpoint,
+  uploadTensor,
+  readSafetensors,
+  type TensorSource,
+  type SafetensorsEntry,
+  type SafetensorsDType,
+  type HostTensor,
+} from './io/safetensors.js';
+export { ClipTokenizer, TokenizerError, type EncodeOptions } from './models/tokenizer/index.js';
+export {
+  preprocessClip,
+  preprocessClipBatch,
+  preprocessOwlVit,
+  preprocessOwlVitBatch,
+  decodeImage,
+  PreprocessError,
+  CLIP_MEAN,
+  CLIP_STD,
+  type ImageInput,
+  type NormalizeOptions,
+  type PixelBatch,
+} from './models/preprocess/index.js';

@@ -1,5 +1,8 @@
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
+import { dirname, isAbsolute, join } from 'node:path';
 import { Float16Array } from '@petamoriken/float16';
+import type { Gpu } from '../gpu/gpu.js';
+import { Tensor } from '../tensor.js';
 
 /** Dtypes we read. BF16 and F16 widen to f32; I64 narrows to i32 (values must fit). */
 export type SafetensorsDType = 'F32' | 'F16' | 'BF16' | 'I64' | 'I32';
@@ -31,18 +34,28 @@ export function parseSafetensorsHeader(
   headerBytes: Uint8Array,
   dataBytes: number,
 ): { entries: Map<string, SafetensorsEntry>; metadata: Record<string, string> } {
+  let text: string;
   let json: unknown;
   try {
-    json = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(headerBytes));
+    // A byte-order mark is kept (and so refused by JSON.parse), as other readers refuse it.
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(headerBytes);
+    json = JSON.parse(text);
   } catch (err) {
     throw new SafetensorsError(file, `header is not valid UTF-8 JSON (${(err as Error).message})`, { cause: err });
   }
   if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new SafetensorsError(file, 'header must be a JSON object');
+  const duplicate = duplicateJsonKey(text);
+  if (duplicate) {
+    const [tensor, field] = duplicate.map((k) => JSON.stringify(k));
+    throw new SafetensorsError(file, `tensor ${tensor}${field ? `: field ${field}` : ''} appears twice in the header`);
+  }
   const entries = new Map<string, SafetensorsEntry>();
   let metadata: Record<string, string> = {};
   for (const [name, raw] of Object.entries(json as Record<string, unknown>)) {
     if (name === '__metadata__') {
-      if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) throw new SafetensorsError(file, '__metadata__ must be an object');
+      if (typeof raw !== 'object' || raw === null || Array.isArray(raw) || !Object.values(raw).every((v) => typeof v === 'string')) {
+        throw new SafetensorsError(file, '__metadata__ must be an object of strings');
+      }
       metadata = raw as Record<string, string>;
       continue;
     }
@@ -78,6 +91,38 @@ export function parseSafetensorsHeader(
   }
   if (at !== dataBytes) throw new SafetensorsError(file, `tensors cover ${at} of the ${dataBytes} data bytes`);
   return { entries, metadata };
+}
+
+/**
+ * JSON.parse silently keeps the last of repeated keys, which would hide a second definition of a
+ * tensor (or of its dtype). Scans already-valid JSON text for the first object with a repeated key:
+ * returns [key] for a repeated top-level key, [top-level key, key] for one deeper, else undefined.
+ */
+export function duplicateJsonKey(text: string): string[] | undefined {
+  // One set of seen keys per open object (null for arrays).
+  const open: (Set<string> | null)[] = [];
+  let top = '';
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '{') open.push(new Set());
+    else if (c === '[') open.push(null);
+    else if (c === '}' || c === ']') open.pop();
+    else if (c === '"') {
+      let j = i + 1;
+      while (text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
+      const raw = text.slice(i, j + 1);
+      i = j;
+      let k = j + 1;
+      while (k < text.length && ' \t\n\r'.includes(text[k]!)) k++;
+      const keys = open[open.length - 1];
+      if (text[k] !== ':' || !keys) continue;
+      const key = raw.includes('\\') ? (JSON.parse(raw) as string) : raw.slice(1, -1);
+      if (keys.has(key)) return open.length === 1 ? [key] : [top, key];
+      keys.add(key);
+      if (open.length === 1) top = key;
+    }
+  }
+  return undefined;
 }
 
 /** Host-side tensor data: f32 for float dtypes, i32 for integer dtypes. */
@@ -132,14 +177,25 @@ export class SafetensorsFile {
     }
   }
 
+  /** Tensor names in header order. */
+  get names(): string[] {
+    return [...this.entries.keys()];
+  }
+
   has(name: string): boolean {
     return this.entries.has(name);
   }
 
-  /** Reads one tensor's raw bytes. */
-  readBytes(name: string): { entry: SafetensorsEntry; bytes: Uint8Array } {
+  /** A tensor's dtype, shape and byte range; throws SafetensorsError when there is none. */
+  entry(name: string): SafetensorsEntry {
     const entry = this.entries.get(name);
     if (!entry) throw new SafetensorsError(this.path, `no tensor named ${JSON.stringify(name)}`);
+    return entry;
+  }
+
+  /** Reads one tensor's raw bytes. */
+  readBytes(name: string): { entry: SafetensorsEntry; bytes: Uint8Array } {
+    const entry = this.entry(name);
     if (this.#fd === undefined) throw new SafetensorsError(this.path, 'file is closed');
     const bytes = new Uint8Array(entry.end - entry.begin);
     let done = 0;
@@ -201,4 +257,167 @@ export function readSafetensors(path: string): Map<string, HostTensor> {
   } finally {
     f.close();
   }
+}
+
+/** What both a single file and a sharded checkpoint offer: named tensors read one at a time. */
+export interface TensorSource {
+  readonly path: string;
+  readonly names: readonly string[];
+  has(name: string): boolean;
+  entry(name: string): SafetensorsEntry;
+  readBytes(name: string): { entry: SafetensorsEntry; bytes: Uint8Array };
+  get(name: string): HostTensor;
+  close(): void;
+}
+
+/** The names a Hugging Face folder uses: one file, or shards listed by an index. */
+export const SINGLE_FILE_NAME = 'model.safetensors';
+export const INDEX_FILE_NAME = 'model.safetensors.index.json';
+
+/**
+ * A checkpoint: one .safetensors file, or every shard a `model.safetensors.index.json` lists
+ * (`weight_map`: tensor name → shard file beside the index). Names are unique across shards.
+ */
+export class SafetensorsCheckpoint implements TensorSource {
+  /** The .safetensors file or the index that was opened. */
+  readonly path: string;
+  readonly files: readonly SafetensorsFile[];
+  readonly #where: ReadonlyMap<string, SafetensorsFile>;
+
+  private constructor(path: string, files: SafetensorsFile[], where: Map<string, SafetensorsFile>) {
+    this.path = path;
+    this.files = files;
+    this.#where = where;
+  }
+
+  /** Opens a .safetensors file, an index .json, or a folder holding `model.safetensors` or the index. */
+  static open(pathOrDir: string): SafetensorsCheckpoint {
+    let path = pathOrDir;
+    if (existsSync(path) && statSync(path).isDirectory()) {
+      const single = join(path, SINGLE_FILE_NAME);
+      const index = join(path, INDEX_FILE_NAME);
+      if (existsSync(single)) path = single;
+      else if (existsSync(index)) path = index;
+      else throw new SafetensorsError(pathOrDir, `folder holds neither ${SINGLE_FILE_NAME} nor ${INDEX_FILE_NAME}`);
+    }
+    if (!path.endsWith('.json')) {
+      const file = SafetensorsFile.open(path);
+      return new SafetensorsCheckpoint(path, [file], new Map(file.names.map((n) => [n, file])));
+    }
+    const weightMap = readIndex(path);
+    const files = new Map<string, SafetensorsFile>();
+    try {
+      for (const shard of new Set(weightMap.values())) files.set(shard, SafetensorsFile.open(join(dirname(path), shard)));
+      for (const [name, shard] of weightMap) {
+        if (!files.get(shard)!.has(name)) {
+          throw new SafetensorsError(path, `tensor ${JSON.stringify(name)} is listed in shard ${JSON.stringify(shard)}, which does not contain it`);
+        }
+      }
+      const where = new Map<string, SafetensorsFile>();
+      for (const file of files.values()) {
+        for (const name of file.names) {
+          const other = where.get(name);
+          if (other) throw new SafetensorsError(path, `tensor ${JSON.stringify(name)} is in two shards: ${other.path} and ${file.path}`);
+          where.set(name, file);
+        }
+      }
+      return new SafetensorsCheckpoint(path, [...files.values()], where);
+    } catch (err) {
+      for (const f of files.values()) f.close();
+      throw err;
+    }
+  }
+
+  /** Tensor names, shard by shard in header order. */
+  get names(): string[] {
+    return [...this.#where.keys()];
+  }
+
+  has(name: string): boolean {
+    return this.#where.has(name);
+  }
+
+  /** The shard holding `name`. */
+  file(name: string): SafetensorsFile {
+    const file = this.#where.get(name);
+    if (!file) throw new SafetensorsError(this.path, `no tensor named ${JSON.stringify(name)}`);
+    return file;
+  }
+
+  entry(name: string): SafetensorsEntry {
+    return this.file(name).entry(name);
+  }
+
+  readBytes(name: string): { entry: SafetensorsEntry; bytes: Uint8Array } {
+    return this.file(name).readBytes(name);
+  }
+
+  get(name: string): HostTensor {
+    return this.file(name).get(name);
+  }
+
+  close(): void {
+    for (const f of this.files) f.close();
+  }
+}
+
+/** Opens a checkpoint: see SafetensorsCheckpoint.open. */
+export function openCheckpoint(pathOrDir: string): SafetensorsCheckpoint {
+  return SafetensorsCheckpoint.open(pathOrDir);
+}
+
+/** Reads and checks an index's `weight_map`: tensor name → shard path relative to the index. */
+function readIndex(path: string): Map<string, string> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new SafetensorsError(path, `cannot read the index (${(err as Error).message})`, { cause: err });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new SafetensorsError(path, `index is not valid JSON (${(err as Error).message})`, { cause: err });
+  }
+  const map = (json as { weight_map?: unknown } | null)?.weight_map;
+  if (typeof map !== 'object' || map === null || Array.isArray(map)) throw new SafetensorsError(path, 'index has no weight_map object');
+  const duplicate = duplicateJsonKey(text);
+  if (duplicate) throw new SafetensorsError(path, `key ${duplicate.map((k) => JSON.stringify(k)).join(' → ')} appears twice in the index`);
+  const out = new Map<string, string>();
+  for (const [name, shard] of Object.entries(map)) {
+    // Shards live beside the index: a path that leaves the folder is refused, not followed.
+    if (typeof shard !== 'string' || shard === '' || isAbsolute(shard) || shard.split(/[\\/]/).includes('..')) {
+      throw new SafetensorsError(path, `tensor ${JSON.stringify(name)}: shard ${JSON.stringify(shard)} must be a file name beside the index`);
+    }
+    out.set(name, shard);
+  }
+  if (out.size === 0) throw new SafetensorsError(path, 'weight_map lists no tensors');
+  return out;
+}
+
+/** Largest magnitude that does not round to infinity in f16. */
+const F16_LIMIT = 65520;
+
+/**
+ * Reads one tensor (only its bytes) and uploads it: float dtypes as f32 or f16 (default f32),
+ * integer dtypes as i32. A float value that would overflow f16 is an error, not an infinity.
+ */
+export function uploadTensor(gpu: Gpu, source: TensorSource, name: string, dtype?: 'f32' | 'f16' | 'i32'): Tensor {
+  const host = source.get(name);
+  const isInt = host.data instanceof Int32Array;
+  const target = dtype ?? (isInt ? 'i32' : 'f32');
+  const where = `tensor ${JSON.stringify(name)}`;
+  if (isInt !== (target === 'i32')) {
+    throw new SafetensorsError(source.path, `${where}: cannot upload ${host.dtype} data as ${target}`);
+  }
+  if (target === 'f16') {
+    const data = host.data;
+    for (let i = 0; i < data.length; i++) {
+      if (Math.abs(data[i]!) >= F16_LIMIT && Number.isFinite(data[i])) {
+        throw new SafetensorsError(source.path, `${where}: value ${data[i]} at index ${i} overflows f16`);
+      }
+    }
+  }
+  return Tensor.from(gpu, host.data, host.shape, target);
 }

@@ -1,0 +1,153 @@
+// Image preprocessing for CLIP and OWL-ViT, as the reference pipelines do it:
+// - CLIP (openai/CLIP `_transform`, torchvision): Resize(size, BICUBIC) of the shortest side,
+//   CenterCrop(size), convert('RGB'), ToTensor (/255), Normalize(mean, std), all in float32.
+// - OWL-ViT (Hugging Face OwlViTImageProcessor): resize to size x size ignoring the aspect ratio
+//   (boxes are rescaled with the original size afterwards), /255, normalize with CLIP's mean/std.
+// sharp decodes any format it reads and applies the EXIF orientation (which the references, on
+// PIL's Image.open, do not: a phone photo is used upright here); resizing is Pillow's exactly.
+import sharp from 'sharp';
+import { premultiply, resizeBicubic, unpremultiply } from './resample.js';
+
+export const CLIP_MEAN: readonly number[] = [0.48145466, 0.4578275, 0.40821073];
+export const CLIP_STD: readonly number[] = [0.26862954, 0.26130258, 0.27577711];
+
+/** A file path, or the bytes of an encoded image (PNG, JPEG, WebP, GIF, TIFF, AVIF, SVG, …). */
+export type ImageInput = string | Buffer | Uint8Array;
+
+export interface NormalizeOptions {
+  /** Output side in pixels (224 for CLIP ViT-B/32, 768 for OWL-ViT B/32). */
+  size?: number;
+  mean?: readonly number[];
+  std?: readonly number[];
+}
+
+/** NCHW pixels: shape [batch, 3, size, size]. */
+export interface PixelBatch {
+  data: Float32Array;
+  shape: [number, 3, number, number];
+}
+
+export class PreprocessError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'PreprocessError';
+  }
+}
+
+/** Decoded 8-bit sRGB pixels, upright, interleaved: 3 channels, or 4 when the image has alpha. */
+export interface DecodedImage {
+  data: Uint8Array;
+  width: number;
+  height: number;
+  channels: 3 | 4;
+}
+
+function describe(input: ImageInput): string {
+  return typeof input === 'string' ? input : `image buffer of ${input.length} bytes`;
+}
+
+/** Decodes with sharp: EXIF orientation applied, converted to 8-bit sRGB, alpha kept if present. */
+export async function decodeImage(input: ImageInput): Promise<DecodedImage> {
+  if (typeof input !== 'string' && !(input instanceof Uint8Array)) {
+    throw new PreprocessError(`expected a file path or the bytes of an image, got ${typeof input}`);
+  }
+  try {
+    const { data, info } = await sharp(input).rotate().toColourspace('srgb').raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
+    if (info.channels !== 3 && info.channels !== 4) throw new Error(`${info.channels} channels after conversion to sRGB`);
+    return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height, channels: info.channels };
+  } catch (err) {
+    throw new PreprocessError(`${describe(input)}: cannot read the image (${(err as Error).message})`, { cause: err });
+  }
+}
+
+/**
+ * Pillow's resize of an RGB or RGBA image: RGBA is resized premultiplied by alpha and divided back,
+ * as Image.resize does; a resize to the same size is a copy.
+ */
+export function resizeImage(img: DecodedImage, width: number, height: number): DecodedImage {
+  if (width === img.width && height === img.height) return img;
+  const src = img.channels === 4 ? premultiply(img.data) : img.data;
+  const out = resizeBicubic(src, img.width, img.height, img.channels, width, height);
+  return { data: img.channels === 4 ? unpremultiply(out) : out, width, height, channels: img.channels };
+}
+
+/** torchvision's Resize(size) target: the shortest side becomes `size`, the other int(size * long / short). */
+export function shortSideSize(width: number, height: number, size: number): [number, number] {
+  const long = Math.trunc((size * Math.max(width, height)) / Math.min(width, height));
+  return width <= height ? [size, long] : [long, size];
+}
+
+/** Python's round() of x / 2 for an integer x: halves go to the even neighbour. */
+function halfRoundedEven(x: number): number {
+  const half = x / 2;
+  const floor = Math.floor(half);
+  return half - floor !== 0.5 ? Math.round(half) : floor % 2 === 0 ? floor : floor + 1;
+}
+
+function checkOptions(op: string, size: number, mean: readonly number[], std: readonly number[]): void {
+  if (!Number.isInteger(size) || size < 1) throw new PreprocessError(`${op}: size must be a positive integer, got ${size}`);
+  if (mean.length !== 3 || std.length !== 3 || !std.every((s) => s !== 0 && Number.isFinite(s))) {
+    throw new PreprocessError(`${op}: mean and std must hold 3 numbers each, std non-zero`);
+  }
+}
+
+/**
+ * Writes the size x size window at (left, top) into `out` as normalized float32 NCHW, alpha dropped
+ * (PIL's convert('RGB') keeps the colour of transparent pixels as it is). The arithmetic is
+ * float32 like the reference's ToTensor and Normalize.
+ */
+function normalizeInto(out: Float32Array, offset: number, img: DecodedImage, left: number, top: number, size: number, mean: readonly number[], std: readonly number[]): void {
+  for (let c = 0; c < 3; c++) {
+    const m = Math.fround(mean[c]!);
+    const s = Math.fround(std[c]!);
+    const plane = offset + c * size * size;
+    for (let y = 0; y < size; y++) {
+      for (let x = 0; x < size; x++) {
+        const v = img.data[((top + y) * img.width + left + x) * img.channels + c]!;
+        out[plane + y * size + x] = Math.fround(Math.fround(Math.fround(v / 255) - m) / s);
+      }
+    }
+  }
+}
+
+/** CLIP preprocessing of several images, stacked: shape [n, 3, size, size]. */
+export async function preprocessClipBatch(inputs: readonly ImageInput[], options: NormalizeOptions = {}): Promise<PixelBatch> {
+  const { size = 224, mean = CLIP_MEAN, std = CLIP_STD } = options;
+  checkOptions('preprocessClip', size, mean, std);
+  const data = new Float32Array(inputs.length * 3 * size * size);
+  for (const [i, input] of inputs.entries()) {
+    const decoded = await decodeImage(input);
+    const img = resizeImage(decoded, ...shortSideSize(decoded.width, decoded.height, size));
+    // torchvision's CenterCrop: int(round((h - size) / 2.0)) with Python's round half to even.
+    normalizeInto(data, i * 3 * size * size, img, halfRoundedEven(img.width - size), halfRoundedEven(img.height - size), size, mean, std);
+  }
+  return { data, shape: [inputs.length, 3, size, size] };
+}
+
+/** CLIP preprocessing: shortest side to `size` (bicubic), centre crop, /255, normalize; [1, 3, size, size]. */
+export async function preprocessClip(input: ImageInput, options: NormalizeOptions = {}): Promise<PixelBatch> {
+  return preprocessClipBatch([input], options);
+}
+
+/** OWL-ViT preprocessing of several images: each resized to size x size; original [height, width] kept. */
+export async function preprocessOwlVitBatch(
+  inputs: readonly ImageInput[],
+  options: NormalizeOptions = {},
+): Promise<PixelBatch & { originalSizes: [number, number][] }> {
+  const { size = 768, mean = CLIP_MEAN, std = CLIP_STD } = options;
+  checkOptions('preprocessOwlVit', size, mean, std);
+  const data = new Float32Array(inputs.length * 3 * size * size);
+  const originalSizes: [number, number][] = [];
+  for (const [i, input] of inputs.entries()) {
+    const decoded = await decodeImage(input);
+    originalSizes.push([decoded.height, decoded.width]);
+    normalizeInto(data, i * 3 * size * size, resizeImage(decoded, size, size), 0, 0, size, mean, std);
+  }
+  return { data, shape: [inputs.length, 3, size, size], originalSizes };
+}
+
+/** OWL-ViT preprocessing: resized to size x size (aspect ignored), /255, normalize; `originalSize` is [h, w]. */
+export async function preprocessOwlVit(input: ImageInput, options: NormalizeOptions = {}): Promise<PixelBatch & { originalSize: [number, number] }> {
+  const { data, shape, originalSizes } = await preprocessOwlVitBatch([input], options);
+  return { data, shape, originalSize: originalSizes[0]! };
+}

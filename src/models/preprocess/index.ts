@@ -1,0 +1,16 @@
+export {
+  CLIP_MEAN,
+  CLIP_STD,
+  PreprocessError,
+  decodeImage,
+  resizeImage,
+  shortSideSize,
+  preprocessClip,
+  preprocessClipBatch,
+  preprocessOwlVit,
+  preprocessOwlVitBatch,
+  type DecodedImage,
+  type ImageInput,
+  type NormalizeOptions,
+  type PixelBatch,
+} from './image.js';

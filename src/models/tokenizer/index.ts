@@ -1,0 +1,1 @@
+export { ClipTokenizer, TokenizerError, bytesToUnicode, type EncodeOptions } from './clip.js';
