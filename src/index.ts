@@ -32,3 +32,4 @@ export {
   type NormalizeOptions,
   type PixelBatch,
 } from './models/preprocess/index.js';
+export * from './models/region/index.js';
