@@ -8,8 +8,9 @@
 //   tiled            any shape: workgroup-memory tiles, for GPUs.
 // The register kernels suit CPU adapters (lavapipe, SwiftShader), where barriers and workgroup
 // memory are expensive and one workgroup runs as SIMD lanes on one thread: each invocation keeps
-// ROWS rows x 4 columns of the output in registers, and a workgroup shares its rows (uniform
-// addresses, so a loads are broadcasts rather than gathers).
+// ROWS rows x 4 columns of the output in registers, and all invocations of a workgroup share their
+// rows, so the addresses read from a are uniform across it. On lavapipe, vec4 loads were ~1.5x
+// faster than four scalar loads, hence the separate aligned entry point.
 alias T = f32;
 
 struct Params {

@@ -5,6 +5,7 @@
 export { cases as elementwise } from './elementwise.js';
 export { cases as boxes } from './boxes.js';
 export { cases as layerNorm } from './layerNorm.js';
+export { cases as matmul } from './matmul.js';
 export { cases as nms } from './nms.js';
 export { cases as patchEmbed } from './patchEmbed.js';
 export { cases as regionWordSimilarity } from './regionWordSimilarity.js';

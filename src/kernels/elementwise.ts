@@ -26,7 +26,7 @@ const NAME = 'elementwise';
 export const elementwiseKernel: Kernel<ElementwiseOptions> = {
   name: NAME,
   outputs(inputs, o) {
-    check(o && (o.op in OP_CODE || o.op === 'l2norm'), NAME, () => `unknown op ${JSON.stringify(o?.op)}; expected add, mul, scale, gelu, quick_gelu or l2norm`);
+    check(o && (Object.hasOwn(OP_CODE, o.op) || o.op === 'l2norm'), NAME, () => `unknown op ${JSON.stringify(o?.op)}; expected add, mul, scale, gelu, quick_gelu or l2norm`);
     const op = `${NAME}.${o.op}`;
     const x = inputs[0];
     check(x, op, 'missing input x');

@@ -147,6 +147,7 @@ describe('matmul', () => {
       /^matmul: residual of shape \[3, 5\] must equal the output shape \[2, 3, 5\]$/,
     );
     await expect(kernels.matmul(gpu, a, b, { activation: 'relu' as never })).rejects.toThrow(/^matmul: unknown activation "relu"/);
+    await expect(kernels.matmul(gpu, a, b, { activation: 'toString' as never })).rejects.toThrow(/^matmul: unknown activation "toString"/);
     await expect(kernels.matmul(gpu, a, b, { variant: 'fast' as never })).rejects.toThrow(/^matmul: unknown variant "fast"/);
     await expect(kernels.matmul(gpu, a, b, { bias: b })).rejects.toThrow(GpuError);
     expect(() => kernels.matmulKernel.outputs([{ shape: [2, 4], dtype: 'f32' }, { shape: [4, 5], dtype: 'f32' }], { hasBias: true })).toThrow(
