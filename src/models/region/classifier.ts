@@ -113,11 +113,7 @@ export class RegionClassifier {
    */
   async #prepare(image: RegionImage, boxes: readonly Box[], resize: RegionResize): Promise<{ pixels: Float32Array; mapped: number[][] }> {
     const size = this.imageSize;
-    boxes.forEach((b, i) => {
-      if (!Array.isArray(b) || b.length !== 4 || !b.every((v) => typeof v === 'number' && Number.isFinite(v))) {
-        throw new GpuError('RegionClassifier', `box ${i} must be 4 finite numbers [x1, y1, x2, y2], got ${JSON.stringify(b)}`);
-      }
-    });
+    checkBoxes(boxes);
     if (isPixelBatch(image)) {
       const s = image.shape;
       if (s.length !== 4 || s[0] !== 1 || s[1] !== 3 || s[2] !== size || s[3] !== size || image.data.length !== 3 * size * size) {
@@ -198,11 +194,14 @@ export class RegionClassifier {
     if (labels.length === 0) throw new GpuError('RegionClassifier.classify', 'give at least one label');
     const topK = options.topK ?? 5;
     if (!Number.isInteger(topK) || topK < 1 || topK > MAX_TOP_K) throw new GpuError('RegionClassifier.classify', `topK must be an integer in [1, ${MAX_TOP_K}], got ${topK}`);
+    checkBoxes(boxes);
+    const templates = checkTemplates(options.templates ?? DEFAULT_TEMPLATES);
+    const attributeTemplates = checkTemplates(options.attributeTemplates ?? DEFAULT_ATTRIBUTE_TEMPLATES);
     if (boxes.length === 0) return [];
     const topL = Math.min(topK, labels.length);
     const topA = Math.min(topK, attributes.length);
-    const labelWords = await this.promptEmbeddings(labels, options.templates ?? DEFAULT_TEMPLATES);
-    const attributeWords = attributes.length ? await this.promptEmbeddings(attributes, options.attributeTemplates ?? DEFAULT_ATTRIBUTE_TEMPLATES) : undefined;
+    const labelWords = await this.promptEmbeddings(labels, templates);
+    const attributeWords = attributes.length ? await this.promptEmbeddings(attributes, attributeTemplates) : undefined;
     const { pixels, mapped } = await this.#prepare(image, boxes, options.resize ?? 'squash');
     const plan = await this.#plan(boxes.length, labels.length, attributes.length, topL, topA);
     const inputs: Record<string, Float32Array> = { pixels, boxes: boxRows(mapped), labels: labelWords };
@@ -223,9 +222,7 @@ export class RegionClassifier {
    * (CLIP's prompt ensembling; the similarity kernel normalises the mean again). [names, E].
    */
   async promptEmbeddings(names: readonly string[], templates: readonly string[]): Promise<Float32Array> {
-    if (templates.length === 0 || !templates.every((t) => t.includes('{}'))) {
-      throw new GpuError('RegionClassifier', `templates must be a non-empty list of strings holding {}, got ${JSON.stringify(templates)}`);
-    }
+    checkTemplates(templates);
     const e = this.clip.config.embedDim;
     const prompts = names.flatMap((n) => templates.map((t) => t.replaceAll('{}', n)));
     await this.#embedPrompts(prompts);
@@ -262,6 +259,21 @@ export class RegionClassifier {
     this.#plans.clear();
     if (this.#ownsClip) this.clip.dispose();
   }
+}
+
+function checkBoxes(boxes: readonly Box[]): void {
+  boxes.forEach((b, i) => {
+    if (!Array.isArray(b) || b.length !== 4 || !b.every((v) => typeof v === 'number' && Number.isFinite(v))) {
+      throw new GpuError('RegionClassifier', `box ${i} must be 4 finite numbers [x1, y1, x2, y2], got ${JSON.stringify(b)}`);
+    }
+  });
+}
+
+function checkTemplates(templates: readonly string[]): readonly string[] {
+  if (!Array.isArray(templates) || templates.length === 0 || !templates.every((t) => typeof t === 'string' && t.includes('{}'))) {
+    throw new GpuError('RegionClassifier', `templates must be a non-empty list of strings holding {}, got ${JSON.stringify(templates)}`);
+  }
+  return templates;
 }
 
 /** RoIAlign rows (batch 0, x1, y1, x2, y2). */
