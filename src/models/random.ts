@@ -4,7 +4,7 @@
 import { closeSync, mkdirSync, openSync, renameSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { bytesToUnicode } from './tokenizer/index.js';
-import type { ClipConfig, TextConfig, TowerConfig, VisionConfig } from './clip/config.js';
+import type { ClipConfig, TowerConfig } from './clip/config.js';
 
 export type RandomModelKind = 'clip' | 'owlvit';
 
@@ -68,35 +68,45 @@ function towerParams(prefix: string, c: TowerConfig): Param[] {
   return out;
 }
 
-/** Every parameter of a HF CLIPModel ('clip') or OwlViTForObjectDetection ('owlvit'), with its init. */
+/**
+ * Every parameter of a HF CLIPModel ('clip') or OwlViTForObjectDetection ('owlvit'), with its init.
+ * A CLIP config without `text` (or `vision`) gives a one-tower checkpoint.
+ */
 export function randomParams(kind: RandomModelKind, c: ClipConfig): Param[] {
-  const v = c.vision as VisionConfig;
-  const t = c.text as TextConfig;
+  const { vision: v, text: t } = c;
+  if (kind === 'owlvit' && !(v && t)) throw new Error('an OWL-ViT needs both towers');
   const root = kind === 'owlvit' ? 'owlvit.' : '';
-  const vp = `${root}vision_model.`;
-  const tp = `${root}text_model.`;
-  const grid = v.imageSize / v.patchSize;
   const ln = (name: string, d: number): Param[] => [
     { name: `${name}.weight`, shape: [d], center: 1, spread: 0.1 },
     { name: `${name}.bias`, shape: [d], center: 0, spread: 0.05 },
   ];
-  const params: Param[] = [
-    { name: `${vp}embeddings.class_embedding`, shape: [v.width], center: 0, spread: 0.5 },
-    { name: `${vp}embeddings.patch_embedding.weight`, shape: [v.width, 3, v.patchSize, v.patchSize], center: 0, spread: Math.sqrt(3 / (3 * v.patchSize * v.patchSize)) },
-    { name: `${vp}embeddings.position_embedding.weight`, shape: [1 + grid * grid, v.width], center: 0, spread: 0.5 },
-    ...ln(`${vp}${kind === 'owlvit' ? 'pre_layernorm' : 'pre_layrnorm'}`, v.width),
-    ...towerParams(vp, v),
-    ...ln(`${vp}post_layernorm`, v.width),
-    { name: `${tp}embeddings.token_embedding.weight`, shape: [t.vocabSize, t.width], center: 0, spread: 0.5 },
-    { name: `${tp}embeddings.position_embedding.weight`, shape: [t.contextLength, t.width], center: 0, spread: 0.5 },
-    ...towerParams(tp, t),
-    ...ln(`${tp}final_layer_norm`, t.width),
-    { name: `${root}visual_projection.weight`, shape: [c.embedDim, v.width], center: 0, spread: Math.sqrt(3 / v.width) },
-    { name: `${root}text_projection.weight`, shape: [c.embedDim, t.width], center: 0, spread: Math.sqrt(3 / t.width) },
-    { name: `${root}logit_scale`, shape: [], center: Math.log(1 / 0.07), spread: 0 },
-  ];
+  const params: Param[] = [];
+  if (v) {
+    const vp = `${root}vision_model.`;
+    const grid = v.imageSize / v.patchSize;
+    params.push(
+      { name: `${vp}embeddings.class_embedding`, shape: [v.width], center: 0, spread: 0.5 },
+      { name: `${vp}embeddings.patch_embedding.weight`, shape: [v.width, 3, v.patchSize, v.patchSize], center: 0, spread: Math.sqrt(3 / (3 * v.patchSize * v.patchSize)) },
+      { name: `${vp}embeddings.position_embedding.weight`, shape: [1 + grid * grid, v.width], center: 0, spread: 0.5 },
+      ...ln(`${vp}${kind === 'owlvit' ? 'pre_layernorm' : 'pre_layrnorm'}`, v.width),
+      ...towerParams(vp, v),
+      ...ln(`${vp}post_layernorm`, v.width),
+      { name: `${root}visual_projection.weight`, shape: [c.embedDim, v.width], center: 0, spread: Math.sqrt(3 / v.width) },
+    );
+  }
+  if (t) {
+    const tp = `${root}text_model.`;
+    params.push(
+      { name: `${tp}embeddings.token_embedding.weight`, shape: [t.vocabSize, t.width], center: 0, spread: 0.5 },
+      { name: `${tp}embeddings.position_embedding.weight`, shape: [t.contextLength, t.width], center: 0, spread: 0.5 },
+      ...towerParams(tp, t),
+      ...ln(`${tp}final_layer_norm`, t.width),
+      { name: `${root}text_projection.weight`, shape: [c.embedDim, t.width], center: 0, spread: Math.sqrt(3 / t.width) },
+    );
+  }
+  params.push({ name: `${root}logit_scale`, shape: [], center: Math.log(1 / 0.07), spread: 0 });
   if (kind === 'owlvit') {
-    const d = v.width;
+    const d = v!.width;
     const lin = (name: string, n: number, k: number): Param[] => [
       { name: `${name}.weight`, shape: [n, k], center: 0, spread: Math.sqrt(3 / k) },
       { name: `${name}.bias`, shape: [n], center: 0, spread: 0.02 },
@@ -114,10 +124,9 @@ export function randomParams(kind: RandomModelKind, c: ClipConfig): Param[] {
   return params;
 }
 
-/** A Hugging Face config.json for the model. */
+/** A Hugging Face config.json for the model (one tower's config is left out when it is absent). */
 export function hfConfigJson(kind: RandomModelKind, c: ClipConfig): Record<string, unknown> {
-  const v = c.vision as VisionConfig;
-  const t = c.text as TextConfig;
+  const { vision: v, text: t } = c;
   const tower = (x: TowerConfig) => ({
     hidden_size: x.width,
     num_hidden_layers: x.layers,
@@ -131,16 +140,18 @@ export function hfConfigJson(kind: RandomModelKind, c: ClipConfig): Record<strin
     architectures: [kind === 'owlvit' ? 'OwlViTForObjectDetection' : 'CLIPModel'],
     projection_dim: c.embedDim,
     logit_scale_init_value: Math.log(1 / 0.07),
-    text_config: {
-      ...tower(t),
-      model_type: `${kind}_text_model`,
-      max_position_embeddings: t.contextLength,
-      vocab_size: t.vocabSize,
-      pad_token_id: 0,
-      bos_token_id: t.vocabSize - 2,
-      eos_token_id: t.eosTokenId ?? t.vocabSize - 1,
-    },
-    vision_config: { ...tower(v), model_type: `${kind}_vision_model`, image_size: v.imageSize, patch_size: v.patchSize, num_channels: 3 },
+    ...(t && {
+      text_config: {
+        ...tower(t),
+        model_type: `${kind}_text_model`,
+        max_position_embeddings: t.contextLength,
+        vocab_size: t.vocabSize,
+        pad_token_id: 0,
+        bos_token_id: t.vocabSize - 2,
+        eos_token_id: t.eosTokenId ?? t.vocabSize - 1,
+      },
+    }),
+    ...(v && { vision_config: { ...tower(v), model_type: `${kind}_vision_model`, image_size: v.imageSize, patch_size: v.patchSize, num_channels: 3 } }),
     ovgpu_random_weights: true,
   };
 }
