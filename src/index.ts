@@ -33,3 +33,4 @@ export {
   type PixelBatch,
 } from './models/preprocess/index.js';
 export * from './models/region/index.js';
+export * from './models/owlvit/index.js';

@@ -16,6 +16,7 @@ const row = (label: string, shapes: number[][], options: ElementwiseOptions, tfj
 const gelu = (tf: any, [x]: any[]) => tf.mul(tf.mul(x, 0.5), tf.add(tf.erf(tf.mul(x, Math.SQRT1_2)), 1));
 const quickGelu = (tf: any, [x]: any[]) => tf.mul(x, tf.sigmoid(tf.mul(x, 1.702)));
 const add = (tf: any, [a, b]: any[]) => tf.add(a, b);
+const mul = (tf: any, [a, b]: any[]) => tf.mul(a, b);
 const l2norm = (tf: any, [x]: any[]) => tf.div(x, tf.add(tf.sqrt(tf.sum(tf.square(x), -1, true)), 1e-6));
 
 export const cases: KernelBenchCase[] = [
@@ -24,5 +25,7 @@ export const cases: KernelBenchCase[] = [
   row('OWL-ViT B/32 MLP quick_gelu 577x3072', [[577, 3072]], { op: 'quick_gelu' }, quickGelu),
   row('CLIP B/32 b8 add bias 400x3072 + 3072', [[400, 3072], [3072]], { op: 'add' }, add),
   row('OWL-ViT B/32 residual add 577x768', [[577, 768], [577, 768]], { op: 'add' }, add),
+  row('OWL-ViT B/32 class-token product 1x576x768 by 1x1x768', [[1, 576, 768], [1, 1, 768]], { op: 'mul' }, mul),
+  row('OWL-ViT B/32 b8 class-token product 8x576x768 by 8x1x768 (broadcast path)', [[8, 576, 768], [8, 1, 768]], { op: 'mul' }, mul),
   row('OWL-ViT B/32 class embeds l2norm 577x512', [[577, 512]], { op: 'l2norm' }, l2norm),
 ];

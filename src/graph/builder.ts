@@ -159,6 +159,11 @@ export class GraphBuilder {
     return this.op(elementwiseKernel, [a, b], { op: 'mul' }, label)[0]!;
   }
 
+  /** x in another storage dtype (f32 ↔ f16). */
+  cast(x: Value, dtype: 'f32' | 'f16', label?: string): Value {
+    return x.dtype === dtype ? x : this.op(elementwiseKernel, [x], { op: 'cast', dtype }, label)[0]!;
+  }
+
   scale(x: Value, scalar: number, label?: string): Value {
     return this.op(elementwiseKernel, [x], { op: 'scale', scalar }, label)[0]!;
   }

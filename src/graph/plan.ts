@@ -56,6 +56,11 @@ export interface RunOptions {
   /** Names of the outputs to read back (default: all). */
   outputs?: readonly string[];
   profile?: boolean;
+  /**
+   * Outputs copied on the GPU, in the run's one submit, into these tensors (same dtype and shape):
+   * results that later runs of other plans take as inputs without a round trip through the host.
+   */
+  copyTo?: Readonly<Record<string, Tensor>>;
 }
 
 export interface RunResult {
@@ -141,10 +146,11 @@ export class GraphPlan {
       this.#checkInputs(inputs);
       wanted = [...(options.outputs ?? this.#outputs.keys())];
       for (const name of wanted) if (!this.#outputs.has(name)) throw new GpuError('graph run', `unknown output ${JSON.stringify(name)}; outputs are ${[...this.#outputs.keys()].join(', ')}`);
+      this.#checkCopies(options.copyTo ?? {});
     } catch (err) {
       return Promise.reject(err);
     }
-    const run = this.#queue.then(() => this.#run(inputs, wanted, !!options.profile));
+    const run = this.#queue.then(() => this.#run(inputs, wanted, !!options.profile, options.copyTo ?? {}));
     this.#queue = run.catch(() => undefined);
     return run;
   }
@@ -174,7 +180,21 @@ export class GraphPlan {
     }
   }
 
-  async #run(inputs: Record<string, GraphInput>, wanted: string[], profile: boolean): Promise<RunResult> {
+  #checkCopies(copyTo: Readonly<Record<string, Tensor>>): void {
+    for (const [name, t] of Object.entries(copyTo)) {
+      const o = this.#outputs.get(name);
+      if (!o) throw new GpuError('graph run', `copyTo: unknown output ${JSON.stringify(name)}; outputs are ${[...this.#outputs.keys()].join(', ')}`);
+      const { shape, dtype } = o.ref.info;
+      if (!(t instanceof Tensor) || t.disposed) throw new GpuError('graph run', `copyTo ${JSON.stringify(name)}: expected a live Tensor`);
+      if (t.dtype !== dtype || t.shape.join() !== shape.join()) {
+        throw new GpuError('graph run', `copyTo ${JSON.stringify(name)}: tensor is ${t.dtype} ${shapeString(t.shape)}, expected ${dtype} ${shapeString(shape)}`);
+      }
+      // copyBufferToBuffer moves whole 4-byte words.
+      if (o.ref.byteOffset % 4 !== 0 || bytesOf(o.ref.info) % 4 !== 0) throw new GpuError('graph run', `copyTo ${JSON.stringify(name)}: the output is not 4-byte aligned (an f16 view at an odd element)`);
+    }
+  }
+
+  async #run(inputs: Record<string, GraphInput>, wanted: string[], profile: boolean, copyTo: Readonly<Record<string, Tensor>>): Promise<RunResult> {
     if (this.#disposed) throw new GpuError('graph run', 'the plan was disposed');
     const gpu = this.gpu;
     const timing = profile ? this.#timing : undefined;
@@ -206,6 +226,10 @@ export class GraphPlan {
       for (const name of wanted) {
         const o = this.#outputs.get(name)!;
         encoder.copyBufferToBuffer(o.ref.slot.buffer!, o.copyOffset, o.staging, 0, o.copyBytes);
+      }
+      for (const [name, t] of Object.entries(copyTo)) {
+        const { ref } = this.#outputs.get(name)!;
+        if (bytesOf(ref.info) > 0) encoder.copyBufferToBuffer(ref.slot.buffer!, ref.byteOffset, t.buffer, 0, bytesOf(ref.info));
       }
       gpu.submit([encoder.finish()]);
     });

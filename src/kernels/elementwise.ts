@@ -1,13 +1,14 @@
+import { f16round } from '@petamoriken/float16';
 import type { Gpu } from '../gpu/gpu.js';
 import { check } from '../gpu/errors.js';
-import { shapeString, sizeOf } from '../dtype.js';
+import { BYTES_PER_ELEMENT, shapeString, sizeOf, type DType } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
-import { grid1d, specialize, uniforms, type Kernel } from './program.js';
+import { grid1d, specialize, uniforms, type Kernel, type TensorInfo } from './program.js';
 import { runKernel } from './runtime.js';
 import activationsWgsl from '../../shaders/activations.wgsl';
 import elementwiseWgsl from '../../shaders/elementwise.wgsl';
 
-export type ElementwiseOp = 'add' | 'mul' | 'scale' | 'gelu' | 'quick_gelu' | 'l2norm';
+export type ElementwiseOp = 'add' | 'mul' | 'scale' | 'gelu' | 'quick_gelu' | 'l2norm' | 'cast';
 
 export interface ElementwiseOptions {
   op: ElementwiseOp;
@@ -15,69 +16,134 @@ export interface ElementwiseOptions {
   scalar?: number;
   /** eps for 'l2norm' (default 1e-6, as OWL-ViT's class head). */
   eps?: number;
+  /** Output dtype for 'cast' (f32 or f16). */
+  dtype?: DType;
 }
 
-const OP_CODE: Record<Exclude<ElementwiseOp, 'l2norm'>, number> = { add: 0, mul: 1, scale: 2, gelu: 3, quick_gelu: 4 };
+const OP_CODE: Record<Exclude<ElementwiseOp, 'l2norm'>, number> = { add: 0, mul: 1, scale: 2, gelu: 3, quick_gelu: 4, cast: 5 };
 const BINARY = new Set<ElementwiseOp>(['add', 'mul']);
 const WG = 256;
 const NAME = 'elementwise';
+/** Largest rank of a broadcasting binary op (two vec4s of dimensions in the uniform block). */
+export const ELEMENTWISE_MAX_RANK = 8;
 
-/** Elementwise ops and row-wise L2 normalisation. Inputs: [x] or [x, b] for add/mul. */
+/** numpy's broadcast of two shapes, or undefined when they are incompatible. */
+export function broadcastShapes(a: readonly number[], b: readonly number[]): number[] | undefined {
+  const rank = Math.max(a.length, b.length);
+  const out: number[] = [];
+  for (let d = 0; d < rank; d++) {
+    const x = a[a.length - rank + d] ?? 1;
+    const y = b[b.length - rank + d] ?? 1;
+    if (x !== y && x !== 1 && y !== 1) return undefined;
+    out.push(x === 1 ? y : x);
+  }
+  return out;
+}
+
+/** Element strides of `shape` read through the broadcast output `out`: 0 along broadcast dimensions. */
+function broadcastStrides(shape: readonly number[], out: readonly number[]): number[] {
+  const strides = new Array<number>(out.length).fill(0);
+  let s = 1;
+  for (let d = shape.length - 1; d >= 0; d--) {
+    const k = out.length - shape.length + d;
+    strides[k] = shape[d] === 1 ? 0 : s;
+    s *= shape[d]!;
+  }
+  return strides;
+}
+
+const isFloat = (d: DType | undefined) => d === 'f32' || d === 'f16';
+
+/** The WGSL for an input and output storage type (U is the output's: it differs only for cast). */
+function code(x: DType, y: DType): string {
+  const src = specialize(activationsWgsl + elementwiseWgsl, x).replace(/^alias U = f32;$/m, `alias U = ${y};`);
+  return y === 'f16' && x !== 'f16' ? 'enable f16;\n' + src : src;
+}
+
+/** The uniform block: count, b_count, row, scalar, rank, then shape and both inputs' strides. */
+function params(count: number, bCount: number, row: number, scalar: number, dims?: { shape: number[]; x: number[]; b: number[] }): ArrayBuffer {
+  const pad = (a: readonly number[] = []) => [...a, ...new Array<number>(ELEMENTWISE_MAX_RANK - a.length).fill(0)];
+  return uniforms(count, bCount, row, { f32: scalar }, dims?.shape.length ?? 0, 0, 0, 0, ...pad(dims?.shape), ...pad(dims?.x), ...pad(dims?.b));
+}
+
+/**
+ * Elementwise ops, row-wise L2 normalisation and dtype casts. Inputs: [x], or [x, b] for add/mul,
+ * which broadcast numpy-style (the output has the broadcast shape).
+ */
 export const elementwiseKernel: Kernel<ElementwiseOptions> = {
   name: NAME,
   outputs(inputs, o) {
-    check(o && (Object.hasOwn(OP_CODE, o.op) || o.op === 'l2norm'), NAME, () => `unknown op ${JSON.stringify(o?.op)}; expected add, mul, scale, gelu, quick_gelu or l2norm`);
+    check(o && (Object.hasOwn(OP_CODE, o.op) || o.op === 'l2norm'), NAME, () => `unknown op ${JSON.stringify(o?.op)}; expected add, mul, scale, gelu, quick_gelu, l2norm or cast`);
     const op = `${NAME}.${o.op}`;
     const x = inputs[0];
     check(x, op, 'missing input x');
-    check(x.dtype === 'f32' || x.dtype === 'f16', op, `x must be f32 or f16, got ${x.dtype}`);
+    check(isFloat(x.dtype), op, `x must be f32 or f16, got ${x.dtype}`);
     check(inputs.length === (BINARY.has(o.op) ? 2 : 1), op, `expected ${BINARY.has(o.op) ? 2 : 1} inputs, got ${inputs.length}`);
     if (BINARY.has(o.op)) {
       const b = inputs[1]!;
       check(b.dtype === x.dtype, op, `b must be ${x.dtype} like x, got ${b.dtype}`);
-      const suffix = x.shape.slice(x.shape.length - b.shape.length);
-      check(
-        b.shape.length <= x.shape.length && suffix.every((d, i) => d === b.shape[i]) && sizeOf(b.shape) > 0,
-        op,
-        () => `b of shape ${shapeString(b.shape)} must equal x's shape ${shapeString(x.shape)} or a trailing part of it`,
-      );
+      const out = broadcastShapes(x.shape, b.shape);
+      check(out, op, () => `b of shape ${shapeString(b.shape)} does not broadcast with x's shape ${shapeString(x.shape)} (each dimension must match or be 1)`);
+      check(out.length <= ELEMENTWISE_MAX_RANK, op, () => `broadcast rank ${out.length} exceeds ${ELEMENTWISE_MAX_RANK}`);
+      return [{ shape: out, dtype: x.dtype }];
     }
     if (o.op === 'scale') check(Number.isFinite(o.scalar), op, `scalar must be a finite number, got ${o.scalar}`);
     if (o.op === 'l2norm') check(x.shape.length >= 1, op, 'x must have at least one dimension');
+    if (o.op === 'cast') {
+      check(isFloat(o.dtype), op, `dtype must be f32 or f16, got ${JSON.stringify(o.dtype)}`);
+      return [{ shape: x.shape, dtype: o.dtype! }];
+    }
     return [{ shape: x.shape, dtype: x.dtype }];
   },
-  plan(gpu, inputs, _outputs, o) {
+  plan(gpu, inputs, outputs, o) {
     const x = inputs[0]!;
-    const count = sizeOf(x.shape);
-    const code = specialize(activationsWgsl + elementwiseWgsl, x.dtype);
-    const b = inputs.length > 1 ? 1 : 0;
+    const y = outputs[0]!;
+    const count = sizeOf(y.shape);
+    const key = x.dtype === y.dtype ? x.dtype : `${x.dtype}>${y.dtype}`;
+    const elementBytes = (t: TensorInfo) => sizeOf(t.shape) * BYTES_PER_ELEMENT[t.dtype];
     if (o.op === 'l2norm') {
       const row = x.shape[x.shape.length - 1]!;
       const rows = row === 0 ? 0 : count / row;
       return {
         dispatches: [
           {
-            program: { name: `${NAME}.l2norm`, key: x.dtype, code, entryPoint: 'l2norm', constants: { WG }, bindings: ['read', 'read', 'write'] },
+            program: { name: `${NAME}.l2norm`, key, code: code(x.dtype, y.dtype), entryPoint: 'l2norm', constants: { WG }, bindings: ['read', 'read', 'write'] },
             tensors: [0, 0, 1],
-            uniforms: uniforms(count, 1, row, { f32: o.eps ?? 1e-6 }),
+            uniforms: params(count, 1, row, o.eps ?? 1e-6),
             workgroups: grid1d(gpu, rows, 1),
           },
         ],
         flops: 3 * count,
-        bytes: 2 * count * (x.dtype === 'f16' ? 2 : 4),
+        bytes: 2 * elementBytes(x),
       };
     }
+    const b = inputs.length > 1 ? inputs[1]! : undefined;
+    // The suffix path serves x of the output's shape with b's shape (less leading 1s) a suffix of it.
+    let broadcast = false;
+    let uniformData = params(count, b ? Math.max(1, sizeOf(b.shape)) : 1, 0, o.scalar ?? 1);
+    if (b) {
+      const lead = b.shape.findIndex((d) => d !== 1);
+      const bCore = lead < 0 ? [] : b.shape.slice(lead);
+      const suffix = shapeString(x.shape) === shapeString(y.shape) && bCore.every((d, i) => d === y.shape[y.shape.length - bCore.length + i]);
+      if (!suffix) {
+        broadcast = true;
+        uniformData = params(count, 1, 0, 1, { shape: [...y.shape], x: broadcastStrides(x.shape, y.shape), b: broadcastStrides(b.shape, y.shape) });
+      }
+    }
     return {
-      dispatches: [
-        {
-          program: { name: `${NAME}.${o.op}`, key: x.dtype, code, constants: { OP: OP_CODE[o.op], WG }, bindings: ['read', 'read', 'write'] },
-          tensors: [0, b, 1 + b],
-          uniforms: uniforms(count, b ? sizeOf(inputs[1]!.shape) : 1, 0, { f32: o.scalar ?? 1 }),
-          workgroups: grid1d(gpu, count, WG),
-        },
-      ],
+      dispatches:
+        count === 0
+          ? []
+          : [
+              {
+                program: { name: `${NAME}.${o.op}`, key, code: code(x.dtype, y.dtype), constants: { OP: OP_CODE[o.op], WG, BROADCAST: broadcast ? 1 : 0 }, bindings: ['read', 'read', 'write'] },
+                tensors: [0, b ? 1 : 0, b ? 2 : 1],
+                uniforms: uniformData,
+                workgroups: grid1d(gpu, count, WG),
+              },
+            ],
       flops: count,
-      bytes: (2 + b) * count * (x.dtype === 'f16' ? 2 : 4),
+      bytes: elementBytes(x) + (b ? elementBytes(b) : 0) + elementBytes(y),
     };
   },
 };
@@ -86,7 +152,7 @@ async function run(gpu: Gpu, inputs: Tensor[], options: ElementwiseOptions): Pro
   return (await runKernel(gpu, elementwiseKernel, inputs, options))[0]!;
 }
 
-/** a + b, with b broadcast over a's leading dimensions (b's shape is a suffix of a's). */
+/** a + b, broadcasting numpy-style (e.g. a bias [D] over [N, D], or [B, 1, D] over [B, N, D]). */
 export const add = (gpu: Gpu, a: Tensor, b: Tensor) => run(gpu, [a, b], { op: 'add' });
 /** a * b, broadcasting as `add`. */
 export const mul = (gpu: Gpu, a: Tensor, b: Tensor) => run(gpu, [a, b], { op: 'mul' });
@@ -99,6 +165,9 @@ export const quickGelu = (gpu: Gpu, x: Tensor) => run(gpu, [x], { op: 'quick_gel
 /** Each row (last dimension) divided by its L2 norm plus eps (default 1e-6). */
 export const l2Normalize = (gpu: Gpu, x: Tensor, options: { eps?: number } = {}) =>
   run(gpu, [x], { op: 'l2norm', eps: options.eps });
+
+/** x converted to another storage dtype (f32 ↔ f16; f16 rounds to nearest even). */
+export const cast = (gpu: Gpu, x: Tensor, dtype: 'f32' | 'f16') => run(gpu, [x], { op: 'cast', dtype });
 
 /** The eager form taking the op by name. */
 export function elementwise(gpu: Gpu, inputs: Tensor[], options: ElementwiseOptions): Promise<Tensor> {
@@ -134,12 +203,15 @@ export function erfReference(x: number): number {
 export const geluReference = (x: number) => 0.5 * x * (1 + erfReference(x / Math.SQRT2));
 export const quickGeluReference = (x: number) => x / (1 + Math.exp(-1.702 * x));
 
-export function elementwiseReference(x: ArrayLike<number>, xShape: readonly number[], options: ElementwiseOptions, b?: ArrayLike<number>): Float64Array {
-  const n = x.length;
-  const y = new Float64Array(n);
+/**
+ * The reference over x of shape xShape (and b of shape bShape for add/mul: numpy broadcasting; by
+ * default b's shape is the trailing part of xShape with b's size). Returns the output flattened.
+ */
+export function elementwiseReference(x: ArrayLike<number>, xShape: readonly number[], options: ElementwiseOptions, b?: ArrayLike<number>, bShape?: readonly number[]): Float64Array {
   if (options.op === 'l2norm') {
+    const y = new Float64Array(x.length);
     const row = xShape[xShape.length - 1]!;
-    for (let r = 0; r * row < n; r++) {
+    for (let r = 0; r * row < x.length; r++) {
       let s = 0;
       for (let j = 0; j < row; j++) s += x[r * row + j]! ** 2;
       const d = Math.sqrt(s) + (options.eps ?? 1e-6);
@@ -147,16 +219,35 @@ export function elementwiseReference(x: ArrayLike<number>, xShape: readonly numb
     }
     return y;
   }
-  for (let i = 0; i < n; i++) {
+  if (options.op === 'add' || options.op === 'mul') {
+    let bs = bShape;
+    for (let k = 0; !bs && k <= xShape.length; k++) if (sizeOf(xShape.slice(k)) === b!.length) bs = xShape.slice(k);
+    const out = broadcastShapes(xShape, bs!)!;
+    // Flat index of the element of `shape` that output coordinates `coords` read (size-1 dims repeat).
+    const source = (shape: readonly number[], coords: number[]) =>
+      shape.reduce((at, n, d) => at * n + (n === 1 ? 0 : coords[out.length - shape.length + d]!), 0);
+    const y = new Float64Array(sizeOf(out));
+    for (let i = 0; i < y.length; i++) {
+      const coords: number[] = [];
+      for (let d = out.length - 1, rest = i; d >= 0; d--) {
+        coords[d] = rest % out[d]!;
+        rest = Math.floor(rest / out[d]!);
+      }
+      const u = x[source(xShape, coords)]!;
+      const v = b![source(bs!, coords)]!;
+      y[i] = options.op === 'add' ? u + v : u * v;
+    }
+    return y;
+  }
+  const y = new Float64Array(x.length);
+  for (let i = 0; i < x.length; i++) {
     const v = x[i]!;
     switch (options.op) {
-      case 'add': y[i] = v + b![i % b!.length]!; break;
-      case 'mul': y[i] = v * b![i % b!.length]!; break;
       case 'scale': y[i] = v * options.scalar!; break;
       case 'gelu': y[i] = geluReference(v); break;
       case 'quick_gelu': y[i] = quickGeluReference(v); break;
+      case 'cast': y[i] = options.dtype === 'f16' ? f16round(v) : Math.fround(v); break;
     }
   }
   return y;
 }
-

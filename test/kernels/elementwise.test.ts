@@ -52,6 +52,63 @@ describe('elementwise', () => {
     });
   }
 
+  // [x, b] shapes that need the general path: the class-token product [B,N,D]x[B,1,D], x broadcast
+  // too, outer products, size-1 dims everywhere, rank 6 and 8, primes.
+  const BROADCASTS: [number[], number[]][] = [
+    [[2, 16, 64], [2, 1, 64]],
+    [[3, 1, 5], [1, 7, 1]],
+    [[7], [3, 1]],
+    [[1, 13], [11, 1]],
+    [[4, 1, 3], [5, 3]],
+    [[2, 3, 1, 5, 1, 3], [3, 4, 1, 2, 1]],
+    [[2, 1, 2, 1, 3, 1, 2, 1], [1, 3, 1, 2, 1, 3, 1, 5]],
+    [[1], [37]],
+  ];
+  for (const op of ['add', 'mul'] as const) {
+    it(`${op} broadcasts numpy-style in both directions`, async () => {
+      const gpu = await getGpu();
+      for (const [k, [xShape, bShape]] of BROADCASTS.entries()) {
+        const a = randomArray(xShape.reduce((p, q) => p * q, 1), 10 + k, 3);
+        const b = randomArray(bShape.reduce((p, q) => p * q, 1), 20 + k, 3);
+        const ta = Tensor.from(gpu, a, xShape);
+        const tb = Tensor.from(gpu, b, bShape);
+        const y = await (op === 'add' ? kernels.add(gpu, ta, tb) : kernels.mul(gpu, ta, tb));
+        const ref = elementwiseReference(a, xShape, { op }, b, bShape);
+        expect(y.size).toBe(ref.length);
+        expectClose(await y.read(), ref, { scaleTol: 1e-6, label: `${op} ${xShape} by ${bShape}` });
+        for (const t of [ta, tb, y]) t.dispose();
+      }
+    });
+  }
+
+  it('broadcast output shapes follow numpy', async () => {
+    const gpu = await getGpu();
+    const cases: [number[], number[], number[]][] = [[[2, 16, 64], [2, 1, 64], [2, 16, 64]], [[7], [3, 1], [3, 7]], [[4, 1, 3], [5, 3], [4, 5, 3]], [[3], [1, 1, 3], [1, 1, 3]]];
+    for (const [xs, bs, out] of cases) {
+      const ta = Tensor.from(gpu, new Float32Array(xs.reduce((p, q) => p * q, 1)), xs);
+      const tb = Tensor.from(gpu, new Float32Array(bs.reduce((p, q) => p * q, 1)), bs);
+      const y = await kernels.add(gpu, ta, tb);
+      expect(y.shape).toEqual(out);
+      for (const t of [ta, tb, y]) t.dispose();
+    }
+  });
+
+  it('casts f32 to f16 (round to nearest even, overflow to infinity) and back', async () => {
+    const gpu = await getGpu();
+    if (!gpu.features.has('shader-f16')) return;
+    const data = [0, -0.1, 1 / 3, 65504, 65520, -1e6, 6e-8, 1e-9, ...randomArray(97, 5, 100)];
+    const x = Tensor.from(gpu, data, [data.length]);
+    const h = await kernels.cast(gpu, x, 'f16');
+    expect(h.dtype).toBe('f16');
+    const ref = elementwiseReference(data, [data.length], { op: 'cast', dtype: 'f16' });
+    expect(ref[4]).toBe(Infinity);
+    expect(Array.from(await h.read())).toEqual(Array.from(ref));
+    const back = await kernels.cast(gpu, h, 'f32');
+    expect(back.dtype).toBe('f32');
+    expect(Array.from(await back.read())).toEqual(Array.from(ref));
+    for (const t of [x, h, back]) t.dispose();
+  });
+
   it('gelu on extreme inputs stays finite and exact in the tails', async () => {
     const gpu = await getGpu();
     const data = [-1e4, -20, -8, -5.5, -1e-8, 0, 1e-8, 5.5, 8, 20, 1e4];
@@ -82,8 +139,11 @@ describe('elementwise', () => {
     const a = Tensor.from(gpu, new Float32Array(12), [3, 4]);
     const b = Tensor.from(gpu, new Float32Array(3), [3]);
     const i = Tensor.from(gpu, [1, 2], [2], 'i32');
+    const deep = Tensor.from(gpu, new Float32Array(1), [1, 1, 1, 1, 1, 1, 1, 1, 1]);
     const before = gpu.stats();
-    await expect(kernels.add(gpu, a, b)).rejects.toThrow(/elementwise.add: b of shape \[3\] must equal x's shape \[3, 4\] or a trailing part of it/);
+    await expect(kernels.add(gpu, a, b)).rejects.toThrow(/elementwise.add: b of shape \[3\] does not broadcast with x's shape \[3, 4\]/);
+    await expect(kernels.mul(gpu, a, deep)).rejects.toThrow(/elementwise.mul: broadcast rank 9 exceeds 8/);
+    await expect(kernels.elementwise(gpu, [a], { op: 'cast', dtype: 'i32' })).rejects.toThrow(/elementwise.cast: dtype must be f32 or f16, got "i32"/);
     await expect(kernels.gelu(gpu, i)).rejects.toThrow(/elementwise.gelu: x must be f32 or f16, got i32/);
     await expect(kernels.elementwise(gpu, [a], { op: 'nope' as never })).rejects.toThrow(/unknown op "nope"/);
     await expect(kernels.scale(gpu, a, NaN)).rejects.toThrow(GpuError);
@@ -91,6 +151,6 @@ describe('elementwise', () => {
     const disposed = Tensor.from(gpu, [1], [1]);
     disposed.dispose();
     await expect(kernels.gelu(gpu, disposed)).rejects.toThrow(/disposed/);
-    for (const t of [a, b, i]) t.dispose();
+    for (const t of [a, b, i, deep]) t.dispose();
   });
 });

@@ -31,14 +31,22 @@ function project(g: GraphBuilder, w: Weights, x: Value, layout: 'NK' | 'KN', nam
   return g.matmul(x, w('proj'), { transposeB: layout === 'NK' }, name);
 }
 
+/**
+ * pixels [B, 3, H, W] → the encoder's tokens [B, 1 + patches, width] before ln_post (class token
+ * first); heads that read every token (OWL-ViT) start here.
+ */
+export function visionTokens(g: GraphBuilder, w: Weights, c: VisionConfig, pixels: Value, inter: Record<string, Value> = {}): Value {
+  let x = g.patchEmbed(pixels, w('patch.weight'), w('class'), w('pos'), { patchSize: c.patchSize }, 'vision.embed');
+  x = inter.ln_pre_out = g.layerNorm(x, w('ln_pre.weight'), w('ln_pre.bias'), { eps: c.eps }, 'vision.ln_pre');
+  for (let i = 0; i < c.layers; i++) x = inter[`block${i}_out`] = transformerBlock(g, w, i, c, x, undefined, `vision.block${i}`);
+  return (inter.tokens_pre_ln_post = x);
+}
+
 /** pixels [B, 3, H, W] → image embeddings (and the dense token map when `dense`). */
 export function visionTower(g: GraphBuilder, w: Weights, c: VisionConfig, layout: 'NK' | 'KN', pixels: Value, options: { dense?: boolean } = {}): TowerOutputs {
   const b = pixels.shape[0]!;
   const inter: Record<string, Value> = {};
-  let x = g.patchEmbed(pixels, w('patch.weight'), w('class'), w('pos'), { patchSize: c.patchSize }, 'vision.embed');
-  x = inter.ln_pre_out = g.layerNorm(x, w('ln_pre.weight'), w('ln_pre.bias'), { eps: c.eps }, 'vision.ln_pre');
-  for (let i = 0; i < c.layers; i++) x = inter[`block${i}_out`] = transformerBlock(g, w, i, c, x, undefined, `vision.block${i}`);
-  inter.tokens_pre_ln_post = x;
+  const x = visionTokens(g, w, c, pixels, inter);
   const lnPost = (v: Value) => g.layerNorm(v, w('ln_post.weight'), w('ln_post.bias'), { eps: c.eps }, 'vision.ln_post');
   if (options.dense) {
     const post = (inter.tokens_post_ln_post = lnPost(x));

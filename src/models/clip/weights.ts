@@ -75,13 +75,15 @@ function readOne(reader: WeightReader, name: string, expected: number[], what: s
 }
 
 /**
- * Uploads a tower's weights (read and uploaded one at a time) under canonical names. On any
- * error the tensors uploaded so far are freed before it is rethrown.
+ * Uploads a tower's weights (read and uploaded one at a time) under canonical names, except the
+ * canonical names in `skip` (e.g. 'proj' for heads that never project). On any error the tensors
+ * uploaded so far are freed before it is rethrown.
  */
-export function loadTower(gpu: Gpu, reader: WeightReader, conv: Convention, tower: 'vision' | 'text', config: VisionConfig | TextConfig, embedDim: number, dtype: DType, used: Set<string>): Map<string, Tensor> {
+export function loadTower(gpu: Gpu, reader: WeightReader, conv: Convention, tower: 'vision' | 'text', config: VisionConfig | TextConfig, embedDim: number, dtype: DType, used: Set<string>, skip: readonly string[] = []): Map<string, Tensor> {
   const out = new Map<string, Tensor>();
   try {
     for (const [param, shape] of towerShapes(tower, config, embedDim, conv.projectionLayout)) {
+      if (skip.includes(param)) continue;
       out.set(param, Tensor.from(gpu, readParam(reader, conv, tower, param, shape, used), shape, dtype));
     }
     return out;

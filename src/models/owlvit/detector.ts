@@ -1,0 +1,504 @@
+import { existsSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Gpu, GpuStats } from '../../gpu/gpu.js';
+import { GpuError, check } from '../../gpu/errors.js';
+import type { DType } from '../../dtype.js';
+import { Tensor } from '../../tensor.js';
+import { GraphBuilder, type Value } from '../../graph/builder.js';
+import type { GraphPlan } from '../../graph/plan.js';
+import { hfNames } from '../clip/names.js';
+import { loadTower, type WeightReader } from '../clip/weights.js';
+import { openWeightReader } from '../clip/reader.js';
+import { poolIndices, type Weights } from '../clip/towers.js';
+import { owlVitConfigFromHf, type OwlVitConfig } from './config.js';
+import { headShapes, UNUSED_BY_DETECTION } from './names.js';
+import { classLogits, imageHeads, textEmbeds } from './heads.js';
+import {
+  postProcessImageGuided,
+  postProcessObjectDetection,
+  selectImageQuery,
+  type Detections,
+  type ImageGuidedPostProcessOptions,
+  type PostProcessOptions,
+} from './postprocess.js';
+
+export interface OwlVitLoadOptions {
+  /** Weight and activation storage; f16 needs shader-f16 (compute accumulates in f32). */
+  dtype?: 'f32' | 'f16';
+  /** An OwlViTConfig object; default: the folder's config.json. */
+  config?: Record<string, unknown>;
+}
+
+export interface PredictInputs {
+  /** Preprocessed pixels [B, 3, S, S] (S = the config's image size), NCHW. */
+  pixelValues: Float32Array;
+  pixelShape: readonly number[];
+  /** Token ids [B·Q, L]: Q queries per image, image-major; a row whose first id is 0 is padding. */
+  inputIds: Int32Array;
+  idsShape: readonly number[];
+  /** [B·Q, L] (1 = token, 0 = padding); zeros may only follow each row's pooled (argmax) token. */
+  attentionMask?: ArrayLike<number>;
+}
+
+/** HF OwlViTObjectDetectionOutput's tensors, flattened row-major. */
+export interface PredictOutputs {
+  /** [B, N, Q] class logits; padded queries -1e6. */
+  logits: Float32Array;
+  /** [B, N, 4] cxcywh in [0, 1]. */
+  predBoxes: Float32Array;
+  /** [B, N, Dt] class embeddings divided by their norm + 1e-6. */
+  classEmbeds: Float32Array;
+  /** [B, g, g, D] the feature map the heads read. */
+  imageEmbeds: Float32Array;
+  /** [B, Q, E] L2-normalised query embeddings. */
+  textEmbeds: Float32Array;
+}
+
+export interface ImageGuidedInputs {
+  pixelValues: Float32Array;
+  pixelShape: readonly number[];
+  /** Query images [Nq, 3, S, S] with Nq = 1 (shared by every image) or B (one per image). */
+  queryPixelValues: Float32Array;
+  queryShape: readonly number[];
+  /**
+   * A box (x1, y1, x2, y2) normalised to the query image, or one per query image: the query is the
+   * predicted box that overlaps it most (as the original OWL-ViT). Default: HF's choice.
+   */
+  queryBox?: readonly number[] | readonly (readonly number[])[];
+}
+
+/** HF OwlViTImageGuidedObjectDetectionOutput's tensors, plus how the query was chosen. */
+export interface ImageGuidedOutputs {
+  /** [B, N, 1] */
+  logits: Float32Array;
+  /** [B, N, 4] cxcywh of the target images. */
+  targetPredBoxes: Float32Array;
+  /** [Nq, N, 4] cxcywh of the query images. */
+  queryPredBoxes: Float32Array;
+  /** [Nq] the predicted box of each query image whose embedding is the query. */
+  bestBoxIndices: Int32Array;
+  /** [Nq, Dt] those embeddings (class_head.dense0 output, not normalised). */
+  queryEmbeds: Float32Array;
+  /** [B, N, Dt] normalised class embeddings of the target images. */
+  classEmbeds: Float32Array;
+  /** [B, g, g, D] and [Nq, g, g, D] feature maps. */
+  imageEmbeds: Float32Array;
+  queryImageEmbeds: Float32Array;
+}
+
+/**
+ * What OWL-ViT computes from an image alone, kept on the GPU so that any number of query sets can
+ * be scored without re-running the vision tower (see OwlVitDetector.embedImage). Dispose it when done
+ * (the detector's dispose also frees every embedding it made).
+ */
+export class OwlVitImageEmbedding {
+  readonly batch: number;
+  /** [B, N, 4] cxcywh in [0, 1]. */
+  readonly predBoxes: Float32Array;
+  /** [B, g, g, D], when embedImage was asked for it. */
+  readonly imageEmbeds?: Float32Array;
+  /** class_head inputs [B, N, Dt], [B, N, 1], [B, N, 1] in the detector's dtype. */
+  readonly tensors: { readonly classEmbedsRaw: Tensor; readonly logitShift: Tensor; readonly logitScale: Tensor };
+  readonly #onDispose: (e: OwlVitImageEmbedding) => void;
+
+  /** @internal made by OwlVitDetector.embedImage */
+  constructor(init: { batch: number; predBoxes: Float32Array; imageEmbeds?: Float32Array; tensors: OwlVitImageEmbedding['tensors']; onDispose: (e: OwlVitImageEmbedding) => void }) {
+    this.batch = init.batch;
+    this.predBoxes = init.predBoxes;
+    this.imageEmbeds = init.imageEmbeds;
+    this.tensors = init.tensors;
+    this.#onDispose = init.onDispose;
+  }
+
+  get disposed(): boolean {
+    return this.tensors.classEmbedsRaw.disposed;
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    for (const t of Object.values(this.tensors)) t.dispose();
+    this.#onDispose(this);
+  }
+}
+
+const OP = 'OwlVitDetector';
+/** Text embeddings kept per query (least recently added dropped first). */
+const TEXT_CACHE_SIZE = 4096;
+
+/**
+ * OWL-ViT open-vocabulary detection (Hugging Face OwlViTForObjectDetection checkpoints) on the
+ * graph executor. Graph plans (vision + heads per batch size, text per batch bucket and length,
+ * class logits per batch and query count) are compiled once and cached; image embeddings and text
+ * query embeddings can be kept and reused.
+ */
+export class OwlVitDetector {
+  readonly gpu: Gpu;
+  readonly config: OwlVitConfig;
+  readonly dtype: DType;
+  /** Checkpoint tensors that detection does not read, besides OwlViTModel's logit_scale and visual_projection. */
+  readonly unusedWeights: readonly string[];
+  readonly weights: { readonly vision: ReadonlyMap<string, Tensor>; readonly text: ReadonlyMap<string, Tensor>; readonly head: ReadonlyMap<string, Tensor> };
+  readonly #plans = new Map<string, { promise: Promise<GraphPlan>; plan?: GraphPlan }>();
+  readonly #textCache = new Map<string, Float32Array>();
+  readonly #embeddings = new Set<OwlVitImageEmbedding>();
+  #disposed = false;
+
+  private constructor(gpu: Gpu, init: { config: OwlVitConfig; dtype: DType; unused: string[]; vision: Map<string, Tensor>; text: Map<string, Tensor>; head: Map<string, Tensor> }) {
+    this.gpu = gpu;
+    this.config = init.config;
+    this.dtype = init.dtype;
+    this.unusedWeights = init.unused;
+    this.weights = { vision: init.vision, text: init.text, head: init.head };
+  }
+
+  /** Patches per image (N = g²). */
+  get numPatches(): number {
+    return this.config.gridSize ** 2;
+  }
+
+  /** Loads a folder holding config.json and model.safetensors (or shards). */
+  static async load(gpu: Gpu, dir: string, options: OwlVitLoadOptions = {}): Promise<OwlVitDetector> {
+    const op = `${OP}.load`;
+    const dtype = options.dtype ?? 'f32';
+    check(dtype === 'f32' || dtype === 'f16', op, `dtype must be f32 or f16, got ${JSON.stringify(dtype)}`);
+    check(dtype !== 'f16' || gpu.features.has('shader-f16'), op, 'dtype f16 needs the shader-f16 feature, which this adapter lacks');
+    check(existsSync(dir) && statSync(dir).isDirectory(), op, `${dir}: no such model folder`);
+    let config: OwlVitConfig;
+    const configPath = join(dir, 'config.json');
+    try {
+      if (options.config) config = owlVitConfigFromHf(options.config);
+      else if (existsSync(configPath)) config = owlVitConfigFromHf(JSON.parse(readFileSync(configPath, 'utf8')));
+      else throw new Error('no config.json in this folder');
+    } catch (err) {
+      throw new GpuError(op, `${options.config ? 'config' : configPath}: ${(err as Error).message}`, { cause: err });
+    }
+    let reader: WeightReader & { close(): void };
+    try {
+      reader = openWeightReader(dir);
+    } catch (err) {
+      throw new GpuError(op, (err as Error).message, { cause: err });
+    }
+    const loaded: Map<string, Tensor>[] = [];
+    try {
+      const used = new Set<string>();
+      const conv = hfNames('owlvit.');
+      loaded.push(loadTower(gpu, reader, conv, 'vision', config.vision, config.embedDim, dtype, used, ['proj']));
+      loaded.push(loadTower(gpu, reader, conv, 'text', config.text, config.embedDim, dtype, used));
+      loaded.push(loadHead(gpu, reader, config, dtype, used));
+      const unused = reader.names().filter((n) => !used.has(n) && !UNUSED_BY_DETECTION.includes(n));
+      if (unused.length) console.warn(`ovgpu: ${unused.length} tensor(s) in ${reader.path} not used by OWL-ViT: ${unused.slice(0, 5).join(', ')}${unused.length > 5 ? ', …' : ''}`);
+      const [vision, text, head] = loaded as [Map<string, Tensor>, Map<string, Tensor>, Map<string, Tensor>];
+      return new OwlVitDetector(gpu, { config, dtype, unused, vision, text, head });
+    } catch (err) {
+      for (const m of loaded) for (const t of m.values()) t.dispose();
+      throw err instanceof GpuError ? err : new GpuError(op, (err as Error).message, { cause: err });
+    } finally {
+      reader.close();
+    }
+  }
+
+  #assertUsable(op: string): void {
+    if (this.#disposed) throw new GpuError(op, 'the detector was disposed');
+  }
+
+  /** Graph weights: canonical names → constants of graph g. */
+  #weights(map: ReadonlyMap<string, Tensor>, g: GraphBuilder): Weights {
+    const values = new Map<string, Value>();
+    return (name) => {
+      let v = values.get(name);
+      if (!v) {
+        const t = map.get(name);
+        if (!t) throw new GpuError(OP, `no weight ${name}`);
+        values.set(name, (v = g.constant(t)));
+      }
+      return v;
+    };
+  }
+
+  #plan(key: string, build: (g: GraphBuilder) => void): Promise<GraphPlan> {
+    let entry = this.#plans.get(key);
+    if (!entry) {
+      const g = new GraphBuilder();
+      build(g);
+      const promise = g.compile(this.gpu);
+      const e: { promise: Promise<GraphPlan>; plan?: GraphPlan } = { promise };
+      promise.then(
+        (plan) => (this.#disposed ? plan.dispose() : (e.plan = plan)),
+        () => this.#plans.delete(key),
+      );
+      this.#plans.set(key, (entry = e));
+    }
+    return entry.promise;
+  }
+
+  #checkPixels(op: string, pixels: Float32Array, shape: readonly number[], what = 'pixels'): number {
+    const s = this.config.vision.imageSize;
+    check(
+      shape.length === 4 && shape[0]! >= 1 && Number.isInteger(shape[0]) && shape[1] === 3 && shape[2] === s && shape[3] === s,
+      op,
+      () => `${what} must be [B, 3, ${s}, ${s}] (B ≥ 1), got [${shape.join(', ')}]`,
+    );
+    check(pixels?.length === shape[0]! * 3 * s * s, op, () => `${what} hold ${pixels?.length} values, expected ${shape[0]! * 3 * s * s} for [${shape.join(', ')}]`);
+    return shape[0]!;
+  }
+
+  /**
+   * Runs the vision tower and the query-independent heads once: boxes, and the class head's inputs
+   * kept on the GPU for scoring queries later (queryText / queryImage). With `imageEmbeds` the
+   * feature map is also read back.
+   */
+  async embedImage(pixelValues: Float32Array, pixelShape: readonly number[], options: { imageEmbeds?: boolean } = {}): Promise<OwlVitImageEmbedding> {
+    const op = `${OP}.embedImage`;
+    this.#assertUsable(op);
+    const b = this.#checkPixels(op, pixelValues, pixelShape);
+    const { gridSize: g, text } = this.config;
+    const n = g * g;
+    const plan = await this.#plan(`vision:${b}`, (gb) => {
+      const out = imageHeads(gb, this.#weights(this.weights.vision, gb), this.#weights(this.weights.head, gb), this.config, gb.input('pixels', pixelShape, this.dtype));
+      for (const [name, v] of Object.entries(out)) gb.output(name, v);
+    });
+    const tensors = {
+      classEmbedsRaw: Tensor.empty(this.gpu, [b, n, text.width], this.dtype),
+      logitShift: Tensor.empty(this.gpu, [b, n, 1], this.dtype),
+      logitScale: Tensor.empty(this.gpu, [b, n, 1], this.dtype),
+    };
+    try {
+      const { outputs } = await plan.run({ pixels: pixelValues }, { outputs: ['predBoxes', ...(options.imageEmbeds ? ['imageEmbeds'] : [])], copyTo: tensors });
+      const e = new OwlVitImageEmbedding({
+        batch: b,
+        predBoxes: outputs.predBoxes as Float32Array,
+        imageEmbeds: outputs.imageEmbeds as Float32Array | undefined,
+        tensors,
+        onDispose: (x) => this.#embeddings.delete(x),
+      });
+      this.#embeddings.add(e);
+      return e;
+    } catch (err) {
+      for (const t of Object.values(tensors)) t.dispose();
+      throw err;
+    }
+  }
+
+  /**
+   * L2-normalised text embeddings [T, E] of token id rows [T, L] (pooled at each row's argmax, as
+   * OWL-ViT). Each row's embedding is cached by its tokens up to the pooled one (all that a causal
+   * tower reads there), so repeated queries skip the text tower.
+   */
+  async embedText(inputIds: Int32Array, idsShape: readonly number[], attentionMask?: ArrayLike<number>): Promise<Float32Array> {
+    const op = `${OP}.embedText`;
+    this.#assertUsable(op);
+    const t = this.config.text;
+    check(idsShape.length === 2 && idsShape.every((d) => Number.isInteger(d)) && idsShape[0]! >= 1 && idsShape[1]! >= 1 && idsShape[1]! <= t.contextLength, op, () => `ids must be [T, L] with T ≥ 1 and 1 ≤ L ≤ ${t.contextLength}, got [${idsShape.join(', ')}]`);
+    const [rows, l] = idsShape as [number, number];
+    check(inputIds instanceof Int32Array && inputIds.length === rows * l, op, () => `inputIds must be an Int32Array of ${rows * l} ids for [${rows}, ${l}], got ${inputIds?.length} values`);
+    for (const id of inputIds) check(id >= 0 && id < t.vocabSize, op, () => `token id ${id} outside the vocabulary [0, ${t.vocabSize})`);
+    const pool = poolIndices(inputIds, rows, l);
+    if (attentionMask) {
+      check(attentionMask.length === rows * l, op, () => `attentionMask has ${attentionMask.length} values, expected ${rows * l} like inputIds`);
+      for (let r = 0; r < rows; r++) {
+        // Under the causal mask only keys up to the pooled token reach the output.
+        for (let k = r * l; k <= pool[r]!; k++) check(attentionMask[k] !== 0, op, () => `attentionMask row ${r} masks token ${k - r * l}, before its pooled token ${pool[r]! - r * l}: only padding after it is supported`);
+      }
+    }
+    const keys = Array.from({ length: rows }, (_, r) => inputIds.subarray(r * l, pool[r]! + 1).join(','));
+    const missing = [...new Set(keys.filter((k) => !this.#textCache.has(k)))];
+    if (missing.length) {
+      const bucket = 2 ** Math.ceil(Math.log2(missing.length));
+      const plan = await this.#plan(`text:${bucket}:${l}`, (g) => {
+        g.output('textEmbeds', textEmbeds(g, this.#weights(this.weights.text, g), this.config, g.input('ids', [bucket, l], 'i32'), g.input('pool', [bucket], 'i32')));
+      });
+      const ids = new Int32Array(bucket * l);
+      const poolAt = new Int32Array(bucket);
+      missing.forEach((k, i) => {
+        const r = keys.indexOf(k);
+        ids.set(inputIds.subarray(r * l, (r + 1) * l), i * l);
+        poolAt[i] = i * l + (pool[r]! - r * l);
+      });
+      for (let i = missing.length; i < bucket; i++) poolAt[i] = i * l;
+      const out = (await plan.run({ ids, pool: poolAt })).outputs.textEmbeds as Float32Array;
+      const e = this.config.embedDim;
+      missing.forEach((k, i) => this.#textCache.set(k, out.slice(i * e, (i + 1) * e)));
+      while (this.#textCache.size > TEXT_CACHE_SIZE) this.#textCache.delete(this.#textCache.keys().next().value!);
+    }
+    const e = this.config.embedDim;
+    const result = new Float32Array(rows * e);
+    keys.forEach((k, r) => result.set(this.#textCache.get(k)!, r * e));
+    return result;
+  }
+
+  /** Class logits of an embedded image against query embeddings [Bq, Q, Dt] (Bq = 1 or the batch) with mask [Bq, Q]. */
+  async #score(op: string, image: OwlVitImageEmbedding, queries: Float32Array, qShape: readonly [number, number, number], mask: Int32Array): Promise<{ logits: Float32Array; classEmbeds: Float32Array }> {
+    check(image instanceof OwlVitImageEmbedding && !image.disposed, op, 'the image embedding was disposed (or is not one)');
+    check(this.#embeddings.has(image), op, 'the image embedding belongs to another detector');
+    const b = image.batch;
+    const [bq, q, dt] = qShape;
+    check(bq === 1 || bq === b, op, () => `queries for ${bq} images cannot score a batch of ${b} (give 1 or ${b})`);
+    const plan = await this.#plan(`score:${b}:${bq}:${q}`, (g) => {
+      const input = (name: string, t: Tensor) => g.input(name, t.shape, t.dtype);
+      const { tensors } = image;
+      const out = classLogits(
+        g,
+        { classEmbedsRaw: input('classEmbedsRaw', tensors.classEmbedsRaw), logitShift: input('logitShift', tensors.logitShift), logitScale: input('logitScale', tensors.logitScale) },
+        g.input('queries', [bq, q, dt], this.dtype),
+        g.input('mask', [bq, q], 'i32'),
+      );
+      g.output('logits', out.logits);
+      g.output('classEmbeds', out.classEmbeds);
+    });
+    const { outputs } = await plan.run({ ...image.tensors, queries, mask });
+    return { logits: outputs.logits as Float32Array, classEmbeds: outputs.classEmbeds as Float32Array };
+  }
+
+  /**
+   * Scores an embedded image against text queries: ids [B·Q, L], Q per image, image-major (HF's
+   * layout; a row whose first id is 0 is a padded query and gets -1e6).
+   */
+  async queryText(image: OwlVitImageEmbedding, query: { inputIds: Int32Array; idsShape: readonly number[]; attentionMask?: ArrayLike<number> }): Promise<{ logits: Float32Array; classEmbeds: Float32Array; textEmbeds: Float32Array }> {
+    const op = `${OP}.queryText`;
+    this.#assertUsable(op);
+    const rows = query.idsShape[0]!;
+    check(Number.isInteger(rows) && rows >= 1 && rows % image.batch === 0, op, () => `ids must have B·Q rows for a batch of ${image.batch}, got ${rows}`);
+    const textEmbeds = await this.embedText(query.inputIds, query.idsShape, query.attentionMask);
+    const q = rows / image.batch;
+    const l = query.idsShape[1]!;
+    // HF's query_mask: a query whose first token id is 0 is padding.
+    const mask = Int32Array.from({ length: rows }, (_, r) => (query.inputIds[r * l]! > 0 ? 1 : 0));
+    const scored = await this.#score(op, image, textEmbeds, [image.batch, q, this.config.embedDim], mask);
+    return { ...scored, textEmbeds };
+  }
+
+  /** OwlViTForObjectDetection.forward: text-queried detection of a batch of images. */
+  async predict(inputs: PredictInputs): Promise<PredictOutputs> {
+    const op = `${OP}.predict`;
+    this.#assertUsable(op);
+    check(inputs && typeof inputs === 'object', op, 'expected { pixelValues, pixelShape, inputIds, idsShape, attentionMask? }');
+    const b = this.#checkPixels(op, inputs.pixelValues, inputs.pixelShape);
+    check(Array.isArray(inputs.idsShape) && inputs.idsShape.length === 2 && inputs.idsShape[0]! % b === 0 && inputs.idsShape[0]! >= b, op, () => `idsShape must be [B·Q, L] with B = ${b}, got [${inputs.idsShape?.join(', ')}]`);
+    // Check the text before running the vision tower.
+    await this.embedText(inputs.inputIds, inputs.idsShape, inputs.attentionMask);
+    const image = await this.embedImage(inputs.pixelValues, inputs.pixelShape, { imageEmbeds: true });
+    try {
+      const scored = await this.queryText(image, inputs);
+      return { logits: scored.logits, predBoxes: image.predBoxes, classEmbeds: scored.classEmbeds, imageEmbeds: image.imageEmbeds!, textEmbeds: scored.textEmbeds };
+    } finally {
+      image.dispose();
+    }
+  }
+
+  /**
+   * Scores embedded target images against query images' embeddings (OwlViTForObjectDetection's
+   * image_guided_detection from two embeddings). The query has 1 image or one per target image.
+   */
+  async queryImage(target: OwlVitImageEmbedding, query: OwlVitImageEmbedding, options: { queryBox?: ImageGuidedInputs['queryBox'] } = {}): Promise<Omit<ImageGuidedOutputs, 'imageEmbeds' | 'queryImageEmbeds'>> {
+    const op = `${OP}.imageGuided`;
+    this.#assertUsable(op);
+    check(query instanceof OwlVitImageEmbedding && !query.disposed, op, 'the query image embedding was disposed (or is not one)');
+    const nq = query.batch;
+    check(nq === 1 || nq === target.batch, op, () => `${nq} query images for ${target.batch} target images: give 1 or ${target.batch}`);
+    const boxes = normaliseQueryBoxes(op, options.queryBox, nq);
+    const n = this.numPatches;
+    const dt = this.config.text.width;
+    const raw = (await query.tensors.classEmbedsRaw.read()) as Float32Array;
+    const bestBoxIndices = new Int32Array(nq);
+    const queryEmbeds = new Float32Array(nq * dt);
+    for (let i = 0; i < nq; i++) {
+      const embeds = raw.subarray(i * n * dt, (i + 1) * n * dt);
+      const best = selectImageQuery(query.predBoxes.subarray(i * n * 4, (i + 1) * n * 4), embeds, n, boxes?.[i]);
+      check(best >= 0, op, `no predicted box of query image ${i} qualifies as the query (IoUs are NaN, or every generalized IoU is negative)`);
+      bestBoxIndices[i] = best;
+      queryEmbeds.set(embeds.subarray(best * dt, (best + 1) * dt), i * dt);
+    }
+    const { logits, classEmbeds } = await this.#score(op, target, queryEmbeds, [nq, 1, dt], new Int32Array(nq).fill(1));
+    return { logits, targetPredBoxes: target.predBoxes, queryPredBoxes: query.predBoxes, bestBoxIndices, queryEmbeds, classEmbeds };
+  }
+
+  /** OwlViTForObjectDetection.image_guided_detection: detect what a query image shows. */
+  async imageGuided(inputs: ImageGuidedInputs): Promise<ImageGuidedOutputs> {
+    const op = `${OP}.imageGuided`;
+    this.#assertUsable(op);
+    check(inputs && typeof inputs === 'object', op, 'expected { pixelValues, pixelShape, queryPixelValues, queryShape, queryBox? }');
+    const b = this.#checkPixels(op, inputs.pixelValues, inputs.pixelShape);
+    const nq = this.#checkPixels(op, inputs.queryPixelValues, inputs.queryShape, 'query pixels');
+    check(nq === 1 || nq === b, op, () => `${nq} query images for ${b} target images: give 1 or ${b}`);
+    normaliseQueryBoxes(op, inputs.queryBox, nq);
+    const target = await this.embedImage(inputs.pixelValues, inputs.pixelShape, { imageEmbeds: true });
+    let query: OwlVitImageEmbedding | undefined;
+    try {
+      query = await this.embedImage(inputs.queryPixelValues, inputs.queryShape, { imageEmbeds: true });
+      const out = await this.queryImage(target, query, { queryBox: inputs.queryBox });
+      return { ...out, imageEmbeds: target.imageEmbeds!, queryImageEmbeds: query.imageEmbeds! };
+    } finally {
+      target.dispose();
+      query?.dispose();
+    }
+  }
+
+  /** HF post_process_object_detection of predict's outputs (see postprocess.ts). */
+  postProcess(outputs: Pick<PredictOutputs, 'logits' | 'predBoxes'>, options: PostProcessOptions = {}): Detections[] {
+    const [b, n, q] = this.#outputShape(`${OP}.postProcess`, outputs.logits, outputs.predBoxes);
+    return postProcessObjectDetection(outputs.logits, outputs.predBoxes, [b, n, q], options);
+  }
+
+  /** HF post_process_image_guided_detection of imageGuided's outputs, NMS on the GPU (see postprocess.ts). */
+  postProcessImageGuided(outputs: Pick<ImageGuidedOutputs, 'logits' | 'targetPredBoxes'>, options: ImageGuidedPostProcessOptions = {}): Promise<Detections[]> {
+    const op = `${OP}.postProcessImageGuided`;
+    try {
+      this.#assertUsable(op);
+      const shape = this.#outputShape(op, outputs.logits, outputs.targetPredBoxes);
+      return postProcessImageGuided(this.gpu, outputs.logits, outputs.targetPredBoxes, shape, options);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  #outputShape(op: string, logits: ArrayLike<number>, boxes: ArrayLike<number>): [number, number, number] {
+    const n = this.numPatches;
+    check(logits && boxes && boxes.length > 0 && boxes.length % (4 * n) === 0, op, () => `boxes must be [B, ${n}, 4], got ${boxes?.length} values`);
+    const b = boxes.length / (4 * n);
+    check(logits.length > 0 && logits.length % (b * n) === 0, op, () => `logits must be [${b}, ${n}, Q], got ${logits.length} values`);
+    return [b, n, logits.length / (b * n)];
+  }
+
+  /** Frees plans, weights, cached text embeddings and every image embedding not yet disposed; returns the GPU's stats after. */
+  dispose(): GpuStats {
+    if (!this.#disposed) {
+      this.#disposed = true;
+      for (const e of [...this.#embeddings]) e.dispose();
+      // Plans still compiling dispose themselves when they resolve (see #plan).
+      for (const { plan } of this.#plans.values()) plan?.dispose();
+      this.#plans.clear();
+      this.#textCache.clear();
+      for (const m of Object.values(this.weights)) for (const t of m.values()) t.dispose();
+    }
+    return this.gpu.stats();
+  }
+}
+
+/** queryBox as one box per query image (or undefined), checked. */
+function normaliseQueryBoxes(op: string, box: ImageGuidedInputs['queryBox'], nq: number): (readonly number[])[] | undefined {
+  if (box === undefined) return undefined;
+  const boxes = typeof box[0] === 'number' ? Array.from({ length: nq }, () => box as readonly number[]) : [...(box as readonly (readonly number[])[])];
+  check(boxes.length === nq, op, () => `queryBox: ${boxes.length} boxes for ${nq} query images`);
+  for (const b of boxes) {
+    check(Array.isArray(b) && b.length === 4 && b.every(Number.isFinite) && b[2]! > b[0]! && b[3]! > b[1]!, op, () => `queryBox ${JSON.stringify(b)} must be (x1, y1, x2, y2) normalised to the query image, with x2 > x1 and y2 > y1`);
+  }
+  return boxes;
+}
+
+/** Uploads the detection heads' parameters under their canonical names, checking shapes. */
+function loadHead(gpu: Gpu, reader: WeightReader, config: OwlVitConfig, dtype: DType, used: Set<string>): Map<string, Tensor> {
+  const out = new Map<string, Tensor>();
+  try {
+    for (const [param, { name, shape }] of headShapes(config)) {
+      const found = reader.shape(name);
+      if (!found) throw new Error(`${reader.path}: missing tensor ${JSON.stringify(name)} (detection head), expected shape [${shape.join(', ')}]`);
+      if (found.join() !== shape.join()) throw new Error(`${reader.path}: tensor ${JSON.stringify(name)} has shape [${found.join(', ')}], expected [${shape.join(', ')}]`);
+      used.add(name);
+      out.set(param, Tensor.from(gpu, reader.read(name), shape, dtype));
+    }
+    return out;
+  } catch (err) {
+    for (const t of out.values()) t.dispose();
+    throw err;
+  }
+}
