@@ -46,6 +46,20 @@ describe('ovgpu detect', () => {
     const meta = await sharp(png).metadata();
     expect([meta.format, meta.width, meta.height]).toEqual(['png', 320, 240]);
   });
+
+  it('image-guided with --json - (stdout holds only the JSON), NMS 0.3 and --top', () => {
+    const r = ovgpu('detect', SAMPLE, SAMPLE, '--image-query', SAMPLE, '--top', '3', '--json', '-');
+    expect(r.status, r.stderr).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out).toMatchObject({ queries: { image: SAMPLE }, threshold: 0, nms: 0.3 });
+    expect(out.images).toHaveLength(2);
+    for (const img of out.images) {
+      expect(img.detections.length).toBeGreaterThan(0);
+      expect(img.detections.length).toBeLessThanOrEqual(3);
+      // Rescaled as the reference: the best box of an image scores 1.
+      expect(img.detections[0].score).toBeCloseTo(1, 5);
+    }
+  });
 });
 
 describe('ovgpu classify-regions', () => {
@@ -81,6 +95,7 @@ describe('bad input: a non-zero exit and one line saying why', () => {
     ['unknown flag', () => ['detect', SAMPLE, '--query', 'a cat', '--frobnicate'], /unknown option --frobnicate/],
     ['flag without a value', () => ['detect', SAMPLE, '--query'], /--query needs a value/],
     ['threshold out of range', () => ['detect', SAMPLE, '--query', 'a cat', '--threshold', '2'], /--threshold must be in \[0, 1\]/],
+    ['top not an integer', () => ['detect', SAMPLE, '--query', 'a cat', '--top', '1.5'], /--top must be an integer/],
     ['threshold not a number', () => ['detect', SAMPLE, '--query', 'a cat', '--threshold', 'high'], /--threshold needs a number/],
     ['unreadable image query', () => ['detect', SAMPLE, '--image-query', join(dir, 'not-an-image.png')], /cannot read image/],
     ['unknown command', () => ['detcet', SAMPLE], /unknown command detcet/],

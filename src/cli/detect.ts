@@ -6,11 +6,15 @@ import { dirname, join, relative } from 'node:path';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Gpu } from '../gpu/gpu.js';
-import { OwlVitDetector } from '../models/owlvit/index.js';
+import { Tensor } from '../tensor.js';
+import { batchedNms } from '../kernels/nms.js';
+import { OwlVitDetector, type Detections, type OwlVitImageEmbedding } from '../models/owlvit/index.js';
+import { ClipTokenizer } from '../models/tokenizer/index.js';
+import { preprocessOwlVit } from '../models/preprocess/index.js';
 import { TINY_OWLVIT, writeRandomModel } from '../models/random.js';
 import { numberIn, parseArgs, UsageError } from './args.js';
 import { writeAnnotated } from './annotate.js';
-import { checkImage, checkModelDir, numberedPath, round, writeJson } from './common.js';
+import { checkImage, checkModelDir, firstLine, numberedPath, round, writeJson } from './common.js';
 import { weightsSize, withProgress } from './progress.js';
 
 export const DETECT_USAGE = `usage: ovgpu detect <image…> [--model <owlvit dir>] --query <text>… [options]
@@ -20,6 +24,7 @@ export const DETECT_USAGE = `usage: ovgpu detect <image…> [--model <owlvit dir
   --image-query FILE   detect what this image shows instead of text queries (image-guided)
   --threshold X        keep detections scoring above X (default 0.1; 0 for --image-query)
   --nms X              class-aware NMS at IoU X (default: off for text, 0.3 for --image-query)
+  --top N              keep only the N best detections per image
   --dtype f32|f16      weight storage (default f32)
   --json FILE          write the detections as JSON ('-' for stdout)
   --out FILE           write the image with boxes, labels and scores (PNG; -1, -2, … for several images)`;
@@ -30,6 +35,7 @@ const FLAGS = {
   '--image-query': 'string',
   '--threshold': 'number',
   '--nms': 'number',
+  '--top': 'number',
   '--dtype': 'string',
   '--json': 'string',
   '--out': 'string',
@@ -65,6 +71,74 @@ function realModelCommand(argv: readonly string[]): string {
   return ['node', cli, 'detect', ...argv.map(quote), '--model', '/path/to/owlvit-base-patch32'].join(' ');
 }
 
+/** Detections listed per image on stdout. */
+const LISTED = 15;
+
+export interface Detection {
+  box: [number, number, number, number];
+  score: number;
+  /** Index of the query. */
+  label: number;
+  query: string;
+}
+
+/** Class-aware NMS (kernels.batchedNms on the GPU) of one image's detections. */
+async function classAwareNms(gpu: Gpu, d: Detections, iouThreshold: number): Promise<Detections> {
+  const k = d.scores.length;
+  if (k === 0) return d;
+  const tensors = [Tensor.from(gpu, d.boxes, [k, 4]), Tensor.from(gpu, d.scores, [k]), Tensor.from(gpu, d.labels, [k], 'i32')] as const;
+  try {
+    const keep = await batchedNms(gpu, ...tensors, { iouThreshold });
+    return { scores: Float32Array.from(keep, (i) => d.scores[i]!), labels: Int32Array.from(keep, (i) => d.labels[i]!), boxes: Float32Array.from([...keep].flatMap((i) => [...d.boxes.subarray(4 * i, 4 * i + 4)])) };
+  } finally {
+    for (const t of tensors) t.dispose();
+  }
+}
+
+/**
+ * Detections per image, best first: text queries (HF post_process_object_detection, then the
+ * optional class-aware NMS), or one query image (HF post_process_image_guided_detection, NMS 0.3 by
+ * default). Each image is embedded once; the query image too, whatever the number of targets.
+ */
+async function runDetector(det: OwlVitDetector, tokenizer: ClipTokenizer | undefined, images: readonly string[], query: readonly string[] | { image: string }, threshold: number, nms: number | undefined): Promise<Detection[][]> {
+  const size = det.config.vision.imageSize;
+  const isText = Array.isArray(query);
+  const l = det.config.text.contextLength;
+  // HF's processor pads every query to the text context; longer queries are cut (EOT kept last).
+  const ids = isText ? Int32Array.from((query as string[]).flatMap((q) => [...tokenizer!.encode(q, { contextLength: l, truncate: true })])) : undefined;
+  let queryImage: OwlVitImageEmbedding | undefined;
+  if (!isText) {
+    const q = await preprocessOwlVit((query as { image: string }).image, { size });
+    queryImage = await det.embedImage(q.data, q.shape);
+  }
+  const names = isText ? (query as string[]) : [`image ${(query as { image: string }).image}`];
+  const out: Detection[][] = [];
+  try {
+    for (const image of images) {
+      const p = await preprocessOwlVit(image, { size });
+      const emb = await det.embedImage(p.data, p.shape);
+      let d: Detections;
+      try {
+        if (ids) {
+          const scored = await det.queryText(emb, { inputIds: ids, idsShape: [names.length, l] });
+          d = det.postProcess({ logits: scored.logits, predBoxes: emb.predBoxes }, { threshold, targetSizes: [p.originalSize] })[0]!;
+          if (nms !== undefined) d = await classAwareNms(det.gpu, d, nms);
+        } else {
+          const scored = await det.queryImage(emb, queryImage!);
+          d = (await det.postProcessImageGuided({ logits: scored.logits, targetPredBoxes: scored.targetPredBoxes }, { threshold, nmsThreshold: nms ?? 0.3, targetSizes: [p.originalSize] }))[0]!;
+        }
+      } finally {
+        emb.dispose();
+      }
+      const dets = Array.from(d.scores, (score, i) => ({ box: [...d.boxes.subarray(4 * i, 4 * i + 4)] as Detection['box'], score, label: d.labels[i]!, query: names[d.labels[i]!]! }));
+      out.push(dets.sort((a, b) => b.score - a.score));
+    }
+  } finally {
+    queryImage?.dispose();
+  }
+  return out;
+}
+
 export async function detect(argv: string[], openGpu: (backend?: string, adapter?: string) => Promise<Gpu>): Promise<void> {
   const args = parseArgs(argv, FLAGS);
   const images = args.positional;
@@ -76,6 +150,8 @@ export async function detect(argv: string[], openGpu: (backend?: string, adapter
   if (queries.some((q) => q.trim() === '')) throw new UsageError('a --query is empty');
   const threshold = numberIn(args, '--threshold', 0, 1, imageQuery ? 0 : 0.1)!;
   const nms = numberIn(args, '--nms', 0, 1, imageQuery ? 0.3 : undefined);
+  const top = numberIn(args, '--top', 1, Number.MAX_SAFE_INTEGER);
+  if (top !== undefined && !Number.isInteger(top)) throw new UsageError(`--top must be an integer, got ${top}`);
   const dtype = args.strings.get('--dtype') ?? 'f32';
   if (dtype !== 'f32' && dtype !== 'f16') throw new UsageError(`--dtype must be f32 or f16, got ${dtype}`);
   const given = args.strings.get('--model');
@@ -85,17 +161,30 @@ export async function detect(argv: string[], openGpu: (backend?: string, adapter
   if (imageQuery) await checkImage(imageQuery);
 
   const model = given ?? (await tinyModel());
+  let tokenizer: ClipTokenizer | undefined;
+  if (!imageQuery) {
+    try {
+      tokenizer = ClipTokenizer.load(model);
+    } catch (err) {
+      throw new UsageError(`no tokenizer for the text queries in ${model}: ${firstLine(err)}`);
+    }
+  }
   const gpu = await openGpu(args.strings.get('--backend'), args.strings.get('--adapter'));
   try {
     const det = await withProgress(`loading OWL-ViT from ${model} (${weightsSize(model)})`, () => OwlVitDetector.load(gpu, model, { dtype }));
-    const results = await det.detect(images, imageQuery ? { image: imageQuery } : queries, { threshold, nmsThreshold: nms });
-    det.dispose();
-    const names = imageQuery ? [`image ${imageQuery}`] : queries;
-    results.forEach((dets, i) => {
-      console.log(`${images[i]} (${sizes[i]!.width}×${sizes[i]!.height}): ${dets.length} detection${dets.length === 1 ? '' : 's'}`);
-      for (const d of dets) console.log(`  ${d.score.toFixed(3)}  ${names[d.label] ?? d.query}  [${d.box.map((v) => round(v, 1)).join(', ')}]`);
-    });
+    let results: Detection[][];
+    try {
+      results = (await runDetector(det, tokenizer, images, imageQuery ? { image: imageQuery } : queries, threshold, nms)).map((d) => d.slice(0, top));
+    } finally {
+      det.dispose();
+    }
     const json = args.strings.get('--json');
+    // With --json - stdout carries the JSON alone.
+    if (json !== '-') results.forEach((dets, i) => {
+      console.log(`${images[i]} (${sizes[i]!.width}×${sizes[i]!.height}): ${dets.length} detection${dets.length === 1 ? '' : 's'}`);
+      for (const d of dets.slice(0, LISTED)) console.log(`  ${d.score.toFixed(3)}  ${d.query}  [${d.box.map((v) => round(v, 1)).join(', ')}]`);
+      if (dets.length > LISTED) console.log(`  … and ${dets.length - LISTED} more (all of them in --json)`);
+    });
     if (json) {
       writeJson(json, {
         model: given ?? null,
@@ -110,7 +199,7 @@ export async function detect(argv: string[], openGpu: (backend?: string, adapter
     if (out) {
       for (const [i, image] of images.entries()) {
         const file = numberedPath(out, i, images.length);
-        await writeAnnotated(image, file, results[i]!.map((d) => ({ box: d.box, text: `${names[d.label] ?? d.query} ${d.score.toFixed(2)}`, color: d.label })));
+        await writeAnnotated(image, file, results[i]!.map((d) => ({ box: d.box, text: `${d.query} ${d.score.toFixed(2)}`, color: d.label })));
         console.error(`wrote ${file}`);
       }
     }

@@ -85,11 +85,12 @@ export async function classifyRegions(argv: string[], openGpu: (backend?: string
       topK,
       resize,
     });
-    for (const r of results) {
+    const json = args.strings.get('--json');
+    // With --json - stdout carries the JSON alone.
+    if (json !== '-') for (const r of results) {
       const fmt = (xs: { name: string; score: number }[]) => xs.map((c) => `${c.name} ${c.score.toFixed(3)}`).join(', ');
       console.log(`[${r.box.map((v) => round(v, 1)).join(', ')}]  ${fmt(r.categories)}${r.attributes.length ? `  | ${fmt(r.attributes)}` : ''}`);
     }
-    const json = args.strings.get('--json');
     if (json) writeJson(json, { model, image, resize, regions: results });
     const out = args.strings.get('--out');
     if (out) {
