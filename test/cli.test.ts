@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { TINY_OWLVIT, writeRandomModel } from '../src/models/random.js';
+import { TINY_CLIP, writeRandomModel } from '../src/models/random.js';
 
 const CLI = join(__dirname, '..', 'dist', 'cli.js');
 const SAMPLE = join(__dirname, '..', 'assets', 'sample.png');
@@ -22,7 +22,7 @@ beforeAll(() => {
   writeFileSync(join(dir, 'not-an-image.png'), 'hello');
   writeFileSync(join(dir, 'boxes.json'), JSON.stringify([[28, 40, 118, 130], { box: [165, 35, 265, 135] }]));
   // A small random CLIP with the byte-level tokenizer (its answers mean nothing; the plumbing does).
-  writeRandomModel(join(dir, 'clip'), 'clip', { ...TINY_OWLVIT, vision: { ...TINY_OWLVIT.vision!, imageSize: 64 } }, 5);
+  writeRandomModel(join(dir, 'clip'), 'clip', TINY_CLIP, 5);
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 

@@ -21,6 +21,9 @@ export const TINY_OWLVIT: ClipConfig = {
   embedDim: 64,
 };
 
+/** A tiny CLIP (TINY_OWLVIT's towers at 64 px: a 2 × 2 grid) for examples and tests. */
+export const TINY_CLIP: ClipConfig = { ...TINY_OWLVIT, vision: { ...TINY_OWLVIT.vision!, imageSize: 64 } };
+
 /** ViT-B/32 towers (CLIP at 224 px; OWL-ViT B/32 uses them at 768 px with 16 text positions). */
 export function vitB32(kind: RandomModelKind): ClipConfig {
   const tower = { width: 768, layers: 12, heads: 12, mlpWidth: 3072, activation: 'quick_gelu' as const, eps: 1e-5 };

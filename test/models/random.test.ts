@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ClipModel, ClipTokenizer, RegionClassifier, readSafetensors } from '../../src/index.js';
-import { TINY_OWLVIT, randomParams, writeRandomModel } from '../../src/models/random.js';
+import { TINY_CLIP, TINY_OWLVIT, randomParams, writeRandomModel } from '../../src/models/random.js';
 import { useGpu } from '../util/gpu.js';
 
 const getGpu = useGpu();
@@ -34,7 +34,7 @@ describe('random-weight models', () => {
 
   it('a random CLIP folder drives the RegionClassifier end to end', async () => {
     const dir = join(root, 'clip');
-    writeRandomModel(dir, 'clip', { ...TINY_OWLVIT, vision: { ...TINY_OWLVIT.vision!, imageSize: 64 } }, 3);
+    writeRandomModel(dir, 'clip', TINY_CLIP, 3);
     const rc = await RegionClassifier.load(await getGpu(), dir);
     expect(rc.clip).toBeInstanceOf(ClipModel);
     expect(rc.clip.unusedWeights).toEqual([]);
