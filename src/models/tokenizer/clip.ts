@@ -30,7 +30,7 @@ const END_OF_WORD = '</w>';
 /** The OpenAI file holds more merges than CLIP uses: the reference keeps lines 1 … 48894. */
 const OPENAI_MERGES = 49152 - 256 - 2;
 /** File names looked for in a folder, in this order. */
-const FOLDER_FILES = ['tokenizer.json', 'vocab.json', 'bpe_simple_vocab_16e6.txt.gz'];
+export const TOKENIZER_FILES = ['tokenizer.json', 'vocab.json', 'bpe_simple_vocab_16e6.txt.gz'];
 const CACHE_LIMIT = 100_000;
 const utf8 = new TextEncoder();
 
@@ -90,8 +90,8 @@ export class ClipTokenizer {
   static load(path: string): ClipTokenizer {
     if (!existsSync(path)) throw new TokenizerError(`${path}: no such file or folder`);
     if (statSync(path).isDirectory()) {
-      const found = FOLDER_FILES.map((f) => join(path, f)).find((f) => existsSync(f));
-      if (!found) throw new TokenizerError(`${path}: folder holds none of ${FOLDER_FILES.join(', ')}`);
+      const found = TOKENIZER_FILES.map((f) => join(path, f)).find((f) => existsSync(f));
+      if (!found) throw new TokenizerError(`${path}: folder holds none of ${TOKENIZER_FILES.join(', ')}`);
       path = found;
     }
     const name = basename(path);

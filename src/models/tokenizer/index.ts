@@ -1,1 +1,1 @@
-export { ClipTokenizer, TokenizerError, bytesToUnicode, type EncodeOptions } from './clip.js';
+export { ClipTokenizer, TokenizerError, bytesToUnicode, TOKENIZER_FILES, type EncodeOptions } from './clip.js';
