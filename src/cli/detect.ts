@@ -6,15 +6,11 @@ import { dirname, join, relative } from 'node:path';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Gpu } from '../gpu/gpu.js';
-import { Tensor } from '../tensor.js';
-import { batchedNms } from '../kernels/nms.js';
-import { OwlVitDetector, type Detections, type OwlVitImageEmbedding } from '../models/owlvit/index.js';
-import { ClipTokenizer } from '../models/tokenizer/index.js';
-import { preprocessOwlVit } from '../models/preprocess/index.js';
+import { OwlVitDetector, type Detection } from '../models/owlvit/index.js';
 import { TINY_OWLVIT, writeRandomModel } from '../models/random.js';
 import { numberIn, parseArgs, UsageError } from './args.js';
 import { writeAnnotated } from './annotate.js';
-import { checkImage, checkModelDir, firstLine, numberedPath, round, writeJson } from './common.js';
+import { checkImage, checkModelDir, numberedPath, round, writeJson } from './common.js';
 import { weightsSize, withProgress } from './progress.js';
 
 export const DETECT_USAGE = `usage: ovgpu detect <image…> [--model <owlvit dir>] --query <text>… [options]
@@ -74,71 +70,6 @@ function realModelCommand(argv: readonly string[]): string {
 /** Detections listed per image on stdout. */
 const LISTED = 15;
 
-export interface Detection {
-  box: [number, number, number, number];
-  score: number;
-  /** Index of the query. */
-  label: number;
-  query: string;
-}
-
-/** Class-aware NMS (kernels.batchedNms on the GPU) of one image's detections. */
-async function classAwareNms(gpu: Gpu, d: Detections, iouThreshold: number): Promise<Detections> {
-  const k = d.scores.length;
-  if (k === 0) return d;
-  const tensors = [Tensor.from(gpu, d.boxes, [k, 4]), Tensor.from(gpu, d.scores, [k]), Tensor.from(gpu, d.labels, [k], 'i32')] as const;
-  try {
-    const keep = await batchedNms(gpu, ...tensors, { iouThreshold });
-    return { scores: Float32Array.from(keep, (i) => d.scores[i]!), labels: Int32Array.from(keep, (i) => d.labels[i]!), boxes: Float32Array.from([...keep].flatMap((i) => [...d.boxes.subarray(4 * i, 4 * i + 4)])) };
-  } finally {
-    for (const t of tensors) t.dispose();
-  }
-}
-
-/**
- * Detections per image, best first: text queries (HF post_process_object_detection, then the
- * optional class-aware NMS), or one query image (HF post_process_image_guided_detection, NMS 0.3 by
- * default). Each image is embedded once; the query image too, whatever the number of targets.
- */
-async function runDetector(det: OwlVitDetector, tokenizer: ClipTokenizer | undefined, images: readonly string[], query: readonly string[] | { image: string }, threshold: number, nms: number | undefined): Promise<Detection[][]> {
-  const size = det.config.vision.imageSize;
-  const isText = Array.isArray(query);
-  const l = det.config.text.contextLength;
-  // HF's processor pads every query to the text context; longer queries are cut (EOT kept last).
-  const ids = isText ? Int32Array.from((query as string[]).flatMap((q) => [...tokenizer!.encode(q, { contextLength: l, truncate: true })])) : undefined;
-  let queryImage: OwlVitImageEmbedding | undefined;
-  if (!isText) {
-    const q = await preprocessOwlVit((query as { image: string }).image, { size });
-    queryImage = await det.embedImage(q.data, q.shape);
-  }
-  const names = isText ? (query as string[]) : [`image ${(query as { image: string }).image}`];
-  const out: Detection[][] = [];
-  try {
-    for (const image of images) {
-      const p = await preprocessOwlVit(image, { size });
-      const emb = await det.embedImage(p.data, p.shape);
-      let d: Detections;
-      try {
-        if (ids) {
-          const scored = await det.queryText(emb, { inputIds: ids, idsShape: [names.length, l] });
-          d = det.postProcess({ logits: scored.logits, predBoxes: emb.predBoxes }, { threshold, targetSizes: [p.originalSize] })[0]!;
-          if (nms !== undefined) d = await classAwareNms(det.gpu, d, nms);
-        } else {
-          const scored = await det.queryImage(emb, queryImage!);
-          d = (await det.postProcessImageGuided({ logits: scored.logits, targetPredBoxes: scored.targetPredBoxes }, { threshold, nmsThreshold: nms ?? 0.3, targetSizes: [p.originalSize] }))[0]!;
-        }
-      } finally {
-        emb.dispose();
-      }
-      const dets = Array.from(d.scores, (score, i) => ({ box: [...d.boxes.subarray(4 * i, 4 * i + 4)] as Detection['box'], score, label: d.labels[i]!, query: names[d.labels[i]!]! }));
-      out.push(dets.sort((a, b) => b.score - a.score));
-    }
-  } finally {
-    queryImage?.dispose();
-  }
-  return out;
-}
-
 export async function detect(argv: string[], openGpu: (backend?: string, adapter?: string) => Promise<Gpu>): Promise<void> {
   const args = parseArgs(argv, FLAGS);
   const images = args.positional;
@@ -161,20 +92,12 @@ export async function detect(argv: string[], openGpu: (backend?: string, adapter
   if (imageQuery) await checkImage(imageQuery);
 
   const model = given ?? (await tinyModel());
-  let tokenizer: ClipTokenizer | undefined;
-  if (!imageQuery) {
-    try {
-      tokenizer = ClipTokenizer.load(model);
-    } catch (err) {
-      throw new UsageError(`no tokenizer for the text queries in ${model}: ${firstLine(err)}`);
-    }
-  }
   const gpu = await openGpu(args.strings.get('--backend'), args.strings.get('--adapter'));
   try {
     const det = await withProgress(`loading OWL-ViT from ${model} (${weightsSize(model)})`, () => OwlVitDetector.load(gpu, model, { dtype }));
     let results: Detection[][];
     try {
-      results = (await runDetector(det, tokenizer, images, imageQuery ? { image: imageQuery } : queries, threshold, nms)).map((d) => d.slice(0, top));
+      results = await det.detect(images, imageQuery ? { image: imageQuery } : queries, { threshold, nms, topK: top });
     } finally {
       det.dispose();
     }
