@@ -1,13 +1,13 @@
 // `ovgpu detect <image…> [--model <owlvit dir>] --query "a cat" … [--image-query q.jpg]`
 // Without --model it runs a tiny random-weight OWL-ViT that the project builds on first use
 // (.cache/tiny-owlvit), to show the whole pipeline on any machine; its boxes are meaningless.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join, relative } from 'node:path';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Gpu } from '../gpu/gpu.js';
 import { OwlVitDetector, type Detection } from '../models/owlvit/index.js';
-import { TINY_OWLVIT, writeRandomModel } from '../models/random.js';
+import { hfConfigJson, TINY_OWLVIT, writeRandomModel } from '../models/random.js';
 import { numberIn, parseArgs, UsageError } from './args.js';
 import { writeAnnotated } from './annotate.js';
 import { checkImage, checkModelDir, numberedPath, round, writeJson } from './common.js';
@@ -49,7 +49,9 @@ function packageRoot(): string {
 /** The random demo model's folder, written on first use (a few MB, seeded: the same everywhere). */
 async function tinyModel(): Promise<string> {
   for (const dir of [join(packageRoot(), '.cache', 'tiny-owlvit'), join(tmpdir(), 'ovgpu-tiny-owlvit')]) {
-    if (existsSync(join(dir, 'config.json'))) return dir;
+    // A folder from an older version of the demo model is rewritten.
+    const config = join(dir, 'config.json');
+    if (existsSync(config) && readFileSync(config, 'utf8') === JSON.stringify(hfConfigJson('owlvit', TINY_OWLVIT, 1), null, 2)) return dir;
     try {
       await withProgress(`writing the random-weight demo model to ${relative(process.cwd(), dir) || dir} (once)`, async () => writeRandomModel(dir, 'owlvit', TINY_OWLVIT, 1));
       return dir;

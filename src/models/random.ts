@@ -12,11 +12,11 @@ export type RandomModelKind = 'clip' | 'owlvit';
 export const BYTE_VOCAB_SIZE = 2 * 256 + 2;
 
 /**
- * The tiny OWL-ViT the CLI uses when no --model is given: 224-px input, patch 32 (a 7 × 7 grid, 49
+ * The tiny OWL-ViT the CLI uses when no --model is given: 256-px input, patch 32 (an 8 × 8 grid, 64
  * boxes), width 64, 2 layers per tower; vocabulary = the byte-level tokenizer below (514 ids).
  */
 export const TINY_OWLVIT: ClipConfig = {
-  vision: { width: 64, layers: 2, heads: 2, mlpWidth: 128, activation: 'quick_gelu', eps: 1e-5, imageSize: 224, patchSize: 32 },
+  vision: { width: 64, layers: 2, heads: 2, mlpWidth: 128, activation: 'quick_gelu', eps: 1e-5, imageSize: 256, patchSize: 32 },
   text: { width: 64, layers: 2, heads: 2, mlpWidth: 128, activation: 'quick_gelu', eps: 1e-5, contextLength: 32, vocabSize: BYTE_VOCAB_SIZE, eosTokenId: BYTE_VOCAB_SIZE - 1 },
   embedDim: 64,
 };
@@ -128,7 +128,7 @@ export function randomParams(kind: RandomModelKind, c: ClipConfig): Param[] {
 }
 
 /** A Hugging Face config.json for the model (one tower's config is left out when it is absent). */
-export function hfConfigJson(kind: RandomModelKind, c: ClipConfig): Record<string, unknown> {
+export function hfConfigJson(kind: RandomModelKind, c: ClipConfig, seed = 1): Record<string, unknown> {
   const { vision: v, text: t } = c;
   const tower = (x: TowerConfig) => ({
     hidden_size: x.width,
@@ -155,7 +155,7 @@ export function hfConfigJson(kind: RandomModelKind, c: ClipConfig): Record<strin
       },
     }),
     ...(v && { vision_config: { ...tower(v), model_type: `${kind}_vision_model`, image_size: v.imageSize, patch_size: v.patchSize, num_channels: 3 } }),
-    ovgpu_random_weights: true,
+    ovgpu_random_weights: { seed },
   };
 }
 
@@ -224,7 +224,7 @@ export function writeRandomModel(dir: string, kind: RandomModelKind, config: Cli
     writeFileSync(join(tmp, 'merges.txt'), merges);
     files.push('vocab.json', 'merges.txt');
   }
-  writeFileSync(join(tmp, 'config.json'), JSON.stringify(hfConfigJson(kind, config), null, 2));
+  writeFileSync(join(tmp, 'config.json'), JSON.stringify(hfConfigJson(kind, config, seed), null, 2));
   // config.json last: loaders look for it first.
   for (const f of files) renameSync(join(tmp, f), join(dir, f));
   rmSync(tmp, { recursive: true, force: true });

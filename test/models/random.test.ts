@@ -19,10 +19,10 @@ describe('random-weight models', () => {
     expect(readFileSync(join(a, 'model.safetensors')).equals(readFileSync(join(b, 'model.safetensors')))).toBe(true);
     const tensors = readSafetensors(join(a, 'model.safetensors'));
     expect([...tensors.keys()].sort()).toEqual(randomParams('owlvit', TINY_OWLVIT).map((p) => p.name).sort());
-    expect(tensors.get('owlvit.vision_model.embeddings.position_embedding.weight')!.shape).toEqual([50, 64]);
+    expect(tensors.get('owlvit.vision_model.embeddings.position_embedding.weight')!.shape).toEqual([65, 64]);
     expect(tensors.get('box_head.dense2.weight')!.shape).toEqual([4, 64]);
     const config = JSON.parse(readFileSync(join(a, 'config.json'), 'utf8'));
-    expect(config).toMatchObject({ model_type: 'owlvit', projection_dim: 64, vision_config: { image_size: 224, patch_size: 32 }, text_config: { vocab_size: 514, eos_token_id: 513 } });
+    expect(config).toMatchObject({ model_type: 'owlvit', projection_dim: 64, vision_config: { image_size: 256, patch_size: 32 }, text_config: { vocab_size: 514, eos_token_id: 513 } });
 
     // Every byte is a token: "a red" → SOT, a</w>, r, e, d</w>, EOT.
     const tok = ClipTokenizer.load(a);
