@@ -57,5 +57,6 @@ export const graphSuite: Suite = async (ctx) => {
   } finally {
     for (const t of weights.values()) t.dispose();
   }
+  notes.push('ms: wall time per forward (host pixels in, embeddings read back), each call awaited; eager frees each intermediate after its last use');
   return { rows, notes, appendix };
 };

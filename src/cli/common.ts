@@ -17,13 +17,10 @@ export async function checkImage(path: string): Promise<{ width: number; height:
   }
 }
 
-/** Fails unless `dir` is a model folder (config.json and weights), or a .safetensors file when `fileOk`. */
-export function checkModelDir(dir: string, fileOk = false): void {
+/** Fails unless `dir` is a model folder (holding config.json; the loaders check the weights). */
+export function checkModelDir(dir: string): void {
   if (!existsSync(dir)) throw new UsageError(`model folder ${dir} not found`);
-  if (!statSync(dir).isDirectory()) {
-    if (fileOk && dir.endsWith('.safetensors')) return;
-    throw new UsageError(`model ${dir} is not a folder (expected config.json + model.safetensors)`);
-  }
+  if (!statSync(dir).isDirectory()) throw new UsageError(`model ${dir} is not a folder (expected config.json + model.safetensors)`);
   if (!existsSync(`${dir}/config.json`)) throw new UsageError(`model folder ${dir} has no config.json`);
 }
 
