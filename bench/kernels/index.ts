@@ -3,6 +3,7 @@
 // re-exporting the `cases` of its bench/kernels/<name>.ts. The suite runs them in alphabetical
 // order of these names (a module namespace lists its exports sorted).
 export { cases as elementwise } from './elementwise.js';
+export { cases as attention } from './attention.js';
 export { cases as boxes } from './boxes.js';
 export { cases as layerNorm } from './layerNorm.js';
 export { cases as matmul } from './matmul.js';

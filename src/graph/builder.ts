@@ -8,6 +8,7 @@ import { elementwiseKernel } from '../kernels/elementwise.js';
 import { gatherKernel } from '../kernels/gather.js';
 import { matmulKernel, type MatmulActivation } from '../kernels/matmul.js';
 import { layerNormKernel } from '../kernels/layerNorm.js';
+import { attentionKernel, type AttentionVariant } from '../kernels/attention.js';
 import { softmaxKernel } from '../kernels/softmax.js';
 import { patchEmbedKernel } from '../kernels/patchEmbed.js';
 import { compileGraph, type GraphPlan } from './plan.js';
@@ -57,6 +58,19 @@ export interface GraphNode {
   readonly inputs: readonly Value[];
   readonly options: unknown;
   readonly outputs: readonly Value[];
+}
+
+export interface AttentionGraphOptions {
+  heads: number;
+  scale?: number;
+  /** 'causal', or an additive [L, L] f32 value. */
+  mask?: 'causal' | Value;
+  variant?: AttentionVariant;
+}
+
+function attentionOptions(o: AttentionGraphOptions, packed: boolean) {
+  const mask = o.mask === undefined ? ('none' as const) : o.mask === 'causal' ? ('causal' as const) : ('tensor' as const);
+  return { heads: o.heads, scale: o.scale, packed, mask, variant: o.variant };
 }
 
 /**
@@ -184,6 +198,18 @@ export class GraphBuilder {
   matmul(a: Value, b: Value, options: { transposeB?: boolean; bias?: Value; activation?: MatmulActivation; residual?: Value } = {}, label?: string): Value {
     const inputs = [a, b, ...(options.bias ? [options.bias] : []), ...(options.residual ? [options.residual] : [])];
     return this.op(matmulKernel, inputs, { transposeB: options.transposeB, activation: options.activation, hasBias: !!options.bias, hasResidual: !!options.residual }, label)[0]!;
+  }
+
+  /** Fused softmax(q·kᵀ·scale + mask)·v over q, k, v [B, L, H·Dh] (see kernels.attention). */
+  attention(q: Value, k: Value, v: Value, options: AttentionGraphOptions, label?: string): Value {
+    const mask = options.mask instanceof Value ? [options.mask] : [];
+    return this.op(attentionKernel, [q, k, v, ...mask], attentionOptions(options, false), label)[0]!;
+  }
+
+  /** The same from one packed qkv [B, L, 3·H·Dh], as a fused in-projection produces. */
+  attentionPacked(qkv: Value, options: AttentionGraphOptions, label?: string): Value {
+    const mask = options.mask instanceof Value ? [options.mask] : [];
+    return this.op(attentionKernel, [qkv, ...mask], attentionOptions(options, true), label)[0]!;
   }
 
   /** LayerNorm over the last dimension (see kernels.layerNorm). */

@@ -12,3 +12,4 @@ export * from './roiAlign.js';
 export * from './regionWordSimilarity.js';
 export * from './nms.js';
 export * from './matmul.js';
+export * from './attention.js';

@@ -1,0 +1,48 @@
+// Fused attention at the shapes CLIP ViT-B/32, CLIP's text tower and OWL-ViT B/32 (768 px) run.
+// The TF.js peer is the four-op attention (matMul q·kᵀ, mul scale, softmax, matMul ·v) on
+// [B·H, L, Dh] tensors; it also pays for splitting heads out of the [B, L, H·Dh] rows (two
+// transposes in, one out), which the fused kernel does by indexing.
+import { attentionKernel, type AttentionOptions } from '../../src/kernels/attention.js';
+import type { KernelBenchCase, TfjsPeer } from '../types.js';
+
+function tfjsAttention(heads: number, causal: boolean): TfjsPeer {
+  return (tf, inputs) =>
+    tf.tidy(() => {
+      const [B, L, width] = inputs[0].shape as number[];
+      const parts = inputs.length === 1 ? tf.split(inputs[0], 3, 2) : inputs;
+      const D = (inputs.length === 1 ? width! / 3 : width!) / heads;
+      const split = (x: any) => x.reshape([B, L, heads, D]).transpose([0, 2, 1, 3]).reshape([B! * heads, L, D]);
+      const [q, k, v] = parts.map(split);
+      let logits = tf.mul(tf.matMul(q, k, false, true), D ** -0.5);
+      if (causal) {
+        const keep = tf.linalg.bandPart(tf.ones([L, L]), -1, 0);
+        logits = tf.add(logits, tf.mul(tf.sub(1, keep), -1e9));
+      }
+      const out = tf.matMul(tf.softmax(logits), v);
+      return out.reshape([B, heads, L, D]).transpose([0, 2, 1, 3]).reshape([B, L, heads * D]);
+    });
+}
+
+function packedCase(label: string, batch: number, tokens: number, heads: number, causal = false): KernelBenchCase<AttentionOptions> {
+  return {
+    kernel: attentionKernel,
+    label,
+    inputs: [{ shape: [batch, tokens, 3 * heads * 64] }],
+    options: { heads, packed: true, mask: causal ? 'causal' : 'none' },
+    tfjs: tfjsAttention(heads, causal),
+  };
+}
+
+export const cases: KernelBenchCase<AttentionOptions>[] = [
+  packedCase('CLIP B/32 b1 attention, packed qkv, 50 tokens, 12 heads of 64', 1, 50, 12),
+  packedCase('CLIP B/32 b8 attention, packed qkv, 50 tokens, 12 heads of 64', 8, 50, 12),
+  {
+    kernel: attentionKernel,
+    label: 'CLIP B/32 b8 attention, separate q/k/v, 50 tokens, 12 heads of 64',
+    inputs: [{ shape: [8, 50, 768] }, { shape: [8, 50, 768] }, { shape: [8, 50, 768] }],
+    options: { heads: 12 },
+    tfjs: tfjsAttention(12, false),
+  },
+  packedCase('CLIP text b8 attention, causal, packed qkv, 77 tokens, 8 heads of 64', 8, 77, 8, true),
+  packedCase('OWL-ViT B/32 768px attention, packed qkv, 577 tokens, 12 heads of 64', 1, 577, 12),
+];
