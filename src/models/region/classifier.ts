@@ -11,7 +11,6 @@ import type { GraphPlan } from '../../graph/plan.js';
 import { roiAlignKernel } from '../../kernels/roiAlign.js';
 import { MAX_TOP_K, regionWordSimilarityKernel } from '../../kernels/regionWordSimilarity.js';
 import { ClipModel, type ClipLoadOptions } from '../clip/model.js';
-import { ClipTokenizer } from '../tokenizer/index.js';
 import { decodeImage, halfRoundedEven, preprocessClip, preprocessOwlVit, shortSideSize, type ImageInput, type PixelBatch } from '../preprocess/index.js';
 
 /** What the classifier needs from a tokenizer (ClipTokenizer has it). */
@@ -80,18 +79,16 @@ export class RegionClassifier {
   readonly #plans = new Map<string, Promise<GraphPlan>>();
   #ownsClip = false;
 
-  /** A classifier on a loaded CLIP with both towers; `tokenizer` turns prompts into ids. */
+  /** A classifier on a loaded CLIP; prompts are tokenized with `tokenizer`, default the model's own. */
   constructor(clip: ClipModel, options: { tokenizer?: PromptTokenizer } = {}) {
     if (!clip.config.vision) throw new GpuError('RegionClassifier', 'the CLIP checkpoint has no vision tower');
     this.clip = clip;
-    this.tokenizer = options.tokenizer;
+    this.tokenizer = options.tokenizer ?? clip.tokenizer;
   }
 
-  /** Loads CLIP from a folder and its tokenizer (tokenizer.json, vocab.json + merges.txt, or OpenAI's merges file) from the same folder or `tokenizer`. */
-  static async load(gpu: Gpu, dir: string, options: ClipLoadOptions & { tokenizer?: string } = {}): Promise<RegionClassifier> {
-    const tokenizer = ClipTokenizer.load(options.tokenizer ?? dir);
-    const clip = await ClipModel.load(gpu, dir, options);
-    const r = new RegionClassifier(clip, { tokenizer });
+  /** Loads CLIP (and its tokenizer files) from a folder, as ClipModel.load does; dispose() frees it. */
+  static async load(gpu: Gpu, dir: string, options: ClipLoadOptions = {}): Promise<RegionClassifier> {
+    const r = new RegionClassifier(await ClipModel.load(gpu, dir, options));
     r.#ownsClip = true;
     return r;
   }
@@ -240,7 +237,7 @@ export class RegionClassifier {
     if (missing.length === 0) return;
     const text = this.clip.config.text;
     if (!text) throw new GpuError('RegionClassifier', 'the CLIP checkpoint has no text tower');
-    if (!this.tokenizer) throw new GpuError('RegionClassifier', 'no tokenizer: pass one to the constructor, or use RegionClassifier.load');
+    if (!this.tokenizer) throw new GpuError('RegionClassifier', 'no tokenizer: the CLIP folder has no tokenizer files; pass { tokenizer } to the constructor or to load');
     const l = text.contextLength;
     const ids = new Int32Array(missing.length * l);
     missing.forEach((p, i) => ids.set(this.tokenizer!.encode(p, { contextLength: l, truncate: true }), i * l));
