@@ -12,7 +12,10 @@ export interface BenchInput {
   data?: ArrayLike<number>;
 }
 
-/** A TF.js implementation of the same computation, for the peer column. `tf` is @tensorflow/tfjs-core. */
+/**
+ * A TF.js implementation of the same computation, for the peer column. `tf` is @tensorflow/tfjs-core,
+ * whose Node bundle registers no chained ops: write `tf.reshape(x, s)`, not `x.reshape(s)`.
+ */
 export type TfjsPeer = (tf: any, inputs: any[]) => any;
 
 export interface KernelBenchCase<O = any> {
@@ -23,4 +26,14 @@ export interface KernelBenchCase<O = any> {
   options: O;
   /** The same computation in TF.js WebGPU, when it has one. */
   tfjs?: TfjsPeer;
+}
+
+/** A step's input: an index into the case's `inputs`, or an output (default 0) of an earlier step. */
+export type StepInput = number | { step: number; output?: number };
+
+/** One kernel of a multi-kernel case (bench/sequence.ts): its outputs can feed later steps. */
+export interface BenchStep<O = any> {
+  kernel: Kernel<O>;
+  inputs: StepInput[];
+  options: O;
 }

@@ -1,6 +1,8 @@
-// Matrix product with a fused epilogue: out[m, n] = act(sum_k a[m, k] b[k, n] + bias[n]) + residual[m, n].
-// a is [M, K] (batch dimensions already folded into M); b is [K, N], or [N, K] when TRANS_B (PyTorch
-// Linear weights, read in place). Accumulation is f32 whatever the storage type T.
+// Matrix product with a fused epilogue: out[m, n] = act(sum_k a[m, k] b[k, n] + bias[n]) + residual[m, n],
+// for each of `batch` matrices. a is [batch, M, K]; b is [batch, K, N], or [batch, N, K] when TRANS_B
+// (PyTorch Linear weights, read in place). A b shared by every batch comes with batch = 1 and the
+// batches folded into M. Accumulation is f32 whatever the storage type T. Rows of a, out and
+// residual are indexed globally (batch * M + row): only b needs a per-batch offset.
 //
 // Three entry points over the same bindings:
 //   register_vec4    K % 4 == 0 and (TRANS_B or N % 4 == 0): vec4 loads, no workgroup memory.
@@ -14,9 +16,10 @@
 alias T = f32;
 
 struct Params {
-  M: u32,
+  M: u32,          // rows per batch
   N: u32,
   K: u32,
+  batch: u32,
 }
 
 const MAX_ROWS = 16u;
@@ -50,24 +53,33 @@ fn store(row: u32, n: u32, acc: f32) {
   out[row * p.N + n] = T(v);
 }
 
-// Column block (4 columns) and first row of a register invocation. Row blocks may be folded
-// into z when they exceed the per-dimension workgroup limit.
-fn register_origin(wid: vec3u, nwg: vec3u, lid: u32) -> vec2u {
-  return vec2u((wid.x * WG + lid) * 4u, (wid.z * nwg.y + wid.y) * ROWS);
+// Where a workgroup's rows lie: y counts blocks of `rows` rows, batch after batch, and may be
+// folded into z when it exceeds the per-dimension workgroup limit (blocks past the end are skipped).
+struct Block {
+  batch: u32,   // batch index (>= p.batch: nothing to do)
+  row0: u32,    // first row inside the batch
+}
+
+fn row_block(wid: vec3u, nwg: vec3u, rows: u32) -> Block {
+  let y = wid.z * nwg.y + wid.y;
+  let per_batch = (p.M + rows - 1u) / rows;
+  return Block(y / per_batch, (y % per_batch) * rows);
 }
 
 @compute @workgroup_size(WG)
 fn register_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
                  @builtin(local_invocation_index) lid: u32) {
-  let origin = register_origin(wid, nwg, lid);
-  let col = origin.x;
-  let row0 = origin.y;
-  if (col >= p.N || row0 >= p.M) { return; }
+  let col = (wid.x * WG + lid) * 4u;
+  let blk = row_block(wid, nwg, ROWS);
+  if (col >= p.N || blk.batch >= p.batch) { return; }
+  let row0 = blk.batch * p.M + blk.row0;
+  let last_row = blk.batch * p.M + p.M - 1u;
   let k4 = p.K / 4u;
   let n4 = p.N / 4u;
+  let b0 = blk.batch * p.N * k4;   // this batch's b, in vec4s
   // Columns past N (only possible with TRANS_B) re-read the last row of b; they are never stored.
   let last = p.N - 1u;
-  let bt = vec4u(min(col, last), min(col + 1u, last), min(col + 2u, last), min(col + 3u, last)) * k4;
+  let bt = b0 + vec4u(min(col, last), min(col + 1u, last), min(col + 2u, last), min(col + 3u, last)) * k4;
   var acc: array<vec4f, MAX_ROWS>;
   for (var k = 0u; k < k4; k++) {
     // bm * av = sum_i av[i] * column i; av * bm = (dot(av, column j))_j.
@@ -75,45 +87,47 @@ fn register_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
     if (TRANS_B) {
       bm = mat4x4f(vec4f(b4[bt.x + k]), vec4f(b4[bt.y + k]), vec4f(b4[bt.z + k]), vec4f(b4[bt.w + k]));
     } else {
-      let i = 4u * k * n4 + col / 4u;
+      let i = b0 + 4u * k * n4 + col / 4u;
       bm = mat4x4f(vec4f(b4[i]), vec4f(b4[i + n4]), vec4f(b4[i + 2u * n4]), vec4f(b4[i + 3u * n4]));
     }
     for (var r = 0u; r < ROWS; r++) {
       // Rows past M re-read the last row of a; they are never stored.
-      let av = vec4f(a4[min(row0 + r, p.M - 1u) * k4 + k]);
+      let av = vec4f(a4[min(row0 + r, last_row) * k4 + k]);
       if (TRANS_B) { acc[r] += av * bm; } else { acc[r] += bm * av; }
     }
   }
   // One rolled loop with a run-time bound: unrolled per element, the epilogue (exp in the
   // activations) made pipelines up to 5x slower to compile on lavapipe, for no speed gain.
-  let rows = min(ROWS, p.M - row0);
+  let rows = min(ROWS, p.M - blk.row0);
   for (var i = 0u; i < rows * 4u; i++) { store(row0 + i / 4u, col + i % 4u, acc[i / 4u][i % 4u]); }
 }
 
 @compute @workgroup_size(WG)
 fn register_scalar(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
                    @builtin(local_invocation_index) lid: u32) {
-  let origin = register_origin(wid, nwg, lid);
-  let col = origin.x;
-  let row0 = origin.y;
-  if (col >= p.N || row0 >= p.M) { return; }
+  let col = (wid.x * WG + lid) * 4u;
+  let blk = row_block(wid, nwg, ROWS);
+  if (col >= p.N || blk.batch >= p.batch) { return; }
+  let row0 = blk.batch * p.M + blk.row0;
+  let last_row = blk.batch * p.M + p.M - 1u;
+  let b0 = blk.batch * p.N * p.K;
   let last = p.N - 1u;
   let cols = vec4u(col, min(col + 1u, last), min(col + 2u, last), min(col + 3u, last));
   var acc: array<vec4f, MAX_ROWS>;
   for (var k = 0u; k < p.K; k++) {
     var bv: vec4f;
     if (TRANS_B) {
-      let i = cols * p.K + k;
+      let i = b0 + cols * p.K + k;
       bv = vec4f(f32(b[i.x]), f32(b[i.y]), f32(b[i.z]), f32(b[i.w]));
     } else {
-      let i = k * p.N + cols;
+      let i = b0 + k * p.N + cols;
       bv = vec4f(f32(b[i.x]), f32(b[i.y]), f32(b[i.z]), f32(b[i.w]));
     }
     for (var r = 0u; r < ROWS; r++) {
-      acc[r] += f32(a[min(row0 + r, p.M - 1u) * p.K + k]) * bv;
+      acc[r] += f32(a[min(row0 + r, last_row) * p.K + k]) * bv;
     }
   }
-  let rows = min(ROWS, p.M - row0);
+  let rows = min(ROWS, p.M - blk.row0);
   for (var i = 0u; i < rows * 4u; i++) { store(row0 + i / 4u, col + i % 4u, acc[i / 4u][i % 4u]); }
 }
 
@@ -128,7 +142,12 @@ var<workgroup> b_tile: array<f32, TILE_K * TILE_N>;   // [TILE_K][TILE_N]
 fn tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
          @builtin(local_invocation_id) lid: vec3u, @builtin(local_invocation_index) li: u32) {
   let col0 = wid.x * TILE_N;
-  let row0 = (wid.z * nwg.y + wid.y) * TILE_M;
+  let blk = row_block(wid, nwg, TILE_M);
+  // Uniform per workgroup, so returning early keeps the barriers uniform.
+  if (blk.batch >= p.batch) { return; }
+  let row0 = blk.row0;            // inside the batch
+  let a0 = blk.batch * p.M;       // the batch's first row of a and out
+  let b0 = blk.batch * p.N * p.K;
   let threads = WG_X * WG_Y;
   var acc: array<vec4f, 4>;
   for (var k0 = 0u; k0 < p.K; k0 += TILE_K) {
@@ -137,7 +156,7 @@ fn tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
       let m = row0 + i / TILE_K;
       let k = k0 + i % TILE_K;
       var v = 0.0;
-      if (m < p.M && k < p.K) { v = f32(a[m * p.K + k]); }
+      if (m < p.M && k < p.K) { v = f32(a[(a0 + m) * p.K + k]); }
       a_tile[i] = v;
     }
     for (var i = li; i < TILE_K * TILE_N; i += threads) {
@@ -148,7 +167,7 @@ fn tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
       let n = col0 + nn;
       var v = 0.0;
       if (k < p.K && n < p.N) {
-        if (TRANS_B) { v = f32(b[n * p.K + k]); } else { v = f32(b[k * p.N + n]); }
+        if (TRANS_B) { v = f32(b[b0 + n * p.K + k]); } else { v = f32(b[b0 + k * p.N + n]); }
       }
       b_tile[kk * TILE_N + nn] = v;
     }
@@ -165,5 +184,5 @@ fn tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let col = col0 + lid.x * 4u;
   let row = row0 + lid.y * 4u;
   let rows = select(0u, min(4u, p.M - row), row < p.M);
-  for (var i = 0u; i < rows * 4u; i++) { store(row + i / 4u, col + i % 4u, acc[i / 4u][i % 4u]); }
+  for (var i = 0u; i < rows * 4u; i++) { store(a0 + row + i / 4u, col + i % 4u, acc[i / 4u][i % 4u]); }
 }

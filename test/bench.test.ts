@@ -10,8 +10,16 @@ import { inputData, QUICK, runCases, timeAsync, type BenchRow } from '../bench/h
 import { measurePeak, PEAK_QUICK } from '../bench/peak.js';
 import { loadTfjs } from '../bench/peers.js';
 import { adapterSlug, replaceSection, writeResults, type SuiteResult } from '../bench/results.js';
+import { sequenceKernel } from '../bench/sequence.js';
 import type { KernelBenchCase } from '../bench/types.js';
+import { attentionReference } from '../src/kernels/attention.js';
+import { matmulKernel } from '../src/kernels/matmul.js';
+import { softmaxKernel } from '../src/kernels/softmax.js';
+import { runKernel } from '../src/kernels/runtime.js';
+import { Tensor } from '../src/tensor.js';
 import { useGpu } from './util/gpu.js';
+import { expectClose } from './util/check.js';
+import { randomArray } from './util/random.js';
 
 const getGpu = useGpu();
 
@@ -80,6 +88,48 @@ describe('bench harness', () => {
     expect(t.source).toBe('wall');
     expect(t.reps).toBeGreaterThan(1);
     expect(t.ms).toBeGreaterThanOrEqual(2.5);
+  });
+});
+
+describe('bench sequences', () => {
+  // Unfused attention with one head, so [B·H, L, Dh] is the reference's [B, L, H·Dh].
+  const scale = 0.3;
+  const steps = [
+    { kernel: elementwiseKernel, inputs: [0], options: { op: 'scale', scalar: scale } },
+    { kernel: matmulKernel, inputs: [{ step: 0 }, 1], options: { transposeB: true } },
+    { kernel: softmaxKernel, inputs: [{ step: 1 }], options: {} },
+    { kernel: matmulKernel, inputs: [{ step: 2 }, 2], options: {} },
+  ];
+
+  it('runs its steps as one kernel, intermediates as scratch, flops and bytes summed', async () => {
+    const gpu = await getGpu();
+    const [B, L, D] = [3, 7, 5];
+    const seq = sequenceKernel('attention', steps);
+    const info = { shape: [B, L, D], dtype: 'f32' as const };
+    expect(seq.outputs([info, info, info], {})).toEqual([info]);
+    const plan = seq.plan(gpu, [info, info, info], [info], {});
+    expect(plan.dispatches).toHaveLength(4);
+    expect(plan.scratch).toEqual([info, { shape: [B, L, L], dtype: 'f32' }, { shape: [B, L, L], dtype: 'f32' }]);
+    // [q, k, v, out, scaled q, logits, probabilities]: each step reads the previous step's output.
+    expect(plan.dispatches.map((d) => d.tensors.filter((_, i) => d.program.bindings[i] === 'write'))).toEqual([[4], [5], [6], [3]]);
+    expect(plan.flops).toBeGreaterThan(2 * 2 * B * L * L * D);
+    const before = gpu.stats();
+    const data = [1, 2, 3].map((seed) => randomArray(B * L * D, seed));
+    const [q, k, v] = data.map((d) => Tensor.from(gpu, d, [B, L, D]));
+    const [out] = await runKernel(gpu, seq, [q!, k!, v!], {});
+    expectClose(await out!.read(), attentionReference(data[0]!, data[1]!, data[2]!, { batch: B, length: L, heads: 1, headDim: D, scale }), { scaleTol: 1e-5 });
+    for (const t of [q, k, v, out]) t!.dispose();
+    expect(gpu.stats().liveBuffers).toBe(before.liveBuffers);
+  });
+
+  it('rejects a step that refers to a later step or a missing input, and shapes its kernels reject', () => {
+    const info = { shape: [2, 4, 3], dtype: 'f32' as const };
+    expect(() => sequenceKernel('bad', [{ ...steps[1]!, inputs: [{ step: 1 }, 1] }, steps[2]!]).outputs([info, info], {})).toThrow(
+      /^sequence bad: step 0 \(matmul\) refers to \{"step":1\}, which does not exist before it$/,
+    );
+    expect(() => sequenceKernel('bad', [{ ...steps[1]!, inputs: [0, 5] }]).outputs([info, info], {})).toThrow(/^sequence bad: step 0 \(matmul\) refers to 5/);
+    expect(() => sequenceKernel('bad', steps).outputs([info, info, { shape: [2, 5, 3], dtype: 'f32' }], {})).toThrow(/^matmul: b of shape \[2, 5, 3\]/);
+    expect(() => sequenceKernel('bad', [])).toThrow(/^sequence bad: no steps$/);
   });
 });
 

@@ -22,9 +22,9 @@ const LAYERS: Layer[] = [
 /** TF.js: a [..., K] flattened to 2-D, fused matmul + bias (it has no GELU), then the rest. */
 function tfjsLinear(K: number, activation: MatmulActivation) {
   return (tf: any, [a, b, bias, residual]: any[]) => {
-    let y = tf.fused.matMul({ a: a.reshape([-1, K]), b, transposeB: true, bias });
+    let y = tf.fused.matMul({ a: tf.reshape(a, [-1, K]), b, transposeB: true, bias });
     if (activation === 'quick_gelu') y = tf.mul(y, tf.sigmoid(tf.mul(y, 1.702)));
-    if (residual) y = tf.add(y, residual.reshape(y.shape));
+    if (residual) y = tf.add(y, tf.reshape(residual, y.shape));
     return y;
   };
 }

@@ -2,7 +2,7 @@ import type { Gpu } from '../gpu/gpu.js';
 import { check } from '../gpu/errors.js';
 import { BYTES_PER_ELEMENT, shapeString, sizeOf } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
-import { grid2d, specialize, uniforms, type Kernel } from './program.js';
+import { grid2d, isCpuAdapter, specialize, uniforms, type Kernel } from './program.js';
 import { runKernel } from './runtime.js';
 import { geluReference, quickGeluReference } from './elementwise.js';
 import activationsWgsl from '../../shaders/activations.wgsl';
@@ -48,17 +48,15 @@ const CONFIGS: Record<'cpu' | 'gpu', { variant: MatmulVariant; register: { ROWS:
   gpu: { variant: 'tiled', register: { ROWS: 8, WG: 64 }, tiled: { WG_X: 16, WG_Y: 16, TILE_K: 16 } },
 };
 
-/** Whether the adapter is a CPU implementation of WebGPU (software Vulkan / SwiftShader). */
-export function isCpuAdapter(gpu: Gpu): boolean {
-  return gpu.info.isFallbackAdapter || /llvmpipe|lavapipe|swiftshader/i.test(`${gpu.info.description} ${gpu.info.device}`);
-}
-
 /** The tile constants of both variants on this adapter, and the variant used by default. */
 export function matmulConfig(gpu: Gpu) {
   return CONFIGS[isCpuAdapter(gpu) ? 'cpu' : 'gpu'];
 }
 
-/** out = act(a · b + bias) + residual. a [..., M, K]; b [K, N] or [N, K] with transposeB. */
+/**
+ * out = act(a · b + bias) + residual. a [..., M, K]; b [K, N] shared by every batch, or batched
+ * [..., K, N] with a's leading dimensions; [.., N, K] with transposeB.
+ */
 export const matmulKernel: Kernel<MatmulOptions> = {
   name: NAME,
   outputs(inputs, o) {
@@ -72,11 +70,20 @@ export const matmulKernel: Kernel<MatmulOptions> = {
     check(a.dtype === 'f32' || a.dtype === 'f16', NAME, `a must be f32 or f16, got ${a.dtype}`);
     check(a.shape.length >= 2, NAME, () => `a must be [..., M, K], got ${shapeString(a.shape)}`);
     const K = a.shape[a.shape.length - 1]!;
-    const bExpected = o.transposeB ? `[N, K=${K}] (transposeB)` : `[K=${K}, N]`;
+    const batch = a.shape.slice(0, -2);
+    const matrix = o.transposeB ? `N, K=${K}` : `K=${K}, N`;
+    const suffix = o.transposeB ? ' (transposeB)' : '';
+    // A 2-D b is shared by every batch; otherwise b has a's batch dimensions.
+    const bExpected = batch.length === 0 ? `[${matrix}]${suffix}` : `[${matrix}] or [${batch.join(', ')}, ${matrix}]${suffix}`;
     check(b.dtype === a.dtype, NAME, `b must be ${a.dtype} like a, got ${b.dtype}`);
-    check(b.shape.length === 2, NAME, () => `b must be 2-D ${bExpected}, got ${shapeString(b.shape)}`);
-    check((o.transposeB ? b.shape[1] : b.shape[0]) === K, NAME, () => `b of shape ${shapeString(b.shape)} must be ${bExpected} to match a of shape ${shapeString(a.shape)}`);
-    const N = o.transposeB ? b.shape[0]! : b.shape[1]!;
+    check(
+      b.shape.length === 2 || (b.shape.length === a.shape.length && batch.every((d, i) => d === b.shape[i])),
+      NAME,
+      () => `b must be ${bExpected} to match a of shape ${shapeString(a.shape)}, got ${shapeString(b.shape)}`,
+    );
+    const [b0, b1] = b.shape.slice(-2) as [number, number];
+    check((o.transposeB ? b1 : b0) === K, NAME, () => `b of shape ${shapeString(b.shape)} must be ${bExpected} to match a of shape ${shapeString(a.shape)}`);
+    const N = o.transposeB ? b0 : b1;
     const out = [...a.shape.slice(0, -1), N];
     let next = 2;
     if (o.hasBias) {
@@ -100,22 +107,24 @@ export const matmulKernel: Kernel<MatmulOptions> = {
     check(a.dtype !== 'f16' || gpu.features.has('shader-f16'), NAME, 'f16 tensors need the shader-f16 feature, which this device lacks');
     const transposeB = !!o.transposeB;
     const out = outputs[0]!;
-    // Batch dimensions of a fold into M: b is shared.
-    const M = sizeOf(a.shape.slice(0, -1));
+    // With a shared b, batch dimensions of a fold into M; with a batched b, each batch is one matrix.
+    const batched = inputs[1]!.shape.length > 2;
+    const batch = batched ? sizeOf(a.shape.slice(0, -2)) : 1;
+    const M = sizeOf(a.shape.slice(batched ? -2 : 0, -1));
     const K = a.shape[a.shape.length - 1]!;
     const N = out.shape[out.shape.length - 1]!;
-    if (M * N === 0) return { dispatches: [], flops: 0, bytes: 0 };
-    const bytes = (M * K + K * N + M * N * (o.hasResidual ? 2 : 1) + (o.hasBias ? N : 0)) * BYTES_PER_ELEMENT[a.dtype];
+    if (batch * M * N === 0) return { dispatches: [], flops: 0, bytes: 0 };
+    const bytes = batch * (M * K + K * N + M * N * (o.hasResidual ? 2 : 1)) * BYTES_PER_ELEMENT[a.dtype] + (o.hasBias ? N * BYTES_PER_ELEMENT[a.dtype] : 0);
     const config = matmulConfig(gpu);
     const { register, tiled } = config;
-    // vec4 reads need every row of a and b to start on a vec4 (and a non-empty binding).
+    // vec4 reads need every row of a and b (and every batch of b) to start on a vec4, and a non-empty binding.
     const vec4 = K > 0 && K % 4 === 0 && (transposeB || N % 4 === 0);
     const isTiled = (o.variant ?? config.variant) === 'tiled';
     const entryPoint = isTiled ? 'tiled' : vec4 ? 'register_vec4' : 'register_scalar';
     const constants = isTiled ? tiled : register;
     const workgroups = isTiled
-      ? grid2d(gpu, Math.ceil(N / (4 * tiled.WG_X)), Math.ceil(M / (4 * tiled.WG_Y)))
-      : grid2d(gpu, Math.ceil(N / (4 * register.WG)), Math.ceil(M / register.ROWS));
+      ? grid2d(gpu, Math.ceil(N / (4 * tiled.WG_X)), batch * Math.ceil(M / (4 * tiled.WG_Y)))
+      : grid2d(gpu, Math.ceil(N / (4 * register.WG)), batch * Math.ceil(M / register.ROWS));
     // Absent bias / residual bindings are filled by a, which the shader then never reads.
     const bias = o.hasBias ? 2 : 0;
     const residual = o.hasResidual ? 2 + (o.hasBias ? 1 : 0) : 0;
@@ -137,11 +146,11 @@ export const matmulKernel: Kernel<MatmulOptions> = {
             bindings: ['read', 'read', 'read', 'read', 'write'],
           },
           tensors: [0, 1, bias, residual, inputs.length],
-          uniforms: uniforms(M, N, K),
+          uniforms: uniforms(M, N, K, batch),
           workgroups,
         },
       ],
-      flops: 2 * M * N * K,
+      flops: 2 * batch * M * N * K,
       bytes,
     };
   },
@@ -149,8 +158,9 @@ export const matmulKernel: Kernel<MatmulOptions> = {
 
 /**
  * act(a · b + bias) + residual, with a [..., M, K] and b [K, N] (or [N, K] with `transposeB`, as
- * PyTorch Linear weights are stored). Batch dimensions of a share b. f32, or f16 storage with f32
- * accumulation.
+ * PyTorch Linear weights are stored), shared by every batch of a; or b batched as [..., K, N] (or
+ * [..., N, K]) with a's leading dimensions, one product per batch (as q·kᵀ per head). f32, or f16
+ * storage with f32 accumulation.
  */
 export async function matmul(gpu: Gpu, a: Tensor, b: Tensor, args: MatmulArgs = {}): Promise<Tensor> {
   const { bias, residual, ...rest } = args;
@@ -161,19 +171,27 @@ export async function matmul(gpu: Gpu, a: Tensor, b: Tensor, args: MatmulArgs = 
 /** Data-only form of MatmulArgs for the CPU reference. */
 export interface MatmulReferenceArgs {
   transposeB?: boolean;
+  /** b holds this many matrices, one per equal block of a's rows. */
+  batch?: number;
   bias?: ArrayLike<number>;
   activation?: MatmulActivation;
   residual?: ArrayLike<number>;
 }
 
-/** CPU reference (tests only): float64, one output element at a time. `a` is [M, K] with M = a.length / K. */
+/**
+ * CPU reference (tests only): float64, one output element at a time. `a` is [M, K] with M = a.length / K,
+ * b is [K, N] (or [N, K]) shared by all rows, or with `batch` set, a is [batch, M / batch, K] and b
+ * holds one [K, N] matrix per batch.
+ */
 export function matmulReference(a: ArrayLike<number>, b: ArrayLike<number>, M: number, N: number, K: number, args: MatmulReferenceArgs = {}): Float64Array {
   const act = { none: (x: number) => x, gelu: geluReference, quick_gelu: quickGeluReference }[args.activation ?? 'none'];
   const out = new Float64Array(M * N);
+  const rowsPerB = M / (args.batch ?? 1);
   for (let m = 0; m < M; m++) {
+    const b0 = Math.floor(m / rowsPerB) * (args.batch ? K * N : 0);
     for (let n = 0; n < N; n++) {
       let s = 0;
-      for (let k = 0; k < K; k++) s += a[m * K + k]! * b[args.transposeB ? n * K + k : k * N + n]!;
+      for (let k = 0; k < K; k++) s += a[m * K + k]! * b[b0 + (args.transposeB ? n * K + k : k * N + n)]!;
       if (args.bias) s += args.bias[n]!;
       s = act(s);
       if (args.residual) s += args.residual[m * N + n]!;

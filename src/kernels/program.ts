@@ -2,6 +2,15 @@ import type { Gpu } from '../gpu/gpu.js';
 import type { DType } from '../dtype.js';
 import { check } from '../gpu/errors.js';
 
+/**
+ * Whether the adapter is a CPU implementation of WebGPU (software Vulkan / SwiftShader), where a
+ * workgroup runs as SIMD lanes on one thread and barriers and workgroup memory are expensive:
+ * kernels choose their variant or tile constants by it.
+ */
+export function isCpuAdapter(gpu: Gpu): boolean {
+  return gpu.info.isFallbackAdapter || /llvmpipe|lavapipe|swiftshader/i.test(`${gpu.info.description} ${gpu.info.device}`);
+}
+
 /** What a kernel needs to know about a tensor to check and plan it. */
 export interface TensorInfo {
   readonly shape: readonly number[];

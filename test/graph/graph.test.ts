@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { GpuError, GraphBuilder, Tensor, formatProfile, kernels, planMemory } from '../../src/index.js';
-import { elementwiseReference, stridedCopyReference, sliceView, transposeView } from '../../src/kernels/index.js';
+import { elementwiseReference, matmulReference, stridedCopyReference, sliceView, transposeView } from '../../src/kernels/index.js';
 import { useGpu } from '../util/gpu.js';
 import { expectClose } from '../util/check.js';
 import { randomArray } from '../util/random.js';
@@ -148,6 +148,25 @@ describe('graph executor', () => {
     await expect(plan.run({ x: xData }, { copyTo: { odd: row } })).rejects.toThrow(/starts inside a 4-byte word/);
     yt.dispose();
     row.dispose();
+    plan.dispose();
+  });
+
+  it('matmul takes a batched b (per-head q·kᵀ) through the builder unchanged', async () => {
+    const gpu = await getGpu();
+    const [B, L, D] = [3, 5, 8];
+    const qData = randomArray(B * L * D, 11);
+    const kData = randomArray(B * L * D, 12);
+    const g = new GraphBuilder();
+    const q = g.input('q', [B, L, D]);
+    const k = g.input('k', [B, L, D]);
+    const logits = g.matmul(q, k, { transposeB: true });
+    expect(logits.shape).toEqual([B, L, L]);
+    g.output('logits', logits);
+    const bad = new GraphBuilder();
+    expect(() => bad.matmul(bad.input('q', [B, L, D]), bad.input('k', [2, L, D]), { transposeB: true }, 'qk')).toThrow(/graph node qk: matmul: b must be \[N, K=8\] or \[3, N, K=8\]/);
+    const plan = await g.compile(gpu);
+    const { outputs } = await plan.run({ q: qData, k: kData });
+    expectClose(outputs.logits!, matmulReference(qData, kData, B * L, L, D, { transposeB: true, batch: B }), { scaleTol: 1e-5 });
     plan.dispose();
   });
 

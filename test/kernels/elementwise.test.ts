@@ -7,7 +7,10 @@ import { elementwiseReference, erfReference, type ElementwiseOptions } from '../
 
 const getGpu = useGpu();
 
-const SHAPES = [[1], [7], [3, 5], [2, 13, 31], [4, 1025], [300, 77]];
+// Counts that are and are not multiples of 4 (vec4 path or not), l2norm rows of 4k and not, few rows
+// (a workgroup per row on CPU adapters) and many (an invocation per row), and a vec4 count that
+// leaves the last invocation partly empty (3 x 1364 = 1023 vec4s).
+const SHAPES = [[1], [7], [3, 5], [2, 13, 31], [4, 1025], [300, 77], [3, 1364], [260, 36], [5, 8]];
 const UNARY: ElementwiseOptions[] = [{ op: 'gelu' }, { op: 'quick_gelu' }, { op: 'scale', scalar: -0.37 }, { op: 'l2norm' }, { op: 'l2norm', eps: 0.5 }];
 
 describe('elementwise', () => {
@@ -40,7 +43,8 @@ describe('elementwise', () => {
   for (const op of ['add', 'mul'] as const) {
     it(`${op} with same-shape and suffix-broadcast b`, async () => {
       const gpu = await getGpu();
-      for (const [shape, bShape] of [[[5, 7], [5, 7]], [[3, 4, 9], [9]], [[3, 4, 9], [4, 9]], [[1001], [1001]]]) {
+      // Scalar and vec4 paths; b rows of 9 and 7 vec4s that wrap inside an invocation's run of vec4s.
+      for (const [shape, bShape] of [[[5, 7], [5, 7]], [[3, 4, 9], [9]], [[3, 4, 9], [4, 9]], [[1001], [1001]], [[64, 36], [36]], [[5, 7, 28], [7, 28]], [[300, 40], [300, 40]]]) {
         const a = randomArray(shape!.reduce((p, q) => p * q, 1), 1, 3);
         const b = randomArray(bShape!.reduce((p, q) => p * q, 1), 2, 3);
         const ta = Tensor.from(gpu, a, shape!);
@@ -63,6 +67,13 @@ describe('elementwise', () => {
     [[2, 3, 1, 5, 1, 3], [3, 4, 1, 2, 1]],
     [[2, 1, 2, 1, 3, 1, 2, 1], [1, 3, 1, 2, 1, 3, 1, 5]],
     [[1], [37]],
+    // Output rows of 4k (vec4 path): b or x broadcast along the last dimension (one element splat
+    // over the vec4), in the middle, on both sides, rows that end inside an invocation's run.
+    [[4, 8], [4, 1]],
+    [[4, 1], [4, 12]],
+    [[2, 5, 12], [2, 1, 12]],
+    [[8, 1, 4], [1, 6, 4]],
+    [[3, 40, 24], [3, 1, 1]],
   ];
   for (const op of ['add', 'mul'] as const) {
     it(`${op} broadcasts numpy-style in both directions`, async () => {
@@ -81,6 +92,25 @@ describe('elementwise', () => {
     });
   }
 
+  it('takes the vec4 path when every count allows it, the scalar one otherwise', async () => {
+    const gpu = await getGpu();
+    const entry = (shapes: number[][], options: ElementwiseOptions) => {
+      const inputs = shapes.map((shape) => ({ shape, dtype: 'f32' as const }));
+      return kernels.elementwiseKernel.plan(gpu, inputs, kernels.elementwiseKernel.outputs(inputs, options), options).dispatches[0]!.program.entryPoint;
+    };
+    expect(entry([[4, 1025]], { op: 'gelu' })).toBe('main_vec4');
+    expect(entry([[3, 5]], { op: 'gelu' })).toBe('main');
+    expect(entry([[64, 36], [36]], { op: 'add' })).toBe('main_vec4');
+    expect(entry([[3, 4, 9], [4, 9]], { op: 'add' })).toBe('main_vec4');
+    expect(entry([[3, 4, 9], [9]], { op: 'add' })).toBe('main'); // b's row is not whole vec4s
+    expect(entry([[2, 5, 12], [2, 1, 12]], { op: 'mul' })).toBe('main_vec4');
+    expect(entry([[4, 8], [3, 4, 1]], { op: 'mul' })).toBe('main_vec4'); // output [3, 4, 8]
+    expect(entry([[4, 6], [3, 4, 1]], { op: 'mul' })).toBe('main'); // output rows of 6
+    expect(entry([[4, 8], [3, 1, 1]], { op: 'mul' })).toBe('main'); // b's 3 elements are no whole vec4
+    expect(entry([[260, 36]], { op: 'l2norm' })).toBe('l2norm_vec4');
+    expect(entry([[300, 77]], { op: 'l2norm' })).toBe('l2norm');
+  });
+
   it('broadcast output shapes follow numpy', async () => {
     const gpu = await getGpu();
     const cases: [number[], number[], number[]][] = [[[2, 16, 64], [2, 1, 64], [2, 16, 64]], [[7], [3, 1], [3, 7]], [[4, 1, 3], [5, 3], [4, 5, 3]], [[3], [1, 1, 3], [1, 1, 3]]];
@@ -96,7 +126,8 @@ describe('elementwise', () => {
   it('casts f32 to f16 (round to nearest even, overflow to infinity) and back', async () => {
     const gpu = await getGpu();
     if (!gpu.features.has('shader-f16')) return;
-    const data = [0, -0.1, 1 / 3, 65504, 65520, -1e6, 6e-8, 1e-9, ...randomArray(97, 5, 100)];
+    // 108 values: the vec4 path (vec4<f32> in, vec4<f16> out).
+    const data = [0, -0.1, 1 / 3, 65504, 65520, -1e6, 6e-8, 1e-9, ...randomArray(100, 5, 100)];
     const x = Tensor.from(gpu, data, [data.length]);
     const h = await kernels.cast(gpu, x, 'f16');
     expect(h.dtype).toBe('f16');
@@ -122,15 +153,26 @@ describe('elementwise', () => {
   it('f16 storage matches the reference within 1e-2', async () => {
     const gpu = await getGpu();
     if (!gpu.features.has('shader-f16')) return;
-    const data = randomArray(3 * 333, 9, 4);
-    for (const options of UNARY) {
-      const x = Tensor.from(gpu, data, [3, 333], 'f16');
-      const xs = await x.read();
-      const y = await kernels.elementwise(gpu, [x], options);
-      expect(y.dtype).toBe('f16');
-      expectClose(await y.read(), elementwiseReference(xs, [3, 333], options), { scaleTol: 1e-2 });
-      x.dispose();
-      y.dispose();
+    for (const shape of [[3, 333], [3, 332]]) {
+      const data = randomArray(shape[0]! * shape[1]!, 9, 4);
+      for (const options of UNARY) {
+        const x = Tensor.from(gpu, data, shape, 'f16');
+        const xs = await x.read();
+        const y = await kernels.elementwise(gpu, [x], options);
+        expect(y.dtype).toBe('f16');
+        expectClose(await y.read(), elementwiseReference(xs, shape, options), { scaleTol: 1e-2 });
+        x.dispose();
+        y.dispose();
+      }
+    }
+    // Binary vec4 paths in f16: suffix and broadcast.
+    const pairs: [number[], number[]][] = [[[6, 20], [20]], [[2, 5, 12], [2, 1, 12]]];
+    for (const [xShape, bShape] of pairs) {
+      const x = Tensor.from(gpu, randomArray(xShape.reduce((p, q) => p * q, 1), 30, 2), xShape, 'f16');
+      const b = Tensor.from(gpu, randomArray(bShape.reduce((p, q) => p * q, 1), 31, 2), bShape, 'f16');
+      const y = await kernels.mul(gpu, x, b);
+      expectClose(await y.read(), elementwiseReference(await x.read(), xShape, { op: 'mul' }, await b.read(), bShape), { scaleTol: 1e-2 });
+      for (const t of [x, b, y]) t.dispose();
     }
   });
 

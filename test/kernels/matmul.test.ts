@@ -14,6 +14,8 @@ interface Case {
   bias?: boolean;
   activation?: MatmulActivation;
   residual?: boolean;
+  /** b has a's batch dimensions: one matrix per batch. */
+  batchedB?: boolean;
 }
 
 /** Runs one case on the GPU and checks it against the float64 reference of the values uploaded. */
@@ -21,8 +23,10 @@ async function checkCase(gpu: Gpu, c: Case, variant: MatmulVariant, dtype: DType
   const K = c.aShape[c.aShape.length - 1]!;
   const M = c.aShape.slice(0, -1).reduce((x, y) => x * y, 1);
   const outShape = [...c.aShape.slice(0, -1), c.N];
+  const batchDims = c.batchedB ? c.aShape.slice(0, -2) : [];
+  const batch = batchDims.reduce((x, y) => x * y, 1);
   const a = Tensor.from(gpu, randomArray(M * K, seed), c.aShape, dtype);
-  const b = Tensor.from(gpu, randomArray(K * c.N, seed + 1), c.transposeB ? [c.N, K] : [K, c.N], dtype);
+  const b = Tensor.from(gpu, randomArray(batch * K * c.N, seed + 1), [...batchDims, ...(c.transposeB ? [c.N, K] : [K, c.N])], dtype);
   const bias = c.bias ? Tensor.from(gpu, randomArray(c.N, seed + 2), [c.N], dtype) : undefined;
   const residual = c.residual ? Tensor.from(gpu, randomArray(M * c.N, seed + 3, 2), outShape, dtype) : undefined;
   const out = await kernels.matmul(gpu, a, b, { transposeB: c.transposeB, bias, activation: c.activation, residual, variant });
@@ -31,12 +35,13 @@ async function checkCase(gpu: Gpu, c: Case, variant: MatmulVariant, dtype: DType
   // The reference sees the uploaded values (rounded to f16 where the storage is f16).
   const ref = matmulReference(await a.read(), await b.read(), M, c.N, K, {
     transposeB: c.transposeB,
+    batch: c.batchedB ? batch : undefined,
     bias: bias && (await bias.read()),
     activation: c.activation,
     residual: residual && (await residual.read()),
   });
   const scaleTol = dtype === 'f16' ? 1e-2 : K > 1024 ? 1e-4 : 1e-5;
-  const label = `${variant} ${dtype} a${JSON.stringify(c.aShape)} N=${c.N}${c.transposeB ? ' transposeB' : ''}${c.bias ? ' +bias' : ''} ${c.activation ?? ''}${c.residual ? ' +residual' : ''}`;
+  const label = `${variant} ${dtype} a${JSON.stringify(c.aShape)} N=${c.N}${c.batchedB ? ' batched b' : ''}${c.transposeB ? ' transposeB' : ''}${c.bias ? ' +bias' : ''} ${c.activation ?? ''}${c.residual ? ' +residual' : ''}`;
   expectClose(await out.read(), ref, { scaleTol, label });
   for (const t of [a, b, bias, residual, out]) t?.dispose();
 }
@@ -53,6 +58,15 @@ const SHAPES: Array<[number[], number]> = [
   [[2, 3, 5, 12], 8],
   [[50, 768], 64],
   [[3, 1100], 5],
+];
+
+const BATCHED_SHAPES: Array<[number[], number]> = [
+  [[1, 13, 19], 17],
+  [[3, 13, 19], 17],
+  [[4, 9, 12], 8],
+  [[5, 17, 16], 20],
+  [[2, 3, 50, 64], 50],
+  [[2, 3, 1, 5], 1],
 ];
 
 const ACTIVATIONS: MatmulActivation[] = ['none', 'gelu', 'quick_gelu'];
@@ -82,12 +96,26 @@ describe('matmul', () => {
       }
     });
 
+    it(`${variant}: batched b (one matrix per batch of a), both layouts, awkward shapes`, async () => {
+      const gpu = await getGpu();
+      let i = 0;
+      for (const transposeB of [false, true]) {
+        // One batch; primes (scalar path); vec4 path; a row-block tail per batch (M = 9 with 8-row
+        // blocks); attention-like [B, H, L, Dh] products; two batch dimensions.
+        for (const [aShape, N] of BATCHED_SHAPES) await checkCase(gpu, { aShape, N, transposeB, batchedB: true }, variant, 'f32', 500 + i++);
+      }
+      await checkCase(gpu, { aShape: [3, 9, 12], N: 8, batchedB: true, bias: true, activation: 'gelu', residual: true }, variant, 'f32', 520);
+      await checkCase(gpu, { aShape: [2, 5, 7], N: 6, transposeB: true, batchedB: true, bias: true, residual: true }, variant, 'f32', 521);
+    });
+
     it(`${variant}: f16 storage matches the reference within 1e-2`, async () => {
       const gpu = await getGpu();
       if (!gpu.features.has('shader-f16')) return;
       await checkCase(gpu, { aShape: [13, 19], N: 17 }, variant, 'f16', 200);
       await checkCase(gpu, { aShape: [2, 9, 64], N: 24, transposeB: true, bias: true, activation: 'gelu', residual: true }, variant, 'f16', 201);
       await checkCase(gpu, { aShape: [50, 128], N: 36, bias: true, activation: 'quick_gelu' }, variant, 'f16', 202);
+      await checkCase(gpu, { aShape: [3, 17, 16], N: 17, transposeB: true, batchedB: true }, variant, 'f16', 203);
+      await checkCase(gpu, { aShape: [2, 13, 5], N: 7, batchedB: true, residual: true }, variant, 'f16', 204);
     });
   }
 
@@ -111,6 +139,12 @@ describe('matmul', () => {
       const plan = kernels.matmulKernel.plan(gpu, [{ shape: [M, 1], dtype: 'f32' }, { shape: [1, 1], dtype: 'f32' }], [{ shape: [M, 1], dtype: 'f32' }], { variant });
       expect(plan.dispatches[0]!.workgroups[2]).toBe(2);
       await checkCase(gpu, { aShape: [M, 1], N: 1, bias: true }, variant, 'f32', 400);
+      // Batched: one block per batch, one batch more than the limit.
+      const B = max + 1;
+      const info = (shape: number[]) => ({ shape, dtype: 'f32' as const });
+      const batchedPlan = kernels.matmulKernel.plan(gpu, [info([B, 1, 1]), info([B, 1, 1])], [info([B, 1, 1])], { variant });
+      expect(batchedPlan.dispatches[0]!.workgroups[2]).toBe(2);
+      await checkCase(gpu, { aShape: [B, 1, 1], N: 1, batchedB: true, residual: true }, variant, 'f32', 401);
     }
   });
 
@@ -119,6 +153,10 @@ describe('matmul', () => {
     const plan = kernels.matmulKernel.plan(gpu, [{ shape: [8, 8], dtype: 'f32' }, { shape: [8, 8], dtype: 'f32' }], [{ shape: [8, 8], dtype: 'f32' }], {});
     expect(plan.dispatches[0]!.program.entryPoint).toBe(kernels.isCpuAdapter(gpu) ? 'register_vec4' : 'tiled');
     expect(plan.flops).toBe(2 * 8 * 8 * 8);
+    const info = (shape: number[]) => ({ shape, dtype: 'f32' as const });
+    const batched = kernels.matmulKernel.plan(gpu, [info([2, 3, 5, 7]), info([2, 3, 11, 7])], [info([2, 3, 5, 11])], { transposeB: true });
+    expect(batched.flops).toBe(2 * 6 * 5 * 11 * 7);
+    expect(batched.bytes).toBe(4 * 6 * (5 * 7 + 11 * 7 + 5 * 11));
   });
 
   it('rejects bad input before dispatching', async () => {
@@ -127,16 +165,31 @@ describe('matmul', () => {
     const b = Tensor.from(gpu, new Float32Array(4 * 5), [4, 5]);
     const b3 = Tensor.from(gpu, new Float32Array(4 * 5), [1, 4, 5]);
     const a1 = Tensor.from(gpu, new Float32Array(4), [4]);
+    const a2 = Tensor.from(gpu, new Float32Array(12), [3, 4]);
+    const bBatched = Tensor.from(gpu, new Float32Array(2 * 4 * 5), [2, 4, 5]);
+    const bBadK = Tensor.from(gpu, new Float32Array(2 * 5 * 5), [2, 5, 5]);
+    const b4d = Tensor.from(gpu, new Float32Array(2 * 4 * 5), [1, 2, 4, 5]);
     const bias4 = Tensor.from(gpu, new Float32Array(4), [4]);
     const res = Tensor.from(gpu, new Float32Array(3 * 5), [3, 5]);
     const h = Tensor.from(gpu, new Float32Array(20), [4, 5], 'f16');
     const i = Tensor.from(gpu, new Int32Array(12), [3, 4], 'i32');
     const before = gpu.stats();
-    await expect(kernels.matmul(gpu, a, bias4)).rejects.toThrow(/^matmul: b must be 2-D \[K=4, N\], got \[4\]$/);
-    await expect(kernels.matmul(gpu, a, b3)).rejects.toThrow(/^matmul: b must be 2-D \[K=4, N\], got \[1, 4, 5\]$/);
-    await expect(kernels.matmul(gpu, a, res)).rejects.toThrow(/^matmul: b of shape \[3, 5\] must be \[K=4, N\] to match a of shape \[2, 3, 4\]$/);
+    const shared = '\\[K=4, N\\] or \\[2, K=4, N\\]';
+    await expect(kernels.matmul(gpu, a, bias4)).rejects.toThrow(new RegExp(`^matmul: b must be ${shared} to match a of shape \\[2, 3, 4\\], got \\[4\\]$`));
+    // Batch dimensions that differ from a's, or a rank that is neither 2 nor a's.
+    await expect(kernels.matmul(gpu, a, b3)).rejects.toThrow(new RegExp(`^matmul: b must be ${shared} to match a of shape \\[2, 3, 4\\], got \\[1, 4, 5\\]$`));
+    await expect(kernels.matmul(gpu, a, b4d)).rejects.toThrow(new RegExp(`^matmul: b must be ${shared} to match a of shape \\[2, 3, 4\\], got \\[1, 2, 4, 5\\]$`));
+    await expect(kernels.matmul(gpu, a2, bBatched)).rejects.toThrow(/^matmul: b must be \[K=4, N\] to match a of shape \[3, 4\], got \[2, 4, 5\]$/);
+    await expect(kernels.matmul(gpu, a, res)).rejects.toThrow(new RegExp(`^matmul: b of shape \\[3, 5\\] must be ${shared} to match a of shape \\[2, 3, 4\\]$`));
+    await expect(kernels.matmul(gpu, a, bBadK)).rejects.toThrow(new RegExp(`^matmul: b of shape \\[2, 5, 5\\] must be ${shared} to match a of shape \\[2, 3, 4\\]$`));
     await expect(kernels.matmul(gpu, a, b, { transposeB: true })).rejects.toThrow(
-      /^matmul: b of shape \[4, 5\] must be \[N, K=4\] \(transposeB\) to match a of shape \[2, 3, 4\]$/,
+      /^matmul: b of shape \[4, 5\] must be \[N, K=4\] or \[2, N, K=4\] \(transposeB\) to match a of shape \[2, 3, 4\]$/,
+    );
+    await expect(kernels.matmul(gpu, a, bBatched, { transposeB: true })).rejects.toThrow(
+      /^matmul: b of shape \[2, 4, 5\] must be \[N, K=4\] or \[2, N, K=4\] \(transposeB\) to match a of shape \[2, 3, 4\]$/,
+    );
+    await expect(kernels.matmul(gpu, a, bBatched, { residual: res })).rejects.toThrow(
+      /^matmul: residual of shape \[3, 5\] must equal the output shape \[2, 3, 5\]$/,
     );
     await expect(kernels.matmul(gpu, a1, b)).rejects.toThrow(/^matmul: a must be \[\.\.\., M, K\], got \[4\]$/);
     await expect(kernels.matmul(gpu, a, h)).rejects.toThrow(/^matmul: b must be f32 like a, got f16$/);
@@ -154,6 +207,6 @@ describe('matmul', () => {
       /^matmul: expected 3 inputs \[a, b, bias\], got 2$/,
     );
     expect(gpu.stats()).toEqual(before);
-    for (const t of [a, b, b3, a1, bias4, res, h, i]) t.dispose();
+    for (const t of [a, b, b3, a1, a2, bBatched, bBadK, b4d, bias4, res, h, i]) t.dispose();
   });
 });
