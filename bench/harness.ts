@@ -170,6 +170,11 @@ export function bindPlan(gpu: Gpu, plan: KernelPlan, tensors: readonly Tensor[],
   }
 }
 
+/** Whether a row '<kernel> <label>' passes --filter (a case-insensitive substring). */
+export function matches(filter: string | undefined, kernel: string, label: string): boolean {
+  return !filter || `${kernel} ${label}`.toLowerCase().includes(filter.toLowerCase());
+}
+
 /** One row of a kernel benchmark, as written to bench/results/*.json. */
 export interface BenchRow {
   kernel: string;

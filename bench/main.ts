@@ -5,7 +5,7 @@
 // bench/results/<suite>-<adapter>.json (not for --quick runs unless --write is given).
 import { openGpu } from '../src/gpu/gpu.js';
 import type { Gpu } from '../src/gpu/gpu.js';
-import { FULL, QUICK, runCases, type BenchRow, type TimingSettings } from './harness.js';
+import { FULL, matches, QUICK, runCases, type BenchRow, type TimingSettings } from './harness.js';
 import { measurePeak, PEAK_FULL, PEAK_QUICK, type Peak } from './peak.js';
 import { loadTfjs, type TfjsPeer } from './peers.js';
 import { writeResults } from './results.js';
@@ -14,6 +14,8 @@ import type { KernelBenchCase } from './types.js';
 export interface SuiteContext {
   gpu: Gpu;
   settings: TimingSettings;
+  /** --quick: model suites use tiny stand-in models, so everything runs in seconds. */
+  quick: boolean;
   peak: Peak;
   tfjs?: TfjsPeer;
   /** Keep only rows whose '<kernel> <label>' contains this (case-insensitive). */
@@ -21,19 +23,22 @@ export interface SuiteContext {
   log: (line: string) => void;
 }
 
-export type Suite = (ctx: SuiteContext) => Promise<{ rows: BenchRow[]; notes?: string[] }>;
+/** A suite's rows, notes (one line each) and an optional appendix (markdown after its table). */
+// Suites import only types from this module: it has a top-level await, so a value import from a
+// suite loaded here would wait for itself.
+export type Suite = (ctx: SuiteContext) => Promise<{ rows: BenchRow[]; notes?: string[]; appendix?: string[] }>;
 
-export function matches(filter: string | undefined, kernel: string, label: string): boolean {
-  return !filter || `${kernel} ${label}`.toLowerCase().includes(filter.toLowerCase());
-}
 
-/** Every suite by name. Later suites (graph, clip, owlvit) add an entry here. */
+/** Every suite by name. */
 export const SUITES: Record<string, Suite> = {
   async kernels(ctx) {
     const registry: Record<string, KernelBenchCase[]> = { ...(await import('./kernels/index.js')) };
     const cases = Object.values(registry).flat().filter((c) => matches(ctx.filter, c.kernel.name, c.label));
     return { rows: await runCases(ctx.gpu, cases, ctx, ctx.log) };
   },
+  graph: async (ctx) => (await import('./suites/graph.js')).graphSuite(ctx),
+  clip: async (ctx) => (await import('./suites/clip.js')).clipSuite(ctx),
+  owlvit: async (ctx) => (await import('./suites/owlvit.js')).owlvitSuite(ctx),
 };
 
 interface Args {
@@ -104,7 +109,7 @@ async function main(): Promise<number> {
     }
     for (const suite of args.suites) {
       log(`\n# ${suite}`);
-      const { rows, notes: suiteNotes = [] } = await SUITES[suite]!({ gpu, settings, peak, tfjs, filter: args.filter, log });
+      const { rows, notes: suiteNotes = [], appendix } = await SUITES[suite]!({ gpu, settings, quick: args.quick, peak, tfjs, filter: args.filter, log });
       failed ||= rows.some((r) => r.error);
       if (!write) continue;
       if (rows.length === 0) {
@@ -122,6 +127,7 @@ async function main(): Promise<number> {
           peer: tfjs ? `TF.js ${tfjs.version} (tfjs-backend-webgpu) in the same process on the same GPUDevice` : undefined,
           rows,
           notes: [...notes, ...suiteNotes],
+          appendix,
         },
         { merge: !!args.filter },
       );

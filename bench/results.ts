@@ -17,6 +17,8 @@ export interface SuiteResult {
   peer?: string;
   rows: BenchRow[];
   notes?: string[];
+  /** Markdown lines after the table (e.g. a profile). */
+  appendix?: string[];
 }
 
 const HEADER = `# Benchmark results
@@ -78,6 +80,7 @@ export function renderSection(r: SuiteResult): string {
       `| ${cell(row.kernel)} | ${cell(row.label)} | ${fmt(row.ms)} | ${fmt(row.wallMs)} | ${fmt(row.gflops)} | ${fmt(row.gbps)} | ${peak} | ${peer} | ${fmt(row.ratio)} |`,
     );
   }
+  if (r.appendix?.length) lines.push('', ...r.appendix);
   lines.push(`<!-- /bench ${key} -->`);
   return lines.join('\n') + '\n';
 }

@@ -28,6 +28,23 @@ override WG: u32 = 256u;
 @group(0) @binding(2) var<storage, read> boxes: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<T>;
 
+// One axis of a bilinear sample at coordinate v on an axis of n pixels, as torchvision: outside
+// [-1, n] contributes nothing; inside, v is clamped to [0, n - 1] and split into two neighbours.
+struct AxisSample { inside: bool, low: u32, high: u32, frac: f32 }
+
+fn sample_axis(v_in: f32, n: u32) -> AxisSample {
+  if (v_in < -1.0 || v_in > f32(n)) { return AxisSample(false, 0u, 0u, 0.0); }
+  var v = max(v_in, 0.0);
+  var low = u32(v);
+  var high = low + 1u;
+  if (low >= n - 1u) {
+    low = n - 1u;
+    high = low;
+    v = f32(low);
+  }
+  return AxisSample(true, low, high, v - f32(low));
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) lid: u32) {
@@ -83,39 +100,19 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     col = 1u;
   }
   let row = p.w * col;
-  let height = f32(p.h);
-  let width = f32(p.w);
   let y0 = start_h + f32(bin / p.pw) * bin_h;
   let x0 = start_w + f32(bin % p.pw) * bin_w;
 
   var sum = 0.0;
   for (var iy = 0; iy < grid_h; iy++) {
-    var y = y0 + (f32(iy) + 0.5) * bin_h / f32(grid_h);
-    if (y < -1.0 || y > height) { continue; }
-    y = max(y, 0.0);
-    var y_low = u32(y);
-    var y_high = y_low + 1u;
-    if (y_low >= p.h - 1u) {
-      y_low = p.h - 1u;
-      y_high = y_low;
-      y = f32(y_low);
-    }
-    let ly = y - f32(y_low);
+    let sy = sample_axis(y0 + (f32(iy) + 0.5) * bin_h / f32(grid_h), p.h);
+    if (!sy.inside) { continue; }
     for (var ix = 0; ix < grid_w; ix++) {
-      var x = x0 + (f32(ix) + 0.5) * bin_w / f32(grid_w);
-      if (x < -1.0 || x > width) { continue; }
-      x = max(x, 0.0);
-      var x_low = u32(x);
-      var x_high = x_low + 1u;
-      if (x_low >= p.w - 1u) {
-        x_low = p.w - 1u;
-        x_high = x_low;
-        x = f32(x_low);
-      }
-      let lx = x - f32(x_low);
-      let top = (1.0 - lx) * f32(features[base + y_low * row + x_low * col]) + lx * f32(features[base + y_low * row + x_high * col]);
-      let bottom = (1.0 - lx) * f32(features[base + y_high * row + x_low * col]) + lx * f32(features[base + y_high * row + x_high * col]);
-      sum += (1.0 - ly) * top + ly * bottom;
+      let sx = sample_axis(x0 + (f32(ix) + 0.5) * bin_w / f32(grid_w), p.w);
+      if (!sx.inside) { continue; }
+      let top = (1.0 - sx.frac) * f32(features[base + sy.low * row + sx.low * col]) + sx.frac * f32(features[base + sy.low * row + sx.high * col]);
+      let bottom = (1.0 - sx.frac) * f32(features[base + sy.high * row + sx.low * col]) + sx.frac * f32(features[base + sy.high * row + sx.high * col]);
+      sum += (1.0 - sy.frac) * top + sy.frac * bottom;
     }
   }
   out[o] = T(sum / samples);

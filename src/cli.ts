@@ -1,37 +1,35 @@
 #!/usr/bin/env node
-// ovgpu command line. `demo` opens the GPU, prints the adapter and checks a kernel against its CPU
-// reference; later commands (detect, classify-regions) build on the same entry point.
-import { openGpu, type OpenGpuOptions } from './gpu/index.js';
+// ovgpu command line: `demo` (open the GPU, check kernels against the CPU), `detect` (OWL-ViT
+// open-vocabulary detection) and `classify-regions` (name given boxes with CLIP). Bad input ends
+// with one line on stderr and exit code 2; other failures with one line and exit code 1.
+import { openGpu } from './gpu/index.js';
 import { Tensor } from './tensor.js';
 import { elementwise, elementwiseReference, type ElementwiseOptions } from './kernels/elementwise.js';
+import { parseArgs, UsageError } from './cli/args.js';
+import { firstLine } from './cli/common.js';
+import { detect, DETECT_USAGE } from './cli/detect.js';
+import { classifyRegions, REGIONS_USAGE } from './cli/regions.js';
 
 const USAGE = `usage: ovgpu <command> [options]
 commands:
-  demo            open the GPU, print the adapter, run kernels and check them against the CPU
-options:
+  detect <image…> --query TEXT…   find objects named by text (or --image-query) with OWL-ViT
+  classify-regions <image> …      name given boxes with CLIP (categories and attributes)
+  demo                            open the GPU, print the adapter, check kernels against the CPU
+options of every command:
   --backend NAME  Dawn backend (vulkan, metal, d3d12, ...)
-  --adapter NAME  Dawn adapter name (run with --adapter ? to list)`;
+  --adapter NAME  Dawn adapter name (run with --adapter ? to list)
+  --help          this text, or a command's own with \`ovgpu <command> --help\`
 
-class UsageError extends Error {}
+${DETECT_USAGE}
 
-function parseGpuOptions(args: string[]): OpenGpuOptions {
-  const options: OpenGpuOptions = {};
-  for (let i = 0; i < args.length; i++) {
-    const flag = args[i]!;
-    const value = args[i + 1];
-    if (flag === '--backend' || flag === '--adapter') {
-      if (value === undefined) throw new UsageError(`${flag} needs a value`);
-      options[flag === '--backend' ? 'backend' : 'adapter'] = value;
-      i++;
-    } else {
-      throw new UsageError(`unknown option ${flag}`);
-    }
-  }
-  return options;
-}
+${REGIONS_USAGE}`;
 
-async function demo(args: string[]): Promise<void> {
-  const gpu = await openGpu(parseGpuOptions(args));
+const gpuOpener = (backend?: string, adapter?: string) => openGpu({ backend, adapter });
+
+async function demo(argv: string[]): Promise<void> {
+  const args = parseArgs(argv, { '--backend': 'string', '--adapter': 'string' });
+  if (args.positional.length) throw new UsageError(`demo takes no arguments, got ${args.positional[0]}`);
+  const gpu = await gpuOpener(args.strings.get('--backend'), args.strings.get('--adapter'));
   try {
     const i = gpu.info;
     console.log(`adapter: ${i.vendor} ${i.architecture} ${i.device} — ${i.description}${i.isFallbackAdapter ? ' (software/fallback)' : ''}`);
@@ -56,25 +54,31 @@ async function demo(args: string[]): Promise<void> {
   }
 }
 
+const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; usage: string }> = {
+  demo: { run: demo, usage: USAGE },
+  detect: { run: (argv) => detect(argv, gpuOpener), usage: DETECT_USAGE },
+  'classify-regions': { run: (argv) => classifyRegions(argv, gpuOpener), usage: REGIONS_USAGE },
+};
+
 async function main(argv: string[]): Promise<void> {
   const [command, ...rest] = argv;
-  switch (command) {
-    case 'demo':
-      return demo(rest);
-    case undefined:
-    case '-h':
-    case '--help':
-      console.log(USAGE);
-      return;
-    default:
-      throw new UsageError(`unknown command ${command}`);
+  if (command === undefined || command === '-h' || command === '--help' || command === 'help') {
+    console.log(USAGE);
+    return;
   }
+  const c = COMMANDS[command];
+  if (!c) throw new UsageError(`unknown command ${command} (commands: ${Object.keys(COMMANDS).join(', ')}; see ovgpu --help)`);
+  if (rest.includes('--help') || rest.includes('-h')) {
+    console.log(c.usage);
+    return;
+  }
+  await c.run(rest);
 }
 
 // Mesa's software Vulkan warns on every start without it.
 process.env.XDG_RUNTIME_DIR ??= '/tmp';
 main(process.argv.slice(2)).catch((err: unknown) => {
-  const message = err instanceof Error ? err.message : String(err);
-  console.error(`ovgpu: ${message}${err instanceof UsageError ? `\n${USAGE}` : ''}`);
-  process.exitCode = 2;
+  const usage = err instanceof UsageError;
+  console.error(`ovgpu: ${firstLine(err)}${usage ? ' (see ovgpu --help)' : ''}`);
+  process.exitCode = usage ? 2 : 1;
 });

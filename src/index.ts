@@ -32,4 +32,6 @@ export {
   type NormalizeOptions,
   type PixelBatch,
 } from './models/preprocess/index.js';
+export * from './models/region/index.js';
 export * from './models/owlvit/index.js';
+export { writeRandomModel, TINY_OWLVIT, TINY_CLIP, vitB32, type RandomModelKind } from './models/random.js';

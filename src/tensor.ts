@@ -1,7 +1,7 @@
 import { Float16Array } from '@petamoriken/float16';
 import type { Gpu } from './gpu/gpu.js';
 import { GpuError, check } from './gpu/errors.js';
-import { BYTES_PER_ELEMENT, DTYPES, isDType, shapeString, sizeOf, type DType, type ReadArray } from './dtype.js';
+import { BYTES_PER_ELEMENT, DTYPES, f32ToF16Bits, isDType, shapeString, sizeOf, type DType, type ReadArray } from './dtype.js';
 
 export type TensorData = ArrayLike<number> | ArrayBufferView;
 
@@ -41,7 +41,8 @@ export function encodeTensorData(data: TensorData, dtype: DType, count: number, 
       new Float32Array(bytes, 0, count).set(src);
       break;
     case 'f16':
-      new Uint16Array(bytes, 0, count).set(new Uint16Array(Float16Array.from(src).buffer));
+      if (src instanceof Float32Array) f32ToF16Bits(src, new Uint16Array(bytes, 0, count));
+      else new Uint16Array(bytes, 0, count).set(new Uint16Array(Float16Array.from(src).buffer));
       break;
     case 'i32':
     case 'u32': {

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Float16Array } from '@petamoriken/float16';
 import { GpuError, Tensor } from '../src/index.js';
+import { f32ToF16Bits } from '../src/dtype.js';
 import { useGpu } from './util/gpu.js';
 
 const getGpu = useGpu();
@@ -101,5 +102,25 @@ describe('Tensor', () => {
     const after = gpu.stats();
     expect(after.liveBuffers).toBe(before.liveBuffers);
     expect(after.liveBytes).toBe(before.liveBytes);
+  });
+});
+
+describe('f32ToF16Bits', () => {
+  it('agrees bit for bit with the Float16Array conversion on every exponent, ties and specials', () => {
+    // Every f32 exponent with mantissas that hit ties, just-below and just-above ties for f16.
+    const bits: number[] = [0x7fc00000, 0x7f800001, 0xff800000, 0x7f800000, 0, 0x80000000];
+    for (let exp = 0; exp < 255; exp++) {
+      for (const m of [0, 1, 0x1000, 0x1001, 0x0fff, 0x3000, 0x2000, 0x7fffff, 0x400000, 0x7fe000, 0x1fff, 0x12345]) {
+        bits.push((exp << 23) | m, ((exp << 23) | m | 0x80000000) >>> 0);
+      }
+    }
+    const src = new Float32Array(new Uint32Array(bits).buffer);
+    const fast = new Uint16Array(src.length);
+    f32ToF16Bits(src, fast);
+    const slow = new Uint16Array(Float16Array.from(src).buffer);
+    for (let i = 0; i < src.length; i++) {
+      if (Number.isNaN(src[i])) expect((fast[i]! & 0x7c00) === 0x7c00 && (fast[i]! & 0x3ff) !== 0).toBe(true);
+      else if (fast[i] !== slow[i]) throw new Error(`f32 bits 0x${bits[i]!.toString(16)}: got 0x${fast[i]!.toString(16)}, expected 0x${slow[i]!.toString(16)}`);
+    }
   });
 });

@@ -189,8 +189,9 @@ export class GraphPlan {
       if (t.dtype !== dtype || t.shape.join() !== shape.join()) {
         throw new GpuError('graph run', `copyTo ${JSON.stringify(name)}: tensor is ${t.dtype} ${shapeString(t.shape)}, expected ${dtype} ${shapeString(shape)}`);
       }
-      // copyBufferToBuffer moves whole 4-byte words.
-      if (o.ref.byteOffset % 4 !== 0 || bytesOf(o.ref.info) % 4 !== 0) throw new GpuError('graph run', `copyTo ${JSON.stringify(name)}: the output is not 4-byte aligned (an f16 view at an odd element)`);
+      // copyBufferToBuffer moves whole 4-byte words: an odd f16 length copies its padding too (values
+      // and tensors are padded to 4 bytes), but a start inside a word cannot be copied.
+      if (o.ref.byteOffset % 4 !== 0) throw new GpuError('graph run', `copyTo ${JSON.stringify(name)}: the output starts inside a 4-byte word (an f16 view at an odd element)`);
     }
   }
 
@@ -229,7 +230,7 @@ export class GraphPlan {
       }
       for (const [name, t] of Object.entries(copyTo)) {
         const { ref } = this.#outputs.get(name)!;
-        if (bytesOf(ref.info) > 0) encoder.copyBufferToBuffer(ref.slot.buffer!, ref.byteOffset, t.buffer, 0, bytesOf(ref.info));
+        if (bytesOf(ref.info) > 0) encoder.copyBufferToBuffer(ref.slot.buffer!, ref.byteOffset, t.buffer, 0, padded(bytesOf(ref.info)));
       }
       gpu.submit([encoder.finish()]);
     });

@@ -131,6 +131,26 @@ describe('graph executor', () => {
     plan2.dispose();
   });
 
+  it('copyTo copies f16 outputs of odd length, and refuses views that start inside a word', async () => {
+    const gpu = await getGpu();
+    if (!gpu.features.has('shader-f16')) return;
+    const xData = randomArray(7 * 7, 4, 2);
+    const g = new GraphBuilder();
+    const y = g.gelu(g.input('x', [7, 7], 'f16'));
+    g.output('y', y);
+    g.output('odd', g.slice(y, [1], [2])); // starts at element 7: inside a 4-byte word
+    const plan = await g.compile(gpu);
+    const yt = Tensor.empty(gpu, [7, 7], 'f16');
+    await plan.run({ x: xData }, { outputs: [], copyTo: { y: yt } });
+    const host = (await plan.run({ x: xData }, { outputs: ['y'] })).outputs.y!;
+    expect(Array.from(await yt.read())).toEqual(Array.from(host));
+    const row = Tensor.empty(gpu, [1, 7], 'f16');
+    await expect(plan.run({ x: xData }, { copyTo: { odd: row } })).rejects.toThrow(/starts inside a 4-byte word/);
+    yt.dispose();
+    row.dispose();
+    plan.dispose();
+  });
+
   it('matmul takes a batched b (per-head q·kᵀ) through the builder unchanged', async () => {
     const gpu = await getGpu();
     const [B, L, D] = [3, 5, 8];

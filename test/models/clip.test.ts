@@ -2,7 +2,8 @@ import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ClipModel } from '../../src/index.js';
+import sharp from 'sharp';
+import { ClipModel, ClipTokenizer, preprocessClipBatch } from '../../src/index.js';
 import { readSafetensors } from '../../src/io/safetensors.js';
 import { useGpu } from '../util/gpu.js';
 import { expectClose } from '../util/check.js';
@@ -116,6 +117,22 @@ describe('ClipModel on clip_tiny', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('encodes image files and strings, preprocessing and tokenizing as the reference', async () => {
+    const gpu = await getGpu();
+    const model = await ClipModel.load(gpu, hfDir);
+    const png = join(hfDir, 'image.png');
+    const raw = Buffer.from(Array.from({ length: 50 * 40 * 3 }, (_, i) => (i * 37) % 256));
+    await sharp(raw, { raw: { width: 50, height: 40, channels: 3 } }).png().toFile(png);
+    const pre = await preprocessClipBatch([png, png], { size: 32 });
+    expect(Array.from(await model.encodeImage([png, png]))).toEqual(Array.from(await model.encodeImage(pre.data, [2, 3, 32, 32])));
+    await expect(model.encodeText('a cat')).rejects.toThrow(/strings need a tokenizer/);
+    // OpenAI's vocabulary is larger than clip_tiny's 512 ids: tokenizing works, the ids are refused by name.
+    const withTokenizer = await ClipModel.load(gpu, hfDir, { tokenizer: ClipTokenizer.load(fixturePath('bpe_simple_vocab_16e6.txt.gz')) });
+    await expect(withTokenizer.encodeText(['a cat'])).rejects.toThrow(/token id 49406 outside the vocabulary \[0, 512\)/);
+    withTokenizer.dispose();
+    model.dispose();
   });
 
   it('refuses inputs of the wrong shape or vocabulary', async () => {

@@ -11,6 +11,8 @@ import { detectConvention, type Convention } from './names.js';
 import { loadTower, readLogitScale, type WeightReader } from './weights.js';
 import { poolIndices, textTower, visionTower, type TowerOutputs, type Weights } from './towers.js';
 import { openWeightReader } from './reader.js';
+import { ClipTokenizer, TOKENIZER_FILES } from '../tokenizer/index.js';
+import { preprocessClipBatch, type ImageInput } from '../preprocess/index.js';
 
 export interface ClipLoadOptions {
   /** A ClipConfig, or an HF config.json object; default: the folder's config.json, else inferred (OpenAI). */
@@ -21,6 +23,8 @@ export interface ClipLoadOptions {
   heads?: { vision?: number; text?: number };
   /** Checkpoint name convention; default: detected from the names. */
   convention?: Convention;
+  /** Tokenizer for string inputs (a ClipTokenizer or a path); default: the folder's tokenizer files. */
+  tokenizer?: ClipTokenizer | string;
 }
 
 export interface ImageRunOptions {
@@ -54,10 +58,12 @@ export class ClipModel {
   /** Checkpoint tensors that no part of the model used. */
   readonly unusedWeights: readonly string[];
   readonly weights: { vision?: ReadonlyMap<string, Tensor>; text?: ReadonlyMap<string, Tensor> };
+  /** Tokenizes string inputs of encodeText, when the folder has tokenizer files (or one was given). */
+  readonly tokenizer?: ClipTokenizer;
   readonly #plans = new Map<string, Promise<GraphPlan>>();
   #disposed = false;
 
-  private constructor(gpu: Gpu, init: { config: ClipConfig; dtype: DType; convention: Convention; logitScale: number; unused: string[]; vision?: Map<string, Tensor>; text?: Map<string, Tensor> }) {
+  private constructor(gpu: Gpu, init: { config: ClipConfig; dtype: DType; convention: Convention; logitScale: number; unused: string[]; vision?: Map<string, Tensor>; text?: Map<string, Tensor>; tokenizer?: ClipTokenizer }) {
     this.gpu = gpu;
     this.config = init.config;
     this.dtype = init.dtype;
@@ -65,12 +71,14 @@ export class ClipModel {
     this.logitScale = init.logitScale;
     this.unusedWeights = init.unused;
     this.weights = { vision: init.vision, text: init.text };
+    this.tokenizer = init.tokenizer;
   }
 
   /** Loads a checkpoint: a folder (config.json + model.safetensors or shards) or a .safetensors file. */
   static async load(gpu: Gpu, pathOrDir: string, options: ClipLoadOptions = {}): Promise<ClipModel> {
     const dtype = options.dtype ?? 'f32';
     if (dtype === 'f16' && !gpu.features.has('shader-f16')) throw new GpuError('ClipModel.load', 'dtype f16 needs the shader-f16 feature, which this adapter lacks');
+    const tokenizer = loadTokenizer(pathOrDir, options.tokenizer);
     const reader = openWeightReader(pathOrDir);
     try {
       const names = reader.names();
@@ -88,7 +96,7 @@ export class ClipModel {
       const logitScale = readLogitScale(reader, convention, used) ?? Math.log(1 / 0.07);
       const unused = names.filter((n) => !used.has(n));
       if (unused.length) console.warn(`ovgpu: ${unused.length} tensor(s) in ${reader.path} not used by CLIP: ${unused.slice(0, 5).join(', ')}${unused.length > 5 ? ', …' : ''}`);
-      return new ClipModel(gpu, { config, dtype, convention, logitScale, unused, vision, text });
+      return new ClipModel(gpu, { config, dtype, convention, logitScale, unused, vision, text, tokenizer });
     } finally {
       reader.close();
     }
@@ -132,9 +140,18 @@ export class ClipModel {
     return p;
   }
 
-  /** Image embeddings [B, embed] (unnormalised, as HF get_image_features) from NCHW pixels. */
-  async encodeImage(pixels: Float32Array, shape: readonly [number, number, number, number]): Promise<Float32Array> {
-    return (await this.runVision(pixels, shape)).embeds;
+  /**
+   * Image embeddings [B, embed] (unnormalised, as HF get_image_features) from normalised NCHW
+   * pixels with their shape, or from images (paths or encoded bytes), preprocessed as CLIP does.
+   */
+  async encodeImage(input: Float32Array | ImageInput | readonly ImageInput[], shape?: readonly [number, number, number, number]): Promise<Float32Array> {
+    if (input instanceof Float32Array) {
+      if (!shape) throw new GpuError('ClipModel.encodeImage', 'pixels need their shape [B, 3, H, W]');
+      return (await this.runVision(input, shape)).embeds;
+    }
+    const size = this.config.vision?.imageSize ?? 224;
+    const batch = await preprocessClipBatch(Array.isArray(input) ? input : [input as ImageInput], { size });
+    return (await this.runVision(batch.data, batch.shape)).embeds;
   }
 
   /** The vision tower with optional dense map and intermediates. */
@@ -154,9 +171,20 @@ export class ClipModel {
     return collect(await plan.run({ pixels }, { outputs: wanted(plan, options) }));
   }
 
-  /** Text embeddings [B, embed] from token ids [B, L] (L ≤ the context length). */
-  async encodeText(ids: Int32Array, shape: readonly [number, number]): Promise<Float32Array> {
-    return (await this.runText(ids, shape)).embeds;
+  /**
+   * Text embeddings [B, embed] from token ids [B, L] (L ≤ the context length) with their shape, or
+   * from strings, tokenized with the model's tokenizer (over-long text is an error unless
+   * `truncate`, as the reference).
+   */
+  async encodeText(input: Int32Array | string | readonly string[], shape?: readonly [number, number], options: { truncate?: boolean } = {}): Promise<Float32Array> {
+    if (input instanceof Int32Array) {
+      if (!shape) throw new GpuError('ClipModel.encodeText', 'ids need their shape [B, L]');
+      return (await this.runText(input, shape)).embeds;
+    }
+    if (!this.tokenizer) throw new GpuError('ClipModel.encodeText', `strings need a tokenizer: the model folder has none of ${TOKENIZER_FILES.join(', ')} (pass { tokenizer } to load)`);
+    const texts = typeof input === 'string' ? [input] : input;
+    const { ids, shape: idsShape } = this.tokenizer.encodeBatch(texts, { contextLength: this.config.text?.contextLength, truncate: options.truncate });
+    return (await this.runText(ids, idsShape)).embeds;
   }
 
   async runText(ids: Int32Array, shape: readonly number[], options: { intermediates?: boolean } = {}): Promise<TowerResult> {
@@ -218,6 +246,13 @@ export function clipLogits(a: Float32Array, b: Float32Array, d: number, scale: n
     }
   }
   return out;
+}
+
+function loadTokenizer(pathOrDir: string, given: ClipTokenizer | string | undefined): ClipTokenizer | undefined {
+  if (given instanceof ClipTokenizer) return given;
+  if (given !== undefined) return ClipTokenizer.load(given);
+  if (!statSync(pathOrDir, { throwIfNoEntry: false })?.isDirectory()) return undefined;
+  return TOKENIZER_FILES.some((f) => existsSync(join(pathOrDir, f))) ? ClipTokenizer.load(pathOrDir) : undefined;
 }
 
 function resolveConfig(pathOrDir: string, reader: WeightReader & { close(): void }, options: ClipLoadOptions): ClipConfig {

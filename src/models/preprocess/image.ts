@@ -78,7 +78,7 @@ export function shortSideSize(width: number, height: number, size: number): [num
 }
 
 /** Python's round() of x / 2 for an integer x: halves go to the even neighbour. */
-function halfRoundedEven(x: number): number {
+export function halfRoundedEven(x: number): number {
   const half = x / 2;
   const floor = Math.floor(half);
   return half - floor !== 0.5 ? Math.round(half) : floor % 2 === 0 ? floor : floor + 1;

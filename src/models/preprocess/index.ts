@@ -5,6 +5,7 @@ export {
   decodeImage,
   resizeImage,
   shortSideSize,
+  halfRoundedEven,
   preprocessClip,
   preprocessClipBatch,
   preprocessOwlVit,

@@ -1,0 +1,98 @@
+// `clip` suite: ViT-B/32-shaped CLIP with random weights written to a temporary folder as HF
+// checkpoints (the image tower alone is a 351 MB f32 file): weight load time, image tower
+// images/s at batch 1 and 8 and text tower sentences/s at batch 8, f32 and f16 weights.
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ClipModel } from '../../src/models/clip/model.js';
+import { TINY_OWLVIT, vitB32, writeRandomModel } from '../../src/models/random.js';
+import type { ClipConfig } from '../../src/models/clip/config.js';
+import { randomArray } from '../../test/util/random.js';
+import { matches, timeAsync, type BenchRow } from '../harness.js';
+import type { Suite } from '../main.js';
+import { callRow, failedRow, onceRow, QUICK_VISION } from './common.js';
+
+/** Random valid ids: SOT, words, EOT (the largest id, where the text tower pools), zero padding. */
+export function randomIds(batch: number, length: number, vocab: number, seed: number): Int32Array {
+  const r = randomArray(batch * length, seed);
+  const ids = new Int32Array(batch * length);
+  for (let b = 0; b < batch; b++) {
+    const words = 3 + (b % (length - 4));
+    ids[b * length] = vocab - 2;
+    for (let t = 1; t <= words; t++) ids[b * length + t] = Math.floor(((r[b * length + t]! + 1) / 2) * (vocab - 2));
+    ids[b * length + words + 1] = vocab - 1;
+  }
+  return ids;
+}
+
+export const clipSuite: Suite = async (ctx) => {
+  const { gpu, log } = ctx;
+  const full = vitB32('clip');
+  const config: ClipConfig = ctx.quick ? { ...TINY_OWLVIT, vision: QUICK_VISION, text: { ...TINY_OWLVIT.text!, contextLength: 16 } } : full;
+  const name = ctx.quick ? 'tiny CLIP (quick)' : 'ViT-B/32';
+  const v = config.vision!;
+  const t = config.text!;
+  const dir = mkdtempSync(join(tmpdir(), 'ovgpu-bench-clip-'));
+  const rows: BenchRow[] = [];
+  const notes: string[] = [];
+  const want = (label: string) => matches(ctx.filter, 'clip', label);
+  try {
+    // One checkpoint per tower: the image tower file is the "350 MB" one (87.8 M f32 parameters).
+    const visionDir = join(dir, 'vision');
+    const textDir = join(dir, 'text');
+    writeRandomModel(visionDir, 'clip', { vision: v, embedDim: config.embedDim }, 1);
+    writeRandomModel(textDir, 'clip', { text: t, embedDim: config.embedDim }, 2);
+    const mb = (d: string) => (statSync(join(d, 'model.safetensors')).size / 1e6).toFixed(0);
+    const dtypes = gpu.features.has('shader-f16') ? (['f32', 'f16'] as const) : (['f32'] as const);
+    if (dtypes.length === 1) notes.push('no shader-f16 on this adapter: f32 rows only');
+    for (const dtype of dtypes) {
+      const loadLabel = `${name} image tower: load ${mb(visionDir)} MB safetensors, upload ${dtype}`;
+      let clip: ClipModel | undefined;
+      try {
+        const t0 = performance.now();
+        clip = await ClipModel.load(gpu, visionDir, { dtype });
+        const ms = performance.now() - t0;
+        if (want(loadLabel)) {
+          rows.push(onceRow('clip', loadLabel, ms));
+          log(`${loadLabel}: ${ms.toFixed(0)} ms`);
+        }
+        for (const b of [1, 8]) {
+          const label = `${name} image tower ${v.imageSize} px ${dtype} b${b}`;
+          if (!want(label)) continue;
+          const pixels = randomArray(b * 3 * v.imageSize * v.imageSize, 3);
+          try {
+            const timing = await timeAsync(() => clip!.encodeImage(pixels, [b, 3, v.imageSize, v.imageSize]), ctx.settings);
+            rows.push(callRow('clip', label, timing, { shape: `[${b}, ${config.embedDim}]` }));
+            notes.push(`${label}: ${((1000 * b) / timing.wallMs).toFixed(2)} images/s`);
+            log(`${label}: ${timing.wallMs.toFixed(1)} ms, ${((1000 * b) / timing.wallMs).toFixed(2)} images/s`);
+          } catch (err) {
+            rows.push(failedRow('clip', label, err));
+          }
+        }
+      } catch (err) {
+        rows.push(failedRow('clip', loadLabel, err));
+      } finally {
+        clip?.dispose();
+      }
+      const label = `${name} text tower ${dtype} b8 × ${t.contextLength} tokens`;
+      if (!want(label)) continue;
+      let text: ClipModel | undefined;
+      try {
+        text = await ClipModel.load(gpu, textDir, { dtype });
+        const ids = randomIds(8, t.contextLength, t.vocabSize, 4);
+        const timing = await timeAsync(() => text!.encodeText(ids, [8, t.contextLength]), ctx.settings);
+        rows.push(callRow('clip', label, timing, { shape: `[8, ${config.embedDim}]` }));
+        notes.push(`${label}: ${(8000 / timing.wallMs).toFixed(1)} sentences/s`);
+        log(`${label}: ${timing.wallMs.toFixed(1)} ms, ${(8000 / timing.wallMs).toFixed(1)} sentences/s`);
+      } catch (err) {
+        rows.push(failedRow('clip', label, err));
+      } finally {
+        text?.dispose();
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  notes.push('ms: wall time per call (host data in, embeddings read back), each call awaited');
+  return { rows, notes };
+};

@@ -1,0 +1,122 @@
+// `owlvit` suite: an OWL-ViT B/32-shaped detector at 768 px (577 tokens) with random weights written
+// to a temporary folder, f32 and f16: image → detections latency split into its stages, and the
+// latency of new queries against a cached image embedding (the vision tower is not run again).
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { OwlVitDetector, type OwlVitImageEmbedding } from '../../src/models/owlvit/index.js';
+import { preprocessOwlVit } from '../../src/models/preprocess/index.js';
+import { TINY_OWLVIT, vitB32, writeRandomModel } from '../../src/models/random.js';
+import { matches, timeAsync, type BenchRow, type Timing } from '../harness.js';
+import type { Suite } from '../main.js';
+import { callRow, failedRow, onceRow } from './common.js';
+import { randomIds } from './clip.js';
+
+const QUERIES = 3;
+
+export const owlvitSuite: Suite = async (ctx) => {
+  const { gpu, log } = ctx;
+  const config = ctx.quick ? TINY_OWLVIT : vitB32('owlvit');
+  const v = config.vision!;
+  const t = config.text!;
+  const name = ctx.quick ? `tiny OWL-ViT ${v.imageSize} px (quick)` : `OWL-ViT B/32 ${v.imageSize} px`;
+  const dir = mkdtempSync(join(tmpdir(), 'ovgpu-bench-owlvit-'));
+  // Rows that run the vision tower take one trial: a 768-px forward takes tens of seconds on a CPU
+  // adapter (the image → detections row comes after the vision row, which compiled the pipelines).
+  const heavy = { ...ctx.settings, trials: 1 };
+  const rows: BenchRow[] = [];
+  const notes: string[] = [];
+  const add = (label: string, timing: Timing | number) => {
+    const row = typeof timing === 'number' ? onceRow('owlvit', label, timing) : callRow('owlvit', label, timing);
+    rows.push(row);
+    log(`${label}: ${row.wallMs.toFixed(2)} ms`);
+  };
+  try {
+    writeRandomModel(dir, 'owlvit', config, 1);
+    const mb = (statSync(join(dir, 'model.safetensors')).size / 1e6).toFixed(0);
+    // A 640×480 photo-sized input: decoding and the bicubic resize to the model's side are part of the latency.
+    const image = await sharp({ create: { width: 640, height: 480, channels: 3, background: { r: 90, g: 140, b: 200 } } }).jpeg().toBuffer();
+    const sizes: [number, number][] = [[480, 640]];
+    const pre = `${name}: preprocess 640×480 JPEG (sharp decode, bicubic resize, normalise)`;
+    if (matches(ctx.filter, 'owlvit', pre)) add(pre, await timeAsync(() => preprocessOwlVit(image, { size: v.imageSize }), ctx.settings));
+    const { data: pixels, shape } = await preprocessOwlVit(image, { size: v.imageSize });
+    let serial = 0;
+    // Fresh ids per call (a new query set each time, so the text cache does not answer).
+    const freshIds = () => {
+      const ids = randomIds(QUERIES, t.contextLength, t.vocabSize, 11 + serial++);
+      return { inputIds: ids, idsShape: [QUERIES, t.contextLength] };
+    };
+    const dtypes = gpu.features.has('shader-f16') ? (['f32', 'f16'] as const) : (['f32'] as const);
+    if (dtypes.length === 1) notes.push('no shader-f16 on this adapter: f32 rows only');
+    for (const dtype of dtypes) {
+      const label = (s: string) => `${name} ${dtype}: ${s}`;
+      let det: OwlVitDetector | undefined;
+      let cached: OwlVitImageEmbedding | undefined;
+      try {
+        const t0 = performance.now();
+        det = await OwlVitDetector.load(gpu, dir, { dtype });
+        const loadLabel = label(`load ${mb} MB safetensors`);
+        if (matches(ctx.filter, 'owlvit', loadLabel)) add(loadLabel, performance.now() - t0);
+        const d = det;
+        const query = freshIds();
+        const vis = label('stage: vision tower + box head + class-head inputs (embedImage)');
+        if (matches(ctx.filter, 'owlvit', vis)) add(vis, await timeAsync(async () => (await d.embedImage(pixels, shape)).dispose(), heavy));
+        const e2e = label(`image → detections (${QUERIES} new text queries)`);
+        if (matches(ctx.filter, 'owlvit', e2e)) {
+          add(
+            e2e,
+            await timeAsync(async () => {
+              const p = await preprocessOwlVit(image, { size: v.imageSize });
+              const emb = await d.embedImage(p.data, p.shape);
+              const scored = await d.queryText(emb, freshIds());
+              d.postProcess({ logits: scored.logits, predBoxes: emb.predBoxes }, { threshold: 0.1, targetSizes: sizes });
+              emb.dispose();
+            }, { ...heavy, warmup: 0 }),
+          );
+        }
+        cached = await d.embedImage(pixels, shape);
+        const emb = cached;
+        const text = label(`stage: text tower, ${QUERIES} new queries (embedText)`);
+        if (matches(ctx.filter, 'owlvit', text)) add(text, await timeAsync(() => { const q = freshIds(); return d.embedText(q.inputIds, q.idsShape); }, ctx.settings));
+        await d.embedText(query.inputIds, query.idsShape);
+        const heads = label(`stage: class head scoring, ${QUERIES} cached queries (queryText)`);
+        if (matches(ctx.filter, 'owlvit', heads)) add(heads, await timeAsync(() => d.queryText(emb, query), ctx.settings));
+        const scored = await d.queryText(emb, query);
+        const post = label('stage: post-processing (threshold 0.1, boxes to 640×480)');
+        if (matches(ctx.filter, 'owlvit', post)) add(post, await timeAsync(() => d.postProcess({ logits: scored.logits, predBoxes: emb.predBoxes }, { threshold: 0.1, targetSizes: sizes }), ctx.settings));
+        const requery = label(`re-query a cached image embedding: ${QUERIES} new text queries → detections`);
+        if (matches(ctx.filter, 'owlvit', requery)) {
+          add(
+            requery,
+            await timeAsync(async () => {
+              const s = await d.queryText(emb, freshIds());
+              d.postProcess({ logits: s.logits, predBoxes: emb.predBoxes }, { threshold: 0.1, targetSizes: sizes });
+            }, ctx.settings),
+          );
+        }
+        const again = label(`re-query a cached image embedding: ${QUERIES} cached text queries → detections`);
+        if (matches(ctx.filter, 'owlvit', again)) {
+          add(
+            again,
+            await timeAsync(async () => {
+              const s = await d.queryText(emb, query);
+              d.postProcess({ logits: s.logits, predBoxes: emb.predBoxes }, { threshold: 0.1, targetSizes: sizes });
+            }, ctx.settings),
+          );
+        }
+      } catch (err) {
+        rows.push(failedRow('owlvit', label('run'), err));
+        log(`${label('run')}: FAILED ${(err as Error).message}`);
+      } finally {
+        cached?.dispose();
+        det?.dispose();
+      }
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  notes.push('rows running the vision tower: a single trial after one warm-up call; the others: the median of the usual trials');
+  notes.push('ms: wall time per call, each awaited (host data in, results read back); "stage" rows add up to roughly the image → detections row; random weights, so the number of detections (post-processing work) is arbitrary');
+  return { rows, notes };
+};

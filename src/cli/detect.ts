@@ -1,0 +1,146 @@
+// `ovgpu detect <image…> [--model <owlvit dir>] --query "a cat" … [--image-query q.jpg]`
+// Without --model it runs a tiny random-weight OWL-ViT that the project builds on first use
+// (.cache/tiny-owlvit), to show the whole pipeline on any machine; its boxes are meaningless.
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join, relative } from 'node:path';
+import { tmpdir } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import type { Gpu } from '../gpu/gpu.js';
+import { OwlVitDetector, type Detection } from '../models/owlvit/index.js';
+import { hfConfigJson, TINY_OWLVIT, writeRandomModel } from '../models/random.js';
+import { numberIn, parseArgs, UsageError } from './args.js';
+import { writeAnnotated } from './annotate.js';
+import { checkImage, checkModelDir, numberedPath, round, writeJson } from './common.js';
+import { weightsSize, withProgress } from './progress.js';
+
+export const DETECT_USAGE = `usage: ovgpu detect <image…> [--model <owlvit dir>] --query <text>… [options]
+  --model DIR          OWL-ViT checkpoint folder (Hugging Face OwlViTForObjectDetection: config.json,
+                       model.safetensors, tokenizer files); default: a tiny RANDOM-weight demo model
+  --query TEXT         a text query (repeat the flag for each)
+  --image-query FILE   detect what this image shows instead of text queries (image-guided)
+  --threshold X        keep detections scoring above X (default 0.1; 0 for --image-query)
+  --nms X              class-aware NMS at IoU X (default: off for text, 0.3 for --image-query)
+  --top N              keep only the N best detections per image
+  --dtype f32|f16      weight storage (default f32)
+  --json FILE          write the detections as JSON ('-' for stdout)
+  --out FILE           write the image with boxes, labels and scores (PNG; -1, -2, … for several images)`;
+
+const FLAGS = {
+  '--model': 'string',
+  '--query': 'list',
+  '--image-query': 'string',
+  '--threshold': 'number',
+  '--nms': 'number',
+  '--top': 'number',
+  '--dtype': 'string',
+  '--json': 'string',
+  '--out': 'string',
+  '--backend': 'string',
+  '--adapter': 'string',
+} as const;
+
+/** The package root (holding package.json), from this module's location in dist/ or src/. */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  return dir;
+}
+
+/** The random demo model's folder, written on first use (a few MB, seeded: the same everywhere). */
+async function tinyModel(): Promise<string> {
+  for (const dir of [join(packageRoot(), '.cache', 'tiny-owlvit'), join(tmpdir(), 'ovgpu-tiny-owlvit')]) {
+    // A folder from an older version of the demo model is rewritten.
+    const config = join(dir, 'config.json');
+    if (existsSync(config) && readFileSync(config, 'utf8') === JSON.stringify(hfConfigJson('owlvit', TINY_OWLVIT, 1), null, 2)) return dir;
+    try {
+      await withProgress(`writing the random-weight demo model to ${relative(process.cwd(), dir) || dir} (once)`, async () => writeRandomModel(dir, 'owlvit', TINY_OWLVIT, 1));
+      return dir;
+    } catch {
+      // read-only install: try the next place
+    }
+  }
+  throw new Error('cannot write the demo model (no writable .cache or temp folder)');
+}
+
+/** The command line as typed, with `--model <dir>` in place of the random model. */
+function realModelCommand(argv: readonly string[]): string {
+  const quote = (s: string) => (/^[\w./:=@+-]+$/.test(s) ? s : `"${s.replace(/(["\\$`])/g, '\\$1')}"`);
+  const cli = relative(process.cwd(), process.argv[1] ?? 'dist/cli.js') || 'dist/cli.js';
+  return ['node', cli, 'detect', ...argv.map(quote), '--model', '/path/to/owlvit-base-patch32'].join(' ');
+}
+
+/** Detections listed per image on stdout. */
+const LISTED = 15;
+
+export async function detect(argv: string[], openGpu: (backend?: string, adapter?: string) => Promise<Gpu>): Promise<void> {
+  const args = parseArgs(argv, FLAGS);
+  const images = args.positional;
+  if (images.length === 0) throw new UsageError('detect needs at least one image');
+  const queries = args.lists.get('--query') ?? [];
+  const imageQuery = args.strings.get('--image-query');
+  if (queries.length === 0 && !imageQuery) throw new UsageError('detect needs at least one --query "text" (or --image-query <image>)');
+  if (queries.length > 0 && imageQuery) throw new UsageError('give text queries or --image-query, not both');
+  if (queries.some((q) => q.trim() === '')) throw new UsageError('a --query is empty');
+  const threshold = numberIn(args, '--threshold', 0, 1, imageQuery ? 0 : 0.1)!;
+  const nms = numberIn(args, '--nms', 0, 1, imageQuery ? 0.3 : undefined);
+  const top = numberIn(args, '--top', 1, Number.MAX_SAFE_INTEGER);
+  if (top !== undefined && !Number.isInteger(top)) throw new UsageError(`--top must be an integer, got ${top}`);
+  const dtype = args.strings.get('--dtype') ?? 'f32';
+  if (dtype !== 'f32' && dtype !== 'f16') throw new UsageError(`--dtype must be f32 or f16, got ${dtype}`);
+  const given = args.strings.get('--model');
+  if (given) checkModelDir(given);
+  const sizes: { width: number; height: number }[] = [];
+  for (const image of images) sizes.push(await checkImage(image));
+  if (imageQuery) await checkImage(imageQuery);
+
+  const model = given ?? (await tinyModel());
+  const gpu = await openGpu(args.strings.get('--backend'), args.strings.get('--adapter'));
+  try {
+    const det = await withProgress(`loading OWL-ViT from ${model} (${weightsSize(model)})`, () => OwlVitDetector.load(gpu, model, { dtype }));
+    let results: Detection[][];
+    try {
+      results = await det.detect(images, imageQuery ? { image: imageQuery } : queries, { threshold, nms, topK: top });
+    } finally {
+      det.dispose();
+    }
+    const json = args.strings.get('--json');
+    // With --json - stdout carries the JSON alone.
+    if (json !== '-') results.forEach((dets, i) => {
+      console.log(`${images[i]} (${sizes[i]!.width}×${sizes[i]!.height}): ${dets.length} detection${dets.length === 1 ? '' : 's'}`);
+      for (const d of dets.slice(0, LISTED)) console.log(`  ${d.score.toFixed(3)}  ${d.query}  [${d.box.map((v) => round(v, 1)).join(', ')}]`);
+      if (dets.length > LISTED) console.log(`  … and ${dets.length - LISTED} more (all of them in --json)`);
+    });
+    if (json) {
+      writeJson(json, {
+        model: given ?? null,
+        randomWeights: !given,
+        queries: imageQuery ? { image: imageQuery } : queries,
+        threshold,
+        nms: nms ?? null,
+        images: images.map((path, i) => ({ path, ...sizes[i], detections: results[i] })),
+      });
+    }
+    const out = args.strings.get('--out');
+    if (out) {
+      for (const [i, image] of images.entries()) {
+        const file = numberedPath(out, i, images.length);
+        await writeAnnotated(image, file, results[i]!.map((d) => ({ box: d.box, text: `${d.query} ${d.score.toFixed(2)}`, color: d.label })));
+        console.error(`wrote ${file}`);
+      }
+    }
+    if (!given) {
+      console.error(
+        [
+          '',
+          'NOTE: no --model was given, so this ran a tiny OWL-ViT with RANDOM weights: its boxes and scores are',
+          'meaningless (it only shows that the whole pipeline runs). For real detections, put a Hugging Face',
+          'OwlViTForObjectDetection checkpoint folder (e.g. google/owlvit-base-patch32: config.json,',
+          'model.safetensors, tokenizer files) on this machine and run:',
+          `  ${realModelCommand(argv)}`,
+        ].join('\n'),
+      );
+    }
+  } finally {
+    gpu.close();
+  }
+}

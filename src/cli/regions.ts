@@ -1,0 +1,112 @@
+// `ovgpu classify-regions <image> --model <clip dir> --boxes boxes.json --label … [--attribute …]`
+import { readFileSync } from 'node:fs';
+import type { Gpu } from '../gpu/gpu.js';
+import { RegionClassifier, type Box, type RegionResize } from '../models/region/index.js';
+import { numberIn, parseArgs, UsageError } from './args.js';
+import { writeAnnotated } from './annotate.js';
+import { checkImage, checkModelDir, firstLine, round, writeJson } from './common.js';
+import { weightsSize, withProgress } from './progress.js';
+
+export const REGIONS_USAGE = `usage: ovgpu classify-regions <image> --model <clip dir> --boxes <boxes.json> --label <name>… [options]
+  --model DIR          CLIP checkpoint folder (config.json, model.safetensors, tokenizer files)
+  --boxes FILE         JSON: [[x1, y1, x2, y2], …], [{ "box": [...] }, …] or the JSON of ovgpu detect
+  --label NAME         a category (repeat the flag for each)
+  --attribute NAME     an attribute to score (repeatable)
+  --template T         prompt template with {} (repeatable; default "a photo of a {}.")
+  --top N              categories and attributes per box (default 3)
+  --resize squash|crop how the image meets the model's square input (default squash)
+  --dtype f32|f16      weight storage (default f32)
+  --json FILE          write the results as JSON ('-' for stdout)
+  --out FILE           write the image with boxes and top labels (PNG)`;
+
+const FLAGS = {
+  '--model': 'string',
+  '--boxes': 'string',
+  '--label': 'list',
+  '--attribute': 'list',
+  '--template': 'list',
+  '--top': 'number',
+  '--resize': 'string',
+  '--dtype': 'string',
+  '--json': 'string',
+  '--out': 'string',
+  '--backend': 'string',
+  '--adapter': 'string',
+} as const;
+
+/** Boxes from a JSON file in one of the accepted forms. */
+export function readBoxes(path: string): Box[] {
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(path, 'utf8'));
+  } catch (err) {
+    throw new UsageError(`cannot read boxes from ${path}: ${firstLine(err)}`);
+  }
+  // The output of `ovgpu detect --json`: the first image's detections.
+  const detected = (json as { images?: { detections?: unknown }[] })?.images?.[0]?.detections;
+  const list = detected ?? json;
+  if (!Array.isArray(list)) throw new UsageError(`${path}: expected a list of boxes [x1, y1, x2, y2] (or objects with "box")`);
+  return list.map((item, i) => {
+    const b = Array.isArray(item) ? item : (item as { box?: unknown })?.box;
+    if (!Array.isArray(b) || b.length !== 4 || !b.every((v) => typeof v === 'number' && Number.isFinite(v))) {
+      throw new UsageError(`${path}: box ${i} must be 4 numbers [x1, y1, x2, y2], got ${JSON.stringify(item)}`);
+    }
+    return b as unknown as Box;
+  });
+}
+
+export async function classifyRegions(argv: string[], openGpu: (backend?: string, adapter?: string) => Promise<Gpu>): Promise<void> {
+  const args = parseArgs(argv, FLAGS);
+  if (args.positional.length !== 1) throw new UsageError(`classify-regions takes one image, got ${args.positional.length}`);
+  const image = args.positional[0]!;
+  const model = args.strings.get('--model');
+  if (!model) throw new UsageError('classify-regions needs --model <clip folder>');
+  const boxesPath = args.strings.get('--boxes');
+  if (!boxesPath) throw new UsageError('classify-regions needs --boxes <boxes.json>');
+  const labels = args.lists.get('--label') ?? [];
+  if (labels.length === 0) throw new UsageError('classify-regions needs at least one --label');
+  const resize = (args.strings.get('--resize') ?? 'squash') as RegionResize;
+  if (resize !== 'squash' && resize !== 'crop') throw new UsageError(`--resize must be squash or crop, got ${resize}`);
+  const dtype = args.strings.get('--dtype') ?? 'f32';
+  if (dtype !== 'f32' && dtype !== 'f16') throw new UsageError(`--dtype must be f32 or f16, got ${dtype}`);
+  const topK = numberIn(args, '--top', 1, 64, 3)!;
+  if (!Number.isInteger(topK)) throw new UsageError(`--top must be an integer, got ${topK}`);
+  checkModelDir(model);
+  await checkImage(image);
+  const boxes = readBoxes(boxesPath);
+
+  const gpu = await openGpu(args.strings.get('--backend'), args.strings.get('--adapter'));
+  try {
+    const rc = await withProgress(`loading CLIP from ${model} (${weightsSize(model)})`, () => RegionClassifier.load(gpu, model, { dtype }));
+    const results = await rc.classify(image, boxes, {
+      labels,
+      attributes: args.lists.get('--attribute'),
+      templates: args.lists.get('--template'),
+      topK,
+      resize,
+    });
+    const json = args.strings.get('--json');
+    // With --json - stdout carries the JSON alone.
+    if (json !== '-') for (const r of results) {
+      const fmt = (xs: { name: string; score: number }[]) => xs.map((c) => `${c.name} ${c.score.toFixed(3)}`).join(', ');
+      console.log(`[${r.box.map((v) => round(v, 1)).join(', ')}]  ${fmt(r.categories)}${r.attributes.length ? `  | ${fmt(r.attributes)}` : ''}`);
+    }
+    if (json) writeJson(json, { model, image, resize, regions: results });
+    const out = args.strings.get('--out');
+    if (out) {
+      await writeAnnotated(
+        image,
+        out,
+        results.map((r) => {
+          const best = r.categories[0]!;
+          const attr = r.attributes[0] ? `${r.attributes[0].name} ` : '';
+          return { box: r.box, text: `${attr}${best.name} ${best.score.toFixed(2)}`, color: labels.indexOf(best.name) };
+        }),
+      );
+      console.error(`wrote ${out}`);
+    }
+    rc.dispose();
+  } finally {
+    gpu.close();
+  }
+}

@@ -1,0 +1,281 @@
+// A box-given region classifier on plain CLIP (RegionCLIP / F-VLM / OvarNet style, no training):
+// CLIP's dense token map (ln_post on every token, then the projection: already in the joint
+// image–text space) → RoIAlign of each box on the patch grid → one embedding per box → CLIP-style
+// logits exp(logitScale) · cos against prompt-ensembled category and attribute text embeddings.
+// The vision tower, RoIAlign, the similarity, top-k and the softmaxes run in one graph per
+// (batch, boxes, labels, attributes); only text embeddings (cached per prompt) come from the host.
+import type { Gpu } from '../../gpu/gpu.js';
+import { GpuError } from '../../gpu/errors.js';
+import { GraphBuilder } from '../../graph/builder.js';
+import type { GraphPlan } from '../../graph/plan.js';
+import { roiAlignKernel } from '../../kernels/roiAlign.js';
+import { MAX_TOP_K, regionWordSimilarityKernel } from '../../kernels/regionWordSimilarity.js';
+import { ClipModel, type ClipLoadOptions } from '../clip/model.js';
+import { decodeImage, halfRoundedEven, preprocessClip, preprocessOwlVit, shortSideSize, type ImageInput, type PixelBatch } from '../preprocess/index.js';
+
+/** What the classifier needs from a tokenizer (ClipTokenizer has it). */
+export interface PromptTokenizer {
+  encode(text: string, options?: { contextLength?: number; truncate?: boolean }): Int32Array;
+}
+
+/** A box [x1, y1, x2, y2] in pixels of the original image (or of the model input for PixelBatch images). */
+export type Box = readonly [number, number, number, number];
+
+/**
+ * How an image file becomes the model's square input, and so how boxes map onto the token grid:
+ * - 'squash' (default): resized to size × size ignoring the aspect ratio (as OWL-ViT's processor),
+ *   so every box lies on the grid; x scales by size / width and y by size / height.
+ * - 'crop': CLIP's own preprocessing (shortest side to size, centre crop): boxes are scaled like
+ *   the image and shifted by the crop offset; parts outside the crop read zeros (RoIAlign's
+ *   out-of-map samples), so a box wholly outside the crop has no evidence.
+ */
+export type RegionResize = 'squash' | 'crop';
+
+export interface ClassifyOptions {
+  /** Category names, each put into every template (`{}` is replaced). */
+  labels: readonly string[];
+  /** Attribute names (colours, materials, states, …), scored separately from the categories. */
+  attributes?: readonly string[];
+  /** Prompt templates for the labels, averaged after normalisation (prompt ensembling). */
+  templates?: readonly string[];
+  /** Prompt templates for the attributes. */
+  attributeTemplates?: readonly string[];
+  /** How many categories and attributes to return per box (default 5; at most 64). */
+  topK?: number;
+  resize?: RegionResize;
+}
+
+export interface ScoredName {
+  name: string;
+  /** Softmax probability over the labels (or over the attributes). */
+  score: number;
+  /** exp(logitScale) · cos(region, prompt embedding). */
+  logit: number;
+}
+
+export interface RegionResult {
+  box: [number, number, number, number];
+  /** The topK categories, best first. */
+  categories: ScoredName[];
+  /** The topK attributes, best first (empty without attributes). */
+  attributes: ScoredName[];
+}
+
+export const DEFAULT_TEMPLATES: readonly string[] = ['a photo of a {}.'];
+export const DEFAULT_ATTRIBUTE_TEMPLATES: readonly string[] = ['a photo of a {} object.'];
+
+/** An image to classify: a file path or encoded bytes, or model-ready pixels [1, 3, S, S] (boxes then in S × S pixels). */
+export type RegionImage = ImageInput | PixelBatch;
+
+function isPixelBatch(x: RegionImage): x is PixelBatch {
+  return typeof x === 'object' && !(x instanceof Uint8Array) && 'data' in x && 'shape' in x;
+}
+
+export class RegionClassifier {
+  readonly clip: ClipModel;
+  readonly tokenizer?: PromptTokenizer;
+  /** Unit-norm text embeddings by prompt. */
+  readonly #prompts = new Map<string, Float32Array>();
+  readonly #plans = new Map<string, Promise<GraphPlan>>();
+  #ownsClip = false;
+
+  /** A classifier on a loaded CLIP; prompts are tokenized with `tokenizer`, default the model's own. */
+  constructor(clip: ClipModel, options: { tokenizer?: PromptTokenizer } = {}) {
+    if (!clip.config.vision) throw new GpuError('RegionClassifier', 'the CLIP checkpoint has no vision tower');
+    this.clip = clip;
+    this.tokenizer = options.tokenizer ?? clip.tokenizer;
+  }
+
+  /** Loads CLIP (and its tokenizer files) from a folder, as ClipModel.load does; dispose() frees it. */
+  static async load(gpu: Gpu, dir: string, options: ClipLoadOptions = {}): Promise<RegionClassifier> {
+    const r = new RegionClassifier(await ClipModel.load(gpu, dir, options));
+    r.#ownsClip = true;
+    return r;
+  }
+
+  /** Side of the square model input. */
+  get imageSize(): number {
+    return this.clip.config.vision!.imageSize;
+  }
+
+  /** Patches per side of the token grid. */
+  get gridSize(): number {
+    const v = this.clip.config.vision!;
+    return v.imageSize / v.patchSize;
+  }
+
+  /**
+   * Pixels and the boxes mapped into model-input pixels. For files, boxes go through the same
+   * resize (and crop) as the image; PixelBatch boxes are taken as model-input pixels already.
+   */
+  async #prepare(image: RegionImage, boxes: readonly Box[], resize: RegionResize): Promise<{ pixels: Float32Array; mapped: number[][] }> {
+    const size = this.imageSize;
+    checkBoxes(boxes);
+    if (isPixelBatch(image)) {
+      const s = image.shape;
+      if (s.length !== 4 || s[0] !== 1 || s[1] !== 3 || s[2] !== size || s[3] !== size || image.data.length !== 3 * size * size) {
+        throw new GpuError('RegionClassifier', `pixels must be [1, 3, ${size}, ${size}], got [${s.join(', ')}] with ${image.data.length} values`);
+      }
+      return { pixels: image.data, mapped: boxes.map((b) => [...b]) };
+    }
+    if (resize === 'squash') {
+      const p = await preprocessOwlVit(image, { size });
+      const [h, w] = p.originalSize;
+      return { pixels: p.data, mapped: boxes.map(([x1, y1, x2, y2]) => [(x1 * size) / w, (y1 * size) / h, (x2 * size) / w, (y2 * size) / h]) };
+    }
+    const { width, height } = await decodeImage(image);
+    const [rw, rh] = shortSideSize(width, height, size);
+    const [left, top] = [halfRoundedEven(rw - size), halfRoundedEven(rh - size)];
+    const p = await preprocessClip(image, { size });
+    const fx = rw / width;
+    const fy = rh / height;
+    return { pixels: p.data, mapped: boxes.map(([x1, y1, x2, y2]) => [x1 * fx - left, y1 * fy - top, x2 * fx - left, y2 * fy - top]) };
+  }
+
+  /**
+   * The graph: vision tower (dense) → patch tokens as an NHWC grid → RoIAlign with one bin per box,
+   * aligned (pixel centres), adaptive sampling: ceil(box side in patches) samples per side, so a box
+   * over whole patches averages exactly those patches' tokens → [1, K, E] region embeddings, then
+   * per prompt set the CLIP logits, top-k and softmax.
+   */
+  #plan(k: number, nl: number, na: number, topL: number, topA: number): Promise<GraphPlan> {
+    const key = `${k}:${nl}:${na}:${topL}:${topA}`;
+    let p = this.#plans.get(key);
+    if (p) return p;
+    const { imageSize: size, gridSize: grid } = this;
+    const dtype = this.clip.dtype;
+    const e = this.clip.config.embedDim;
+    const g = new GraphBuilder();
+    const pixels = g.input('pixels', [1, 3, size, size], dtype);
+    const boxes = g.input('boxes', [k, 5], 'f32');
+    const dense = this.clip.buildVision(g, pixels, { dense: true }).dense!;
+    const tokens = g.reshape(g.slice(dense, [0, 1], undefined, 'region.patches'), [1, grid, grid, e]);
+    const options = { outputSize: 1, spatialScale: grid / size, samplingRatio: -1, aligned: true, layout: 'nhwc' as const };
+    const pooled = g.op(roiAlignKernel, [tokens, boxes], options, 'region.roiAlign')[0]!;
+    const regions = g.reshape(pooled, [1, k, e]);
+    g.output('regions', regions);
+    const head = (name: string, n: number, top: number) => {
+      if (n === 0) return;
+      const words = g.input(name, [1, n, e], dtype);
+      const [logits, , indices] = g.op(regionWordSimilarityKernel, [regions, words], { mode: 'clip', logitScale: this.clip.logitScale, topK: top }, `region.${name}`);
+      g.output(`${name}.logits`, logits!);
+      g.output(`${name}.top`, indices!);
+      g.output(`${name}.probs`, g.softmax(logits!, {}, `region.${name}.softmax`));
+    };
+    head('labels', nl, topL);
+    head('attributes', na, topA);
+    p = g.compile(this.clip.gpu);
+    p.catch(() => this.#plans.delete(key));
+    this.#plans.set(key, p);
+    return p;
+  }
+
+  /** Region embeddings [K, E] (unnormalised, in CLIP's joint space) of boxes on one image. */
+  async embedRegions(image: RegionImage, boxes: readonly Box[], options: { resize?: RegionResize } = {}): Promise<Float32Array> {
+    const e = this.clip.config.embedDim;
+    if (boxes.length === 0) return new Float32Array(0);
+    const { pixels, mapped } = await this.#prepare(image, boxes, options.resize ?? 'squash');
+    const plan = await this.#plan(boxes.length, 0, 0, 0, 0);
+    const out = await plan.run({ pixels, boxes: boxRows(mapped) }, { outputs: ['regions'] });
+    return (out.outputs.regions as Float32Array).subarray(0, boxes.length * e);
+  }
+
+  /**
+   * Per box, the top categories and attributes. Category scores are a softmax over `labels`;
+   * attribute scores a softmax over `attributes` (they rank attributes against each other: CLIP
+   * logits of ~20–30 would saturate a per-attribute sigmoid, which needs a trained bias).
+   */
+  async classify(image: RegionImage, boxes: readonly Box[], options: ClassifyOptions): Promise<RegionResult[]> {
+    const labels = options.labels ?? [];
+    const attributes = options.attributes ?? [];
+    if (labels.length === 0) throw new GpuError('RegionClassifier.classify', 'give at least one label');
+    const topK = options.topK ?? 5;
+    if (!Number.isInteger(topK) || topK < 1 || topK > MAX_TOP_K) throw new GpuError('RegionClassifier.classify', `topK must be an integer in [1, ${MAX_TOP_K}], got ${topK}`);
+    checkBoxes(boxes);
+    const templates = checkTemplates(options.templates ?? DEFAULT_TEMPLATES);
+    const attributeTemplates = checkTemplates(options.attributeTemplates ?? DEFAULT_ATTRIBUTE_TEMPLATES);
+    if (boxes.length === 0) return [];
+    const topL = Math.min(topK, labels.length);
+    const topA = Math.min(topK, attributes.length);
+    const labelWords = await this.promptEmbeddings(labels, templates);
+    const attributeWords = attributes.length ? await this.promptEmbeddings(attributes, attributeTemplates) : undefined;
+    const { pixels, mapped } = await this.#prepare(image, boxes, options.resize ?? 'squash');
+    const plan = await this.#plan(boxes.length, labels.length, attributes.length, topL, topA);
+    const inputs: Record<string, Float32Array> = { pixels, boxes: boxRows(mapped), labels: labelWords };
+    if (attributeWords) inputs.attributes = attributeWords;
+    const { outputs } = await plan.run(inputs, { outputs: [...plan.outputInfos.keys()].filter((n) => n !== 'regions') });
+    const pick = (name: string, names: readonly string[], top: number, r: number): ScoredName[] => {
+      if (top === 0) return [];
+      const idx = outputs[`${name}.top`] as Int32Array;
+      const probs = outputs[`${name}.probs`] as Float32Array;
+      const logits = outputs[`${name}.logits`] as Float32Array;
+      return Array.from(idx.subarray(r * top, (r + 1) * top), (j) => ({ name: names[j]!, score: probs[r * names.length + j]!, logit: logits[r * names.length + j]! }));
+    };
+    return boxes.map((b, r) => ({ box: [...b] as RegionResult['box'], categories: pick('labels', labels, topL, r), attributes: pick('attributes', attributes, topA, r) }));
+  }
+
+  /**
+   * One embedding per name: the mean of its unit-norm prompt embeddings over the templates
+   * (CLIP's prompt ensembling; the similarity kernel normalises the mean again). [names, E].
+   */
+  async promptEmbeddings(names: readonly string[], templates: readonly string[]): Promise<Float32Array> {
+    checkTemplates(templates);
+    const e = this.clip.config.embedDim;
+    const prompts = names.flatMap((n) => templates.map((t) => t.replaceAll('{}', n)));
+    await this.#embedPrompts(prompts);
+    const out = new Float32Array(names.length * e);
+    prompts.forEach((p, i) => {
+      const v = this.#prompts.get(p)!;
+      const row = Math.floor(i / templates.length) * e;
+      for (let d = 0; d < e; d++) out[row + d]! += v[d]! / templates.length;
+    });
+    return out;
+  }
+
+  async #embedPrompts(prompts: readonly string[]): Promise<void> {
+    const missing = [...new Set(prompts.filter((p) => !this.#prompts.has(p)))];
+    if (missing.length === 0) return;
+    const text = this.clip.config.text;
+    if (!text) throw new GpuError('RegionClassifier', 'the CLIP checkpoint has no text tower');
+    if (!this.tokenizer) throw new GpuError('RegionClassifier', 'no tokenizer: the CLIP folder has no tokenizer files; pass { tokenizer } to the constructor or to load');
+    const l = text.contextLength;
+    const ids = new Int32Array(missing.length * l);
+    missing.forEach((p, i) => ids.set(this.tokenizer!.encode(p, { contextLength: l, truncate: true }), i * l));
+    const embeds = await this.clip.encodeText(ids, [missing.length, l]);
+    const e = this.clip.config.embedDim;
+    missing.forEach((p, i) => {
+      const v = embeds.slice(i * e, (i + 1) * e);
+      const norm = Math.hypot(...v);
+      this.#prompts.set(p, v.map((x) => x / norm));
+    });
+  }
+
+  /** Frees the plans (and the CLIP model when `load` created it). */
+  dispose(): void {
+    for (const p of this.#plans.values()) void p.then((plan) => plan.dispose(), () => undefined);
+    this.#plans.clear();
+    if (this.#ownsClip) this.clip.dispose();
+  }
+}
+
+function checkBoxes(boxes: readonly Box[]): void {
+  boxes.forEach((b, i) => {
+    if (!Array.isArray(b) || b.length !== 4 || !b.every((v) => typeof v === 'number' && Number.isFinite(v))) {
+      throw new GpuError('RegionClassifier', `box ${i} must be 4 finite numbers [x1, y1, x2, y2], got ${JSON.stringify(b)}`);
+    }
+  });
+}
+
+function checkTemplates(templates: readonly string[]): readonly string[] {
+  if (!Array.isArray(templates) || templates.length === 0 || !templates.every((t) => typeof t === 'string' && t.includes('{}'))) {
+    throw new GpuError('RegionClassifier', `templates must be a non-empty list of strings holding {}, got ${JSON.stringify(templates)}`);
+  }
+  return templates;
+}
+
+/** RoIAlign rows (batch 0, x1, y1, x2, y2). */
+function boxRows(boxes: readonly number[][]): Float32Array {
+  const rows = new Float32Array(boxes.length * 5);
+  boxes.forEach((b, i) => rows.set([0, ...b], i * 5));
+  return rows;
+}

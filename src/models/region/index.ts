@@ -1,0 +1,12 @@
+export {
+  RegionClassifier,
+  DEFAULT_TEMPLATES,
+  DEFAULT_ATTRIBUTE_TEMPLATES,
+  type Box,
+  type ClassifyOptions,
+  type PromptTokenizer,
+  type RegionImage,
+  type RegionResize,
+  type RegionResult,
+  type ScoredName,
+} from './classifier.js';

@@ -1,0 +1,37 @@
+// Smoke test of the model-level bench suites in quick mode (tiny stand-in models): every row is
+// measured without error and everything allocated is freed. No speed assertions.
+import { describe, expect, it } from 'vitest';
+import { QUICK } from '../bench/harness.js';
+import { graphSuite } from '../bench/suites/graph.js';
+import { clipSuite } from '../bench/suites/clip.js';
+import { owlvitSuite } from '../bench/suites/owlvit.js';
+import type { SuiteContext } from '../bench/main.js';
+import { useGpu } from './util/gpu.js';
+
+const getGpu = useGpu();
+
+describe('model bench suites (--quick)', () => {
+  for (const [name, suite, minRows] of [['graph', graphSuite, 4], ['clip', clipSuite, 4], ['owlvit', owlvitSuite, 8]] as const) {
+    it(`${name}: rows without errors, nothing left allocated`, async () => {
+      const gpu = await getGpu();
+      const before = gpu.stats();
+      const lines: string[] = [];
+      const ctx: SuiteContext = { gpu, settings: QUICK, quick: true, peak: { gflops: 1, gbps: 1, shaderCopyGbps: 1, bufferCopyGbps: 1, source: 'wall' }, log: (l) => lines.push(l) };
+      const { rows, notes, appendix } = await suite(ctx);
+      expect(rows.length).toBeGreaterThanOrEqual(minRows);
+      for (const r of rows) {
+        expect(r.error, `${r.label}: ${r.error}`).toBeUndefined();
+        expect(r.wallMs).toBeGreaterThan(0);
+      }
+      expect(notes?.length).toBeGreaterThan(0);
+      if (name === 'graph') {
+        expect(rows.some((r) => r.label.includes('eager') && r.ratio! > 0)).toBe(true);
+        expect(appendix!.join('\n')).toMatch(/vision\.block0\.fc1\s+matmul/);
+      }
+      // Filtering keeps only matching rows.
+      const filtered = await suite({ ...ctx, filter: 'b8' });
+      expect(filtered.rows.every((r) => `${r.kernel} ${r.label}`.toLowerCase().includes('b8'))).toBe(true);
+      expect(gpu.stats().liveBuffers).toBe(before.liveBuffers);
+    }, 60_000);
+  }
+});
