@@ -29,12 +29,14 @@ function tfjsLinear(K: number, activation: MatmulActivation) {
   };
 }
 
-function linearCase(label: string, aShape: number[], layer: Layer): KernelBenchCase<MatmulOptions> {
+/** A layer applied to `rows` tokens of `batch` images: a is [batch, rows, K]. */
+function linearCase(label: string, [batch, rows]: [number, number], layer: Layer): KernelBenchCase<MatmulOptions> {
   const { K, N, activation = 'none', residual = false } = layer;
-  const out = [...aShape.slice(0, -1), N];
+  const aShape = [batch, rows, K];
+  const out = [batch, rows, N];
   return {
     kernel: matmulKernel,
-    label: `${label} ${layer.name} ${aShape.slice(0, -1).reduce((x, y) => x * y, 1)}x${K}x${N}`,
+    label: `${label} ${layer.name} ${batch * rows}x${K}x${N}`,
     inputs: [{ shape: aShape }, { shape: [N, K] }, { shape: [N] }, ...(residual ? [{ shape: out }] : [])],
     options: { transposeB: true, hasBias: true, activation, hasResidual: residual },
     tfjs: tfjsLinear(K, activation),
@@ -42,9 +44,9 @@ function linearCase(label: string, aShape: number[], layer: Layer): KernelBenchC
 }
 
 export const cases: KernelBenchCase<MatmulOptions>[] = [
-  ...LAYERS.map((layer) => linearCase('CLIP B/32 b1', [1, 50, 768], layer)),
-  ...LAYERS.map((layer) => linearCase('CLIP B/32 b8', [8, 50, 768], layer)),
-  linearCase('OWL-ViT B/32 768px', [1, 577, 768], LAYERS[2]!),
+  ...LAYERS.map((layer) => linearCase('CLIP B/32 b1', [1, 50], layer)),
+  ...LAYERS.map((layer) => linearCase('CLIP B/32 b8', [8, 50], layer)),
+  linearCase('OWL-ViT B/32 768px', [1, 577], LAYERS[2]!),
   {
     kernel: matmulKernel,
     label: 'plain 50x768x3072, b as [K, N]',
