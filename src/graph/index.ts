@@ -2,3 +2,4 @@ export { GraphBuilder, Value, type GraphNode, type ValueSource } from './builder
 export { GraphPlan, type RunOptions, type RunResult, type RunProfile, type NodeTiming, type MemoryReport, type GraphInput } from './plan.js';
 export { formatProfile } from './profile.js';
 export { planMemory, type Lifetime, type MemoryPlan } from './memory.js';
+export { PlanCache } from './cache.js';

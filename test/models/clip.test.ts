@@ -54,13 +54,18 @@ async function checkModel(model: ClipModel, tol: number) {
 describe('ClipModel on clip_tiny', () => {
   it('HF folder layout, f32: embeddings, logits and intermediates within 1e-4 of the reference', async () => {
     const gpu = await getGpu();
+    const before = gpu.stats();
     const model = await ClipModel.load(gpu, hfDir);
     expect(model.convention.name).toBe('hf');
     expect(model.config.vision).toMatchObject({ width: 128, layers: 2, heads: 2, patchSize: 8, imageSize: 32 });
     expect(model.config.text).toMatchObject({ width: 48, heads: 4, contextLength: 16, eosTokenId: 511 });
     expect(model.unusedWeights).toEqual([]);
     await checkModel(model, 1e-4);
+    // Plans and weights are freed at once, not after the next tick.
     model.dispose();
+    expect(gpu.stats().liveBuffers).toBe(before.liveBuffers);
+    expect(gpu.stats().liveBytes).toBe(before.liveBytes);
+    await expect(model.encodeImage(pixels(), [2, 3, 32, 32])).rejects.toThrow(/ClipModel: it was disposed/);
   });
 
   it('OpenAI-named file + config, f32', async () => {

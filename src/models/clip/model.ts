@@ -6,6 +6,7 @@ import type { DType } from '../../dtype.js';
 import type { Tensor } from '../../tensor.js';
 import { GraphBuilder, type Value } from '../../graph/builder.js';
 import type { GraphPlan } from '../../graph/plan.js';
+import { PlanCache } from '../../graph/cache.js';
 import { clipConfigFromHf, clipConfigFromOpenAi, type ClipConfig } from './config.js';
 import { detectConvention, type Convention } from './names.js';
 import { loadTower, readLogitScale, type WeightReader } from './weights.js';
@@ -60,7 +61,7 @@ export class ClipModel {
   readonly weights: { vision?: ReadonlyMap<string, Tensor>; text?: ReadonlyMap<string, Tensor> };
   /** Tokenizes string inputs of encodeText, when the folder has tokenizer files (or one was given). */
   readonly tokenizer?: ClipTokenizer;
-  readonly #plans = new Map<string, Promise<GraphPlan>>();
+  readonly #plans: PlanCache;
   #disposed = false;
 
   private constructor(gpu: Gpu, init: { config: ClipConfig; dtype: DType; convention: Convention; logitScale: number; unused: string[]; vision?: Map<string, Tensor>; text?: Map<string, Tensor>; tokenizer?: ClipTokenizer }) {
@@ -72,6 +73,7 @@ export class ClipModel {
     this.unusedWeights = init.unused;
     this.weights = { vision: init.vision, text: init.text };
     this.tokenizer = init.tokenizer;
+    this.#plans = new PlanCache(gpu, 'ClipModel');
   }
 
   /** Loads a checkpoint: a folder (config.json + model.safetensors or shards) or a .safetensors file. */
@@ -127,19 +129,6 @@ export class ClipModel {
     return textTower(g, this.#weights('text', g), this.config.text!, this.convention.projectionLayout, ids, poolIndex);
   }
 
-  #plan(key: string, build: (g: GraphBuilder) => void): Promise<GraphPlan> {
-    if (this.#disposed) throw new GpuError('ClipModel', 'the model was disposed');
-    let p = this.#plans.get(key);
-    if (!p) {
-      const g = new GraphBuilder();
-      build(g);
-      p = g.compile(this.gpu);
-      p.catch(() => this.#plans.delete(key));
-      this.#plans.set(key, p);
-    }
-    return p;
-  }
-
   /**
    * Image embeddings [B, embed] (unnormalised, as HF get_image_features) from normalised NCHW
    * pixels with their shape, or from images (paths or encoded bytes), preprocessed as CLIP does.
@@ -162,7 +151,7 @@ export class ClipModel {
       throw new GpuError('ClipModel.encodeImage', `pixels must be [B, 3, ${v.imageSize}, ${v.imageSize}], got [${shape.join(', ')}]`);
     }
     const b = shape[0]!;
-    const plan = await this.#plan(`vision:${b}:${!!options.dense}`, (g) => {
+    const plan = await this.#plans.get(`vision:${b}:${!!options.dense}`, (g) => {
       const out = this.buildVision(g, g.input('pixels', shape, this.dtype), { dense: options.dense });
       g.output('embeds', out.embeds);
       if (out.dense) g.output('dense', out.dense);
@@ -197,7 +186,7 @@ export class ClipModel {
       if (!Number.isInteger(id) || id < 0 || id >= t.vocabSize) throw new GpuError('ClipModel.encodeText', `token id ${id} outside the vocabulary [0, ${t.vocabSize})`);
     }
     const [b, l] = shape as [number, number];
-    const plan = await this.#plan(`text:${b}:${l}`, (g) => {
+    const plan = await this.#plans.get(`text:${b}:${l}`, (g) => {
       const out = this.buildText(g, g.input('ids', shape, 'i32'), g.input('pool', [b], 'i32'));
       g.output('embeds', out.embeds);
       for (const [k, val] of Object.entries(out.intermediates)) g.output(k, val);
@@ -215,8 +204,7 @@ export class ClipModel {
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
-    for (const p of this.#plans.values()) void p.then((plan) => plan.dispose(), () => undefined);
-    this.#plans.clear();
+    this.#plans.dispose();
     for (const m of [this.weights.vision, this.weights.text]) for (const t of m?.values() ?? []) t.dispose();
   }
 }

@@ -1,11 +1,11 @@
+import { PlanCache } from '../../graph/cache.js';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Gpu, GpuStats } from '../../gpu/gpu.js';
 import { GpuError, check } from '../../gpu/errors.js';
 import type { DType } from '../../dtype.js';
 import { Tensor } from '../../tensor.js';
-import { GraphBuilder, type Value } from '../../graph/builder.js';
-import type { GraphPlan } from '../../graph/plan.js';
+import type { GraphBuilder, Value } from '../../graph/builder.js';
 import { hfNames } from '../clip/names.js';
 import { loadTower, type WeightReader } from '../clip/weights.js';
 import { openWeightReader } from '../clip/reader.js';
@@ -178,13 +178,14 @@ export class OwlVitDetector {
   readonly weights: { readonly vision: ReadonlyMap<string, Tensor>; readonly text: ReadonlyMap<string, Tensor>; readonly head: ReadonlyMap<string, Tensor> };
   /** Tokenizes string queries (detect); undefined when the folder had none and none was given. */
   readonly tokenizer?: ClipTokenizer;
-  readonly #plans = new Map<string, { promise: Promise<GraphPlan>; plan?: GraphPlan }>();
+  readonly #plans: PlanCache;
   readonly #textCache = new Map<string, Float32Array>();
   readonly #embeddings = new Set<OwlVitImageEmbedding>();
   #disposed = false;
 
   private constructor(gpu: Gpu, init: { config: OwlVitConfig; dtype: DType; unused: string[]; vision: Map<string, Tensor>; text: Map<string, Tensor>; head: Map<string, Tensor>; tokenizer?: ClipTokenizer }) {
     this.gpu = gpu;
+    this.#plans = new PlanCache(gpu, 'OwlVitDetector');
     this.tokenizer = init.tokenizer;
     this.config = init.config;
     this.dtype = init.dtype;
@@ -264,21 +265,6 @@ export class OwlVitDetector {
     };
   }
 
-  #plan(key: string, build: (g: GraphBuilder) => void): Promise<GraphPlan> {
-    let entry = this.#plans.get(key);
-    if (!entry) {
-      const g = new GraphBuilder();
-      build(g);
-      const promise = g.compile(this.gpu);
-      const e: { promise: Promise<GraphPlan>; plan?: GraphPlan } = { promise };
-      promise.then(
-        (plan) => (this.#disposed ? plan.dispose() : (e.plan = plan)),
-        () => this.#plans.delete(key),
-      );
-      this.#plans.set(key, (entry = e));
-    }
-    return entry.promise;
-  }
 
   #checkPixels(op: string, pixels: Float32Array, shape: readonly number[], what = 'pixels'): number {
     const s = this.config.vision.imageSize;
@@ -302,7 +288,7 @@ export class OwlVitDetector {
     const b = this.#checkPixels(op, pixelValues, pixelShape);
     const { gridSize: g, text } = this.config;
     const n = g * g;
-    const plan = await this.#plan(`vision:${b}`, (gb) => {
+    const plan = await this.#plans.get(`vision:${b}`, (gb) => {
       const out = imageHeads(gb, this.#weights(this.weights.vision, gb), this.#weights(this.weights.head, gb), this.config, gb.input('pixels', pixelShape, this.dtype));
       for (const [name, v] of Object.entries(out)) gb.output(name, v);
     });
@@ -353,7 +339,7 @@ export class OwlVitDetector {
     const missing = [...new Set(keys.filter((k) => !this.#textCache.has(k)))];
     if (missing.length) {
       const bucket = 2 ** Math.ceil(Math.log2(missing.length));
-      const plan = await this.#plan(`text:${bucket}:${l}`, (g) => {
+      const plan = await this.#plans.get(`text:${bucket}:${l}`, (g) => {
         g.output('textEmbeds', textEmbeds(g, this.#weights(this.weights.text, g), this.config, g.input('ids', [bucket, l], 'i32'), g.input('pool', [bucket], 'i32')));
       });
       const ids = new Int32Array(bucket * l);
@@ -382,7 +368,7 @@ export class OwlVitDetector {
     const b = image.batch;
     const [bq, q, dt] = qShape;
     check(bq === 1 || bq === b, op, () => `queries for ${bq} images cannot score a batch of ${b} (give 1 or ${b})`);
-    const plan = await this.#plan(`score:${b}:${bq}:${q}`, (g) => {
+    const plan = await this.#plans.get(`score:${b}:${bq}:${q}`, (g) => {
       const input = (name: string, t: Tensor) => g.input(name, t.shape, t.dtype);
       const { tensors } = image;
       const out = classLogits(
@@ -634,9 +620,7 @@ export class OwlVitDetector {
     if (!this.#disposed) {
       this.#disposed = true;
       for (const e of [...this.#embeddings]) e.dispose();
-      // Plans still compiling dispose themselves when they resolve (see #plan).
-      for (const { plan } of this.#plans.values()) plan?.dispose();
-      this.#plans.clear();
+      this.#plans.dispose();
       this.#textCache.clear();
       for (const m of Object.values(this.weights)) for (const t of m.values()) t.dispose();
     }

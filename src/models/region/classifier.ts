@@ -6,7 +6,7 @@
 // (batch, boxes, labels, attributes); only text embeddings (cached per prompt) come from the host.
 import type { Gpu } from '../../gpu/gpu.js';
 import { GpuError } from '../../gpu/errors.js';
-import { GraphBuilder } from '../../graph/builder.js';
+import { PlanCache } from '../../graph/cache.js';
 import type { GraphPlan } from '../../graph/plan.js';
 import { roiAlignKernel } from '../../kernels/roiAlign.js';
 import { MAX_TOP_K, regionWordSimilarityKernel } from '../../kernels/regionWordSimilarity.js';
@@ -76,11 +76,12 @@ export class RegionClassifier {
   readonly tokenizer?: PromptTokenizer;
   /** Unit-norm text embeddings by prompt. */
   readonly #prompts = new Map<string, Float32Array>();
-  readonly #plans = new Map<string, Promise<GraphPlan>>();
+  readonly #plans: PlanCache;
   #ownsClip = false;
 
   /** A classifier on a loaded CLIP; prompts are tokenized with `tokenizer`, default the model's own. */
   constructor(clip: ClipModel, options: { tokenizer?: PromptTokenizer } = {}) {
+    this.#plans = new PlanCache(clip.gpu, 'RegionClassifier');
     if (!clip.config.vision) throw new GpuError('RegionClassifier', 'the CLIP checkpoint has no vision tower');
     this.clip = clip;
     this.tokenizer = options.tokenizer ?? clip.tokenizer;
@@ -140,12 +141,10 @@ export class RegionClassifier {
    */
   #plan(k: number, nl: number, na: number, topL: number, topA: number): Promise<GraphPlan> {
     const key = `${k}:${nl}:${na}:${topL}:${topA}`;
-    let p = this.#plans.get(key);
-    if (p) return p;
+    return this.#plans.get(key, (g) => {
     const { imageSize: size, gridSize: grid } = this;
     const dtype = this.clip.dtype;
     const e = this.clip.config.embedDim;
-    const g = new GraphBuilder();
     const pixels = g.input('pixels', [1, 3, size, size], dtype);
     const boxes = g.input('boxes', [k, 5], 'f32');
     const dense = this.clip.buildVision(g, pixels, { dense: true }).dense!;
@@ -164,10 +163,7 @@ export class RegionClassifier {
     };
     head('labels', nl, topL);
     head('attributes', na, topA);
-    p = g.compile(this.clip.gpu);
-    p.catch(() => this.#plans.delete(key));
-    this.#plans.set(key, p);
-    return p;
+    });
   }
 
   /** Region embeddings [K, E] (unnormalised, in CLIP's joint space) of boxes on one image. */
@@ -252,8 +248,7 @@ export class RegionClassifier {
 
   /** Frees the plans (and the CLIP model when `load` created it). */
   dispose(): void {
-    for (const p of this.#plans.values()) void p.then((plan) => plan.dispose(), () => undefined);
-    this.#plans.clear();
+    this.#plans.dispose();
     if (this.#ownsClip) this.clip.dispose();
   }
 }
