@@ -1,14 +1,18 @@
-// RoIAlign with torchvision.ops.roi_align semantics, one invocation per output element.
+// RoIAlign with torchvision.ops.roi_align semantics. One invocation per (box, bin, group of
+// 4 · E channels): the sample coordinates and bilinear weights depend only on the box and bin, so
+// each is computed once and applied to E vec4s of channels. Channels past C (a C that is not a
+// multiple of 4 · E) repeat channel C - 1 and are not stored.
 // Output is [K, C, PH, PW] for both feature layouts. NHWC (a ViT's token grid [N, H, W, C]) orders
 // invocations channel-fastest so neighbouring invocations read neighbouring channels of the same
-// pixels; NCHW orders them like the output so they read neighbouring pixels of one plane.
+// pixels (main_vec4 reads them as vec4s when C % 4 == 0); NCHW orders them bin-fastest so they
+// read neighbouring pixels of the same planes.
 // A box whose batch index (truncated like torchvision's int cast) is outside [0, N), or with a
 // non-finite coordinate, gives zeros: the eager wrapper rejects such boxes before dispatch, this
 // only keeps graph runs in bounds and their sample loops finite.
 alias T = f32;
 
 struct Params {
-  count: u32,     // K · C · PH · PW
+  count: u32,     // K · PH · PW · ceil(C / (4 · E)) invocations
   n: u32,
   c: u32,
   h: u32,
@@ -22,11 +26,79 @@ struct Params {
 
 override NHWC: bool = false;
 override WG: u32 = 256u;
+// vec4s of channels per invocation (a constant: private arrays cannot be override-sized).
+const E = 4u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> features: array<T>;
 @group(0) @binding(2) var<storage, read> boxes: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<T>;
+// The same buffer as vec4s (main_vec4). Different entry points may declare the same binding.
+@group(0) @binding(1) var<storage, read> features4: array<vec4<T>>;
+
+// One output bin of one box and the first channel of this invocation's group.
+struct Bin {
+  o: u32,         // output index of (box, channel ch, bin)
+  ch: u32,
+  plane: u32,     // features index of (batch, channel 0, pixel 0)
+  col: u32,       // features stride of x (y's is col · W)
+  y0: f32,        // bin's top-left corner in feature coordinates
+  x0: f32,
+  bin_h: f32,
+  bin_w: f32,
+  grid_h: i32,    // samples per side; 0 for a box that gives zeros
+  grid_w: i32,
+  samples: f32,
+}
+
+fn bin_of(i: u32) -> Bin {
+  let groups = (p.c + 4u * E - 1u) / (4u * E);
+  let bins = p.ph * p.pw;
+  var g: u32;
+  var bin: u32;  // ph_index · PW + pw_index
+  if (NHWC) {
+    g = i % groups;
+    bin = (i / groups) % bins;
+  } else {
+    bin = i % bins;
+    g = (i / bins) % groups;
+  }
+  let k = i / (groups * bins);
+  let ch = 4u * E * g;
+  var b: Bin;
+  b.o = (k * p.c + ch) * bins + bin;
+  b.ch = ch;
+  let batch = i32(boxes[5u * k]);
+  let coords = vec4f(boxes[5u * k + 1u], boxes[5u * k + 2u], boxes[5u * k + 3u], boxes[5u * k + 4u]);
+  // Exponent bits all set: inf or NaN (tested on the bits, which compilers may not fold away).
+  let non_finite = any((bitcast<vec4u>(coords) & vec4u(0x7f800000u)) == vec4u(0x7f800000u));
+  if (batch < 0 || batch >= i32(p.n) || non_finite) {
+    b.samples = 1.0;
+    return b;
+  }
+
+  // Box in feature coordinates; the same f32 operations as torchvision's CPU kernel.
+  let offset = select(0.0, 0.5, p.aligned == 1u);
+  let start_w = coords.x * p.spatial_scale - offset;
+  let start_h = coords.y * p.spatial_scale - offset;
+  var roi_w = coords.z * p.spatial_scale - offset - start_w;
+  var roi_h = coords.w * p.spatial_scale - offset - start_h;
+  if (p.aligned == 0u) {
+    roi_w = max(roi_w, 1.0);
+    roi_h = max(roi_h, 1.0);
+  }
+  b.bin_h = roi_h / f32(p.ph);
+  b.bin_w = roi_w / f32(p.pw);
+  // Negative (inverted aligned boxes) or zero grids sample nothing and divide by 1, as torchvision.
+  b.grid_h = select(i32(ceil(roi_h / f32(p.ph))), p.sampling_ratio, p.sampling_ratio > 0);
+  b.grid_w = select(i32(ceil(roi_w / f32(p.pw))), p.sampling_ratio, p.sampling_ratio > 0);
+  b.samples = f32(max(b.grid_h * b.grid_w, 1));
+  b.y0 = start_h + f32(bin / p.pw) * b.bin_h;
+  b.x0 = start_w + f32(bin % p.pw) * b.bin_w;
+  b.plane = u32(batch) * p.c * p.h * p.w;
+  b.col = select(1u, p.c, NHWC);
+  return b;
+}
 
 // One axis of a bilinear sample at coordinate v on an axis of n pixels, as torchvision: outside
 // [-1, n] contributes nothing; inside, v is clamped to [0, n - 1] and split into two neighbours.
@@ -45,75 +117,81 @@ fn sample_axis(v_in: f32, n: u32) -> AxisSample {
   return AxisSample(true, low, high, v - f32(low));
 }
 
+// Sample (iy, ix) of a bin: whether it is inside, the offsets of its 4 taps (top-left, top-right,
+// bottom-left, bottom-right) from a channel's pixel 0, and its x and y fractions.
+struct Sample { inside: bool, at: vec4u, fx: f32, fy: f32 }
+
+fn sample_of(b: Bin, iy: i32, ix: i32) -> Sample {
+  let sy = sample_axis(b.y0 + (f32(iy) + 0.5) * b.bin_h / f32(b.grid_h), p.h);
+  let sx = sample_axis(b.x0 + (f32(ix) + 0.5) * b.bin_w / f32(b.grid_w), p.w);
+  let row = p.w * b.col;
+  let at = vec4u(sy.low, sy.low, sy.high, sy.high) * row + vec4u(sx.low, sx.high, sx.low, sx.high) * b.col;
+  return Sample(sy.inside && sx.inside, at, sx.frac, sy.frac);
+}
+
+// The bilinear blend of one sample's taps, for 4 channels at once.
+fn blend(s: Sample, tl: vec4f, tr: vec4f, bl: vec4f, br: vec4f) -> vec4f {
+  let top = (1.0 - s.fx) * tl + s.fx * tr;
+  let bottom = (1.0 - s.fx) * bl + s.fx * br;
+  return (1.0 - s.fy) * top + s.fy * bottom;
+}
+
+fn store(b: Bin, sum: array<vec4f, E>) {
+  let bins = p.ph * p.pw;
+  for (var j = 0u; j < min(p.c - b.ch, 4u * E); j++) {
+    out[b.o + j * bins] = T(sum[j / 4u][j % 4u] / b.samples);
+  }
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
         @builtin(local_invocation_index) lid: u32) {
   let i = (wid.y * nwg.x + wid.x) * WG + lid;
   if (i >= p.count) { return; }
-  var ch: u32;
-  var bin: u32;  // ph_index · PW + pw_index
-  var k: u32;
-  if (NHWC) {
-    ch = i % p.c;
-    bin = (i / p.c) % (p.ph * p.pw);
-    k = i / (p.c * p.ph * p.pw);
-  } else {
-    bin = i % (p.ph * p.pw);
-    ch = (i / (p.ph * p.pw)) % p.c;
-    k = i / (p.c * p.ph * p.pw);
+  let b = bin_of(i);
+  // features index of pixel 0 of each channel of the group.
+  let cstride = select(p.h * p.w, 1u, NHWC);
+  var base: array<vec4u, E>;
+  for (var e = 0u; e < E; e++) {
+    base[e] = b.plane + min(vec4u(b.ch + 4u * e) + vec4u(0u, 1u, 2u, 3u), vec4u(p.c - 1u)) * cstride;
   }
-  let o = (k * p.c + ch) * p.ph * p.pw + bin;
-  let batch = i32(boxes[5u * k]);
-  let coords = vec4f(boxes[5u * k + 1u], boxes[5u * k + 2u], boxes[5u * k + 3u], boxes[5u * k + 4u]);
-  // Exponent bits all set: inf or NaN (tested on the bits, which compilers may not fold away).
-  let non_finite = any((bitcast<vec4u>(coords) & vec4u(0x7f800000u)) == vec4u(0x7f800000u));
-  if (batch < 0 || batch >= i32(p.n) || non_finite) {
-    out[o] = T(0.0);
-    return;
-  }
-
-  // Box in feature coordinates; the same f32 operations as torchvision's CPU kernel.
-  let offset = select(0.0, 0.5, p.aligned == 1u);
-  let start_w = coords.x * p.spatial_scale - offset;
-  let start_h = coords.y * p.spatial_scale - offset;
-  var roi_w = coords.z * p.spatial_scale - offset - start_w;
-  var roi_h = coords.w * p.spatial_scale - offset - start_h;
-  if (p.aligned == 0u) {
-    roi_w = max(roi_w, 1.0);
-    roi_h = max(roi_h, 1.0);
-  }
-  let bin_h = roi_h / f32(p.ph);
-  let bin_w = roi_w / f32(p.pw);
-  // Negative (inverted aligned boxes) or zero grids sample nothing and divide by 1, as torchvision.
-  let grid_h = select(i32(ceil(roi_h / f32(p.ph))), p.sampling_ratio, p.sampling_ratio > 0);
-  let grid_w = select(i32(ceil(roi_w / f32(p.pw))), p.sampling_ratio, p.sampling_ratio > 0);
-  let samples = f32(max(grid_h * grid_w, 1));
-
-  // Element (y, x) of this box's plane is features[base + y · row + x · col].
-  var base: u32;
-  var col: u32;
-  if (NHWC) {
-    base = u32(batch) * p.h * p.w * p.c + ch;
-    col = p.c;
-  } else {
-    base = (u32(batch) * p.c + ch) * p.h * p.w;
-    col = 1u;
-  }
-  let row = p.w * col;
-  let y0 = start_h + f32(bin / p.pw) * bin_h;
-  let x0 = start_w + f32(bin % p.pw) * bin_w;
-
-  var sum = 0.0;
-  for (var iy = 0; iy < grid_h; iy++) {
-    let sy = sample_axis(y0 + (f32(iy) + 0.5) * bin_h / f32(grid_h), p.h);
-    if (!sy.inside) { continue; }
-    for (var ix = 0; ix < grid_w; ix++) {
-      let sx = sample_axis(x0 + (f32(ix) + 0.5) * bin_w / f32(grid_w), p.w);
-      if (!sx.inside) { continue; }
-      let top = (1.0 - sx.frac) * f32(features[base + sy.low * row + sx.low * col]) + sx.frac * f32(features[base + sy.low * row + sx.high * col]);
-      let bottom = (1.0 - sx.frac) * f32(features[base + sy.high * row + sx.low * col]) + sx.frac * f32(features[base + sy.high * row + sx.high * col]);
-      sum += (1.0 - sy.frac) * top + sy.frac * bottom;
+  var sum: array<vec4f, E>;
+  for (var iy = 0; iy < b.grid_h; iy++) {
+    for (var ix = 0; ix < b.grid_w; ix++) {
+      let s = sample_of(b, iy, ix);
+      if (!s.inside) { continue; }
+      for (var e = 0u; e < E; e++) {
+        let a = base[e];
+        sum[e] += blend(s,
+          vec4f(f32(features[a.x + s.at.x]), f32(features[a.y + s.at.x]), f32(features[a.z + s.at.x]), f32(features[a.w + s.at.x])),
+          vec4f(f32(features[a.x + s.at.y]), f32(features[a.y + s.at.y]), f32(features[a.z + s.at.y]), f32(features[a.w + s.at.y])),
+          vec4f(f32(features[a.x + s.at.z]), f32(features[a.y + s.at.z]), f32(features[a.z + s.at.z]), f32(features[a.w + s.at.z])),
+          vec4f(f32(features[a.x + s.at.w]), f32(features[a.y + s.at.w]), f32(features[a.z + s.at.w]), f32(features[a.w + s.at.w])));
+      }
     }
   }
-  out[o] = T(sum / samples);
+  store(b, sum);
+}
+
+// NHWC with C % 4 == 0: the same, reading each vec4 of channels with one load.
+@compute @workgroup_size(WG)
+fn main_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+             @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.y * nwg.x + wid.x) * WG + lid;
+  if (i >= p.count) { return; }
+  let b = bin_of(i);
+  let last = p.c / 4u - 1u;
+  var sum: array<vec4f, E>;
+  for (var iy = 0; iy < b.grid_h; iy++) {
+    for (var ix = 0; ix < b.grid_w; ix++) {
+      let s = sample_of(b, iy, ix);
+      if (!s.inside) { continue; }
+      let at = (b.plane + s.at) / 4u;
+      for (var e = 0u; e < E; e++) {
+        let c4 = min(b.ch / 4u + e, last);
+        sum[e] += blend(s, vec4f(features4[at.x + c4]), vec4f(features4[at.y + c4]), vec4f(features4[at.z + c4]), vec4f(features4[at.w + c4]));
+      }
+    }
+  }
+  store(b, sum);
 }

@@ -21,6 +21,12 @@ export interface RoiAlignOptions {
 
 const NAME = 'roiAlign';
 const WG = 256;
+/**
+ * Channels per invocation (the shader's 4 · E), which share one computation of each sample's taps
+ * and weights. On lavapipe, 500 boxes on OWL-ViT's 24x24x768 NHWC grid → 7x7 (sampling 2): 1 per
+ * invocation ~0.8 s, 4 ~0.38 s, 16 ~0.24 s (with vec4 loads), 8 and 32 slower than 16.
+ */
+const CHANNELS = 16;
 
 function outputHW(o: RoiAlignOptions): [number, number] {
   const s = o.outputSize;
@@ -74,19 +80,22 @@ export const roiAlignKernel: Kernel<RoiAlignOptions> = {
     const [oh, ow] = outputHW(o);
     const count = sizeOf(out.shape);
     const k = out.shape[0]!;
+    const invocations = k * Math.ceil(c / CHANNELS) * oh * ow;
+    const entryPoint = layout === 'nhwc' && c % 4 === 0 ? 'main_vec4' : 'main';
     const ratio = o.samplingRatio ?? -1;
     const bytesPer = features.dtype === 'f16' ? 2 : 4;
     const dispatch = {
       program: {
         name: `${NAME}.${layout}`,
+        entryPoint,
         key: features.dtype,
         code: specialize(roiAlignWgsl, features.dtype),
         constants: { NHWC: layout === 'nhwc' ? 1 : 0, WG },
         bindings: ['read', 'read', 'write'] as const,
       },
       tensors: [0, 1, 2],
-      uniforms: uniforms(count, n, c, h, w, oh, ow, o.aligned ? 1 : 0, { f32: o.spatialScale ?? 1 }, { i32: ratio }),
-      workgroups: grid1d(gpu, count, WG),
+      uniforms: uniforms(invocations, n, c, h, w, oh, ow, o.aligned ? 1 : 0, { f32: o.spatialScale ?? 1 }, { i32: ratio }),
+      workgroups: grid1d(gpu, invocations, WG),
     };
     // Nominal: 4 taps (2 flops each) per sample, at the given ratio or 2×2 samples when adaptive.
     const samples = ratio > 0 ? ratio * ratio : 4;

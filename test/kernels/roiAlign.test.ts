@@ -129,6 +129,28 @@ describe('roiAlign', () => {
     y.dispose();
   });
 
+  it('every channel-group tail (C % 16, C % 4) gives the reference, NHWC bit-identical to NCHW, f32 and f16', async () => {
+    // Invocations take 16 channels; NHWC with C % 4 == 0 reads them as vec4s (main_vec4), else as scalars.
+    const gpu = await getGpu();
+    const options: RoiAlignOptions = { outputSize: [2, 3], spatialScale: 0.25, samplingRatio: 0, aligned: true };
+    for (const [i, c] of [4, 12, 16, 17, 20, 33, 36].entries()) {
+      const shape: [number, number, number, number] = [2, c, 5, 6];
+      const data = randomArray(2 * c * 5 * 6, 60 + i, 2);
+      const boxes = randomBoxes(9, 2, 24, 20, 70 + i);
+      for (const dtype of ['f32', 'f16'] as const) {
+        if (dtype === 'f16' && !gpu.features.has('shader-f16')) continue;
+        const x = Tensor.from(gpu, data, shape, dtype);
+        const xt = await kernels.transpose(gpu, x, [0, 2, 3, 1]);
+        const a = await kernels.roiAlign(gpu, x, boxes, options);
+        const b = await kernels.roiAlign(gpu, xt, boxes, { ...options, layout: 'nhwc' });
+        const got = await a.read();
+        expectClose(got, roiAlignReference(await x.read(), shape, boxes, options), { scaleTol: dtype === 'f16' ? 1e-2 : 1e-5, label: `C=${c} ${dtype}` });
+        expect(Array.from(await b.read()), `C=${c} ${dtype}`).toEqual(Array.from(got));
+        for (const t of [x, xt, a, b]) t.dispose();
+      }
+    }
+  });
+
   it('no boxes give an empty output', async () => {
     const gpu = await getGpu();
     const x = Tensor.from(gpu, randomArray(2 * 3 * 4 * 5, 1), [2, 3, 4, 5]);
