@@ -4,10 +4,13 @@ import { Tensor } from '../tensor.js';
 import { shapeString } from '../dtype.js';
 import type { Kernel, KernelPlan, Program, TensorInfo } from './program.js';
 
-/** Cache key of a program: its specialisation, never its shapes. */
+/**
+ * Cache key of a program: its specialisation, never its shapes. The source text is part of it, so
+ * two programs that share a name and key (user kernels, two versions of one) never share a pipeline.
+ */
 export function pipelineKey(p: Program): string {
   const constants = p.constants ? Object.entries(p.constants).sort(([a], [b]) => (a < b ? -1 : 1)) : [];
-  return `${p.name}|${p.key}|${p.entryPoint ?? 'main'}|${JSON.stringify(constants)}|${p.bindings.join(',')}`;
+  return `${p.name}|${p.key}|${p.entryPoint ?? 'main'}|${JSON.stringify(constants)}|${p.bindings.join(',')}|${p.code}`;
 }
 
 /** The compute pipeline for a program, compiled once per device and reused by every plan. */
