@@ -2,6 +2,7 @@
 // build does) into a temporary directory under node_modules/.cache, where Node still finds the
 // external packages, and runs it with the arguments passed through. Options: see bench/main.ts.
 import { build } from 'esbuild';
+import { nodeBundle } from './esbuild-options.mjs';
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -16,14 +17,9 @@ try {
   await build({
     entryPoints: [join(root, 'bench', 'main.ts')],
     outfile: join(dir, 'main.mjs'),
-    bundle: true,
-    platform: 'node',
-    format: 'esm',
-    target: 'node20',
-    loader: { '.wgsl': 'text' },
-    external: ['webgpu', 'sharp', '@petamoriken/float16', '@tensorflow/*'],
+    ...nodeBundle,
+    external: [...nodeBundle.external, '@tensorflow/*'],
     sourcemap: 'inline',
-    logLevel: 'warning',
   });
   const run = spawnSync(process.execPath, ['--enable-source-maps', join(dir, 'main.mjs'), ...process.argv.slice(2)], {
     cwd: root,

@@ -3,19 +3,10 @@
 import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
 import { rmSync, chmodSync } from 'node:fs';
+import { nodeBundle } from './esbuild-options.mjs';
 
 rmSync('dist', { recursive: true, force: true });
-const common = {
-  bundle: true,
-  platform: 'node',
-  format: 'esm',
-  target: 'node20',
-  loader: { '.wgsl': 'text' },
-  external: ['webgpu', 'sharp', '@petamoriken/float16', 'entities'],
-  sourcemap: true,
-  logLevel: 'warning',
-};
-await build({ ...common, entryPoints: { index: 'src/index.ts', cli: 'src/cli.ts' }, outdir: 'dist', splitting: true, chunkNames: 'chunks/[name]-[hash]' });
+await build({ ...nodeBundle, sourcemap: true, entryPoints: { index: 'src/index.ts', cli: 'src/cli.ts' }, outdir: 'dist', splitting: true, chunkNames: 'chunks/[name]-[hash]' });
 chmodSync('dist/cli.js', 0o755);
 execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '--emitDeclarationOnly', '--outDir', 'dist'], { stdio: 'inherit' });
 console.log('built dist/index.js, dist/cli.js, dist/index.d.ts');

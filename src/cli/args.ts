@@ -8,6 +8,15 @@ export type FlagKind = 'string' | 'number' | 'list' | 'boolean';
 
 export type FlagSpec = Readonly<Record<string, FlagKind>>;
 
+/** Flags every model command takes: weight storage, outputs and the adapter. */
+export const MODEL_COMMAND_FLAGS = {
+  '--dtype': 'string',
+  '--json': 'string',
+  '--out': 'string',
+  '--backend': 'string',
+  '--adapter': 'string',
+} as const satisfies FlagSpec;
+
 export interface ParsedArgs {
   positional: string[];
   strings: Map<string, string>;

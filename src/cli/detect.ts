@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import type { Gpu } from '../gpu/gpu.js';
 import { OwlVitDetector, type Detection } from '../models/owlvit/index.js';
 import { hfConfigJson, TINY_OWLVIT, writeRandomModel } from '../models/random.js';
-import { numberIn, parseArgs, UsageError } from './args.js';
+import { MODEL_COMMAND_FLAGS, numberIn, parseArgs, UsageError } from './args.js';
 import { writeAnnotated } from './annotate.js';
 import { checkImage, checkModelDir, numberedPath, round, writeJson } from './common.js';
 import { weightsSize, withProgress } from './progress.js';
@@ -32,11 +32,7 @@ const FLAGS = {
   '--threshold': 'number',
   '--nms': 'number',
   '--top': 'number',
-  '--dtype': 'string',
-  '--json': 'string',
-  '--out': 'string',
-  '--backend': 'string',
-  '--adapter': 'string',
+  ...MODEL_COMMAND_FLAGS,
 } as const;
 
 /** The package root (holding package.json), from this module's location in dist/ or src/. */

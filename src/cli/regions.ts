@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import type { Gpu } from '../gpu/gpu.js';
 import { RegionClassifier, type Box, type RegionResize } from '../models/region/index.js';
-import { numberIn, parseArgs, UsageError } from './args.js';
+import { MODEL_COMMAND_FLAGS, numberIn, parseArgs, UsageError } from './args.js';
 import { writeAnnotated } from './annotate.js';
 import { checkImage, checkModelDir, firstLine, round, writeJson } from './common.js';
 import { weightsSize, withProgress } from './progress.js';
@@ -27,11 +27,7 @@ const FLAGS = {
   '--template': 'list',
   '--top': 'number',
   '--resize': 'string',
-  '--dtype': 'string',
-  '--json': 'string',
-  '--out': 'string',
-  '--backend': 'string',
-  '--adapter': 'string',
+  ...MODEL_COMMAND_FLAGS,
 } as const;
 
 /** Boxes from a JSON file in one of the accepted forms. */

@@ -27,15 +27,22 @@ export interface StridedView {
   offset: number;
 }
 
+/** Elements each invocation copies along the innermost dimension (RUN in shaders/copy.wgsl). */
+const RUN = 16;
+
 function copyDispatch(gpu: Gpu, dtype: TensorInfo['dtype'], src: StridedView, dstStrides: readonly number[], dstOffset: number, srcTensor: number, dstTensor: number): Dispatch {
-  const rank = src.shape.length;
+  // A scalar is a one-element vector: the shader walks at least one dimension.
+  const shape = src.shape.length ? src.shape.map((d) => Math.max(d, 1)) : [1];
+  const [srcStrides, outStrides] = src.shape.length ? [src.strides, dstStrides] : [[1], [1]];
   const pad = (a: readonly number[]) => [...a, ...new Array<number>(MAX_RANK - a.length).fill(0)];
   const count = sizeOf(src.shape);
+  const inner = shape[shape.length - 1]!;
+  const runs = count === 0 ? 0 : (count / inner) * Math.ceil(inner / RUN);
   return {
-    program: { name: 'copy', key: dtype, code: specialize(copyWgsl, dtype), constants: { WG }, bindings: ['read', 'write'] },
+    program: { name: 'copy', key: dtype, code: specialize(copyWgsl, dtype), constants: { WG, RUN }, bindings: ['read', 'write'] },
     tensors: [srcTensor, dstTensor],
-    uniforms: uniforms(count, rank, src.offset, dstOffset, ...pad(src.shape.map((d) => Math.max(d, 1))), ...pad(src.strides), ...pad(dstStrides)),
-    workgroups: grid1d(gpu, count, WG),
+    uniforms: uniforms(count, shape.length, src.offset, dstOffset, ...pad(shape), ...pad(srcStrides), ...pad(outStrides)),
+    workgroups: grid1d(gpu, runs, WG),
   };
 }
 

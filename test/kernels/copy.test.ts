@@ -9,7 +9,7 @@ const getGpu = useGpu();
 describe('copy kernels (transpose, slice, concat)', () => {
   it('transpose matches the reference for every dtype and awkward shapes', async () => {
     const gpu = await getGpu();
-    const cases: [number[], number[]][] = [[[1], [0]], [[3, 5], [1, 0]], [[2, 3, 7], [2, 0, 1]], [[2, 17, 4, 3], [0, 2, 1, 3]], [[2, 1, 3, 1, 2, 1, 2, 3], [7, 6, 5, 4, 3, 2, 1, 0]]];
+    const cases: [number[], number[]][] = [[[], []], [[1], [0]], [[3, 5], [1, 0]], [[3, 37], [1, 0]], [[2, 40], [0, 1]], [[5, 3, 33], [1, 0, 2]], [[2, 3, 7], [2, 0, 1]], [[2, 17, 4, 3], [0, 2, 1, 3]], [[2, 1, 3, 1, 2, 1, 2, 3], [7, 6, 5, 4, 3, 2, 1, 0]]];
     for (const [shape, perm] of cases) {
       const n = shape.reduce((a, b) => a * b, 1);
       for (const dtype of ['f32', 'f16', 'i32', 'u32'] as const) {
