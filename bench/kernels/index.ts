@@ -5,6 +5,8 @@
 export { cases as elementwise } from './elementwise.js';
 export { cases as attention } from './attention.js';
 export { cases as boxes } from './boxes.js';
+export { cases as copy } from './copy.js';
+export { cases as gather } from './gather.js';
 export { cases as layerNorm } from './layerNorm.js';
 export { cases as matmul } from './matmul.js';
 export { cases as nms } from './nms.js';
