@@ -30,6 +30,18 @@ const predictInputs = () => ({ pixelValues: pixelValues(), pixelShape: [B, 3, 32
 const guidedInputs = () => ({ pixelValues: pixelValues(), pixelShape: [B, 3, 32, 32], queryPixelValues: input('query_pixel_values') as Float32Array, queryShape: [1, 3, 32, 32] });
 
 /** Logits with the padded query's column checked apart: it is exactly -1e6, and would set the scale of the rest. */
+/** predict's outputs against the forward pass of the reference, within `tol` of each output's scale. */
+function checkPredict(out: { logits: Float32Array; predBoxes: Float32Array; classEmbeds: Float32Array; imageEmbeds: Float32Array; textEmbeds: Float32Array }, tol: number): string[] {
+  const r = (label: string, got: Float32Array, ref: string) => expectClose(got, f32(ref), { scaleTol: tol, label }).message;
+  return [
+    checkLogits(out.logits, tol),
+    r('pred_boxes', out.predBoxes, 'pred_boxes'),
+    r('class_embeds', out.classEmbeds, 'class_embeds'),
+    r('image_embeds', out.imageEmbeds, 'image_embeds'),
+    r('text_embeds', out.textEmbeds, 'text_embeds'),
+  ];
+}
+
 function checkLogits(got: Float32Array, tol: number): string {
   const ref = f32('logits');
   const isPadded = (i: number) => Math.floor(i / (N * Q)) === PADDED.image && i % Q === PADDED.query;
@@ -54,14 +66,7 @@ describe('OwlVitDetector on owlvit_tiny', () => {
     expect(det.config).toMatchObject({ gridSize: 4, embedDim: 48, vision: { width: 64, imageSize: 32, patchSize: 8 }, text: { width: 48, contextLength: 16 } });
     expect(det.unusedWeights).toEqual([]);
     const out = await det.predict(predictInputs());
-    const r = (label: string, got: Float32Array, ref: string) => expectClose(got, f32(ref), { scaleTol: 1e-4, label }).message;
-    for (const m of [
-      checkLogits(out.logits, 1e-4),
-      r('pred_boxes', out.predBoxes, 'pred_boxes'),
-      r('class_embeds', out.classEmbeds, 'class_embeds'),
-      r('image_embeds', out.imageEmbeds, 'image_embeds'),
-      r('text_embeds', out.textEmbeds, 'text_embeds'),
-    ]) console.log(m);
+    for (const m of checkPredict(out, 1e-4)) console.log(m);
   });
 
   it('postProcess equals post_process_object_detection (threshold 0, target sizes)', async () => {
@@ -205,14 +210,7 @@ describe('OwlVitDetector on owlvit_tiny', () => {
     if (!gpu.features.has('shader-f16')) return;
     const half = await OwlVitDetector.load(gpu, DIR, { dtype: 'f16' });
     const out = await half.predict(predictInputs());
-    const r = (label: string, got: Float32Array, ref: string) => expectClose(got, f32(ref), { scaleTol: 2e-2, label }).message;
-    for (const m of [
-      checkLogits(out.logits, 2e-2),
-      r('pred_boxes', out.predBoxes, 'pred_boxes'),
-      r('class_embeds', out.classEmbeds, 'class_embeds'),
-      r('image_embeds', out.imageEmbeds, 'image_embeds'),
-      r('text_embeds', out.textEmbeds, 'text_embeds'),
-    ]) console.log(`f16 ${m}`);
+    for (const m of checkPredict(out, 2e-2)) console.log(`f16 ${m}`);
     const guided = await half.imageGuided(guidedInputs());
     console.log(`f16 ${r('ig_logits', guided.logits, 'ig_logits')}`);
     half.dispose();
