@@ -1,5 +1,5 @@
-export { openGpu, Gpu, GpuError } from './gpu/index.js';
-export type { OpenGpuOptions, GpuInfo, GpuStats } from './gpu/index.js';
+export { openGpu, Gpu, GpuError, detectProfile } from './gpu/index.js';
+export type { OpenGpuOptions, GpuInfo, GpuStats, GpuProfile } from './gpu/index.js';
 export { Tensor, type TensorData } from './tensor.js';
 export { type DType, DTYPES, sizeOf } from './dtype.js';
 export * as kernels from './kernels/index.js';

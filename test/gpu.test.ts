@@ -94,6 +94,22 @@ describe('openGpu', () => {
     expect(Date.now() - started).toBeLessThan(30_000);
   });
 
+  it("resolves the kernel profile: 'auto' by the adapter, 'gpu' and 'cpu' as forced, anything else refused", async () => {
+    const { openGpu, detectProfile } = await import('../src/index.js');
+    const auto = await getGpu();
+    expect(auto.profile).toBe(detectProfile(auto.info));
+    expect(detectProfile({ ...auto.info, isFallbackAdapter: false, description: 'llvmpipe (LLVM 15.0.6, 256 bits)' })).toBe('cpu');
+    expect(detectProfile({ ...auto.info, isFallbackAdapter: true, description: 'x' })).toBe('cpu');
+    expect(detectProfile({ ...auto.info, isFallbackAdapter: false, description: 'NVIDIA GeForce RTX 4090', device: '' })).toBe('gpu');
+    for (const profile of ['gpu', 'cpu'] as const) {
+      const gpu = await openGpu({ profile });
+      expect(gpu.profile).toBe(profile);
+      expect(kernels.isCpuAdapter(gpu)).toBe(profile === 'cpu');
+      gpu.close();
+    }
+    await expect(openGpu({ profile: 'fast' as 'gpu' })).rejects.toThrow(/openGpu.*profile must be 'auto', 'gpu' or 'cpu', got "fast"/);
+  });
+
   it('refuses use after close', async () => {
     const { openGpu } = await import('../src/index.js');
     const gpu = await openGpu();

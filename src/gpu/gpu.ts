@@ -11,7 +11,16 @@ export interface OpenGpuOptions {
   dawnOptions?: string[];
   /** Features not to request even when offered (e.g. to test the f32-only paths). */
   disableFeatures?: string[];
+  /**
+   * Which settings (tiles, workgroup sizes, variants) every kernel uses: 'cpu' for CPU adapters
+   * (lavapipe, SwiftShader), 'gpu' for real GPUs. 'auto' (default) picks by the adapter, so forcing
+   * 'gpu' on a CPU adapter runs, and tests, the code that real GPUs run.
+   */
+  profile?: 'auto' | GpuProfile;
 }
+
+/** The kernel settings a Gpu was opened with; see OpenGpuOptions.profile. */
+export type GpuProfile = 'cpu' | 'gpu';
 
 export interface GpuInfo {
   vendor: string;
@@ -29,6 +38,15 @@ export interface GpuStats {
   liveBytes: number;
   /** Queue submits made through this Gpu. */
   submits: number;
+}
+
+/**
+ * The profile 'auto' resolves to: 'cpu' for a CPU implementation of WebGPU (a fallback adapter,
+ * software Vulkan, SwiftShader), where a workgroup runs as SIMD lanes on one thread and barriers
+ * and workgroup memory are expensive; 'gpu' otherwise.
+ */
+export function detectProfile(info: GpuInfo): GpuProfile {
+  return info.isFallbackAdapter || /llvmpipe|lavapipe|swiftshader/i.test(`${info.description} ${info.device}`) ? 'cpu' : 'gpu';
 }
 
 /** Optional features we use when the adapter offers them. */
@@ -64,6 +82,10 @@ async function getGpuEntry(options: OpenGpuOptions): Promise<{ gpu: GPU; keepAli
 
 /** Opens the GPU: adapter, device with maximum limits and the optional features we use. */
 export async function openGpu(options: OpenGpuOptions = {}): Promise<Gpu> {
+  const profile = options.profile ?? 'auto';
+  if (profile !== 'auto' && profile !== 'gpu' && profile !== 'cpu') {
+    throw new GpuError('openGpu', `profile must be 'auto', 'gpu' or 'cpu', got ${JSON.stringify(options.profile)}`);
+  }
   const { gpu, keepAlive } = await getGpuEntry(options).catch((err: unknown) => {
     throw new GpuError('openGpu', `could not load WebGPU (${String((err as Error)?.message ?? err)})`, { cause: err });
   });
@@ -99,7 +121,7 @@ export async function openGpu(options: OpenGpuOptions = {}): Promise<Gpu> {
   } catch (err) {
     throw new GpuError('openGpu', `requesting a device failed: ${(err as Error).message}`, { cause: err });
   }
-  return new Gpu(device, adapter, keepAlive);
+  return new Gpu(device, adapter, keepAlive, profile);
 }
 
 /** One WebGPU device with buffer and submit accounting and error capture. */
@@ -108,6 +130,8 @@ export class Gpu {
   readonly info: GpuInfo;
   readonly features: ReadonlySet<string>;
   readonly limits: Readonly<Record<string, number>>;
+  /** The kernel settings in use: the one asked for, or the adapter's class when 'auto'. */
+  readonly profile: GpuProfile;
   /** Per-device caches owned by higher layers (pipelines, peak measurements), keyed by their owner. */
   readonly caches = new Map<string, Map<string, unknown>>();
   // Dawn aborts the process if the object returned by create() is collected while its device lives.
@@ -118,7 +142,7 @@ export class Gpu {
   #lost: string | undefined;
   #uncaptured: GPUError[] = [];
 
-  constructor(device: GPUDevice, adapter: GPUAdapter, keepAlive: unknown) {
+  constructor(device: GPUDevice, adapter: GPUAdapter, keepAlive: unknown, profile: 'auto' | GpuProfile = 'auto') {
     this.device = device;
     this.#keepAlive = keepAlive;
     const i = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean; subgroupMinSize?: number; subgroupMaxSize?: number };
@@ -131,6 +155,7 @@ export class Gpu {
       subgroupMinSize: i.subgroupMinSize,
       subgroupMaxSize: i.subgroupMaxSize,
     };
+    this.profile = profile === 'auto' ? detectProfile(this.info) : profile;
     this.features = new Set(device.features as unknown as Iterable<string>);
     const limits: Record<string, number> = {};
     for (const key in device.limits) {

@@ -1,3 +1,3 @@
-export { openGpu, Gpu } from './gpu.js';
-export type { OpenGpuOptions, GpuInfo, GpuStats } from './gpu.js';
+export { openGpu, Gpu, detectProfile } from './gpu.js';
+export type { OpenGpuOptions, GpuInfo, GpuStats, GpuProfile } from './gpu.js';
 export { GpuError, check } from './errors.js';

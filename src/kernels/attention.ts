@@ -2,7 +2,7 @@ import type { Gpu } from '../gpu/gpu.js';
 import { check } from '../gpu/errors.js';
 import { BYTES_PER_ELEMENT, shapeString, sizeOf } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
-import { grid1d, specialize, uniforms, type Kernel, type TensorInfo } from './program.js';
+import { grid1d, isCpuAdapter, specialize, uniforms, type Kernel, type TensorInfo } from './program.js';
 import { runKernel } from './runtime.js';
 import attentionWgsl from '../../shaders/attention.wgsl';
 
@@ -23,7 +23,7 @@ export interface AttentionOptions {
   packed?: boolean;
   /** 'tensor' adds inputs' last entry, an [L, L] f32 additive mask (default 'none'). */
   mask?: AttentionMaskKind;
-  /** Default: 'subgroup' on a fallback (CPU) adapter that supports it, else 'tiled'. */
+  /** Default: 'subgroup' under the 'cpu' profile where the adapter supports it, else 'tiled'. */
   variant?: AttentionVariant;
 }
 
@@ -116,7 +116,7 @@ export const attentionKernel: Kernel<AttentionOptions> = {
     const { batch, length, headDim, rowStride } = geometry(inputs, o);
     const dtype = inputs[0]!.dtype;
     const maskKind = o.mask ?? 'none';
-    const variant = o.variant ?? (gpu.info.isFallbackAdapter && subgroupsUsable(gpu) ? 'subgroup' : 'tiled');
+    const variant = o.variant ?? (isCpuAdapter(gpu) && subgroupsUsable(gpu) ? 'subgroup' : 'tiled');
     check(variant === 'tiled' || subgroupsUsable(gpu), NAME, "variant 'subgroup' needs the 'subgroups' feature with subgroups of at least 8 lanes");
     // q, k, v are read as vec4s when head rows are whole vec4s (then so are all offsets).
     const vec = headDim % 4 === 0;

@@ -3,12 +3,12 @@ import type { DType } from '../dtype.js';
 import { check } from '../gpu/errors.js';
 
 /**
- * Whether the adapter is a CPU implementation of WebGPU (software Vulkan / SwiftShader), where a
- * workgroup runs as SIMD lanes on one thread and barriers and workgroup memory are expensive:
- * kernels choose their variant or tile constants by it.
+ * Whether kernels use their CPU-adapter settings: the one rule every kernel chooses its variant,
+ * tile and workgroup constants by. It follows the Gpu's profile (openGpu's `profile` option; 'auto'
+ * detects CPU adapters such as lavapipe), so tests can run either set of settings on any adapter.
  */
 export function isCpuAdapter(gpu: Gpu): boolean {
-  return gpu.info.isFallbackAdapter || /llvmpipe|lavapipe|swiftshader/i.test(`${gpu.info.description} ${gpu.info.device}`);
+  return gpu.profile === 'cpu';
 }
 
 /**

@@ -15,7 +15,7 @@ const getGpu = useGpu();
  */
 function variants(gpu: Gpu, headDim: number): AttentionVariant[] {
   const subgroup = gpu.features.has('subgroups') && (gpu.info.subgroupMinSize ?? 0) >= 8;
-  const preferred: AttentionVariant = gpu.info.isFallbackAdapter && subgroup ? 'subgroup' : 'tiled';
+  const preferred: AttentionVariant = kernels.isCpuAdapter(gpu) && subgroup ? 'subgroup' : 'tiled';
   const other: AttentionVariant = preferred === 'tiled' ? 'subgroup' : 'tiled';
   return headDim <= 16 && (other === 'tiled' || subgroup) ? [preferred, other] : [preferred];
 }

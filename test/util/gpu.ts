@@ -1,11 +1,27 @@
-import { afterAll } from 'vitest';
-import { openGpu, type Gpu } from '../../src/index.js';
+import { afterAll, describe, type TestContext } from 'vitest';
+import { openGpu, type Gpu, type GpuProfile, type OpenGpuOptions } from '../../src/index.js';
 
-/** One Gpu per test file, closed after the file's tests. */
-export function useGpu(): () => Promise<Gpu> {
+/** One Gpu per test file (or per `forEachProfile` suite), closed after its tests. */
+export function useGpu(profile: OpenGpuOptions['profile'] = 'auto'): () => Promise<Gpu> {
   let opened: Promise<Gpu> | undefined;
   afterAll(async () => {
     if (opened) (await opened).close();
   });
-  return () => (opened ??= openGpu());
+  return () => (opened ??= openGpu({ profile }));
+}
+
+/** Both kernel profiles: every kernel test runs its suite under each on whatever adapter runs the tests. */
+export const PROFILES: readonly GpuProfile[] = ['cpu', 'gpu'];
+
+/**
+ * Runs `suite` once per profile inside `describe('profile <name>')`, each with its own Gpu opened
+ * with that profile (closed after the suite, so only one is open at a time).
+ */
+export function forEachProfile(suite: (profile: GpuProfile, getGpu: () => Promise<Gpu>) => void): void {
+  for (const profile of PROFILES) describe(`profile ${profile}`, () => suite(profile, useGpu(profile)));
+}
+
+/** Skips the test, visibly and with the reason, where the device lacks `shader-f16`. */
+export function requireF16(ctx: TestContext, gpu: Gpu): void {
+  ctx.skip(!gpu.features.has('shader-f16'), "the adapter does not offer 'shader-f16'");
 }
