@@ -49,3 +49,11 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     dst[d + j * ds] = src[s + j * ss];
   }
 }
+
+// pad's first pass: dst[i] = 0 for i < count (its second pass is `main`).
+@compute @workgroup_size(WG)
+fn zero(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.y * nwg.x + wid.x) * WG + lid;
+  if (i < p.count) { dst[i] = T(0); }
+}

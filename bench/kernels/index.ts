@@ -11,6 +11,7 @@ export { cases as layerNorm } from './layerNorm.js';
 export { cases as matmul } from './matmul.js';
 export { cases as nms } from './nms.js';
 export { cases as patchEmbed } from './patchEmbed.js';
+export { cases as reduce } from './reduce.js';
 export { cases as regionWordSimilarity } from './regionWordSimilarity.js';
 export { cases as roiAlign } from './roiAlign.js';
 export { cases as softmax } from './softmax.js';

@@ -115,20 +115,88 @@ export function transposeView(shape: readonly number[], perm: readonly number[])
   return { shape: perm.map((p) => shape[p]!), strides: perm.map((p) => strides[p]!), offset: 0 };
 }
 
-/** The strided view of `shape` for [start, end) on every axis (negative and missing ends as in Python). */
-export function sliceView(shape: readonly number[], starts: readonly number[], ends: readonly (number | undefined)[] = []): StridedView {
+/** [start, end) per axis of `shape`, negative and missing ends as in Python, clamped to the axis. */
+function sliceBounds(shape: readonly number[], starts: readonly number[], ends: readonly (number | undefined)[]): [number, number][] {
   check(starts.length <= shape.length, 'slice', `${starts.length} starts for a tensor of rank ${shape.length}`);
-  const strides = contiguousStrides(shape);
-  let offset = 0;
-  const out = shape.map((n, d) => {
+  return shape.map((n, d) => {
     const norm = (v: number) => Math.min(Math.max(v < 0 ? v + n : v, 0), n);
     const s = norm(starts[d] ?? 0);
     const e = norm(ends[d] ?? n);
     check(Number.isInteger(s) && Number.isInteger(e), 'slice', `axis ${d}: start and end must be integers`);
-    offset += s * strides[d]!;
-    return Math.max(e - s, 0);
+    return [s, Math.max(e, s)];
   });
-  return { shape: out, strides, offset };
+}
+
+/** The strided view of `shape` for [start, end) on every axis (negative and missing ends as in Python). */
+export function sliceView(shape: readonly number[], starts: readonly number[], ends: readonly (number | undefined)[] = []): StridedView {
+  const strides = contiguousStrides(shape);
+  const bounds = sliceBounds(shape, starts, ends);
+  return { shape: bounds.map(([s, e]) => e - s), strides, offset: bounds.reduce((at, [s], d) => at + s * strides[d]!, 0) };
+}
+
+/**
+ * The strided view that reads a tensor of `shape` broadcast (numpy rules) to `outShape`: stride 0
+ * along broadcast axes. Copying it materialises the broadcast, e.g. the gradient of a sum or mean
+ * spread back over the reduced axes (keep them as size 1 first).
+ */
+export function expandView(shape: readonly number[], outShape: readonly number[]): StridedView {
+  const lead = outShape.length - shape.length;
+  check(
+    lead >= 0 && shape.every((n, d) => n === 1 || n === outShape[lead + d]),
+    'expand',
+    () => `shape ${shapeString(shape)} does not broadcast to ${shapeString(outShape)}`,
+  );
+  const strides = contiguousStrides(shape);
+  return { shape: [...outShape], strides: outShape.map((n, d) => (d < lead || shape[d - lead] === 1 ? 0 : strides[d - lead]!)), offset: 0 };
+}
+
+/** Where `pad` puts its input: inside a zero tensor of `shape`, starting at `starts` (non-negative, one per axis). */
+export interface PadOptions {
+  shape: readonly number[];
+  starts: readonly number[];
+}
+
+/**
+ * Writes the input into a zero tensor of `shape` at `starts`: the backward of a slice (its gradient
+ * is the upstream gradient where the slice read, zero elsewhere). Inputs [x]; output `shape`.
+ */
+export const padKernel: Kernel<PadOptions> = {
+  name: 'pad',
+  outputs(inputs, o) {
+    const x = inputs[0];
+    check(x && inputs.length === 1, 'pad', 'expected one input');
+    check(
+      o.shape.length === x.shape.length && o.starts.length === x.shape.length,
+      'pad',
+      () => `shape ${shapeString(o.shape)} and starts [${o.starts.join(', ')}] must have x's rank ${x.shape.length}`,
+    );
+    check(
+      x.shape.every((n, d) => Number.isInteger(o.starts[d]) && o.starts[d]! >= 0 && o.starts[d]! + n <= o.shape[d]!),
+      'pad',
+      () => `x of shape ${shapeString(x.shape)} placed at [${o.starts.join(', ')}] does not fit in ${shapeString(o.shape)}`,
+    );
+    return [{ shape: [...o.shape], dtype: x.dtype }];
+  },
+  plan(gpu, inputs, outputs, o) {
+    const x = inputs[0]!;
+    const out = outputs[0]!;
+    const strides = contiguousStrides(out.shape);
+    const count = sizeOf(out.shape);
+    const zero: Dispatch = {
+      program: { name: 'pad.zero', key: x.dtype, code: specialize(copyWgsl, x.dtype), entryPoint: 'zero', constants: { WG }, bindings: ['read', 'write'] },
+      tensors: [0, 1],
+      uniforms: uniforms(count, ...new Array<number>(27).fill(0)), // the shared Params block: count first
+      workgroups: grid1d(gpu, count, WG),
+    };
+    const at = o.starts.reduce((sum, s, d) => sum + s * strides[d]!, 0);
+    const copy = copyDispatch(gpu, x.dtype, { shape: x.shape, strides: contiguousStrides(x.shape), offset: 0 }, strides, at, 0, 1);
+    return { dispatches: [...(count ? [zero] : []), ...(sizeOf(x.shape) ? [copy] : [])], bytes: bytesOf(out) + 2 * bytesOf(x) };
+  },
+};
+
+/** The `pad` that undoes `slice(x of shape, starts, ends)`: the slice's window, normalised as `sliceView` does. */
+export function sliceBackwardOptions(shape: readonly number[], starts: readonly number[], ends: readonly (number | undefined)[] = []): PadOptions {
+  return { shape: [...shape], starts: sliceBounds(shape, starts, ends).map(([s]) => s) };
 }
 
 /** Permutes dimensions into a new contiguous tensor. */
@@ -141,12 +209,27 @@ export async function slice(gpu: Gpu, x: Tensor, starts: readonly number[], ends
   return (await runKernel(gpu, stridedCopyKernel, [x], sliceView(x.shape, starts, ends)))[0]!;
 }
 
+/** x written into a zero tensor of `shape` at `starts` (the backward of a slice). */
+export async function pad(gpu: Gpu, x: Tensor, options: PadOptions): Promise<Tensor> {
+  return (await runKernel(gpu, padKernel, [x], options))[0]!;
+}
+
 /** Concatenates tensors along `axis`. */
 export async function concat(gpu: Gpu, xs: readonly Tensor[], axis: number): Promise<Tensor> {
   return (await runKernel(gpu, concatKernel, xs, { axis }))[0]!;
 }
 
 // ---- CPU reference (tests only) ----
+
+/** `pad` on flat data. */
+export function padReference(x: ArrayLike<number>, xShape: readonly number[], o: PadOptions): number[] {
+  const out = new Array<number>(sizeOf(o.shape)).fill(0);
+  const strides = contiguousStrides(o.shape);
+  const at = o.starts.reduce((sum, s, d) => sum + s * strides[d]!, 0);
+  const dst = stridedCopyReference(Array.from({ length: out.length }, (_, i) => i), { shape: xShape, strides, offset: at });
+  dst.forEach((i, k) => (out[i] = x[k]!));
+  return out;
+}
 
 /** Gathers a strided view from flat data. */
 export function stridedCopyReference<A extends ArrayLike<number>>(data: A, view: StridedView): number[] {

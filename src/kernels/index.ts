@@ -3,6 +3,7 @@ export * from './program.js';
 export { runKernel, getPipeline, pipelineKey } from './runtime.js';
 export * from './elementwise.js';
 export * from './copy.js';
+export * from './reduce.js';
 export * from './gather.js';
 export * from './layerNorm.js';
 export * from './softmax.js';
