@@ -146,9 +146,7 @@ export class Tensor<D extends DType = DType> {
         encoder.copyBufferToBuffer(source, 0, staging, 0, this.byteLength);
         gpu.submit([encoder.finish()]);
       });
-      await staging.mapAsync(0x0001 /* GPUMapMode.READ */);
-      const bytes = staging.getMappedRange().slice(0);
-      staging.unmap();
+      const bytes = await gpu.mapRead('Tensor.read', staging);
       return decodeTensorData(bytes, this.dtype, this.size) as ReadArray<D>;
     } finally {
       gpu.destroyBuffer(staging);

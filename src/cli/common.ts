@@ -24,8 +24,10 @@ export function checkModelDir(dir: string): void {
   if (!existsSync(`${dir}/config.json`)) throw new UsageError(`model folder ${dir} has no config.json`);
 }
 
+/** An error's first line; an error without a message (a DOMException from WebGPU) is named by its type. */
 export function firstLine(err: unknown): string {
-  return (err instanceof Error ? err.message : String(err)).split('\n')[0]!;
+  const message = err instanceof Error ? err.message.trim() || `${err.name} (no message)` : String(err);
+  return message.split('\n')[0]!;
 }
 
 /** Writes JSON to a file, or to stdout for '-'. */

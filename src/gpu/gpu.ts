@@ -248,6 +248,29 @@ export class Gpu {
     return result!;
   }
 
+  /**
+   * Maps a MAP_READ buffer and returns a copy of `size` bytes from its start. WebGPU rejects a map
+   * with an empty AbortError when the device is lost or closed, or the buffer destroyed, before it
+   * resolves: that becomes a GpuError naming `op` and saying which.
+   */
+  async mapRead(op: string, buffer: GPUBuffer, size?: number): Promise<ArrayBuffer> {
+    try {
+      await buffer.mapAsync(0x0001 /* GPUMapMode.READ */, 0, size);
+    } catch (err) {
+      throw new GpuError(op, `${await this.#whyAborted()} while this call was in flight`, { cause: err });
+    }
+    const bytes = buffer.getMappedRange(0, size).slice(0);
+    buffer.unmap();
+    return bytes;
+  }
+
+  /** Why pending GPU work was aborted: a loss is reported through device.lost, maybe a little later. */
+  async #whyAborted(): Promise<string> {
+    if (!this.#lost) await Promise.race([this.device.lost, new Promise((r) => setTimeout(r, 50))]);
+    await Promise.resolve();
+    return this.#lost ?? 'its buffer was destroyed (the tensor, plan or model using it was disposed)';
+  }
+
   /** Destroys the device and every buffer still alive; the process can then exit by itself. */
   close(): void {
     if (this.#lost === undefined) this.#lost = 'the GPU was closed';

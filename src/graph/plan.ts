@@ -238,9 +238,7 @@ export class GraphPlan {
     await Promise.all(
       wanted.map(async (name) => {
         const o = this.#outputs.get(name)!;
-        await o.staging.mapAsync(0x0001);
-        const bytes = o.staging.getMappedRange(0, o.copyBytes).slice(0);
-        o.staging.unmap();
+        const bytes = await this.#mapRead(o.staging, o.copyBytes);
         const shift = o.ref.byteOffset - o.copyOffset;
         outputs[name] = decodeTensorData(bytes, o.ref.info.dtype, sizeOf(o.ref.info.shape), shift);
       }),
@@ -248,9 +246,7 @@ export class GraphPlan {
     if (!profile) return { outputs };
     const wallMs = performance.now() - started;
     if (!timing) return { outputs, profile: { source: 'wall', totalMs: wallMs, nodes: [] } };
-    await timing.staging.mapAsync(0x0001);
-    const stamps = new BigInt64Array(timing.staging.getMappedRange(0, 16 * this.#nodes.length).slice(0));
-    timing.staging.unmap();
+    const stamps = new BigInt64Array(await this.#mapRead(timing.staging, 16 * this.#nodes.length));
     const nodes = this.#nodes.map((n, i) => ({
       label: n.label,
       kernel: n.kernel.name,
@@ -261,6 +257,16 @@ export class GraphPlan {
     }));
     const totalMs = Math.max(0, Number(stamps[2 * this.#nodes.length - 1]! - stamps[0]!)) / 1e6;
     return { outputs, profile: { source: 'timestamp', totalMs, nodes } };
+  }
+
+  /** A staging buffer's bytes; disposing the plan while a run waits for them rejects that run, saying so. */
+  async #mapRead(staging: GPUBuffer, size: number): Promise<ArrayBuffer> {
+    try {
+      return await this.gpu.mapRead('graph run', staging, size);
+    } catch (err) {
+      if (this.#disposed && !this.gpu.closed) throw new GpuError('graph run', 'the plan was disposed while this run was in flight', { cause: err });
+      throw err;
+    }
   }
 
   /** Frees every buffer the plan owns and releases its constants. Idempotent. */

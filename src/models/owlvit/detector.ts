@@ -32,6 +32,8 @@ export interface OwlVitLoadOptions {
   config?: Record<string, unknown>;
   /** For text queries given as strings; default: the folder's tokenizer files, if it has any. */
   tokenizer?: ClipTokenizer | string;
+  /** Text embeddings kept per query, least recently added dropped first (default 4096). */
+  textCacheSize?: number;
 }
 
 /** An image for detect: a path or encoded bytes, or pixels already preprocessed to the model's size. */
@@ -160,7 +162,6 @@ export class OwlVitImageEmbedding {
 }
 
 const OP = 'OwlVitDetector';
-/** Text embeddings kept per query (least recently added dropped first). */
 const TEXT_CACHE_SIZE = 4096;
 
 /**
@@ -180,11 +181,13 @@ export class OwlVitDetector {
   readonly tokenizer?: ClipTokenizer;
   readonly #plans: PlanCache;
   readonly #textCache = new Map<string, Float32Array>();
+  readonly #textCacheSize: number;
   readonly #embeddings = new Set<OwlVitImageEmbedding>();
   #disposed = false;
 
-  private constructor(gpu: Gpu, init: { config: OwlVitConfig; dtype: DType; unused: string[]; vision: Map<string, Tensor>; text: Map<string, Tensor>; head: Map<string, Tensor>; tokenizer?: ClipTokenizer }) {
+  private constructor(gpu: Gpu, init: { config: OwlVitConfig; dtype: DType; unused: string[]; vision: Map<string, Tensor>; text: Map<string, Tensor>; head: Map<string, Tensor>; tokenizer?: ClipTokenizer; textCacheSize: number }) {
     this.gpu = gpu;
+    this.#textCacheSize = init.textCacheSize;
     this.#plans = new PlanCache(gpu, 'OwlVitDetector');
     this.tokenizer = init.tokenizer;
     this.config = init.config;
@@ -204,6 +207,8 @@ export class OwlVitDetector {
     const dtype = options.dtype ?? 'f32';
     check(dtype === 'f32' || dtype === 'f16', op, `dtype must be f32 or f16, got ${JSON.stringify(dtype)}`);
     check(dtype !== 'f16' || gpu.features.has('shader-f16'), op, 'dtype f16 needs the shader-f16 feature, which this adapter lacks');
+    const textCacheSize = options.textCacheSize ?? TEXT_CACHE_SIZE;
+    check(Number.isInteger(textCacheSize) && textCacheSize >= 0, op, `textCacheSize must be a non-negative integer, got ${textCacheSize}`);
     check(existsSync(dir) && statSync(dir).isDirectory(), op, `${dir}: no such model folder`);
     let config: OwlVitConfig;
     const configPath = join(dir, 'config.json');
@@ -238,7 +243,7 @@ export class OwlVitDetector {
       const unused = reader.names().filter((n) => !used.has(n) && !UNUSED_BY_DETECTION.includes(n));
       if (unused.length) console.warn(`ovgpu: ${unused.length} tensor(s) in ${reader.path} not used by OWL-ViT: ${unused.slice(0, 5).join(', ')}${unused.length > 5 ? ', …' : ''}`);
       const [vision, text, head] = loaded as [Map<string, Tensor>, Map<string, Tensor>, Map<string, Tensor>];
-      return new OwlVitDetector(gpu, { config, dtype, unused, vision, text, head, tokenizer });
+      return new OwlVitDetector(gpu, { config, dtype, unused, vision, text, head, tokenizer, textCacheSize });
     } catch (err) {
       for (const m of loaded) for (const t of m.values()) t.dispose();
       throw err instanceof GpuError ? err : new GpuError(op, (err as Error).message, { cause: err });
@@ -337,6 +342,9 @@ export class OwlVitDetector {
     }
     const keys = Array.from({ length: rows }, (_, r) => inputIds.subarray(r * l, pool[r]! + 1).join(','));
     const missing = [...new Set(keys.filter((k) => !this.#textCache.has(k)))];
+    // This call's rows, taken before eviction: a call with more new queries than the cache holds
+    // must not lose its own first ones.
+    const found = new Map(keys.map((k) => [k, this.#textCache.get(k)]));
     if (missing.length) {
       const bucket = 2 ** Math.ceil(Math.log2(missing.length));
       const plan = await this.#plans.get(`text:${bucket}:${l}`, (g) => {
@@ -352,12 +360,16 @@ export class OwlVitDetector {
       for (let i = missing.length; i < bucket; i++) poolAt[i] = i * l;
       const out = (await plan.run({ ids, pool: poolAt })).outputs.textEmbeds as Float32Array;
       const e = this.config.embedDim;
-      missing.forEach((k, i) => this.#textCache.set(k, out.slice(i * e, (i + 1) * e)));
-      while (this.#textCache.size > TEXT_CACHE_SIZE) this.#textCache.delete(this.#textCache.keys().next().value!);
+      missing.forEach((k, i) => {
+        const v = out.slice(i * e, (i + 1) * e);
+        found.set(k, v);
+        this.#textCache.set(k, v);
+      });
+      while (this.#textCache.size > this.#textCacheSize) this.#textCache.delete(this.#textCache.keys().next().value!);
     }
     const e = this.config.embedDim;
     const result = new Float32Array(rows * e);
-    keys.forEach((k, r) => result.set(this.#textCache.get(k)!, r * e));
+    keys.forEach((k, r) => result.set(found.get(k)!, r * e));
     return result;
   }
 
