@@ -74,6 +74,22 @@ describe('openGpu', () => {
     x.dispose();
   });
 
+  it('keeps the errors of concurrent scoped() calls apart', async () => {
+    const gpu = await getGpu();
+    // A texture of 8192 x 8192 x 256 rgba32float texels (275 GB): an out-of-memory error, not a validation one.
+    const outOfMemory = () => gpu.device.createTexture({ size: [8192, 8192, 256], format: 'rgba32float', usage: 4 /* TEXTURE_BINDING */ }).destroy();
+    // In either order, the call that starts second must not pop the first one's out-of-memory scope.
+    for (const failsFirst of [true, false]) {
+      const big = () => gpu.scoped('too big', outOfMemory);
+      const fine = () => gpu.scoped('fine', () => 1);
+      const [first, second] = await Promise.allSettled(failsFirst ? [big(), fine()] : [fine(), big()]);
+      const [bigResult, fineResult] = failsFirst ? [first, second] : [second, first];
+      expect(bigResult.status).toBe('rejected');
+      expect(String((bigResult as PromiseRejectedResult).reason)).toMatch(/too big: out of GPU memory/);
+      expect(fineResult).toEqual({ status: 'fulfilled', value: 1 });
+    }
+  });
+
   it('close() lets the Node process exit by itself', () => {
     const script = `
       import { openGpu, Tensor } from './dist/index.js';

@@ -223,7 +223,8 @@ export class Gpu {
 
   /**
    * Runs `work` inside validation and out-of-memory error scopes and throws a GpuError naming `op`
-   * if the GPU reported one. Errors raised while `work` runs are attributed to it.
+   * if the GPU reported one. Errors raised while `work` runs are attributed to it; `work` is
+   * synchronous, so concurrent calls never share a scope.
    */
   async scoped<T>(op: string, work: () => T): Promise<T> {
     this.assertUsable(op);
@@ -236,8 +237,9 @@ export class Gpu {
     } catch (err) {
       thrown = err;
     }
-    const validation = await this.device.popErrorScope();
-    const oom = await this.device.popErrorScope();
+    // Both scopes are popped before awaiting either: awaiting the first pop would let a concurrent
+    // call push its scopes on top of ours, and our second pop would take its out-of-memory scope.
+    const [validation, oom] = await Promise.all([this.device.popErrorScope(), this.device.popErrorScope()]);
     if (thrown !== undefined) throw thrown;
     const err = validation ?? oom ?? this.#uncaptured.shift();
     if (err) {
