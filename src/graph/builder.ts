@@ -13,11 +13,14 @@ import { softmaxKernel } from '../kernels/softmax.js';
 import { patchEmbedKernel } from '../kernels/patchEmbed.js';
 import { compileGraph, type GraphPlan } from './plan.js';
 import { markOwned } from './constants.js';
+import { buildGradients, type GradientOptions } from './grad/index.js';
 
 /** Where a value's bytes come from. */
 export type ValueSource =
   | { kind: 'input'; name: string }
   | { kind: 'constant'; tensor: Tensor }
+  /** Every element `value`: written once when the plan is compiled (seeds, zeros). */
+  | { kind: 'fill'; value: number }
   | { kind: 'node'; node: number }
   /** A reshape or contiguous slice of another value: no copy. `offset` is in elements. */
   | { kind: 'view'; base: Value; offset: number };
@@ -82,6 +85,8 @@ export class GraphBuilder {
   readonly nodes: GraphNode[] = [];
   readonly inputs = new Map<string, Value>();
   readonly outputs = new Map<string, Value>();
+  /** Trainable weights by name (see `parameter`). */
+  readonly parameters = new Map<string, Value>();
 
   #add(info: TensorInfo, source: ValueSource): Value {
     const v = new Value(this, this.values.length, info, source);
@@ -111,6 +116,26 @@ export class GraphBuilder {
     if (tensor.disposed) throw new GpuError('graph', `constant ${tensor} was disposed`);
     if (options.owned) markOwned(tensor);
     return this.#add({ shape: tensor.shape, dtype: tensor.dtype }, { kind: 'constant', tensor });
+  }
+
+  /**
+   * A trainable weight: a constant that `gradients` may differentiate with respect to and that
+   * `optimizerStep` updates in place. The tensor stays the caller's.
+   */
+  parameter(tensor: Tensor, name: string): Value {
+    if (this.parameters.has(name)) throw new GpuError('graph', `parameter ${JSON.stringify(name)} is already defined`);
+    if (tensor.dtype !== 'f32' && tensor.dtype !== 'f16') throw new GpuError('graph', `parameter ${JSON.stringify(name)} must be f32 or f16, got ${tensor.dtype}`);
+    const v = this.constant(tensor);
+    this.parameters.set(name, v);
+    return v;
+  }
+
+  /** A value with every element `value` (written once at compile time). */
+  fill(shape: readonly number[], value: number, dtype: DType = 'f32'): Value {
+    if (!shape.every((d) => Number.isInteger(d) && d >= 0)) throw new GpuError('graph fill', `bad shape ${shapeString(shape)}`);
+    if (!isDType(dtype)) throw new GpuError('graph fill', `unknown dtype ${JSON.stringify(dtype)}`);
+    if (Number.isNaN(value) || ((dtype === 'i32' || dtype === 'u32') && !Number.isInteger(value))) throw new GpuError('graph fill', `${value} is not a ${dtype} value`);
+    return this.#add({ shape, dtype }, { kind: 'fill', value });
   }
 
   /** Adds a kernel node; returns its output values. Shapes are checked now. */
@@ -233,9 +258,50 @@ export class GraphBuilder {
     return this.op(patchEmbedKernel, [pixels, weight, classEmbedding, positionEmbedding], options, label)[0]!;
   }
 
+  /**
+   * x summed over `axes` (negative counts from the end; the summed dimensions are dropped). Kept
+   * dimensions move first (a transpose copy when they are not already), then one matmul with ones.
+   */
+  sum(x: Value, axes: readonly number[], label?: string): Value {
+    this.#own(x, 'sum input');
+    const name = label ?? `sum#${this.nodes.length}`;
+    const rank = x.shape.length;
+    const norm = axes.map((a) => (a < 0 ? a + rank : a));
+    if (!norm.every((a) => Number.isInteger(a) && a >= 0 && a < rank) || new Set(norm).size !== norm.length) {
+      throw new GpuError(`graph node ${name}`, `axes [${axes.join(', ')}] must be distinct dimensions of ${x}`);
+    }
+    const kept = [...x.shape.keys()].filter((d) => !norm.includes(d));
+    const reduced = [...norm].sort((a, b) => a - b);
+    if (reduced.length === 0) return x;
+    const moved = this.transpose(x, [...kept, ...reduced], `${name}.transpose`);
+    const rows = sizeOf(kept.map((d) => x.shape[d]!));
+    const n = sizeOf(reduced.map((d) => x.shape[d]!));
+    const summed = this.matmul(this.reshape(moved, [rows, n]), this.fill([n, 1], 1, x.dtype), {}, name);
+    return this.reshape(summed, kept.map((d) => x.shape[d]!));
+  }
+
+  /** x averaged over `axes` (as `sum`). */
+  mean(x: Value, axes: readonly number[], label?: string): Value {
+    const n = sizeOf(axes.map((a) => x.shape[a < 0 ? a + x.shape.length : a] ?? 1));
+    return this.scale(this.sum(x, axes, label), 1 / n, label && `${label}.scale`);
+  }
+
   /** Rows of `table` at `indices` (i32). */
   gather(table: Value, indices: Value, label?: string): Value {
     return this.op(gatherKernel, [table, indices], {}, label)[0]!;
+  }
+
+  /**
+   * Reverse-mode gradients: appends the backward nodes and returns d(sum(loss · seed))/d w for each
+   * `w` of `wrt` (inputs, constants, parameters or intermediate values). The seed defaults to 1 for
+   * a one-element loss. Fails here, naming the node, when a path from a `wrt` to the loss runs
+   * through something not differentiable.
+   */
+  gradients(loss: Value, wrt: readonly Value[], options: GradientOptions = {}): Value[] {
+    this.#own(loss, 'gradients: loss');
+    wrt.forEach((w, i) => this.#own(w, `gradients: wrt[${i}]`));
+    if (options.seed) this.#own(options.seed, 'gradients: seed');
+    return buildGradients(this, loss, wrt, options);
   }
 
   /** Marks a value as a named output that run() can read back. */

@@ -13,7 +13,7 @@ const USAGE = { MAP_READ: 0x01, COPY_SRC: 0x04, COPY_DST: 0x08, UNIFORM: 0x40, S
 
 /** Where a value's bytes live once compiled. */
 interface Slot {
-  kind: 'input' | 'constant' | 'shared';
+  kind: 'input' | 'constant' | 'fill' | 'shared';
   bytes: number;
   first: number;
   last: number;
@@ -81,6 +81,8 @@ export interface MemoryReport {
   largestBytes: number;
   inputBytes: number;
   constantBytes: number;
+  /** Buffers of `fill` values (one per dtype and value, as large as the largest). */
+  fillBytes: number;
 }
 
 const padded = (n: number) => Math.max(4, Math.ceil(n / 4) * 4);
@@ -288,6 +290,7 @@ export async function compileGraph(gpu: Gpu, graph: GraphBuilder): Promise<Graph
   const nodes: CompiledNode[] = [];
   const inputs = new Map<string, Ref>();
   const constants = new Map<Tensor, Slot>();
+  const fills = new Map<string, { slot: Slot; value: number; dtype: TensorInfo['dtype'] }>();
   const newSlot = (kind: Slot['kind'], bytes: number, first: number): Slot => {
     const s: Slot = { kind, bytes: padded(bytes), first, last: first };
     slots.push(s);
@@ -310,6 +313,12 @@ export async function compileGraph(gpu: Gpu, graph: GraphBuilder): Promise<Graph
         constants.set(src.tensor, slot);
       }
       r = { slot, byteOffset: 0, info: v };
+    } else if (src.kind === 'fill') {
+      const key = `${v.dtype}:${src.value}`;
+      let fill = fills.get(key);
+      if (!fill) fills.set(key, (fill = { slot: newSlot('fill', 0, -1), value: src.value, dtype: v.dtype }));
+      fill.slot.bytes = Math.max(fill.slot.bytes, padded(bytesOf(v)));
+      r = { slot: fill.slot, byteOffset: 0, info: v };
     } else if (src.kind === 'view') {
       const base = refOf(src.base);
       r = { slot: base.slot, byteOffset: base.byteOffset + src.offset * BYTES_PER_ELEMENT[v.dtype], info: v };
@@ -372,6 +381,11 @@ export async function compileGraph(gpu: Gpu, graph: GraphBuilder): Promise<Graph
     const shared = mem.bufferBytes.map((bytes, i) => make(bytes, USAGE.STORAGE | USAGE.COPY_SRC | USAGE.COPY_DST, `intermediates ${i}`));
     sharedSlots.forEach((s, i) => (s.buffer = shared[mem.buffer[i]!]));
     for (const [name, r] of inputs) r.slot.buffer = make(r.slot.bytes, USAGE.STORAGE | USAGE.COPY_SRC | USAGE.COPY_DST, `input ${name}`);
+    for (const [key, { slot, value, dtype }] of fills) {
+      slot.buffer = make(slot.bytes, USAGE.STORAGE | USAGE.COPY_SRC | USAGE.COPY_DST, `fill ${key}`);
+      const count = slot.bytes / BYTES_PER_ELEMENT[dtype];
+      gpu.device.queue.writeBuffer(slot.buffer, 0, encodeTensorData(new Array<number>(count).fill(value), dtype, count, 'graph compile'));
+    }
     const { data, offsets } = packUniforms(gpu, nodes.map((n) => n.plan));
     const uniformBuffer = make(data.byteLength, USAGE.UNIFORM | USAGE.COPY_DST, 'graph uniforms');
     gpu.device.queue.writeBuffer(uniformBuffer, 0, data);
@@ -400,6 +414,7 @@ export async function compileGraph(gpu: Gpu, graph: GraphBuilder): Promise<Graph
     for (const t of constantTensors) retainConstant(t);
     const inputBytes = [...inputs.values()].reduce((s, r) => s + r.slot.bytes, 0);
     const constantBytes = constantTensors.reduce((s, t) => s + t.byteLength, 0);
+    const fillBytes = [...fills.values()].reduce((s, f) => s + f.slot.bytes, 0);
     return new GraphPlan(gpu, {
       nodes,
       prepared,
@@ -408,7 +423,7 @@ export async function compileGraph(gpu: Gpu, graph: GraphBuilder): Promise<Graph
       buffers,
       constants: constantTensors,
       timing,
-      memory: { intermediateBytes: mem.totalBytes, intermediateBuffers: mem.bufferBytes.length, unsharedBytes: mem.unsharedBytes, largestBytes: mem.largestBytes, inputBytes, constantBytes },
+      memory: { intermediateBytes: mem.totalBytes, intermediateBuffers: mem.bufferBytes.length, unsharedBytes: mem.unsharedBytes, largestBytes: mem.largestBytes, inputBytes, constantBytes, fillBytes },
     });
   } catch (err) {
     for (const b of buffers) gpu.destroyBuffer(b);

@@ -1,0 +1,16 @@
+import type { Kernel } from '../../kernels/program.js';
+import { concatKernel, stridedCopyKernel } from '../../kernels/copy.js';
+import { elementwiseKernel } from '../../kernels/elementwise.js';
+import { matmulKernel } from '../../kernels/matmul.js';
+import type { GradRule } from './index.js';
+import { elementwiseGrad } from './elementwise.js';
+import { matmulGrad } from './matmul.js';
+import { concatGrad, stridedCopyGrad } from './copy.js';
+
+/** The backward rule of each kernel that has one. */
+export const RULES = new Map<Kernel<unknown>, GradRule>([
+  [elementwiseKernel, elementwiseGrad],
+  [matmulKernel, matmulGrad],
+  [stridedCopyKernel, stridedCopyGrad],
+  [concatKernel, concatGrad],
+] as [Kernel<unknown>, GradRule][]);

@@ -1,0 +1,159 @@
+// Finite-difference checks of graph gradients: random small graphs built from every op, their
+// gradients computed on the GPU (f32) against central differences of a float64 CPU evaluation of
+// the same graph through the kernels' references (test/util/evaluate.ts).
+import { describe, it } from 'vitest';
+import { GraphBuilder, type Value } from '../../src/index.js';
+import { useGpu } from '../util/gpu.js';
+import { expectClose } from '../util/check.js';
+import { evaluateGraph } from '../util/evaluate.js';
+import { randomArray, rng } from '../util/random.js';
+
+const getGpu = useGpu();
+
+/** A graph under construction with its random input data. */
+class RandomGraph {
+  readonly g = new GraphBuilder();
+  readonly data: Record<string, Float32Array> = {};
+  readonly pool: Value[] = [];
+  readonly rand: () => number;
+  #seed: number;
+
+  constructor(seed: number) {
+    this.#seed = seed;
+    this.rand = rng(seed);
+  }
+
+  int(lo: number, hi: number): number {
+    return lo + Math.floor(this.rand() * (hi - lo + 1));
+  }
+
+  pick<T>(xs: readonly T[]): T {
+    return xs[Math.floor(this.rand() * xs.length)]!;
+  }
+
+  input(shape: readonly number[], scale = 1): Value {
+    const name = `in${Object.keys(this.data).length}`;
+    this.data[name] = randomArray(shape.reduce((a, b) => a * b, 1), ++this.#seed * 7919, scale);
+    return this.g.input(name, shape);
+  }
+
+  /** A recent value of the pool (values get reused: their gradients accumulate). */
+  recent(): Value {
+    return this.pool[Math.max(0, this.pool.length - 1 - this.int(0, 2))]!;
+  }
+}
+
+type Step = (r: RandomGraph) => Value;
+
+/** One builder op each, on a value from the pool (with fresh inputs where the op needs operands). */
+const STEPS: Record<string, Step> = {
+  add: (r) => {
+    const x = r.recent();
+    const same = r.pool.find((v) => v !== x && v.shape.join() === x.shape.join());
+    return r.g.add(x, same && r.rand() < 0.5 ? same : r.input(r.pick([x.shape.slice(-1), [1, ...x.shape.slice(1)], x.shape])));
+  },
+  mul: (r) => {
+    const x = r.recent();
+    return r.g.mul(r.rand() < 0.3 ? x : r.input(r.pick([x.shape.slice(-1), [1, ...x.shape.slice(1)], x.shape])), x);
+  },
+  scale: (r) => r.g.scale(r.recent(), r.pick([-0.5, 2, 0.3])),
+  matmul: (r) => {
+    const x = r.recent();
+    const K = x.shape.at(-1)!;
+    const N = r.int(1, 6);
+    const transposeB = r.rand() < 0.5;
+    const out = [...x.shape.slice(0, -1), N];
+    return r.g.matmul(x, r.input(transposeB ? [N, K] : [K, N]), {
+      transposeB,
+      bias: r.rand() < 0.5 ? r.input([N]) : undefined,
+      residual: r.rand() < 0.5 ? r.input(out) : undefined,
+    });
+  },
+  batchedMatmul: (r) => {
+    let x = r.recent();
+    if (x.shape.length < 3) x = r.g.reshape(x, [1, ...x.shape]);
+    const K = x.shape.at(-1)!;
+    const N = r.int(1, 5);
+    const transposeB = r.rand() < 0.5;
+    return r.g.matmul(x, r.input([...x.shape.slice(0, -2), ...(transposeB ? [N, K] : [K, N])]), { transposeB });
+  },
+  transpose: (r) => {
+    const x = r.recent();
+    const perm = [...x.shape.keys()].sort(() => r.rand() - 0.5);
+    return r.g.transpose(x, perm);
+  },
+  slice: (r) => {
+    const x = r.recent();
+    const starts = x.shape.map((n) => r.int(0, Math.max(0, n - 2)));
+    return r.g.slice(x, starts, x.shape.map((n, d) => r.int(starts[d]! + 1, n)));
+  },
+  concat: (r) => {
+    const x = r.recent();
+    const axis = r.int(0, x.shape.length - 1);
+    return r.g.concat([x, r.rand() < 0.5 ? x : r.input(x.shape.map((n, d) => (d === axis ? r.int(1, 3) : n)))], axis);
+  },
+  reshape: (r) => {
+    const x = r.recent();
+    return x.shape.length === 2 ? r.g.reshape(x, [x.shape[0]!, 1, x.shape[1]!]) : r.g.reshape(x, [-1, x.shape.at(-1)!]);
+  },
+  sum: (r) => {
+    const x = r.recent();
+    const axes = [...x.shape.keys()].filter(() => r.rand() < 0.5);
+    return r.g.sum(x, axes.length === x.shape.length ? axes.slice(1) : axes);
+  },
+  mean: (r) => {
+    const x = r.recent();
+    return r.g.mean(x, [r.int(-x.shape.length, x.shape.length - 1)]);
+  },
+};
+
+/**
+ * Builds `steps` random ops after `first` (the op under test), then loss = Σ last ⊙ w; checks the
+ * gradient of every input against central differences of the float64 evaluation.
+ */
+async function check(seed: number, first: string, steps: number): Promise<void> {
+  const gpu = await getGpu();
+  const r = new RandomGraph(seed);
+  r.pool.push(r.input([r.int(2, 4), r.int(2, 5)]), r.input([r.int(2, 3), r.int(2, 3), r.int(2, 4)]));
+  r.pool.push(STEPS[first]!(r));
+  const names = Object.keys(STEPS);
+  for (let i = 0; i < steps; i++) r.pool.push(STEPS[r.pick(names)]!(r));
+  const last = r.pool.at(-1)!;
+  const weights = r.input(last.shape);
+  const loss = r.g.sum(r.g.mul(last, weights), [...last.shape.keys()]);
+  const names_ = Object.keys(r.data);
+  const wrt = names_.map((n) => r.g.inputs.get(n)!);
+  const grads = r.g.gradients(loss, wrt, { allowUnused: true });
+  grads.forEach((d, i) => r.g.output(names_[i]!, d));
+  const plan = await r.g.compile(gpu);
+  const { outputs } = await plan.run(r.data);
+  plan.dispose();
+
+  const lossAt = (data: Record<string, ArrayLike<number>>) => evaluateGraph(r.g, data, new Map(), loss).get(loss)![0]!;
+  const h = 1e-6;
+  for (const name of names_) {
+    const x = Float64Array.from(r.data[name]!);
+    const fd = new Float64Array(x.length);
+    for (let i = 0; i < x.length; i++) {
+      const v = x[i]!;
+      x[i] = v + h;
+      const up = lossAt({ ...r.data, [name]: x });
+      x[i] = v - h;
+      const down = lossAt({ ...r.data, [name]: x });
+      x[i] = v;
+      fd[i] = (up - down) / (2 * h);
+    }
+    expectClose(outputs[name]!, fd, { scaleTol: 2e-4, label: `seed ${seed}, ${first} then ${steps} random ops: d loss / d ${name}` });
+  }
+}
+
+describe('gradients against finite differences on random graphs', () => {
+  for (const op of Object.keys(STEPS)) {
+    it(`${op}, alone and followed by random ops`, async () => {
+      for (let s = 0; s < 3; s++) await check(1000 * s + op.length, op, s);
+    });
+  }
+  it('longer random chains of every op', async () => {
+    for (let s = 0; s < 6; s++) await check(77 + s, 'add', 8);
+  });
+});

@@ -1,0 +1,123 @@
+import { describe, expect, it } from 'vitest';
+import { GpuError, GraphBuilder, Tensor, type Value } from '../../src/index.js';
+import { useGpu } from '../util/gpu.js';
+import { expectClose } from '../util/check.js';
+import { gradFixture, type GradCase } from '../util/grad.js';
+import { randomArray } from '../util/random.js';
+
+const getGpu = useGpu();
+
+type Build = (g: GraphBuilder, x: Record<string, Value>, c: GradCase) => Value;
+
+/** How each op of ../shared/fixtures/grad is written with the builder; `pending`: why a case cannot run yet. */
+const OPS: Record<string, { build: Build; pending?: (c: GradCase) => string | undefined }> = {
+  linear: {
+    build: (g, { x, W, b, r }, c) => g.matmul(x!, W!, { transposeB: true, bias: b, residual: r, activation: c.params.act as 'none' }),
+    pending: (c) => (c.params.act === 'none' ? undefined : 'the activation backward (matmulBackward kernel) is not on main yet'),
+  },
+  bmm: { build: (g, { a, b }) => g.matmul(a!, b!) },
+  broadcast: { build: (g, { x, o }, c) => ((c.params.kind as string).startsWith('add') ? g.add(x!, o!) : g.mul(x!, o!)) },
+  reduce: { build: (g, { x }, c) => (c.params.kind === 'sum' ? g.sum(x!, c.params.axes as number[]) : g.mean(x!, c.params.axes as number[])) },
+  mean_tokens: { build: (g, { x }) => g.mean(g.slice(x!, [0, 1]), [1]) },
+};
+
+describe('gradients against PyTorch autograd (../shared/fixtures/grad, float64)', () => {
+  for (const [op, { build, pending }] of Object.entries(OPS)) {
+    const fx = gradFixture(op);
+    for (const c of fx.cases) {
+      it(`${op} ${c.name}`, async (ctx) => {
+        const why = pending?.(c);
+        if (why) return ctx.skip(why);
+        const gpu = await getGpu();
+        const g = new GraphBuilder();
+        const inputs: Record<string, Value> = {};
+        const data: Record<string, Float32Array | Int32Array> = {};
+        for (const [name, info] of Object.entries(c.inputs)) {
+          const integer = info.dtype === 'int64';
+          const t = fx.tensor(`${c.name}.${name}${integer ? '_i32' : ''}`);
+          inputs[name] = g.input(name, info.shape, integer ? 'i32' : 'f32');
+          data[name] = t.data as Float32Array | Int32Array;
+        }
+        const y = build(g, inputs, c);
+        const dY = fx.tensor(`${c.name}.dY`);
+        const seed = g.input('dY', dY.shape);
+        data.dY = dY.data as Float32Array;
+        const grads = g.gradients(y, c.differentiable.map((n) => inputs[n]!), { seed });
+        g.output('Y', y);
+        c.differentiable.forEach((n, i) => g.output(`grad_${n}`, grads[i]!));
+        const plan = await g.compile(gpu);
+        const { outputs } = await plan.run(data);
+        plan.dispose();
+        for (const name of ['Y', ...c.differentiable.map((n) => `grad_${n}`)]) {
+          expectClose(outputs[name]!, fx.tensor(`${c.name}.${name}_f64`).data, { scaleTol: 1e-4, label: `${op} ${c.name} ${name}` });
+        }
+      });
+    }
+  }
+});
+
+describe('GraphBuilder.gradients', () => {
+  it('accumulates the gradient of a value used several times, at inputs and intermediates', async () => {
+    const gpu = await getGpu();
+    const xData = randomArray(12, 1);
+    const g = new GraphBuilder();
+    const x = g.input('x', [3, 4]);
+    const h = g.mul(x, x); // x²
+    const y = g.add(g.scale(h, 3), h); // 4x²
+    const loss = g.sum(g.add(y, x), [0, 1]); // Σ 4x² + x
+    const [dx, dh] = g.gradients(loss, [x, h]);
+    expect(loss.shape).toEqual([]);
+    g.output('dx', dx!);
+    g.output('dh', dh!);
+    const plan = await g.compile(gpu);
+    const { outputs } = await plan.run({ x: xData });
+    plan.dispose();
+    expectClose(outputs.dx!, Array.from(xData, (v) => 8 * v + 1), { scaleTol: 1e-6 });
+    expectClose(outputs.dh!, new Array(12).fill(4), { scaleTol: 1e-6 });
+  });
+
+  it('differentiates with respect to parameters and constants through views, slices, transposes and concat', async () => {
+    const gpu = await getGpu();
+    const wData = randomArray(6 * 4, 2);
+    const w = Tensor.from(gpu, wData, [6, 4]);
+    const c = Tensor.from(gpu, randomArray(4, 3), [4]);
+    const g = new GraphBuilder();
+    const wv = g.parameter(w, 'w');
+    const cv = g.constant(c);
+    expect(g.parameters.get('w')).toBe(wv);
+    // loss = Σ concat(transpose(w[1:5, 1:3]), reshape(w)[0:1]) ⊙ k: each element of w gets the weights it is multiplied by.
+    const s = g.transpose(g.slice(wv, [1, 1], [5, 3]), [1, 0]); // [2, 4]
+    const row = g.slice(g.reshape(wv, [4, 6]), [0], [1]); // [1, 6]: a contiguous view
+    const joined = g.concat([g.reshape(s, [1, 8]), row], 1); // [1, 14]
+    const k = g.fill([14], 2);
+    const loss = g.sum(g.mul(g.add(joined, g.fill([1, 14], 0)), k), [0, 1]);
+    const [dw, dc] = g.gradients(loss, [wv, cv], { allowUnused: true });
+    g.output('dw', dw!);
+    g.output('dc', dc!);
+    const plan = await g.compile(gpu);
+    const { outputs } = await plan.run({});
+    plan.dispose();
+    const want = new Float32Array(24);
+    for (let r = 1; r < 5; r++) for (let q = 1; q < 3; q++) want[r * 4 + q]! += 2;
+    for (let i = 0; i < 6; i++) want[i]! += 2;
+    expect(Array.from(outputs.dw!)).toEqual(Array.from(want));
+    expect(Array.from(outputs.dc!)).toEqual([0, 0, 0, 0]);
+    w.dispose();
+    c.dispose();
+  });
+
+  it('fails at build time naming the node on non-differentiable paths and bad requests', () => {
+    const g = new GraphBuilder();
+    const table = g.input('table', [5, 3]);
+    const ids = g.input('ids', [4], 'i32');
+    const rows = g.gather(table, ids, 'lookup');
+    const loss = g.sum(rows, [0, 1]);
+    const other = new GraphBuilder().input('x', [1]);
+    expect(() => g.gradients(loss, [ids])).toThrow(/node lookup \(gather\) is not differentiable with respect to its input 1 \(value #1 \(i32 \[4\]\), input "ids"\).*i32 values carry no gradient/);
+    expect(() => g.gradients(rows, [table])).toThrow(/the loss value #\d+ \(f32 \[4, 3\]\) has 12 elements: pass its upstream gradient as options\.seed/);
+    expect(() => g.gradients(rows, [table], { seed: g.input('s', [4]) })).toThrow(/seed value #\d+ \(f32 \[4\]\) must be f32 \[4, 3\] like the loss/);
+    expect(() => g.gradients(loss, [g.input('unused', [2])])).toThrow(/does not depend on wrt\[0\]/);
+    expect(() => g.gradients(loss, [other])).toThrow(/gradients: wrt\[0\] is not a value of this graph/);
+    expect(() => g.gradients(g.sum(g.transpose(g.reshape(ids, [2, 2]), [1, 0]), [0, 1]), [table])).toThrow(GpuError);
+  });
+});

@@ -1,0 +1,65 @@
+// A float64 CPU evaluation of a recorded graph through the kernels' CPU references: the oracle of
+// the finite-difference gradient checks. Every node kernel a test graph uses needs a case here.
+import { sizeOf } from '../../src/dtype.js';
+import type { GraphBuilder, Value } from '../../src/graph/builder.js';
+import {
+  elementwiseReference,
+  gatherReference,
+  matmulReference,
+  stridedCopyReference,
+  type ElementwiseOptions,
+  type MatmulOptions,
+  type StridedView,
+} from '../../src/kernels/index.js';
+
+type Data = Float64Array;
+type Evaluator = (inputs: readonly { value: Value; data: Data }[], options: unknown, outputs: readonly Value[]) => Data[];
+
+const EVALUATORS: Record<string, Evaluator> = {
+  elementwise: ([x, b], o) => [elementwiseReference(x!.data, x!.value.shape, o as ElementwiseOptions, b?.data, b?.value.shape)],
+  matmul: ([a, b, ...rest], options) => {
+    const o = options as MatmulOptions;
+    const K = a!.value.shape.at(-1)!;
+    const N = o.transposeB ? b!.value.shape.at(-2)! : b!.value.shape.at(-1)!;
+    const M = sizeOf(a!.value.shape) / K;
+    const batched = b!.value.shape.length > 2;
+    const bias = o.hasBias ? rest.shift()!.data : undefined;
+    const residual = o.hasResidual ? rest.shift()!.data : undefined;
+    return [matmulReference(a!.data, b!.data, M, N, K, { transposeB: o.transposeB, activation: o.activation, bias, residual, batch: batched ? sizeOf(a!.value.shape.slice(0, -2)) : undefined })];
+  },
+  copy: ([x], view) => [Float64Array.from(stridedCopyReference(x!.data, view as StridedView))],
+  concat: (xs, o, [out]) => {
+    const axis = (o as { axis: number }).axis;
+    const outer = sizeOf(out!.shape.slice(0, axis));
+    const y: number[] = [];
+    for (let i = 0; i < outer; i++) {
+      for (const { value, data } of xs) {
+        const run = sizeOf(value.shape.slice(axis));
+        y.push(...data.subarray(i * run, (i + 1) * run));
+      }
+    }
+    return [Float64Array.from(y)];
+  },
+  gather: ([table, ids]) => [Float64Array.from(gatherReference(table!.data, table!.value.shape[1]!, ids!.data))],
+};
+
+/** Every value of `g` up to `last`, in float64, for the given input data and constants' host data. */
+export function evaluateGraph(g: GraphBuilder, inputs: Record<string, ArrayLike<number>>, constants: ReadonlyMap<Value, ArrayLike<number>>, last: Value): Map<Value, Data> {
+  const at = new Map<Value, Data>();
+  for (const v of g.values.slice(0, last.id + 1)) {
+    if (at.has(v)) continue;
+    const s = v.source;
+    if (s.kind === 'input') at.set(v, Float64Array.from(inputs[s.name]!));
+    else if (s.kind === 'constant') at.set(v, Float64Array.from(constants.get(v)!));
+    else if (s.kind === 'fill') at.set(v, new Float64Array(sizeOf(v.shape)).fill(s.value));
+    else if (s.kind === 'view') at.set(v, at.get(s.base)!.subarray(s.offset, s.offset + sizeOf(v.shape)));
+    else {
+      const node = g.nodes[s.node]!;
+      const evaluate = EVALUATORS[node.kernel.name];
+      if (!evaluate) throw new Error(`evaluateGraph: no CPU evaluation of kernel ${node.kernel.name}`);
+      const outs = evaluate(node.inputs.map((x) => ({ value: x, data: at.get(x)! })), node.options, node.outputs);
+      node.outputs.forEach((o, i) => at.set(o, outs[i]!));
+    }
+  }
+  return at;
+}
