@@ -29,3 +29,20 @@ fn activate(x: f32, activation: u32) -> f32 {
     default: { return x; }
   }
 }
+
+// d activation / dx, for backward passes (ACTIVATION codes as `activate`).
+fn activate_grad(x: f32, activation: u32) -> f32 {
+  switch activation {
+    case 1u: {
+      // Phi(x) + x phi(x), Phi from erfc as in gelu_f32.
+      let r = erfc_nonneg(abs(x) * 0.70710678118654752);
+      let cdf = select(0.5 * r, 1.0 - 0.5 * r, x >= 0.0);
+      return cdf + x * 0.39894228040143268 * exp(-0.5 * x * x);
+    }
+    case 2u: {
+      let s = 1.0 / (1.0 + exp(-1.702 * x));
+      return s + 1.702 * x * s * (1.0 - s);
+    }
+    default: { return 1.0; }
+  }
+}

@@ -1,5 +1,6 @@
 // Elementwise ops over a flat tensor, and row-wise L2 normalisation. OP picks the op at pipeline
-// creation (the switch folds away): 0 add, 1 mul, 2 scale, 3 gelu, 4 quick_gelu, 5 cast.
+// creation (the switch folds away): 0 add, 1 mul, 2 scale, 3 gelu, 4 quick_gelu, 5 cast, and the
+// backward ops 6 gelu_grad, 7 quick_gelu_grad (x, and b = the upstream gradient dy of x's shape).
 // Binary ops broadcast numpy-style. The common case (x has the output's shape and b's shape is a
 // suffix of it, as a bias add) indexes b by the position in b's row; BROADCAST = true walks the
 // output index through per-dimension strides (0 where an input is broadcast) for everything else.
@@ -14,6 +15,7 @@
 //              remove both (see the TS module for measurements).
 //   l2norm     RPW = WG / TPR rows per workgroup, TPR invocations per row (reduced through
 //              workgroup memory when TPR > 1); l2norm_vec4 the same with vec4 loads.
+//   l2norm_grad  its backward, laid out the same: b holds dy, y gets dx.
 alias T = f32;
 alias U = f32;
 
@@ -50,9 +52,14 @@ fn apply(v: f32, w: f32) -> f32 {
     case 2u: { return v * p.scalar; }
     case 3u: { return activate(v, 1u); }
     case 4u: { return activate(v, 2u); }
+    case 6u: { return w * activate_grad(v, 1u); }
+    case 7u: { return w * activate_grad(v, 2u); }
     default: { return v; }
   }
 }
+
+// Whether the op reads b (binary ops and the backward ops' dy).
+fn reads_b() -> bool { return OP <= 1u || OP >= 6u; }
 
 fn apply4(v: vec4f, w: vec4f) -> vec4f {
   return vec4f(apply(v.x, w.x), apply(v.y, w.y), apply(v.z, w.z), apply(v.w, w.w));
@@ -80,7 +87,7 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   var at = vec2u(i, i % p.b_count);
   if (BROADCAST) { at = sources(i); }
   var w = 0.0;
-  if (OP <= 1u) { w = f32(b[at.y]); }
+  if (reads_b()) { w = f32(b[at.y]); }
   y[i] = U(apply(f32(x[at.x]), w));
 }
 
@@ -122,7 +129,7 @@ fn main_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: ve
   if (b4_count != n4) { col = first % b4_count; }
   for (var i = first; i < last; i++) {
     var w = vec4f(0.0);
-    if (OP <= 1u) { w = vec4f(b4[col]); }
+    if (reads_b()) { w = vec4f(b4[col]); }
     y4[i] = vec4<U>(apply4(vec4f(x4[i]), w));
     col += 1u;
     if (col == b4_count) { col = 0u; }
@@ -180,4 +187,29 @@ fn l2norm_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: 
   }
   let inv = 1.0 / (sqrt(row_sum(lid, s)) + p.scalar);
   for (var j = r.y; j < n; j += TPR) { y4[base + j] = vec4<U>(vec4f(x4[base + j]) * inv); }
+}
+
+// dx of y = x / (||x|| + eps) per row, with dy in b:
+//   dx = dy / (n + eps) - x (x . dy) / (n (n + eps)^2),   n = ||x||.
+// A zero row takes the first term only, as PyTorch's norm backward gives 0 at a zero norm.
+@compute @workgroup_size(WG)
+fn l2norm_grad(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+               @builtin(local_invocation_index) lid: u32) {
+  let r = l2_row(wid, nwg, lid);
+  let n = select(0u, p.row, r.x * p.row < p.count);
+  let base = r.x * p.row;
+  var s = 0.0;
+  var t = 0.0;
+  for (var j = r.y; j < n; j += TPR) {
+    let v = f32(x[base + j]);
+    s += v * v;
+    t += v * f32(b[base + j]);
+  }
+  let norm = sqrt(row_sum(lid, s));
+  // row_sum's result must be read by the whole row before `partial` is reused.
+  if (TPR > 1u) { workgroupBarrier(); }
+  let dot = row_sum(lid, t);
+  let inv = 1.0 / (norm + p.scalar);
+  let k = select(0.0, dot * inv * inv / norm, norm > 0.0);
+  for (var j = r.y; j < n; j += TPR) { y[base + j] = U(f32(b[base + j]) * inv - f32(x[base + j]) * k); }
 }

@@ -8,20 +8,27 @@ import { runKernel } from './runtime.js';
 import activationsWgsl from '../../shaders/activations.wgsl';
 import elementwiseWgsl from '../../shaders/elementwise.wgsl';
 
-export type ElementwiseOp = 'add' | 'mul' | 'scale' | 'gelu' | 'quick_gelu' | 'l2norm' | 'cast';
+/**
+ * Forward ops, and the backward ops `gelu_grad`, `quick_gelu_grad` and `l2norm_grad`, whose inputs
+ * are [x, dy] (dy, the upstream gradient, of x's shape) and whose output is dx.
+ */
+export type ElementwiseOp = 'add' | 'mul' | 'scale' | 'gelu' | 'quick_gelu' | 'l2norm' | 'cast' | 'gelu_grad' | 'quick_gelu_grad' | 'l2norm_grad';
 
 export interface ElementwiseOptions {
   op: ElementwiseOp;
   /** Factor for 'scale'. */
   scalar?: number;
-  /** eps for 'l2norm' (default 1e-6, as OWL-ViT's class head). */
+  /** eps for 'l2norm' and 'l2norm_grad' (default 1e-6, as OWL-ViT's class head; 0 gives x / ||x||). */
   eps?: number;
   /** Output dtype for 'cast' (f32 or f16). */
   dtype?: DType;
 }
 
-const OP_CODE: Record<Exclude<ElementwiseOp, 'l2norm'>, number> = { add: 0, mul: 1, scale: 2, gelu: 3, quick_gelu: 4, cast: 5 };
-const BINARY = new Set<ElementwiseOp>(['add', 'mul']);
+const OP_CODE: Record<Exclude<ElementwiseOp, 'l2norm' | 'l2norm_grad'>, number> = { add: 0, mul: 1, scale: 2, gelu: 3, quick_gelu: 4, cast: 5, gelu_grad: 6, quick_gelu_grad: 7 };
+const BINARY = new Set<ElementwiseOp>(['add', 'mul', 'gelu_grad', 'quick_gelu_grad', 'l2norm_grad']);
+/** Backward ops: inputs [x, dy] of one shape. */
+const GRAD = new Set<ElementwiseOp>(['gelu_grad', 'quick_gelu_grad', 'l2norm_grad']);
+const ROWWISE = new Set<ElementwiseOp>(['l2norm', 'l2norm_grad']);
 const WG = 256;
 const NAME = 'elementwise';
 
@@ -83,12 +90,19 @@ function params(count: number, bCount: number, row: number, scalar: number, dims
 export const elementwiseKernel: Kernel<ElementwiseOptions> = {
   name: NAME,
   outputs(inputs, o) {
-    check(o && (Object.hasOwn(OP_CODE, o.op) || o.op === 'l2norm'), NAME, () => `unknown op ${JSON.stringify(o?.op)}; expected add, mul, scale, gelu, quick_gelu, l2norm or cast`);
+    check(o && (Object.hasOwn(OP_CODE, o.op) || ROWWISE.has(o.op)), NAME, () => `unknown op ${JSON.stringify(o?.op)}; expected add, mul, scale, gelu, quick_gelu, l2norm, cast, gelu_grad, quick_gelu_grad or l2norm_grad`);
     const op = `${NAME}.${o.op}`;
     const x = inputs[0];
     check(x, op, 'missing input x');
     check(isFloat(x.dtype), op, `x must be f32 or f16, got ${x.dtype}`);
     check(inputs.length === (BINARY.has(o.op) ? 2 : 1), op, `expected ${BINARY.has(o.op) ? 2 : 1} inputs, got ${inputs.length}`);
+    if (GRAD.has(o.op)) {
+      const dy = inputs[1]!;
+      check(dy.dtype === x.dtype, op, `dy must be ${x.dtype} like x, got ${dy.dtype}`);
+      check(shapeString(dy.shape) === shapeString(x.shape), op, () => `dy must have x's shape ${shapeString(x.shape)}, got ${shapeString(dy.shape)}`);
+      check(o.op !== 'l2norm_grad' || x.shape.length >= 1, op, 'x must have at least one dimension');
+      return [{ shape: x.shape, dtype: x.dtype }];
+    }
     if (BINARY.has(o.op)) {
       const b = inputs[1]!;
       check(b.dtype === x.dtype, op, `b must be ${x.dtype} like x, got ${b.dtype}`);
@@ -111,22 +125,23 @@ export const elementwiseKernel: Kernel<ElementwiseOptions> = {
     const count = sizeOf(y.shape);
     const key = x.dtype === y.dtype ? x.dtype : `${x.dtype}>${y.dtype}`;
     const elementBytes = (t: TensorInfo) => sizeOf(t.shape) * BYTES_PER_ELEMENT[t.dtype];
-    if (o.op === 'l2norm') {
+    if (ROWWISE.has(o.op)) {
       const row = x.shape[x.shape.length - 1]!;
       const rows = row === 0 ? 0 : count / row;
       const { WG: wg, TPR } = rowLayout(gpu, rows, WG);
-      const entryPoint = row % 4 === 0 ? 'l2norm_vec4' : 'l2norm';
+      const grad = o.op === 'l2norm_grad';
+      const entryPoint = grad ? 'l2norm_grad' : row % 4 === 0 ? 'l2norm_vec4' : 'l2norm';
       return {
         dispatches: [
           {
             program: { name: `${NAME}.${entryPoint}`, key, code: code(x.dtype, y.dtype), entryPoint, constants: { WG: wg, TPR }, bindings: ['read', 'read', 'write'] },
-            tensors: [0, 0, 1],
+            tensors: grad ? [0, 1, 2] : [0, 0, 1],
             uniforms: params(count, 1, row, o.eps ?? 1e-6),
             workgroups: grid1d(gpu, rows, wg / TPR),
           },
         ],
-        flops: 3 * count,
-        bytes: 2 * elementBytes(x),
+        flops: (grad ? 7 : 3) * count,
+        bytes: (grad ? 3 : 2) * elementBytes(x),
       };
     }
     const b = inputs.length > 1 ? inputs[1]! : undefined;
@@ -149,7 +164,7 @@ export const elementwiseKernel: Kernel<ElementwiseOptions> = {
     const whole4 = (n: number) => n % 4 === 0;
     const vec4 = whole4(count) && whole4(sizeOf(x.shape)) && whole4(bCount) && (!broadcast || whole4(y.shape[y.shape.length - 1]!));
     const v4 = vec4Config(gpu);
-    const constants = { OP: OP_CODE[o.op], BROADCAST: broadcast ? 1 : 0, ...(vec4 ? v4 : { WG }) };
+    const constants = { OP: OP_CODE[o.op as keyof typeof OP_CODE], BROADCAST: broadcast ? 1 : 0, ...(vec4 ? v4 : { WG }) };
     return {
       dispatches:
         count === 0
@@ -185,6 +200,14 @@ export const quickGelu = (gpu: Gpu, x: Tensor) => run(gpu, [x], { op: 'quick_gel
 /** Each row (last dimension) divided by its L2 norm plus eps (default 1e-6). */
 export const l2Normalize = (gpu: Gpu, x: Tensor, options: { eps?: number } = {}) =>
   run(gpu, [x], { op: 'l2norm', eps: options.eps });
+
+/** dx of `gelu` (exact erf) at x for the upstream gradient dy: dy · (Φ(x) + x φ(x)). */
+export const geluBackward = (gpu: Gpu, x: Tensor, dy: Tensor) => run(gpu, [x, dy], { op: 'gelu_grad' });
+/** dx of `quickGelu` at x for dy: dy · (s + 1.702 x s (1 - s)), s = sigmoid(1.702 x). */
+export const quickGeluBackward = (gpu: Gpu, x: Tensor, dy: Tensor) => run(gpu, [x, dy], { op: 'quick_gelu_grad' });
+/** dx of `l2Normalize` (same eps) at x for dy, row by row; a zero row gets dy / eps. */
+export const l2NormalizeBackward = (gpu: Gpu, x: Tensor, dy: Tensor, options: { eps?: number } = {}) =>
+  run(gpu, [x, dy], { op: 'l2norm_grad', eps: options.eps });
 
 /** x converted to another storage dtype (f32 ↔ f16; f16 rounds to nearest even). */
 export const cast = (gpu: Gpu, x: Tensor, dtype: 'f32' | 'f16') => run(gpu, [x], { op: 'cast', dtype });
@@ -222,12 +245,35 @@ export function erfReference(x: number): number {
 
 export const geluReference = (x: number) => 0.5 * x * (1 + erfReference(x / Math.SQRT2));
 export const quickGeluReference = (x: number) => x / (1 + Math.exp(-1.702 * x));
+/** d gelu / dx = Φ(x) + x φ(x). */
+export const geluGradReference = (x: number) => 0.5 * (1 + erfReference(x / Math.SQRT2)) + (x * Math.exp(-0.5 * x * x)) / Math.sqrt(2 * Math.PI);
+/** d quickGelu / dx = s + 1.702 x s (1 - s), s = sigmoid(1.702 x). */
+export function quickGeluGradReference(x: number): number {
+  const s = 1 / (1 + Math.exp(-1.702 * x));
+  return s + 1.702 * x * s * (1 - s);
+}
 
 /**
  * The reference over x of shape xShape (and b of shape bShape for add/mul: numpy broadcasting; by
  * default b's shape is the trailing part of xShape with b's size). Returns the output flattened.
  */
 export function elementwiseReference(x: ArrayLike<number>, xShape: readonly number[], options: ElementwiseOptions, b?: ArrayLike<number>, bShape?: readonly number[]): Float64Array {
+  if (options.op === 'l2norm_grad') {
+    // Written from the Jacobian: dx_j = sum_i dy_i (δ_ij / d - x_i x_j / (n d²)), n = ||x||, d = n + eps.
+    const dx = new Float64Array(x.length);
+    const row = xShape[xShape.length - 1]!;
+    for (let r = 0; r * row < x.length; r++) {
+      const xs = Array.from({ length: row }, (_, j) => x[r * row + j]!);
+      const n = Math.sqrt(xs.reduce((a, v) => a + v * v, 0));
+      const d = n + (options.eps ?? 1e-6);
+      for (let j = 0; j < row; j++) {
+        let g = 0;
+        for (let i = 0; i < row; i++) g += b![r * row + i]! * ((i === j ? 1 / d : 0) - (n > 0 ? (xs[i]! * xs[j]!) / (n * d * d) : 0));
+        dx[r * row + j] = g;
+      }
+    }
+    return dx;
+  }
   if (options.op === 'l2norm') {
     const y = new Float64Array(x.length);
     const row = xShape[xShape.length - 1]!;
@@ -267,6 +313,8 @@ export function elementwiseReference(x: ArrayLike<number>, xShape: readonly numb
       case 'gelu': y[i] = geluReference(v); break;
       case 'quick_gelu': y[i] = quickGeluReference(v); break;
       case 'cast': y[i] = options.dtype === 'f16' ? f16round(v) : Math.fround(v); break;
+      case 'gelu_grad': y[i] = b![i]! * geluGradReference(v); break;
+      case 'quick_gelu_grad': y[i] = b![i]! * quickGeluGradReference(v); break;
     }
   }
   return y;

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { GpuError, Tensor, kernels } from '../../src/index.js';
-import { useGpu } from '../util/gpu.js';
+import { forEachProfile, useGpu } from '../util/gpu.js';
+import { gradFixture } from '../util/grad.js';
 import { expectClose } from '../util/check.js';
 import { randomArray } from '../util/random.js';
 import { elementwiseReference, erfReference, type ElementwiseOptions } from '../../src/kernels/elementwise.js';
@@ -194,5 +195,85 @@ describe('elementwise', () => {
     disposed.dispose();
     await expect(kernels.gelu(gpu, disposed)).rejects.toThrow(/disposed/);
     for (const t of [a, b, i, deep]) t.dispose();
+  });
+});
+
+// Backward ops: inputs [x, dy], output dx. l2norm_grad is row-wise, so it runs under both kernel
+// profiles (an invocation per row on 'cpu', a workgroup per row on 'gpu').
+forEachProfile((_profile, getProfileGpu) => {
+  describe('elementwise backward (gelu_grad, quick_gelu_grad, l2norm_grad)', () => {
+    const GRADS: ElementwiseOptions[] = [{ op: 'gelu_grad' }, { op: 'quick_gelu_grad' }, { op: 'l2norm_grad' }, { op: 'l2norm_grad', eps: 0 }, { op: 'l2norm_grad', eps: 0.5 }];
+    for (const options of GRADS) {
+      it(`${options.op}${options.eps !== undefined ? ` eps=${options.eps}` : ''} matches the CPU reference on awkward shapes`, async () => {
+        const gpu = await getProfileGpu();
+        for (const [s, shape] of [[1], [7], [3, 5], [2, 13, 31], [4, 1025], [300, 77], [5, 8]].entries()) {
+          const n = shape.reduce((a, b) => a * b, 1);
+          const data = randomArray(n, 200 + s, 6);
+          const dy = randomArray(n, 300 + s, 2);
+          const [x, g] = [Tensor.from(gpu, data, shape), Tensor.from(gpu, dy, shape)];
+          const dx = await kernels.elementwise(gpu, [x, g], options);
+          expect(dx.shape).toEqual(shape);
+          const ref = elementwiseReference(data, shape, options, dy);
+          // l2norm_grad's two terms cancel (to dy·eps/(n+eps)² for a row of one): errors scale with
+          // the terms, |dy| / ||x||, not with the result.
+          const row = shape[shape.length - 1]!;
+          let terms = 0;
+          for (let r = 0; r < n; r += row) terms = Math.max(terms, Math.max(...dy.subarray(r, r + row).map(Math.abs)) / Math.hypot(...data.subarray(r, r + row)));
+          const scale = Math.max(...ref.map(Math.abs), options.op === 'l2norm_grad' ? terms : 0);
+          expectClose(await dx.read(), ref, { atol: 1e-5 * scale, rtol: 1e-5, label: `${options.op} ${shape}` });
+          for (const t of [x, g, dx]) t.dispose();
+        }
+      });
+    }
+
+    it('matches PyTorch autograd: activation and l2norm fixtures (incl. the row of norm ~1e-5)', async () => {
+      const gpu = await getProfileGpu();
+      const act = gradFixture('activation');
+      const l2 = gradFixture('l2norm');
+      const cases = [
+        ...act.cases.map((c) => ({ fx: act, c, forward: { op: c.params.act } as ElementwiseOptions, backward: { op: `${c.params.act}_grad` } as ElementwiseOptions })),
+        ...l2.cases.map((c) => {
+          const eps = c.params.variant === 'eps' ? 1e-6 : 0;
+          return { fx: l2, c, forward: { op: 'l2norm', eps } as ElementwiseOptions, backward: { op: 'l2norm_grad', eps } as ElementwiseOptions };
+        }),
+      ];
+      expect(cases).toHaveLength(6);
+      for (const { fx, c, forward, backward } of cases) {
+        const [x, dy] = ['x', 'dY'].map((n) => fx.tensor(`${c.name}.${n}`));
+        const [tx, tdy] = [x!, dy!].map((t) => Tensor.from(gpu, t.data, t.shape));
+        const y = await kernels.elementwise(gpu, [tx!], forward);
+        const dx = await kernels.elementwise(gpu, [tx!, tdy!], backward);
+        expectClose(await y.read(), fx.tensor(`${c.name}.Y_f64`).data, { scaleTol: 1e-5, label: `${c.name} Y` });
+        expectClose(await dx.read(), fx.tensor(`${c.name}.grad_x_f64`).data, { scaleTol: 1e-4, label: `${c.name} grad_x` });
+        for (const t of [tx!, tdy!, y, dx]) t.dispose();
+      }
+    });
+
+    it('eager forms, f16 storage, and bad input', async (ctx) => {
+      const gpu = await getProfileGpu();
+      const x = Tensor.from(gpu, [0.5, -1, 2, 0, 0, 0], [2, 3]);
+      const dy = Tensor.from(gpu, [1, 2, 3, 4, 5, 6], [2, 3]);
+      const outs = [await kernels.geluBackward(gpu, x, dy), await kernels.quickGeluBackward(gpu, x, dy), await kernels.l2NormalizeBackward(gpu, x, dy, { eps: 1e-6 })];
+      const host = [await x.read(), await dy.read()] as const;
+      for (const [k, op] of (['gelu_grad', 'quick_gelu_grad', 'l2norm_grad'] as const).entries()) {
+        expectClose(await outs[k]!.read(), elementwiseReference(host[0], [2, 3], { op }, host[1]), { scaleTol: 1e-5, label: op });
+      }
+      // The zero row: dx = dy / eps.
+      expectClose((await outs[2]!.read()).subarray(3), [4e6, 5e6, 6e6], { rtol: 1e-6 });
+      const wrong = Tensor.from(gpu, [1, 2, 3], [3]);
+      await expect(kernels.geluBackward(gpu, x, wrong)).rejects.toThrow(/elementwise.gelu_grad: dy must have x's shape \[2, 3\], got \[3\]/);
+      await expect(kernels.elementwise(gpu, [x], { op: 'l2norm_grad' })).rejects.toThrow(/elementwise.l2norm_grad: expected 2 inputs, got 1/);
+      for (const t of [x, dy, wrong, ...outs]) t.dispose();
+      if (!gpu.features.has('shader-f16')) ctx.skip(true, "f16 part: the adapter does not offer 'shader-f16'");
+      const xh = Tensor.from(gpu, randomArray(6 * 40, 5, 4), [6, 40], 'f16');
+      const dh = Tensor.from(gpu, randomArray(6 * 40, 6, 1), [6, 40], 'f16');
+      for (const op of ['gelu_grad', 'quick_gelu_grad', 'l2norm_grad'] as const) {
+        const r = await kernels.elementwise(gpu, [xh, dh], { op });
+        expect(r.dtype).toBe('f16');
+        expectClose(await r.read(), elementwiseReference(await xh.read(), [6, 40], { op }, await dh.read()), { scaleTol: 1e-2, label: `f16 ${op}` });
+        r.dispose();
+      }
+      for (const t of [xh, dh]) t.dispose();
+    });
   });
 });
