@@ -1,11 +1,12 @@
 // Matrix product with a fused epilogue: out[m, n] = act(sum_k a[m, k] b[k, n] + bias[n]) + residual[m, n],
-// for each of `batch` matrices. a is [batch, M, K]; b is [batch, K, N], or [batch, N, K] when TRANS_B
-// (PyTorch Linear weights, read in place). A b shared by every batch comes with batch = 1 and the
-// batches folded into M. Accumulation is f32 whatever the storage type T. Rows of a, out and
-// residual are indexed globally (batch * M + row): only b needs a per-batch offset.
+// for each of `batch` matrices. a is [batch, M, K], or [batch, K, M] when TRANS_A (weight gradients
+// Aᵀ·dY, which contract over the rows of both operands); b is [batch, K, N], or [batch, N, K] when
+// TRANS_B (PyTorch Linear weights, read in place). A b shared by every batch comes with batch = 1
+// and the batches folded into M. Accumulation is f32 whatever the storage type T. Rows of out and
+// residual are indexed globally (batch * M + row), as are those of a without TRANS_A.
 //
 // Three entry points over the same bindings:
-//   register_vec4    K % 4 == 0 and (TRANS_B or N % 4 == 0): vec4 loads, no workgroup memory.
+//   register_vec4    !TRANS_A, K % 4 == 0 and (TRANS_B or N % 4 == 0): vec4 loads, no workgroup memory.
 //   register_scalar  any shape: the same blocking with scalar loads.
 //   tiled            any shape: workgroup-memory tiles, for GPUs.
 // The register kernels suit CPU adapters (lavapipe, SwiftShader), where barriers and workgroup
@@ -28,10 +29,14 @@ override WG: u32 = 16u;           // register: invocations per workgroup, 4 outp
 override WG_X: u32 = 16u;         // tiled: workgroup width; each invocation computes 4x4 outputs
 override WG_Y: u32 = 16u;         // tiled: workgroup height
 override TILE_K: u32 = 16u;       // tiled: depth of the tiles staged in workgroup memory
+override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override HAS_BIAS: bool = false;
 override HAS_RESIDUAL: bool = false;
 override ACTIVATION: u32 = 0u;    // as activate(): 0 none, 1 gelu, 2 quick_gelu
+// Backward epilogue: out = residual * act'(a·b + bias), the gradient at the pre-activation with
+// the upstream gradient bound as `residual` (the pre-activation is recomputed, not stored).
+override ACTIVATION_GRAD: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<T>;
@@ -48,6 +53,10 @@ fn store(row: u32, n: u32, acc: f32) {
   if (n >= p.N) { return; }
   var v = acc;
   if (HAS_BIAS) { v += f32(bias[n]); }
+  if (ACTIVATION_GRAD) {
+    out[row * p.N + n] = T(f32(residual[row * p.N + n]) * activate_grad(v, ACTIVATION));
+    return;
+  }
   v = activate(v, ACTIVATION);
   if (HAS_RESIDUAL) { v += f32(residual[row * p.N + n]); }
   out[row * p.N + n] = T(v);
@@ -102,6 +111,12 @@ fn register_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
   for (var i = 0u; i < rows * 4u; i++) { store(row0 + i / 4u, col + i % 4u, acc[i / 4u][i % 4u]); }
 }
 
+// Element (row, k) of batch `batch`'s a, in either layout.
+fn a_at(batch: u32, row: u32, k: u32) -> f32 {
+  if (TRANS_A) { return f32(a[(batch * p.K + k) * p.M + row]); }
+  return f32(a[(batch * p.M + row) * p.K + k]);
+}
+
 @compute @workgroup_size(WG)
 fn register_scalar(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
                    @builtin(local_invocation_index) lid: u32) {
@@ -109,7 +124,6 @@ fn register_scalar(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n
   let blk = row_block(wid, nwg, ROWS);
   if (col >= p.N || blk.batch >= p.batch) { return; }
   let row0 = blk.batch * p.M + blk.row0;
-  let last_row = blk.batch * p.M + p.M - 1u;
   let b0 = blk.batch * p.N * p.K;
   let last = p.N - 1u;
   let cols = vec4u(col, min(col + 1u, last), min(col + 2u, last), min(col + 3u, last));
@@ -124,7 +138,7 @@ fn register_scalar(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n
       bv = vec4f(f32(b[i.x]), f32(b[i.y]), f32(b[i.z]), f32(b[i.w]));
     }
     for (var r = 0u; r < ROWS; r++) {
-      acc[r] += f32(a[min(row0 + r, last_row) * p.K + k]) * bv;
+      acc[r] += a_at(blk.batch, min(blk.row0 + r, p.M - 1u), k) * bv;
     }
   }
   let rows = min(ROWS, p.M - blk.row0);
@@ -156,7 +170,7 @@ fn tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
       let m = row0 + i / TILE_K;
       let k = k0 + i % TILE_K;
       var v = 0.0;
-      if (m < p.M && k < p.K) { v = f32(a[(a0 + m) * p.K + k]); }
+      if (m < p.M && k < p.K) { v = a_at(blk.batch, m, k); }
       a_tile[i] = v;
     }
     for (var i = li; i < TILE_K * TILE_N; i += threads) {

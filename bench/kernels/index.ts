@@ -9,6 +9,7 @@ export { cases as copy } from './copy.js';
 export { cases as gather } from './gather.js';
 export { cases as layerNorm } from './layerNorm.js';
 export { cases as matmul } from './matmul.js';
+export { cases as matmulBackward } from './matmulBackward.js';
 export { cases as nms } from './nms.js';
 export { cases as patchEmbed } from './patchEmbed.js';
 export { cases as reduce } from './reduce.js';

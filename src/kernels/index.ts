@@ -14,3 +14,4 @@ export * from './regionWordSimilarity.js';
 export * from './nms.js';
 export * from './matmul.js';
 export * from './attention.js';
+export * from './matmulBackward.js';

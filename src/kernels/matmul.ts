@@ -14,17 +14,28 @@ export type MatmulVariant = 'register' | 'tiled';
 
 /** Kernel options: plain data. Inputs are [a, b, bias if hasBias, residual if hasResidual]. */
 export interface MatmulOptions {
+  /**
+   * a is [..., K, M] rather than [..., M, K]: products Aᵀ·B that contract over the rows of both
+   * operands (weight gradients). A 3-D or larger a then needs a batched b.
+   */
+  transposeA?: boolean;
   /** b is [N, K] (a PyTorch Linear weight) rather than [K, N]. */
   transposeB?: boolean;
   activation?: MatmulActivation;
   hasBias?: boolean;
   hasResidual?: boolean;
+  /**
+   * Backward epilogue (needs hasResidual): out = residual ⊙ act'(a·b + bias), the gradient at the
+   * pre-activation when `residual` is the upstream gradient; the pre-activation is recomputed.
+   */
+  activationGrad?: boolean;
   /** Forces a variant; by default it is chosen per adapter (see `matmulConfig`). */
   variant?: MatmulVariant;
 }
 
 /** What the eager `matmul` takes: optional tensors instead of flags. */
 export interface MatmulArgs {
+  transposeA?: boolean;
   transposeB?: boolean;
   bias?: Tensor;
   activation?: MatmulActivation;
@@ -64,27 +75,30 @@ export const matmulKernel: Kernel<MatmulOptions> = {
     const act = o.activation ?? 'none';
     check(Object.hasOwn(ACTIVATION_CODE, act), NAME, () => `unknown activation ${JSON.stringify(o.activation)}; expected none, gelu or quick_gelu`);
     check(o.variant === undefined || o.variant === 'register' || o.variant === 'tiled', NAME, () => `unknown variant ${JSON.stringify(o.variant)}; expected register or tiled`);
+    check(!o.activationGrad || o.hasResidual, NAME, 'activationGrad needs the upstream gradient as the residual input (hasResidual)');
     const expected = 2 + (o.hasBias ? 1 : 0) + (o.hasResidual ? 1 : 0);
     check(inputs.length === expected, NAME, `expected ${expected} inputs [a, b${o.hasBias ? ', bias' : ''}${o.hasResidual ? ', residual' : ''}], got ${inputs.length}`);
     const [a, b] = inputs as [(typeof inputs)[0], (typeof inputs)[0]];
     check(a.dtype === 'f32' || a.dtype === 'f16', NAME, `a must be f32 or f16, got ${a.dtype}`);
-    check(a.shape.length >= 2, NAME, () => `a must be [..., M, K], got ${shapeString(a.shape)}`);
-    const K = a.shape[a.shape.length - 1]!;
+    check(a.shape.length >= 2, NAME, () => `a must be [..., ${o.transposeA ? 'K, M' : 'M, K'}], got ${shapeString(a.shape)}`);
+    const K = a.shape[a.shape.length - (o.transposeA ? 2 : 1)]!;
     const batch = a.shape.slice(0, -2);
     const matrix = o.transposeB ? `N, K=${K}` : `K=${K}, N`;
     const suffix = o.transposeB ? ' (transposeB)' : '';
-    // A 2-D b is shared by every batch; otherwise b has a's batch dimensions.
-    const bExpected = batch.length === 0 ? `[${matrix}]${suffix}` : `[${matrix}] or [${batch.join(', ')}, ${matrix}]${suffix}`;
+    // A 2-D b is shared by every batch (whose rows fold into M, which a transposed a does not
+    // allow); otherwise b has a's batch dimensions.
+    const shared = batch.length === 0 || !o.transposeA;
+    const bExpected = batch.length === 0 ? `[${matrix}]${suffix}` : `${shared ? `[${matrix}] or ` : ''}[${batch.join(', ')}, ${matrix}]${suffix}`;
     check(b.dtype === a.dtype, NAME, `b must be ${a.dtype} like a, got ${b.dtype}`);
     check(
-      b.shape.length === 2 || (b.shape.length === a.shape.length && batch.every((d, i) => d === b.shape[i])),
+      (shared && b.shape.length === 2) || (b.shape.length === a.shape.length && batch.every((d, i) => d === b.shape[i])),
       NAME,
-      () => `b must be ${bExpected} to match a of shape ${shapeString(a.shape)}, got ${shapeString(b.shape)}`,
+      () => `b must be ${bExpected} to match a of shape ${shapeString(a.shape)}${o.transposeA ? ' (transposeA)' : ''}, got ${shapeString(b.shape)}`,
     );
     const [b0, b1] = b.shape.slice(-2) as [number, number];
     check((o.transposeB ? b1 : b0) === K, NAME, () => `b of shape ${shapeString(b.shape)} must be ${bExpected} to match a of shape ${shapeString(a.shape)}`);
     const N = o.transposeB ? b0 : b1;
-    const out = [...a.shape.slice(0, -1), N];
+    const out = o.transposeA ? [...batch, a.shape[a.shape.length - 1]!, N] : [...a.shape.slice(0, -1), N];
     let next = 2;
     if (o.hasBias) {
       const bias = inputs[next++]!;
@@ -105,20 +119,21 @@ export const matmulKernel: Kernel<MatmulOptions> = {
   plan(gpu, inputs, outputs, o) {
     const a = inputs[0]!;
     check(a.dtype !== 'f16' || gpu.features.has('shader-f16'), NAME, 'f16 tensors need the shader-f16 feature, which this device lacks');
+    const transposeA = !!o.transposeA;
     const transposeB = !!o.transposeB;
     const out = outputs[0]!;
     // With a shared b, batch dimensions of a fold into M; with a batched b, each batch is one matrix.
     const batched = inputs[1]!.shape.length > 2;
     const batch = batched ? sizeOf(a.shape.slice(0, -2)) : 1;
-    const M = sizeOf(a.shape.slice(batched ? -2 : 0, -1));
-    const K = a.shape[a.shape.length - 1]!;
+    const M = sizeOf(out.shape.slice(batched ? -2 : 0, -1));
+    const K = a.shape[a.shape.length - (transposeA ? 2 : 1)]!;
     const N = out.shape[out.shape.length - 1]!;
     if (batch * M * N === 0) return { dispatches: [], flops: 0, bytes: 0 };
     const bytes = batch * (M * K + K * N + M * N * (o.hasResidual ? 2 : 1)) * BYTES_PER_ELEMENT[a.dtype] + (o.hasBias ? N * BYTES_PER_ELEMENT[a.dtype] : 0);
     const config = matmulConfig(gpu);
     const { register, tiled } = config;
     // vec4 reads need every row of a and b (and every batch of b) to start on a vec4, and a non-empty binding.
-    const vec4 = K > 0 && K % 4 === 0 && (transposeB || N % 4 === 0);
+    const vec4 = !transposeA && K > 0 && K % 4 === 0 && (transposeB || N % 4 === 0);
     const isTiled = (o.variant ?? config.variant) === 'tiled';
     const entryPoint = isTiled ? 'tiled' : vec4 ? 'register_vec4' : 'register_scalar';
     const constants = isTiled ? tiled : register;
@@ -138,10 +153,12 @@ export const matmulKernel: Kernel<MatmulOptions> = {
             entryPoint,
             constants: {
               ...constants,
+              TRANS_A: transposeA ? 1 : 0,
               TRANS_B: transposeB ? 1 : 0,
               HAS_BIAS: o.hasBias ? 1 : 0,
               HAS_RESIDUAL: o.hasResidual ? 1 : 0,
               ACTIVATION: ACTIVATION_CODE[o.activation ?? 'none'],
+              ACTIVATION_GRAD: o.activationGrad ? 1 : 0,
             },
             bindings: ['read', 'read', 'read', 'read', 'write'],
           },
@@ -159,8 +176,8 @@ export const matmulKernel: Kernel<MatmulOptions> = {
 /**
  * act(a · b + bias) + residual, with a [..., M, K] and b [K, N] (or [N, K] with `transposeB`, as
  * PyTorch Linear weights are stored), shared by every batch of a; or b batched as [..., K, N] (or
- * [..., N, K]) with a's leading dimensions, one product per batch (as q·kᵀ per head). f32, or f16
- * storage with f32 accumulation.
+ * [..., N, K]) with a's leading dimensions, one product per batch (as q·kᵀ per head). With
+ * `transposeA`, a is [..., K, M] (aᵀ · b). f32, or f16 storage with f32 accumulation.
  */
 export async function matmul(gpu: Gpu, a: Tensor, b: Tensor, args: MatmulArgs = {}): Promise<Tensor> {
   const { bias, residual, ...rest } = args;
@@ -170,6 +187,7 @@ export async function matmul(gpu: Gpu, a: Tensor, b: Tensor, args: MatmulArgs = 
 
 /** Data-only form of MatmulArgs for the CPU reference. */
 export interface MatmulReferenceArgs {
+  transposeA?: boolean;
   transposeB?: boolean;
   /** b holds this many matrices, one per equal block of a's rows. */
   batch?: number;
@@ -181,17 +199,19 @@ export interface MatmulReferenceArgs {
 /**
  * CPU reference (tests only): float64, one output element at a time. `a` is [M, K] with M = a.length / K,
  * b is [K, N] (or [N, K]) shared by all rows, or with `batch` set, a is [batch, M / batch, K] and b
- * holds one [K, N] matrix per batch.
+ * holds one [K, N] matrix per batch. With `transposeA` each batch's a is stored [K, M / batch].
  */
 export function matmulReference(a: ArrayLike<number>, b: ArrayLike<number>, M: number, N: number, K: number, args: MatmulReferenceArgs = {}): Float64Array {
   const act = { none: (x: number) => x, gelu: geluReference, quick_gelu: quickGeluReference }[args.activation ?? 'none'];
   const out = new Float64Array(M * N);
   const rowsPerB = M / (args.batch ?? 1);
   for (let m = 0; m < M; m++) {
-    const b0 = Math.floor(m / rowsPerB) * (args.batch ? K * N : 0);
+    const batch = Math.floor(m / rowsPerB);
+    const b0 = batch * (args.batch ? K * N : 0);
+    const aAt = (k: number) => (args.transposeA ? a[batch * K * rowsPerB + k * rowsPerB + (m % rowsPerB)]! : a[m * K + k]!);
     for (let n = 0; n < N; n++) {
       let s = 0;
-      for (let k = 0; k < K; k++) s += a[m * K + k]! * b[b0 + (args.transposeB ? n * K + k : k * N + n)]!;
+      for (let k = 0; k < K; k++) s += aAt(k) * b[b0 + (args.transposeB ? n * K + k : k * N + n)]!;
       if (args.bias) s += args.bias[n]!;
       s = act(s);
       if (args.residual) s += args.residual[m * N + n]!;

@@ -10,6 +10,8 @@ const getGpu = useGpu();
 interface Case {
   aShape: number[];
   N: number;
+  /** a is stored [..., K, M] (aShape stays the logical [..., M, K]). */
+  transposeA?: boolean;
   transposeB?: boolean;
   bias?: boolean;
   activation?: MatmulActivation;
@@ -25,15 +27,17 @@ async function checkCase(gpu: Gpu, c: Case, variant: MatmulVariant, dtype: DType
   const outShape = [...c.aShape.slice(0, -1), c.N];
   const batchDims = c.batchedB ? c.aShape.slice(0, -2) : [];
   const batch = batchDims.reduce((x, y) => x * y, 1);
-  const a = Tensor.from(gpu, randomArray(M * K, seed), c.aShape, dtype);
+  const aStored = c.transposeA ? [...c.aShape.slice(0, -2), K, c.aShape[c.aShape.length - 2]!] : c.aShape;
+  const a = Tensor.from(gpu, randomArray(M * K, seed), aStored, dtype);
   const b = Tensor.from(gpu, randomArray(batch * K * c.N, seed + 1), [...batchDims, ...(c.transposeB ? [c.N, K] : [K, c.N])], dtype);
   const bias = c.bias ? Tensor.from(gpu, randomArray(c.N, seed + 2), [c.N], dtype) : undefined;
   const residual = c.residual ? Tensor.from(gpu, randomArray(M * c.N, seed + 3, 2), outShape, dtype) : undefined;
-  const out = await kernels.matmul(gpu, a, b, { transposeB: c.transposeB, bias, activation: c.activation, residual, variant });
+  const out = await kernels.matmul(gpu, a, b, { transposeA: c.transposeA, transposeB: c.transposeB, bias, activation: c.activation, residual, variant });
   expect(out.shape).toEqual(outShape);
   expect(out.dtype).toBe(dtype);
   // The reference sees the uploaded values (rounded to f16 where the storage is f16).
   const ref = matmulReference(await a.read(), await b.read(), M, c.N, K, {
+    transposeA: c.transposeA,
     transposeB: c.transposeB,
     batch: c.batchedB ? batch : undefined,
     bias: bias && (await bias.read()),
@@ -41,7 +45,7 @@ async function checkCase(gpu: Gpu, c: Case, variant: MatmulVariant, dtype: DType
     residual: residual && (await residual.read()),
   });
   const scaleTol = dtype === 'f16' ? 1e-2 : K > 1024 ? 1e-4 : 1e-5;
-  const label = `${variant} ${dtype} a${JSON.stringify(c.aShape)} N=${c.N}${c.batchedB ? ' batched b' : ''}${c.transposeB ? ' transposeB' : ''}${c.bias ? ' +bias' : ''} ${c.activation ?? ''}${c.residual ? ' +residual' : ''}`;
+  const label = `${variant} ${dtype} a${JSON.stringify(c.aShape)} N=${c.N}${c.batchedB ? ' batched b' : ''}${c.transposeA ? ' transposeA' : ''}${c.transposeB ? ' transposeB' : ''}${c.bias ? ' +bias' : ''} ${c.activation ?? ''}${c.residual ? ' +residual' : ''}`;
   expectClose(await out.read(), ref, { scaleTol, label });
   for (const t of [a, b, bias, residual, out]) t?.dispose();
 }
@@ -108,6 +112,17 @@ describe('matmul', () => {
       await checkCase(gpu, { aShape: [2, 5, 7], N: 6, transposeB: true, batchedB: true, bias: true, residual: true }, variant, 'f32', 521);
     });
 
+    it(`${variant}: transposeA (aᵀ·b), shared and batched b, both b layouts, every epilogue`, async () => {
+      const gpu = await getGpu();
+      let i = 0;
+      for (const transposeB of [false, true]) {
+        for (const [aShape, N] of SHAPES.filter(([s]) => s.length === 2)) await checkCase(gpu, { aShape, N, transposeA: true, transposeB }, variant, 'f32', 600 + i++);
+        for (const [aShape, N] of BATCHED_SHAPES) await checkCase(gpu, { aShape, N, transposeA: true, transposeB, batchedB: true }, variant, 'f32', 600 + i++);
+      }
+      await checkCase(gpu, { aShape: [24, 13], N: 12, transposeA: true, bias: true, activation: 'gelu', residual: true }, variant, 'f32', 650);
+      await checkCase(gpu, { aShape: [3, 9, 12], N: 8, transposeA: true, transposeB: true, batchedB: true, bias: true, activation: 'quick_gelu', residual: true }, variant, 'f32', 651);
+    });
+
     it(`${variant}: f16 storage matches the reference within 1e-2`, async () => {
       const gpu = await getGpu();
       if (!gpu.features.has('shader-f16')) return;
@@ -116,6 +131,7 @@ describe('matmul', () => {
       await checkCase(gpu, { aShape: [50, 128], N: 36, bias: true, activation: 'quick_gelu' }, variant, 'f16', 202);
       await checkCase(gpu, { aShape: [3, 17, 16], N: 17, transposeB: true, batchedB: true }, variant, 'f16', 203);
       await checkCase(gpu, { aShape: [2, 13, 5], N: 7, batchedB: true, residual: true }, variant, 'f16', 204);
+      await checkCase(gpu, { aShape: [2, 13, 20], N: 9, transposeA: true, batchedB: true }, variant, 'f16', 205);
     });
   }
 
@@ -190,6 +206,9 @@ describe('matmul', () => {
     );
     await expect(kernels.matmul(gpu, a, bBatched, { residual: res })).rejects.toThrow(
       /^matmul: residual of shape \[3, 5\] must equal the output shape \[2, 3, 5\]$/,
+    );
+    await expect(kernels.matmul(gpu, a, b, { transposeA: true })).rejects.toThrow(
+      /^matmul: b must be \[2, K=3, N\] to match a of shape \[2, 3, 4\] \(transposeA\), got \[4, 5\]$/,
     );
     await expect(kernels.matmul(gpu, a1, b)).rejects.toThrow(/^matmul: a must be \[\.\.\., M, K\], got \[4\]$/);
     await expect(kernels.matmul(gpu, a, h)).rejects.toThrow(/^matmul: b must be f32 like a, got f16$/);

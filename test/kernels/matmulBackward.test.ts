@@ -1,0 +1,132 @@
+import { describe, expect, it } from 'vitest';
+import { Tensor, kernels, type Gpu } from '../../src/index.js';
+import { useGpu } from '../util/gpu.js';
+import { expectClose } from '../util/check.js';
+import { randomArray } from '../util/random.js';
+import { gradFixture } from '../util/grad.js';
+import { matmulBackwardReference, type MatmulGradients } from '../../src/kernels/matmulBackward.js';
+import type { MatmulActivation } from '../../src/kernels/matmul.js';
+
+const getGpu = useGpu();
+
+interface Case {
+  aShape: number[];
+  N: number;
+  transposeB?: boolean;
+  batchedB?: boolean;
+  bias?: boolean;
+  activation?: MatmulActivation;
+  wrt?: MatmulGradients;
+}
+
+async function checkCase(gpu: Gpu, c: Case, seed: number): Promise<void> {
+  const K = c.aShape[c.aShape.length - 1]!;
+  const M = c.aShape.slice(0, -1).reduce((x, y) => x * y, 1);
+  const batchDims = c.batchedB ? c.aShape.slice(0, -2) : [];
+  const batch = batchDims.reduce((x, y) => x * y, 1);
+  const a = Tensor.from(gpu, randomArray(M * K, seed), c.aShape);
+  const b = Tensor.from(gpu, randomArray(batch * K * c.N, seed + 1), [...batchDims, ...(c.transposeB ? [c.N, K] : [K, c.N])]);
+  const bias = c.bias ? Tensor.from(gpu, randomArray(c.N, seed + 2), [c.N]) : undefined;
+  const dOut = Tensor.from(gpu, randomArray(M * c.N, seed + 3), [...c.aShape.slice(0, -1), c.N]);
+  const got = await kernels.matmulBackward(gpu, dOut, a, b, { transposeB: c.transposeB, bias, activation: c.activation, wrt: c.wrt });
+  const ref = matmulBackwardReference(await dOut.read(), await a.read(), await b.read(), M, c.N, K, {
+    transposeB: c.transposeB,
+    batch: c.batchedB ? batch : undefined,
+    bias: bias && (await bias.read()),
+    activation: c.activation,
+  });
+  const label = `a${JSON.stringify(c.aShape)} N=${c.N}${c.batchedB ? ' batched b' : ''}${c.transposeB ? ' transposeB' : ''}${c.bias ? ' +bias' : ''} ${c.activation ?? ''}`;
+  const all = c.wrt === undefined;
+  for (const [name, t, r, shape] of [
+    ['da', got.da, ref.da, a.shape, all || c.wrt?.a],
+    ['db', got.db, ref.db, b.shape, all || c.wrt?.b],
+    ['dbias', got.dbias, ref.dbias, [c.N], (all || c.wrt?.bias) && c.bias],
+  ].filter((e) => e[4]) as Array<[string, Tensor, Float64Array, number[]]>) {
+    expect(t, `${label} ${name}`).toBeDefined();
+    expect(t.shape, `${label} ${name}`).toEqual(shape);
+    expectClose(await t.read(), r, { scaleTol: 1e-5, label: `${label} ${name}` });
+  }
+  const returned = [got.da, got.db, got.dbias].filter((t) => t !== undefined);
+  expect(returned.length).toBe((all || c.wrt?.a ? 1 : 0) + (all || c.wrt?.b ? 1 : 0) + ((all || c.wrt?.bias) && c.bias ? 1 : 0));
+  for (const t of [a, b, bias, dOut, ...returned]) t?.dispose();
+}
+
+describe('matmulBackward', () => {
+  it('matches the reference: shared and batched b, both layouts, every activation, with and without bias', async () => {
+    const gpu = await getGpu();
+    let i = 0;
+    const shapes: Array<[number[], number, boolean]> = [
+      [[1, 1], 1, false],
+      [[13, 19], 17, false],
+      [[2, 7, 12], 8, false],
+      [[3, 9, 16], 20, false],
+      [[3, 13, 19], 17, true],
+      [[2, 3, 5, 12], 8, true],
+    ];
+    // Activations and bias rotate so each layout sees each of them.
+    for (const [aShape, N, batchedB] of shapes) {
+      for (const transposeB of [false, true]) {
+        const activation = (['none', 'gelu', 'quick_gelu'] as const)[i % 3];
+        await checkCase(gpu, { aShape, N, transposeB, batchedB, bias: i % 2 === 0, activation }, 10 * i++);
+      }
+    }
+  });
+
+  it('computes only the gradients asked for', async () => {
+    const gpu = await getGpu();
+    await checkCase(gpu, { aShape: [2, 5, 8], N: 12, transposeB: true, bias: true, activation: 'gelu', wrt: { a: true } }, 900);
+    await checkCase(gpu, { aShape: [2, 5, 8], N: 12, bias: true, activation: 'quick_gelu', wrt: { b: true, bias: true } }, 901);
+    await checkCase(gpu, { aShape: [7, 8], N: 4, bias: true, wrt: { bias: true } }, 902);
+    await checkCase(gpu, { aShape: [3, 7, 8], N: 4, batchedB: true, wrt: { b: true } }, 903);
+  });
+
+  it('matches PyTorch autograd (float64) on the grad/ linear fixture: act(x Wᵀ + b) + r', async () => {
+    const gpu = await getGpu();
+    const fx = gradFixture('linear');
+    for (const c of fx.cases) {
+      const up = (name: string) => Tensor.from(gpu, fx.tensor(`${c.name}.${name}`).data, fx.tensor(`${c.name}.${name}`).shape);
+      const [x, W, b, r, dY] = ['x', 'W', 'b', 'r', 'dY'].map(up) as [Tensor, Tensor, Tensor, Tensor, Tensor];
+      const activation = c.params.act as MatmulActivation;
+      const y = await kernels.matmul(gpu, x, W, { transposeB: true, bias: b, activation, residual: r });
+      expectClose(await y.read(), fx.tensor(`${c.name}.Y_f64`).data, { scaleTol: 1e-5, label: `${c.name} Y` });
+      const got = await kernels.matmulBackward(gpu, dY, x, W, { transposeB: true, bias: b, activation });
+      for (const [name, t] of [['x', got.da], ['W', got.db], ['b', got.dbias]] as const) {
+        expectClose(await t!.read(), fx.tensor(`${c.name}.grad_${name}_f64`).data, { scaleTol: 1e-4, label: `${c.name} grad_${name}` });
+      }
+      // The residual's gradient is the upstream gradient itself.
+      expectClose(fx.tensor(`${c.name}.dY`).data, fx.tensor(`${c.name}.grad_r_f64`).data, { scaleTol: 0, label: `${c.name} grad_r` });
+      for (const t of [x, W, b, r, dY, y, got.da, got.db, got.dbias]) t?.dispose();
+    }
+  });
+
+  it('matches PyTorch autograd (float64) on the grad/ bmm fixture', async () => {
+    const gpu = await getGpu();
+    const fx = gradFixture('bmm');
+    for (const c of fx.cases) {
+      const up = (name: string) => Tensor.from(gpu, fx.tensor(`${c.name}.${name}`).data, fx.tensor(`${c.name}.${name}`).shape);
+      const [a, b, dY] = ['a', 'b', 'dY'].map(up) as [Tensor, Tensor, Tensor];
+      const got = await kernels.matmulBackward(gpu, dY, a, b);
+      expectClose(await got.da!.read(), fx.tensor(`${c.name}.grad_a_f64`).data, { scaleTol: 1e-4, label: `${c.name} grad_a` });
+      expectClose(await got.db!.read(), fx.tensor(`${c.name}.grad_b_f64`).data, { scaleTol: 1e-4, label: `${c.name} grad_b` });
+      for (const t of [a, b, dY, got.da, got.db]) t?.dispose();
+    }
+  });
+
+  it('rejects bad input before dispatching', async () => {
+    const gpu = await getGpu();
+    const a = Tensor.from(gpu, new Float32Array(2 * 3 * 4), [2, 3, 4]);
+    const b = Tensor.from(gpu, new Float32Array(4 * 5), [4, 5]);
+    const dOut = Tensor.from(gpu, new Float32Array(2 * 3 * 5), [2, 3, 5]);
+    const bad = Tensor.from(gpu, new Float32Array(3 * 5), [3, 5]);
+    const before = gpu.stats();
+    await expect(kernels.matmulBackward(gpu, bad, a, b)).rejects.toThrow(
+      /^matmulBackward: dOut of shape \[3, 5\] must have the forward output's shape \[2, 3, 5\]$/,
+    );
+    await expect(kernels.matmulBackward(gpu, dOut, a, bad)).rejects.toThrow(/^matmulBackward: b of shape \[3, 5\] must be/);
+    await expect(kernels.matmulBackward(gpu, dOut, a, b, { bias: bad })).rejects.toThrow(/^matmulBackward: bias of shape \[3, 5\] must be \[N\] = \[5\]$/);
+    expect(() => kernels.matmulBackwardKernel.outputs([dOut, a, b], { wrt: { bias: true } })).toThrow(/^matmulBackward: wrt.bias needs hasBias$/);
+    expect(() => kernels.matmulBackwardKernel.outputs([dOut, a], {})).toThrow(/^matmulBackward: expected 3 inputs \[dOut, a, b\], got 2$/);
+    expect(gpu.stats()).toEqual(before);
+    for (const t of [a, b, dOut, bad]) t.dispose();
+  });
+});
