@@ -1,12 +1,12 @@
 import type { Gpu } from '../gpu/gpu.js';
 import { GpuError, check } from '../gpu/errors.js';
-import { BYTES_PER_ELEMENT, shapeString, sizeOf } from '../dtype.js';
+import { shapeString, sizeOf } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
-import { grid1d, specialize, uniforms, type Dispatch, type Kernel, type KernelPlan, type TensorInfo } from './program.js';
+import type { Dispatch, Kernel, KernelPlan, TensorInfo } from './program.js';
 import { runKernel } from './runtime.js';
 import { matmulKernel, matmulReference, type MatmulActivation, type MatmulOptions } from './matmul.js';
+import { reduceKernel } from './reduce.js';
 import { erfReference } from './elementwise.js';
-import matmulBackwardWgsl from '../../shaders/matmulBackward.wgsl';
 
 /** Which gradients a matmulBackward node computes; its outputs follow this order. */
 export interface MatmulGradients {
@@ -32,7 +32,6 @@ export interface MatmulBackwardOptions {
 }
 
 const NAME = 'matmulBackward';
-const WG = 64;
 
 function wanted(o: MatmulBackwardOptions): Required<MatmulGradients> {
   const w = o.wrt ?? {};
@@ -50,17 +49,12 @@ function forwardOutput(inputs: readonly TensorInfo[], o: MatmulBackwardOptions):
   }
 }
 
-/** A sub-kernel's dispatches with its tensor indices mapped into ours. */
-function embed(plan: KernelPlan, map: readonly number[]): Dispatch[] {
-  return plan.dispatches.map((d) => ({ ...d, tensors: d.tensors.map((t) => map[t]!) }));
-}
-
 /**
  * Gradients of out = act(a·b + bias) + residual (the forward matmul, b shared [K, N] / [N, K] or
  * batched) for the upstream gradient dOut: with dz = dOut ⊙ act'(a·b + bias),
  * da = dz·bᵀ, db = aᵀ·dz (summed over batches when b is shared), dbias = column sums of dz.
- * All three reuse the forward matmul kernel (the first as its activationGrad epilogue, the weight
- * gradient with transposeA); dbias is a column sum. Inputs [dOut, a, b, bias?].
+ * All are other kernels' dispatches: the forward matmul (dz with its activationGrad epilogue, the
+ * weight gradient with transposeA) and a reduce over rows for dbias. Inputs [dOut, a, b, bias?].
  */
 export const matmulBackwardKernel: Kernel<MatmulBackwardOptions> = {
   name: NAME,
@@ -93,8 +87,11 @@ export const matmulBackwardKernel: Kernel<MatmulBackwardOptions> = {
     const scratch: TensorInfo[] = [];
     let flops = 0;
     let bytes = 0;
+    const addScratch = (t: TensorInfo) => inputs.length + outputs.length + scratch.push(t) - 1;
+    // A sub-kernel's plan, its [...inputs, ...outputs] mapped to ours by `map`, its scratch added to ours.
     const run = (plan: KernelPlan, map: number[]) => {
-      dispatches.push(...embed(plan, map));
+      const all = [...map, ...(plan.scratch ?? []).map(addScratch)];
+      dispatches.push(...plan.dispatches.map((d) => ({ ...d, tensors: d.tensors.map((t) => all[t]!) })));
       flops += plan.flops ?? 0;
       bytes += plan.bytes ?? 0;
     };
@@ -103,7 +100,7 @@ export const matmulBackwardKernel: Kernel<MatmulBackwardOptions> = {
     let dz = 0;
     const dzInfo = { shape: dOut.shape, dtype: dOut.dtype };
     if (activation !== 'none' && (w.a || w.b || w.bias)) {
-      dz = inputs.length + outputs.length + scratch.push(dzInfo) - 1;
+      dz = addScratch(dzInfo);
       const ins = [a, b, ...(o.hasBias ? [inputs[3]!] : []), dOut];
       const map = o.hasBias ? [1, 2, 3, 0, dz] : [1, 2, 0, dz];
       matmul(ins, dzInfo, { transposeB, activation, hasBias: o.hasBias, hasResidual: true, activationGrad: true }, map);
@@ -117,15 +114,9 @@ export const matmulBackwardKernel: Kernel<MatmulBackwardOptions> = {
       const info = (i: number) => flat(i === dz ? dzInfo : inputs[i]!);
       matmul([info(first), info(second)], outputs[next - inputs.length]!, { transposeA: true }, [first, second, next++]);
     }
-    if (w.bias && rows * N > 0) {
-      dispatches.push({
-        program: { name: `${NAME}.bias_grad`, key: dOut.dtype, code: specialize(matmulBackwardWgsl, dOut.dtype), entryPoint: 'bias_grad', constants: { WG }, bindings: ['read', 'write'] },
-        tensors: [dz, next],
-        uniforms: uniforms(rows, N),
-        workgroups: grid1d(gpu, N, WG),
-      });
-      flops += rows * N;
-      bytes += (rows + 1) * N * BYTES_PER_ELEMENT[dOut.dtype];
+    if (w.bias) {
+      const flat = { shape: [rows, N], dtype: dOut.dtype };
+      run(reduceKernel.plan(gpu, [flat], [outputs[next - inputs.length]!], { op: 'sum', axes: [0] }), [dz, next]);
     }
     return { dispatches, scratch, flops, bytes };
   },
