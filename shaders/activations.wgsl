@@ -21,27 +21,6 @@ fn quick_gelu_f32(x: f32) -> f32 {
   return x / (1.0 + exp(-1.702 * x));
 }
 
-// d gelu / dx = Phi(x) + x phi(x), Phi from erfc as in gelu_f32.
-fn gelu_grad_f32(x: f32) -> f32 {
-  let r = erfc_nonneg(abs(x) * 0.70710678118654752);
-  return 0.5 * select(r, 2.0 - r, x >= 0.0) + x * 0.39894228040143268 * exp(-0.5 * x * x);
-}
-
-// d quick_gelu / dx = s + 1.702 x s (1 - s), s = sigmoid(1.702 x).
-fn quick_gelu_grad_f32(x: f32) -> f32 {
-  let s = 1.0 / (1.0 + exp(-1.702 * x));
-  return s + 1.702 * x * s * (1.0 - s);
-}
-
-// The derivative of activate(x, activation).
-fn activate_grad(x: f32, activation: u32) -> f32 {
-  switch activation {
-    case 1u: { return gelu_grad_f32(x); }
-    case 2u: { return quick_gelu_grad_f32(x); }
-    default: { return 1.0; }
-  }
-}
-
 // ACTIVATION: 0 none, 1 gelu (erf), 2 quick_gelu.
 fn activate(x: f32, activation: u32) -> f32 {
   switch activation {

@@ -6,7 +6,7 @@ import type { Dispatch, Kernel, KernelPlan, TensorInfo } from './program.js';
 import { runKernel } from './runtime.js';
 import { matmulKernel, matmulReference, type MatmulActivation, type MatmulOptions } from './matmul.js';
 import { reduceKernel } from './reduce.js';
-import { erfReference } from './elementwise.js';
+import { geluGradReference, quickGeluGradReference } from './elementwise.js';
 
 /** Which gradients a matmulBackward node computes; its outputs follow this order. */
 export interface MatmulGradients {
@@ -143,16 +143,6 @@ export async function matmulBackward(gpu: Gpu, dOut: Tensor, a: Tensor, b: Tenso
 
 // ---- CPU reference (for tests only): float64 ----
 
-/** d act / dx, float64. */
-export function activationGradReference(activation: MatmulActivation, x: number): number {
-  if (activation === 'gelu') return 0.5 * (1 + erfReference(x / Math.SQRT2)) + (x * Math.exp(-0.5 * x * x)) / Math.sqrt(2 * Math.PI);
-  if (activation === 'quick_gelu') {
-    const s = 1 / (1 + Math.exp(-1.702 * x));
-    return s + 1.702 * x * s * (1 - s);
-  }
-  return 1;
-}
-
 export interface MatmulBackwardReferenceArgs {
   transposeB?: boolean;
   /** b holds this many matrices, one per equal block of a's rows (as matmulReference). */
@@ -174,9 +164,9 @@ export function matmulBackwardReference(
   K: number,
   args: MatmulBackwardReferenceArgs = {},
 ): { da: Float64Array; db: Float64Array; dbias: Float64Array } {
-  const act = args.activation ?? 'none';
+  const grad = { none: () => 1, gelu: geluGradReference, quick_gelu: quickGeluGradReference }[args.activation ?? 'none'];
   const z = matmulReference(a, b, M, N, K, { transposeB: args.transposeB, batch: args.batch, bias: args.bias });
-  const dz = z.map((v, i) => dOut[i]! * activationGradReference(act, v));
+  const dz = z.map((v, i) => dOut[i]! * grad(v));
   const batch = args.batch ?? 1;
   const rows = M / batch;
   const da = new Float64Array(M * K);
