@@ -20,9 +20,14 @@ function validateShape(op: string, shape: readonly number[]): void {
   }
 }
 
+/** The largest tensor buffer the device creates and binds, in bytes. */
+export function maxTensorBytes(gpu: Gpu): number {
+  return Math.min(gpu.limits.maxStorageBufferBindingSize ?? Infinity, gpu.limits.maxBufferSize ?? Infinity);
+}
+
 function validateSize(gpu: Gpu, op: string, shape: readonly number[], dtype: DType): number {
   const bytes = paddedByteLength(shape, dtype);
-  const limit = Math.min(gpu.limits.maxStorageBufferBindingSize ?? Infinity, gpu.limits.maxBufferSize ?? Infinity);
+  const limit = maxTensorBytes(gpu);
   check(
     bytes <= limit,
     op,

@@ -2,7 +2,8 @@ import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, sta
 import { dirname, isAbsolute, join } from 'node:path';
 import { Float16Array } from '@petamoriken/float16';
 import type { Gpu } from '../gpu/gpu.js';
-import { Tensor } from '../tensor.js';
+import { GpuError } from '../gpu/errors.js';
+import { Tensor, maxTensorBytes, paddedByteLength } from '../tensor.js';
 
 /** Dtypes we read. BF16 and F16 widen to f32; I64 narrows to i32 (values must fit). */
 export type SafetensorsDType = 'F32' | 'F16' | 'BF16' | 'I64' | 'I32';
@@ -18,13 +19,22 @@ export interface SafetensorsEntry {
   readonly end: number;
 }
 
+/** The most bytes one readSync call is asked for (it refuses 2 GiB and more). */
+const READ_CHUNK_BYTES = 1 << 30;
+
 /** Headers larger than this are refused before being read: real ones are a few MB at most. */
 export const MAX_HEADER_BYTES = 100 * 1024 * 1024 - 1;
 
-export class SafetensorsError extends Error {
+/**
+ * A bad or unreadable checkpoint. Part of the GpuError family (loaders throw only GpuErrors), with
+ * the file as its `op`, so the message starts with the file; it names the tensor where there is one.
+ */
+export class SafetensorsError extends GpuError {
+  readonly file: string;
   constructor(file: string, message: string, options?: { cause?: unknown }) {
-    super(`${file}: ${message}`, options);
+    super(file, message, options);
     this.name = 'SafetensorsError';
+    this.file = file;
   }
 }
 
@@ -197,11 +207,19 @@ export class SafetensorsFile {
   readBytes(name: string): { entry: SafetensorsEntry; bytes: Uint8Array } {
     const entry = this.entry(name);
     if (this.#fd === undefined) throw new SafetensorsError(this.path, 'file is closed');
-    const bytes = new Uint8Array(entry.end - entry.begin);
+    const where = `tensor ${JSON.stringify(name)}`;
+    let bytes: Uint8Array;
+    try {
+      bytes = new Uint8Array(entry.end - entry.begin);
+    } catch (err) {
+      throw new SafetensorsError(this.path, `${where}: cannot hold its ${entry.end - entry.begin} bytes in memory (${(err as Error).message})`, { cause: err });
+    }
     let done = 0;
     while (done < bytes.length) {
-      const got = readSync(this.#fd, bytes, done, bytes.length - done, this.#dataStart + entry.begin + done);
-      if (got === 0) throw new SafetensorsError(this.path, `tensor ${JSON.stringify(name)}: file ended while reading`);
+      // readSync refuses lengths of 2 GiB and more: read big tensors in chunks.
+      const length = Math.min(bytes.length - done, READ_CHUNK_BYTES);
+      const got = readSync(this.#fd, bytes, done, length, this.#dataStart + entry.begin + done);
+      if (got === 0) throw new SafetensorsError(this.path, `${where}: file ended while reading`);
       done += got;
     }
     return { entry, bytes };
@@ -210,7 +228,14 @@ export class SafetensorsFile {
   /** Reads one tensor, converted: floats to Float32Array, integers to Int32Array. */
   get(name: string): HostTensor {
     const { entry, bytes } = this.readBytes(name);
-    return { shape: entry.shape, dtype: entry.dtype, data: decodeTensor(this.path, entry, bytes) };
+    let data: Float32Array | Int32Array;
+    try {
+      data = decodeTensor(this.path, entry, bytes);
+    } catch (err) {
+      if (!(err instanceof RangeError)) throw err;
+      throw new SafetensorsError(this.path, `tensor ${JSON.stringify(name)}: cannot widen its ${entry.end - entry.begin} bytes of ${entry.dtype} in memory (${err.message})`, { cause: err });
+    }
+    return { shape: entry.shape, dtype: entry.dtype, data };
   }
 
   close(): void {
@@ -221,8 +246,8 @@ export class SafetensorsFile {
 
 function decodeTensor(file: string, entry: SafetensorsEntry, bytes: Uint8Array): Float32Array | Int32Array {
   const n = entry.shape.reduce((a, b) => a * b, 1);
-  // Copy into an aligned buffer: the data offset inside the file need not be aligned.
-  const aligned = bytes.slice().buffer;
+  // Typed views need an aligned start: copy unless the bytes start their own buffer (readBytes's do).
+  const aligned = bytes.byteOffset === 0 ? bytes.buffer : bytes.slice().buffer;
   switch (entry.dtype) {
     case 'F32':
       return new Float32Array(aligned, 0, n);
@@ -404,13 +429,19 @@ const F16_LIMIT = 65520;
  * integer dtypes as i32. A float value that would overflow f16 is an error, not an infinity.
  */
 export function uploadTensor(gpu: Gpu, source: TensorSource, name: string, dtype?: 'f32' | 'f16' | 'i32'): Tensor {
-  const host = source.get(name);
-  const isInt = host.data instanceof Int32Array;
+  const entry = source.entry(name);
+  const isInt = entry.dtype === 'I32' || entry.dtype === 'I64';
   const target = dtype ?? (isInt ? 'i32' : 'f32');
   const where = `tensor ${JSON.stringify(name)}`;
   if (isInt !== (target === 'i32')) {
-    throw new SafetensorsError(source.path, `${where}: cannot upload ${host.dtype} data as ${target}`);
+    throw new SafetensorsError(source.path, `${where}: cannot upload ${entry.dtype} data as ${target}`);
   }
+  // Checked before reading: a tensor too big for one device buffer is never read into memory.
+  const bytes = paddedByteLength(entry.shape, target);
+  if (bytes > maxTensorBytes(gpu)) {
+    throw new SafetensorsError(source.path, `${where} of shape [${entry.shape.join(', ')}] needs ${bytes} bytes as ${target}, above this device's limit of ${maxTensorBytes(gpu)} bytes per buffer`);
+  }
+  const host = source.get(name);
   if (target === 'f16') {
     const data = host.data;
     for (let i = 0; i < data.length; i++) {

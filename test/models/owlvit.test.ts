@@ -257,7 +257,7 @@ describe('OwlVitDetector.load errors', () => {
     const missingTower = checkpoint('missing-tower', (t) => delete t['owlvit.text_model.final_layer_norm.weight']);
     await expect(OwlVitDetector.load(gpu, missingTower)).rejects.toThrow(/missing tensor "owlvit.text_model.final_layer_norm.weight"/);
     const shaped = checkpoint('shaped', (t) => (t['class_head.dense0.weight']!.shape = [64, 48]));
-    await expect(OwlVitDetector.load(gpu, shaped)).rejects.toThrow(/tensor "class_head.dense0.weight" has shape \[64, 48\], expected \[48, 64\]/);
+    await expect(OwlVitDetector.load(gpu, shaped)).rejects.toThrow(/tensor "class_head.dense0.weight" \(detection head\) has shape \[64, 48\], expected \[48, 64\]/);
     const clipConfig = checkpoint('clip', () => undefined, JSON.stringify({ ...JSON.parse(readFileSync(join(DIR, 'config.json'), 'utf8')), model_type: 'clip' }));
     await expect(OwlVitDetector.load(gpu, clipConfig)).rejects.toThrow(/model_type is "clip", expected "owlvit"/);
     expect(gpu.stats()).toEqual(before);

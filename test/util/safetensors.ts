@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 
 /** A tensor to write: raw little-endian bytes with the dtype and shape the header will claim. */
 export interface RawTensor {
@@ -39,4 +39,15 @@ export function bytesOf(a: ArrayBufferView): Uint8Array {
 
 export function f32(...values: number[]): RawTensor {
   return { dtype: 'F32', shape: [values.length], bytes: bytesOf(new Float32Array(values)) };
+}
+
+/** A file's tensors as raw bytes, in data order, with its metadata: edit them and write them back. */
+export function readRawSafetensors(path: string): { tensors: Record<string, RawTensor>; metadata?: Record<string, string> } {
+  const file = readFileSync(path);
+  const n = Number(file.readBigUInt64LE(0));
+  const { __metadata__: metadata, ...entries } = JSON.parse(file.subarray(8, 8 + n).toString('utf8')) as Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }> & { __metadata__?: Record<string, string> };
+  const data = file.subarray(8 + n);
+  const sorted = Object.entries(entries).sort((a, b) => a[1].data_offsets[0] - b[1].data_offsets[0]);
+  const tensors = Object.fromEntries(sorted.map(([name, e]) => [name, { dtype: e.dtype, shape: e.shape, bytes: new Uint8Array(data.subarray(...e.data_offsets)) }]));
+  return { tensors, metadata: metadata as Record<string, string> | undefined };
 }

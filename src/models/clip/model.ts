@@ -3,13 +3,14 @@ import { join } from 'node:path';
 import type { Gpu } from '../../gpu/gpu.js';
 import { GpuError } from '../../gpu/errors.js';
 import type { DType } from '../../dtype.js';
-import type { Tensor } from '../../tensor.js';
 import { GraphBuilder, type Value } from '../../graph/builder.js';
 import type { GraphPlan } from '../../graph/plan.js';
 import { PlanCache } from '../../graph/cache.js';
-import { clipConfigFromHf, clipConfigFromOpenAi, type ClipConfig } from './config.js';
+import { SafetensorsError } from '../../io/safetensors.js';
+import { maxTensorBytes, type Tensor } from '../../tensor.js';
+import { checkClipConfig, clipConfigFromHf, clipConfigFromOpenAi, clipOrigin, hfOrigin, type ClipConfig, type ConfigOrigin } from './config.js';
 import { detectConvention, type Convention } from './names.js';
-import { loadTower, readLogitScale, type WeightReader } from './weights.js';
+import { loadError, planTower, readLogitScale, uploadPlanned, type LoadContext, type WeightReader } from './weights.js';
 import { poolIndices, textTower, visionTower, type TowerOutputs, type Weights } from './towers.js';
 import { openWeightReader } from './reader.js';
 import { ClipTokenizer, TOKENIZER_FILES } from '../tokenizer/index.js';
@@ -26,6 +27,8 @@ export interface ClipLoadOptions {
   convention?: Convention;
   /** Tokenizer for string inputs (a ClipTokenizer or a path); default: the folder's tokenizer files. */
   tokenizer?: ClipTokenizer | string;
+  /** Accept weights holding NaN or ±Inf (default: the load fails, naming the tensor). */
+  allowNonFinite?: boolean;
 }
 
 export interface ImageRunOptions {
@@ -76,31 +79,44 @@ export class ClipModel {
     this.#plans = new PlanCache(gpu, 'ClipModel');
   }
 
-  /** Loads a checkpoint: a folder (config.json + model.safetensors or shards) or a .safetensors file. */
+  /**
+   * Loads a checkpoint: a folder (config.json + model.safetensors or shards) or a .safetensors file.
+   * The config is checked against the tensors' headers before anything is read or allocated; every
+   * failure is a GpuError (a SafetensorsError for the checkpoint itself) naming the file and tensor.
+   */
   static async load(gpu: Gpu, pathOrDir: string, options: ClipLoadOptions = {}): Promise<ClipModel> {
+    const op = 'ClipModel.load';
     const dtype = options.dtype ?? 'f32';
-    if (dtype === 'f16' && !gpu.features.has('shader-f16')) throw new GpuError('ClipModel.load', 'dtype f16 needs the shader-f16 feature, which this adapter lacks');
-    const tokenizer = loadTokenizer(pathOrDir, options.tokenizer);
-    const reader = openWeightReader(pathOrDir);
+    if (dtype === 'f16' && !gpu.features.has('shader-f16')) throw new GpuError(op, 'dtype f16 needs the shader-f16 feature, which this adapter lacks');
+    let reader: (WeightReader & { close(): void }) | undefined;
     try {
+      const tokenizer = loadTokenizer(pathOrDir, options.tokenizer);
+      reader = openWeightReader(pathOrDir, { allowNonFinite: options.allowNonFinite });
       const names = reader.names();
-      const convention = options.convention ?? detectConvention(names);
-      const config = resolveConfig(pathOrDir, reader, options);
+      const convention = options.convention ?? detectConvention(names, reader.path);
+      const { config, origin } = resolveConfig(pathOrDir, reader, options);
+      const ctx: LoadContext = { op, reader, conv: convention, origin, dtype, maxBytes: maxTensorBytes(gpu) };
+      // Every tensor of both towers is checked before the first is read.
+      const visionPlan = config.vision && planTower(ctx, 'vision', config.vision, config.embedDim);
+      const textPlan = config.text && planTower(ctx, 'text', config.text, config.embedDim);
       const used = new Set<string>();
-      const vision = config.vision && loadTower(gpu, reader, convention, 'vision', config.vision, config.embedDim, dtype, used);
+      const vision = visionPlan && uploadPlanned(gpu, reader, visionPlan, dtype, used);
       let text: Map<string, Tensor> | undefined;
+      let logitScale: number | undefined;
       try {
-        text = config.text && loadTower(gpu, reader, convention, 'text', config.text, config.embedDim, dtype, used);
+        text = textPlan && uploadPlanned(gpu, reader, textPlan, dtype, used);
+        logitScale = readLogitScale(reader, convention, used);
       } catch (err) {
-        for (const t of vision?.values() ?? []) t.dispose();
+        for (const t of [...(vision?.values() ?? []), ...(text?.values() ?? [])]) t.dispose();
         throw err;
       }
-      const logitScale = readLogitScale(reader, convention, used) ?? Math.log(1 / 0.07);
       const unused = names.filter((n) => !used.has(n));
       if (unused.length) console.warn(`ovgpu: ${unused.length} tensor(s) in ${reader.path} not used by CLIP: ${unused.slice(0, 5).join(', ')}${unused.length > 5 ? ', …' : ''}`);
-      return new ClipModel(gpu, { config, dtype, convention, logitScale, unused, vision, text, tokenizer });
+      return new ClipModel(gpu, { config, dtype, convention, logitScale: logitScale ?? Math.log(1 / 0.07), unused, vision, text, tokenizer });
+    } catch (err) {
+      throw loadError(op, err);
     } finally {
-      reader.close();
+      reader?.close();
     }
   }
 
@@ -243,16 +259,26 @@ function loadTokenizer(pathOrDir: string, given: ClipTokenizer | string | undefi
   return TOKENIZER_FILES.some((f) => existsSync(join(pathOrDir, f))) ? ClipTokenizer.load(pathOrDir) : undefined;
 }
 
-function resolveConfig(pathOrDir: string, reader: WeightReader & { close(): void }, options: ClipLoadOptions): ClipConfig {
-  if (isClipConfig(options.config)) return options.config;
-  if (options.config) return clipConfigFromHf(options.config);
+/** The config and where it came from: options.config, the folder's config.json, or the OpenAI tensors. */
+function resolveConfig(pathOrDir: string, reader: WeightReader, options: ClipLoadOptions): { config: ClipConfig; origin: ConfigOrigin } {
+  const given = options.config;
   const configPath = statSync(pathOrDir).isDirectory() ? join(pathOrDir, 'config.json') : undefined;
-  if (configPath && existsSync(configPath)) {
+  const source = given ? 'options.config' : configPath && existsSync(configPath) ? configPath : undefined;
+  if (!source) {
     try {
-      return clipConfigFromHf(JSON.parse(readFileSync(configPath, 'utf8')));
+      return { config: clipConfigFromOpenAi((n) => reader.shape(n), reader.names(), options.heads), origin: clipOrigin('the config inferred from the tensors') };
     } catch (err) {
-      throw new GpuError('ClipModel.load', `${configPath}: ${(err as Error).message}`, { cause: err });
+      throw new SafetensorsError(reader.path, `cannot infer the config: ${(err as Error).message}`, { cause: err });
     }
   }
-  return clipConfigFromOpenAi((n) => reader.shape(n), reader.names(), options.heads);
+  try {
+    if (isClipConfig(given)) {
+      checkClipConfig(given);
+      return { config: given, origin: clipOrigin(source) };
+    }
+    const json = given ?? (JSON.parse(readFileSync(source, 'utf8')) as Record<string, unknown>);
+    return { config: clipConfigFromHf(json), origin: hfOrigin(source, json) };
+  } catch (err) {
+    throw new GpuError('ClipModel.load', `${source}: ${(err as Error).message}`, { cause: err });
+  }
 }

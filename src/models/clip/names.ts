@@ -2,6 +2,7 @@
 // each convention maps them to checkpoint names. A list means "the first that exists" (spellings
 // differ between CLIP and OWL-ViT); `concat` stacks tensors along the first axis (HF's separate
 // q, k, v projections become the packed QKV weight OpenAI stores as in_proj_weight).
+import { SafetensorsError } from '../../io/safetensors.js';
 
 export type Source = string | readonly string[] | { readonly concat: readonly string[] };
 
@@ -130,14 +131,14 @@ export const OPENAI_NAMES: Convention = {
   logitScale: 'logit_scale',
 };
 
-/** Which convention a checkpoint uses, from the names it holds. */
-export function detectConvention(names: readonly string[]): Convention {
+/** Which convention a checkpoint uses, from the names it holds; `file` names it in the error. */
+export function detectConvention(names: readonly string[], file = 'checkpoint'): Convention {
   const has = (n: string) => names.includes(n);
   if (has('visual.conv1.weight') || has('token_embedding.weight')) return OPENAI_NAMES;
   for (const root of ['', 'owlvit.', 'clip.']) {
     if (has(`${root}vision_model.embeddings.class_embedding`) || has(`${root}text_model.embeddings.token_embedding.weight`)) return hfNames(root);
   }
-  throw new Error('no CLIP weights found: expected OpenAI names (visual.conv1.weight, …) or Hugging Face names (vision_model.embeddings.…)');
+  throw new SafetensorsError(file, 'no CLIP weights found: expected OpenAI names (visual.conv1.weight, …) or Hugging Face names (vision_model.embeddings.…)');
 }
 
 /** Every checkpoint source of one canonical parameter of a tower ('vision' | 'text'), layer i. */

@@ -1,18 +1,42 @@
 import { existsSync } from 'node:fs';
-import { openCheckpoint } from '../../io/safetensors.js';
+import { SafetensorsError, openCheckpoint } from '../../io/safetensors.js';
 import type { WeightReader } from './weights.js';
 
-/** A WeightReader over a .safetensors file, a sharded index, or a folder holding either. */
-export function openWeightReader(pathOrDir: string): WeightReader & { close(): void } {
-  if (!existsSync(pathOrDir)) throw new Error(`${pathOrDir}: no such file or folder`);
+export interface WeightReaderOptions {
+  /** Accept weights holding NaN or ±Inf (default: refused, naming the tensor). */
+  allowNonFinite?: boolean;
+}
+
+/**
+ * A WeightReader over a .safetensors file, a sharded index, or a folder holding either. Reading
+ * refuses integer tensors where weights are expected, and NaN or Inf unless `allowNonFinite`.
+ */
+export function openWeightReader(pathOrDir: string, options: WeightReaderOptions = {}): WeightReader & { close(): void } {
+  if (!existsSync(pathOrDir)) throw new SafetensorsError(pathOrDir, 'no such file or folder');
   const f = openCheckpoint(pathOrDir);
   return {
     path: f.path,
     names: () => f.names,
     shape: (n) => (f.has(n) ? f.entry(n).shape : undefined),
+    dtype: (n) => (f.has(n) ? f.entry(n).dtype : undefined),
     read: (n) => {
       const t = f.get(n);
-      return t.data instanceof Float32Array ? t.data : Float32Array.from(t.data);
+      const where = `tensor ${JSON.stringify(n)}`;
+      if (!(t.data instanceof Float32Array)) throw new SafetensorsError(f.file(n).path, `${where} has dtype ${t.dtype}, expected a float dtype`);
+      if (!options.allowNonFinite) {
+        const d = t.data;
+        let first = -1;
+        let count = 0;
+        // x - x is NaN exactly for NaN and ±Inf.
+        for (let i = 0; i < d.length; i++) {
+          if (d[i]! - d[i]! !== 0) {
+            if (first < 0) first = i;
+            count++;
+          }
+        }
+        if (count) throw new SafetensorsError(f.file(n).path, `${where} holds ${d[first]} at index ${first} (${count} non-finite of ${d.length} values); load with allowNonFinite: true to accept it`);
+      }
+      return t.data;
     },
     close: () => f.close(),
   };

@@ -1,7 +1,9 @@
 import type { Gpu } from '../../gpu/gpu.js';
-import { Tensor } from '../../tensor.js';
+import { GpuError } from '../../gpu/errors.js';
+import { SafetensorsError } from '../../io/safetensors.js';
+import { Tensor, paddedByteLength } from '../../tensor.js';
 import type { DType } from '../../dtype.js';
-import type { TextConfig, TowerConfig, VisionConfig } from './config.js';
+import type { ConfigKey, ConfigOrigin, TextConfig, TowerConfig, VisionConfig } from './config.js';
 import { sourceNames, sourceOf, type Convention } from './names.js';
 
 /** Read access to a checkpoint's tensors (one file or shards), one tensor at a time. */
@@ -10,7 +12,9 @@ export interface WeightReader {
   readonly path: string;
   names(): string[];
   shape(name: string): readonly number[] | undefined;
-  /** The tensor's values as f32 (F16/BF16 widened). */
+  /** The stored dtype (F32, F16, …); undefined when there is no such tensor. */
+  dtype(name: string): string | undefined;
+  /** A float tensor's values as f32 (F16/BF16 widened); refuses other dtypes and, unless allowed, NaN or Inf. */
   read(name: string): Float32Array;
 }
 
@@ -46,45 +50,138 @@ export function towerShapes(tower: 'vision' | 'text', c: VisionConfig | TextConf
   return new Map(entries);
 }
 
-/** Reads one canonical parameter from the checkpoint, checking its shape, recording what it used. */
-function readParam(reader: WeightReader, conv: Convention, tower: 'vision' | 'text', param: string, expected: number[], used: Set<string>): Float32Array {
-  const { source, prefix } = sourceOf(conv, tower, param);
-  const what = `${tower} ${param}`;
-  const { concat, names } = sourceNames(source);
-  if (concat) {
-    const partShape = [expected[0]! / names.length, ...expected.slice(1)];
-    const out = new Float32Array(expected.reduce((a, b) => a * b, 1));
-    names.forEach((name, k) => {
-      const data = readOne(reader, prefix + name, partShape, what, used);
-      out.set(data, k * data.length);
-    });
-    return out;
-  }
-  const found = names.map((n) => prefix + n).find((n) => reader.shape(n) !== undefined) ?? prefix + names[0]!;
-  return readOne(reader, found, expected, what, used);
+/** A checkpoint tensor (or the parts stacked into one) checked against the config, ready to read. */
+export interface PlannedParam {
+  /** Canonical name. */
+  readonly param: string;
+  readonly shape: readonly number[];
+  /** Checkpoint names: one, or the parts stacked along the first axis. */
+  readonly names: readonly string[];
 }
 
-function readOne(reader: WeightReader, name: string, expected: number[], what: string, used: Set<string>): Float32Array {
+/** What a load checks against: the checkpoint, its names, the config's origin, and the device. */
+export interface LoadContext {
+  readonly op: string;
+  readonly reader: WeightReader;
+  readonly conv: Convention;
+  readonly origin: ConfigOrigin;
+  /** Target storage: what the size limit is counted in. */
+  readonly dtype: DType;
+  /** Largest buffer the device binds, in bytes. */
+  readonly maxBytes: number;
+}
+
+const FLOAT_DTYPES = ['F32', 'F16', 'BF16'];
+
+/**
+ * Checks one checkpoint tensor's presence, dtype and shape, naming it (and `what` it is for).
+ * Only the header is consulted: nothing is read or allocated.
+ */
+export function checkTensor(reader: WeightReader, name: string, expected: readonly number[], what: string): void {
   const shape = reader.shape(name);
-  if (!shape) throw new Error(`${reader.path}: missing tensor ${JSON.stringify(name)} (${what}), expected shape ${fmt(expected)}`);
-  if (shape.join() !== expected.join()) {
-    throw new Error(`${reader.path}: tensor ${JSON.stringify(name)} (${what}) has shape ${fmt(shape)}, expected ${fmt(expected)}`);
+  if (!shape) throw new SafetensorsError(reader.path, `missing tensor ${JSON.stringify(name)} (${what}), expected shape ${fmt(expected)}`);
+  const dtype = reader.dtype(name);
+  if (!FLOAT_DTYPES.includes(dtype!)) throw new SafetensorsError(reader.path, `tensor ${JSON.stringify(name)} (${what}) has dtype ${dtype}, expected a float dtype (${FLOAT_DTYPES.join(', ')})`);
+  if (shape.join() !== expected.join()) throw new SafetensorsError(reader.path, `tensor ${JSON.stringify(name)} (${what}) has shape ${fmt(shape)}, expected ${fmt(expected)}`);
+}
+
+/** Refuses a parameter bigger than one device buffer before anything is read, naming the tensor. */
+export function checkSize(ctx: LoadContext, name: string, shape: readonly number[], what: string): void {
+  const bytes = paddedByteLength(shape, ctx.dtype);
+  if (bytes > ctx.maxBytes) {
+    throw new SafetensorsError(ctx.reader.path, `tensor ${JSON.stringify(name)} (${what}) of shape ${fmt(shape)} needs ${bytes} bytes as ${ctx.dtype}, above this device's limit of ${ctx.maxBytes} bytes per buffer`);
   }
-  used.add(name);
-  return reader.read(name);
+}
+
+/** The checkpoint name a non-stacked source resolves to: the first spelling present. */
+function resolve(reader: WeightReader, prefix: string, names: readonly string[]): string {
+  return names.map((n) => prefix + n).find((n) => reader.shape(n) !== undefined) ?? prefix + names[0]!;
+}
+
+/** Highest layer index present under a tower's layer prefix, plus one (0: no layers), and one name of it. */
+function layersPresent(reader: WeightReader, layerPrefix: string): { count: number; example?: string } {
+  const [head, tail] = layerPrefix.split('{i}') as [string, string];
+  const esc = (x: string) => x.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  const re = new RegExp(`^${esc(head)}(\\d+)${esc(tail)}`);
+  let count = 0;
+  let example: string | undefined;
+  for (const n of reader.names()) {
+    const m = re.exec(n);
+    if (m && Number(m[1]) + 1 > count) [count, example] = [Number(m[1]) + 1, n];
+  }
+  return { count, example };
 }
 
 /**
- * Uploads a tower's weights (read and uploaded one at a time) under canonical names, except the
- * canonical names in `skip` (e.g. 'proj' for heads that never project). On any error the tensors
- * uploaded so far are freed before it is rethrown.
+ * Checks a tower's config against the checkpoint header, then every tensor's presence, dtype, shape
+ * and size, before anything is read or allocated. The sizes the config gives (layers, width, MLP
+ * width, patch and image size, context, vocabulary, projection) are compared first with the tensor
+ * that fixes each, so a wrong config is named as such (with the field and the tensor), and a huge
+ * layer count never builds a huge list. Returns what to read, in order.
  */
-export function loadTower(gpu: Gpu, reader: WeightReader, conv: Convention, tower: 'vision' | 'text', config: VisionConfig | TextConfig, embedDim: number, dtype: DType, used: Set<string>, skip: readonly string[] = []): Map<string, Tensor> {
+export function planTower(ctx: LoadContext, tower: 'vision' | 'text', config: VisionConfig | TextConfig, embedDim: number, skip: readonly string[] = []): PlannedParam[] {
+  const { reader, conv, origin } = ctx;
+  const layers = layersPresent(reader, conv[tower].layer);
+  if (config.layers !== layers.count) {
+    const evidence = config.layers > layers.count
+      ? `no tensor ${JSON.stringify(conv[tower].layer.replace('{i}', String(layers.count)) + String(sourceNames(conv.layer['ln1.weight']!).names[0]))}`
+      : `tensor ${JSON.stringify(layers.example)} is of layer ${layers.count - 1}`;
+    throw new GpuError(ctx.op, `${origin.source}: ${origin.field(tower, 'layers')} is ${config.layers}, but ${reader.path} has ${layers.count} ${tower} layers (${evidence})`);
+  }
+  const facts: [ConfigKey, string, number, number, string?][] = [];
+  if (tower === 'vision') {
+    const v = config as VisionConfig;
+    const grid = v.imageSize / v.patchSize;
+    facts.push(['width', 'patch.weight', 0, v.width], ['patchSize', 'patch.weight', 2, v.patchSize], ['imageSize', 'pos', 0, 1 + grid * grid, `1 + (${v.imageSize} / ${v.patchSize})² positions`]);
+  } else {
+    const t = config as TextConfig;
+    facts.push(['vocabSize', 'tok', 0, t.vocabSize], ['width', 'tok', 1, t.width], ['contextLength', 'pos', 0, t.contextLength]);
+  }
+  facts.push(['mlpWidth', 'layers.0.fc1.weight', 0, config.mlpWidth]);
+  if (!skip.includes('proj')) facts.push(['embedDim', 'proj', conv.projectionLayout === 'NK' ? 0 : 1, embedDim]);
+  for (const [key, param, axis, want, why] of facts) {
+    const { source, prefix } = sourceOf(conv, tower, param);
+    const name = resolve(reader, prefix, sourceNames(source).names);
+    const shape = reader.shape(name);
+    // A missing or low-rank tensor is reported by the full check below.
+    if (!shape || shape.length <= axis || shape[axis] === want) continue;
+    const value = key === 'embedDim' ? embedDim : (config as unknown as Record<string, number>)[key];
+    throw new GpuError(ctx.op, `${origin.source}: ${origin.field(tower, key)} is ${value}, but tensor ${JSON.stringify(name)} in ${reader.path} has shape ${fmt(shape)} (expected ${why ?? want}${why ? ` = ${want}` : ''} at axis ${axis})`);
+  }
+  const out: PlannedParam[] = [];
+  for (const [param, shape] of towerShapes(tower, config, embedDim, conv.projectionLayout)) {
+    if (skip.includes(param)) continue;
+    const { source, prefix } = sourceOf(conv, tower, param);
+    const what = `${tower} ${param}`;
+    const { concat, names } = sourceNames(source);
+    const resolved = concat ? names.map((n) => prefix + n) : [resolve(reader, prefix, names)];
+    const partShape = concat ? [shape[0]! / names.length, ...shape.slice(1)] : shape;
+    for (const name of resolved) checkTensor(reader, name, partShape, what);
+    checkSize(ctx, resolved.length > 1 ? `${resolved[0]} + ${resolved.length - 1} more` : resolved[0]!, shape, what);
+    out.push({ param, shape, names: resolved });
+  }
+  return out;
+}
+
+/**
+ * Reads and uploads planned parameters one at a time under their canonical names, recording the
+ * checkpoint names used. On any error the tensors uploaded so far are freed before it is rethrown.
+ */
+export function uploadPlanned(gpu: Gpu, reader: WeightReader, plan: readonly PlannedParam[], dtype: DType, used: Set<string>): Map<string, Tensor> {
   const out = new Map<string, Tensor>();
   try {
-    for (const [param, shape] of towerShapes(tower, config, embedDim, conv.projectionLayout)) {
-      if (skip.includes(param)) continue;
-      out.set(param, Tensor.from(gpu, readParam(reader, conv, tower, param, shape, used), shape, dtype));
+    for (const { param, shape, names } of plan) {
+      let data: Float32Array;
+      if (names.length === 1) data = reader.read(names[0]!);
+      else {
+        data = new Float32Array(shape.reduce((a, b) => a * b, 1));
+        names.forEach((name, k) => {
+          const part = reader.read(name);
+          data.set(part, k * part.length);
+        });
+      }
+      for (const name of names) used.add(name);
+      out.set(param, Tensor.from(gpu, data, shape, dtype));
     }
     return out;
   } catch (err) {
@@ -93,10 +190,16 @@ export function loadTower(gpu: Gpu, reader: WeightReader, conv: Convention, towe
   }
 }
 
-/** The stored (log) logit scale, a 0-d tensor. */
+/** The stored (log) logit scale: one finite float, or undefined when the checkpoint has none. */
 export function readLogitScale(reader: WeightReader, conv: Convention, used: Set<string>): number | undefined {
   const shape = reader.shape(conv.logitScale);
   if (!shape) return undefined;
+  checkTensor(reader, conv.logitScale, shape.length ? [1] : [], 'logit scale');
   used.add(conv.logitScale);
   return reader.read(conv.logitScale)[0];
+}
+
+/** Any loader failure as a GpuError naming `op` (GpuErrors, SafetensorsErrors included, pass as they are). */
+export function loadError(op: string, err: unknown): GpuError {
+  return err instanceof GpuError ? err : new GpuError(op, err instanceof Error ? err.message : String(err), { cause: err });
 }

@@ -4,10 +4,11 @@ import { join } from 'node:path';
 import type { Gpu, GpuStats } from '../../gpu/gpu.js';
 import { GpuError, check } from '../../gpu/errors.js';
 import type { DType } from '../../dtype.js';
-import { Tensor } from '../../tensor.js';
+import { Tensor, maxTensorBytes } from '../../tensor.js';
 import type { GraphBuilder, Value } from '../../graph/builder.js';
 import { hfNames } from '../clip/names.js';
-import { loadTower, type WeightReader } from '../clip/weights.js';
+import { checkSize, checkTensor, loadError, planTower, uploadPlanned, type LoadContext, type PlannedParam, type WeightReader } from '../clip/weights.js';
+import { hfOrigin } from '../clip/config.js';
 import { openWeightReader } from '../clip/reader.js';
 import { poolIndices, type Weights } from '../clip/towers.js';
 import { owlVitConfigFromHf, type OwlVitConfig } from './config.js';
@@ -34,6 +35,8 @@ export interface OwlVitLoadOptions {
   tokenizer?: ClipTokenizer | string;
   /** Text embeddings kept per query, least recently added dropped first (default 4096). */
   textCacheSize?: number;
+  /** Accept weights holding NaN or ±Inf (default: the load fails, naming the tensor). */
+  allowNonFinite?: boolean;
 }
 
 /** An image for detect: a path or encoded bytes, or pixels already preprocessed to the model's size. */
@@ -212,12 +215,15 @@ export class OwlVitDetector {
     check(existsSync(dir) && statSync(dir).isDirectory(), op, `${dir}: no such model folder`);
     let config: OwlVitConfig;
     const configPath = join(dir, 'config.json');
+    const source = options.config ? 'options.config' : configPath;
+    let json: Record<string, unknown>;
     try {
-      if (options.config) config = owlVitConfigFromHf(options.config);
-      else if (existsSync(configPath)) config = owlVitConfigFromHf(JSON.parse(readFileSync(configPath, 'utf8')));
+      if (options.config) json = options.config;
+      else if (existsSync(configPath)) json = JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>;
       else throw new Error('no config.json in this folder');
+      config = owlVitConfigFromHf(json);
     } catch (err) {
-      throw new GpuError(op, `${options.config ? 'config' : configPath}: ${(err as Error).message}`, { cause: err });
+      throw new GpuError(op, `${source}: ${(err as Error).message}`, { cause: err });
     }
     let tokenizer: ClipTokenizer | undefined;
     try {
@@ -227,28 +233,24 @@ export class OwlVitDetector {
     } catch (err) {
       throw new GpuError(op, `tokenizer: ${(err as Error).message}`, { cause: err });
     }
-    let reader: WeightReader & { close(): void };
-    try {
-      reader = openWeightReader(dir);
-    } catch (err) {
-      throw new GpuError(op, (err as Error).message, { cause: err });
-    }
+    let reader: (WeightReader & { close(): void }) | undefined;
     const loaded: Map<string, Tensor>[] = [];
     try {
+      reader = openWeightReader(dir, { allowNonFinite: options.allowNonFinite });
+      const ctx: LoadContext = { op, reader, conv: hfNames('owlvit.'), origin: hfOrigin(source, json), dtype, maxBytes: maxTensorBytes(gpu) };
+      // Every tensor is checked against the config before the first is read.
+      const plans = [planTower(ctx, 'vision', config.vision, config.embedDim, ['proj']), planTower(ctx, 'text', config.text, config.embedDim), planHead(ctx, config)];
       const used = new Set<string>();
-      const conv = hfNames('owlvit.');
-      loaded.push(loadTower(gpu, reader, conv, 'vision', config.vision, config.embedDim, dtype, used, ['proj']));
-      loaded.push(loadTower(gpu, reader, conv, 'text', config.text, config.embedDim, dtype, used));
-      loaded.push(loadHead(gpu, reader, config, dtype, used));
+      for (const plan of plans) loaded.push(uploadPlanned(gpu, reader, plan, dtype, used));
       const unused = reader.names().filter((n) => !used.has(n) && !UNUSED_BY_DETECTION.includes(n));
       if (unused.length) console.warn(`ovgpu: ${unused.length} tensor(s) in ${reader.path} not used by OWL-ViT: ${unused.slice(0, 5).join(', ')}${unused.length > 5 ? ', …' : ''}`);
       const [vision, text, head] = loaded as [Map<string, Tensor>, Map<string, Tensor>, Map<string, Tensor>];
       return new OwlVitDetector(gpu, { config, dtype, unused, vision, text, head, tokenizer, textCacheSize });
     } catch (err) {
       for (const m of loaded) for (const t of m.values()) t.dispose();
-      throw err instanceof GpuError ? err : new GpuError(op, (err as Error).message, { cause: err });
+      throw loadError(op, err);
     } finally {
-      reader.close();
+      reader?.close();
     }
   }
 
@@ -651,20 +653,11 @@ function normaliseQueryBoxes(op: string, box: ImageGuidedInputs['queryBox'], nq:
   return boxes;
 }
 
-/** Uploads the detection heads' parameters under their canonical names, checking shapes. */
-function loadHead(gpu: Gpu, reader: WeightReader, config: OwlVitConfig, dtype: DType, used: Set<string>): Map<string, Tensor> {
-  const out = new Map<string, Tensor>();
-  try {
-    for (const [param, { name, shape }] of headShapes(config)) {
-      const found = reader.shape(name);
-      if (!found) throw new Error(`${reader.path}: missing tensor ${JSON.stringify(name)} (detection head), expected shape [${shape.join(', ')}]`);
-      if (found.join() !== shape.join()) throw new Error(`${reader.path}: tensor ${JSON.stringify(name)} has shape [${found.join(', ')}], expected [${shape.join(', ')}]`);
-      used.add(name);
-      out.set(param, Tensor.from(gpu, reader.read(name), shape, dtype));
-    }
-    return out;
-  } catch (err) {
-    for (const t of out.values()) t.dispose();
-    throw err;
-  }
+/** The detection heads' parameters under their canonical names, checked like the towers'. */
+function planHead(ctx: LoadContext, config: OwlVitConfig): PlannedParam[] {
+  return [...headShapes(config)].map(([param, { name, shape }]) => {
+    checkTensor(ctx.reader, name, shape, 'detection head');
+    checkSize(ctx, name, shape, 'detection head');
+    return { param, shape, names: [name] };
+  });
 }
