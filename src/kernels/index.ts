@@ -4,6 +4,7 @@ export { runKernel, getPipeline, pipelineKey } from './runtime.js';
 export * from './elementwise.js';
 export * from './copy.js';
 export * from './reduce.js';
+export * from './losses.js';
 export * from './gather.js';
 export * from './layerNorm.js';
 export * from './softmax.js';
