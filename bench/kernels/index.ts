@@ -17,3 +17,4 @@ export { cases as reduce } from './reduce.js';
 export { cases as regionWordSimilarity } from './regionWordSimilarity.js';
 export { cases as roiAlign } from './roiAlign.js';
 export { cases as softmax } from './softmax.js';
+export { cases as softmaxBackward } from './softmaxBackward.js';

@@ -8,6 +8,7 @@ export * from './losses.js';
 export * from './gather.js';
 export * from './layerNorm.js';
 export * from './softmax.js';
+export * from './softmaxBackward.js';
 export * from './patchEmbed.js';
 export * from './boxes.js';
 export * from './roiAlign.js';
