@@ -1,11 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { GpuError, Tensor, kernels, type DType, type Gpu } from '../../src/index.js';
-import { useGpu } from '../util/gpu.js';
+import { forEachProfile, requireF16 } from '../util/gpu.js';
 import { expectClose } from '../util/check.js';
 import { randomArray } from '../util/random.js';
 import { matmulReference, type MatmulActivation, type MatmulVariant } from '../../src/kernels/matmul.js';
-
-const getGpu = useGpu();
 
 interface Case {
   aShape: number[];
@@ -76,156 +74,159 @@ const BATCHED_SHAPES: Array<[number[], number]> = [
 const ACTIVATIONS: MatmulActivation[] = ['none', 'gelu', 'quick_gelu'];
 const VARIANTS: MatmulVariant[] = ['register', 'tiled'];
 
-describe('matmul', () => {
-  for (const variant of VARIANTS) {
-    for (const transposeB of [false, true]) {
-      it(`${variant}${transposeB ? ' transposeB' : ''} matches the reference on awkward shapes (f32)`, async () => {
+forEachProfile((_, getGpu) => {
+  describe('matmul', () => {
+    for (const variant of VARIANTS) {
+      for (const transposeB of [false, true]) {
+        it(`${variant}${transposeB ? ' transposeB' : ''} matches the reference on awkward shapes (f32)`, async () => {
+          const gpu = await getGpu();
+          for (const [s, [aShape, N]] of SHAPES.entries()) await checkCase(gpu, { aShape, N, transposeB }, variant, 'f32', 10 * s);
+        });
+      }
+
+      it(`${variant}: every epilogue (bias, activation, residual)`, async () => {
         const gpu = await getGpu();
-        for (const [s, [aShape, N]] of SHAPES.entries()) await checkCase(gpu, { aShape, N, transposeB }, variant, 'f32', 10 * s);
+        let i = 0;
+        for (const bias of [false, true]) {
+          for (const residual of [false, true]) {
+            for (const activation of ACTIVATIONS) {
+              // Alternate layouts and shapes so both the vec4 and the scalar paths see each epilogue.
+              const transposeB = i % 2 === 1;
+              const aShape = i % 3 === 0 ? [2, 7, 13] : [11, 24];
+              await checkCase(gpu, { aShape, N: i % 4 < 2 ? 12 : 10, transposeB, bias, activation, residual }, variant, 'f32', 100 + i++);
+            }
+          }
+        }
+      });
+
+      it(`${variant}: batched b (one matrix per batch of a), both layouts, awkward shapes`, async () => {
+        const gpu = await getGpu();
+        let i = 0;
+        for (const transposeB of [false, true]) {
+          // One batch; primes (scalar path); vec4 path; a row-block tail per batch (M = 9 with 8-row
+          // blocks); attention-like [B, H, L, Dh] products; two batch dimensions.
+          for (const [aShape, N] of BATCHED_SHAPES) await checkCase(gpu, { aShape, N, transposeB, batchedB: true }, variant, 'f32', 500 + i++);
+        }
+        await checkCase(gpu, { aShape: [3, 9, 12], N: 8, batchedB: true, bias: true, activation: 'gelu', residual: true }, variant, 'f32', 520);
+        await checkCase(gpu, { aShape: [2, 5, 7], N: 6, transposeB: true, batchedB: true, bias: true, residual: true }, variant, 'f32', 521);
+      });
+
+      it(`${variant}: transposeA (aᵀ·b), shared and batched b, both b layouts, every epilogue`, async () => {
+        const gpu = await getGpu();
+        let i = 0;
+        for (const transposeB of [false, true]) {
+          for (const [aShape, N] of SHAPES.filter(([s]) => s.length === 2)) await checkCase(gpu, { aShape, N, transposeA: true, transposeB }, variant, 'f32', 600 + i++);
+          for (const [aShape, N] of BATCHED_SHAPES) await checkCase(gpu, { aShape, N, transposeA: true, transposeB, batchedB: true }, variant, 'f32', 600 + i++);
+        }
+        await checkCase(gpu, { aShape: [24, 13], N: 12, transposeA: true, bias: true, activation: 'gelu', residual: true }, variant, 'f32', 650);
+        await checkCase(gpu, { aShape: [3, 9, 12], N: 8, transposeA: true, transposeB: true, batchedB: true, bias: true, activation: 'quick_gelu', residual: true }, variant, 'f32', 651);
+      });
+
+      it(`${variant}: f16 storage matches the reference within 1e-2`, async (ctx) => {
+        const gpu = await getGpu();
+        requireF16(ctx, gpu);
+        await checkCase(gpu, { aShape: [13, 19], N: 17 }, variant, 'f16', 200);
+        await checkCase(gpu, { aShape: [2, 9, 64], N: 24, transposeB: true, bias: true, activation: 'gelu', residual: true }, variant, 'f16', 201);
+        await checkCase(gpu, { aShape: [50, 128], N: 36, bias: true, activation: 'quick_gelu' }, variant, 'f16', 202);
+        await checkCase(gpu, { aShape: [3, 17, 16], N: 17, transposeB: true, batchedB: true }, variant, 'f16', 203);
+        await checkCase(gpu, { aShape: [2, 13, 5], N: 7, batchedB: true, residual: true }, variant, 'f16', 204);
+        await checkCase(gpu, { aShape: [2, 13, 20], N: 9, transposeA: true, batchedB: true }, variant, 'f16', 205);
       });
     }
 
-    it(`${variant}: every epilogue (bias, activation, residual)`, async () => {
+    it('K = 0 gives act(bias) + residual; empty M gives an empty output', async () => {
       const gpu = await getGpu();
-      let i = 0;
-      for (const bias of [false, true]) {
-        for (const residual of [false, true]) {
-          for (const activation of ACTIVATIONS) {
-            // Alternate layouts and shapes so both the vec4 and the scalar paths see each epilogue.
-            const transposeB = i % 2 === 1;
-            const aShape = i % 3 === 0 ? [2, 7, 13] : [11, 24];
-            await checkCase(gpu, { aShape, N: i % 4 < 2 ? 12 : 10, transposeB, bias, activation, residual }, variant, 'f32', 100 + i++);
-          }
-        }
+      await checkCase(gpu, { aShape: [3, 0], N: 5, bias: true, activation: 'gelu', residual: true }, 'register', 'f32', 300);
+      const a = Tensor.from(gpu, [], [0, 4]);
+      const b = Tensor.from(gpu, randomArray(12, 301), [4, 3]);
+      const out = await kernels.matmul(gpu, a, b);
+      expect(out.shape).toEqual([0, 3]);
+      for (const t of [a, b, out]) t.dispose();
+    });
+
+    it('folds row blocks past the per-dimension workgroup limit into z', async () => {
+      const gpu = await getGpu();
+      const max = gpu.limits.maxComputeWorkgroupsPerDimension ?? 65535;
+      const { register, tiled } = kernels.matmulConfig(gpu);
+      for (const variant of VARIANTS) {
+        // One more row block than the limit; K = N = 1 keeps it cheap.
+        const M = max * (variant === 'register' ? register.ROWS : 4 * tiled.WG_Y) + 3;
+        const plan = kernels.matmulKernel.plan(gpu, [{ shape: [M, 1], dtype: 'f32' }, { shape: [1, 1], dtype: 'f32' }], [{ shape: [M, 1], dtype: 'f32' }], { variant });
+        expect(plan.dispatches[0]!.workgroups[2]).toBe(2);
+        await checkCase(gpu, { aShape: [M, 1], N: 1, bias: true }, variant, 'f32', 400);
+        // Batched: one block per batch, one batch more than the limit.
+        const B = max + 1;
+        const info = (shape: number[]) => ({ shape, dtype: 'f32' as const });
+        const batchedPlan = kernels.matmulKernel.plan(gpu, [info([B, 1, 1]), info([B, 1, 1])], [info([B, 1, 1])], { variant });
+        expect(batchedPlan.dispatches[0]!.workgroups[2]).toBe(2);
+        await checkCase(gpu, { aShape: [B, 1, 1], N: 1, batchedB: true, residual: true }, variant, 'f32', 401);
       }
-    });
+      // Millions of rows (the gpu profile's 64-row tiles double them): about a minute on lavapipe.
+    }, 300_000);
 
-    it(`${variant}: batched b (one matrix per batch of a), both layouts, awkward shapes`, async () => {
+    it('chooses the register variant on CPU adapters and the tiled one elsewhere', async () => {
       const gpu = await getGpu();
-      let i = 0;
-      for (const transposeB of [false, true]) {
-        // One batch; primes (scalar path); vec4 path; a row-block tail per batch (M = 9 with 8-row
-        // blocks); attention-like [B, H, L, Dh] products; two batch dimensions.
-        for (const [aShape, N] of BATCHED_SHAPES) await checkCase(gpu, { aShape, N, transposeB, batchedB: true }, variant, 'f32', 500 + i++);
-      }
-      await checkCase(gpu, { aShape: [3, 9, 12], N: 8, batchedB: true, bias: true, activation: 'gelu', residual: true }, variant, 'f32', 520);
-      await checkCase(gpu, { aShape: [2, 5, 7], N: 6, transposeB: true, batchedB: true, bias: true, residual: true }, variant, 'f32', 521);
-    });
-
-    it(`${variant}: transposeA (aᵀ·b), shared and batched b, both b layouts, every epilogue`, async () => {
-      const gpu = await getGpu();
-      let i = 0;
-      for (const transposeB of [false, true]) {
-        for (const [aShape, N] of SHAPES.filter(([s]) => s.length === 2)) await checkCase(gpu, { aShape, N, transposeA: true, transposeB }, variant, 'f32', 600 + i++);
-        for (const [aShape, N] of BATCHED_SHAPES) await checkCase(gpu, { aShape, N, transposeA: true, transposeB, batchedB: true }, variant, 'f32', 600 + i++);
-      }
-      await checkCase(gpu, { aShape: [24, 13], N: 12, transposeA: true, bias: true, activation: 'gelu', residual: true }, variant, 'f32', 650);
-      await checkCase(gpu, { aShape: [3, 9, 12], N: 8, transposeA: true, transposeB: true, batchedB: true, bias: true, activation: 'quick_gelu', residual: true }, variant, 'f32', 651);
-    });
-
-    it(`${variant}: f16 storage matches the reference within 1e-2`, async () => {
-      const gpu = await getGpu();
-      if (!gpu.features.has('shader-f16')) return;
-      await checkCase(gpu, { aShape: [13, 19], N: 17 }, variant, 'f16', 200);
-      await checkCase(gpu, { aShape: [2, 9, 64], N: 24, transposeB: true, bias: true, activation: 'gelu', residual: true }, variant, 'f16', 201);
-      await checkCase(gpu, { aShape: [50, 128], N: 36, bias: true, activation: 'quick_gelu' }, variant, 'f16', 202);
-      await checkCase(gpu, { aShape: [3, 17, 16], N: 17, transposeB: true, batchedB: true }, variant, 'f16', 203);
-      await checkCase(gpu, { aShape: [2, 13, 5], N: 7, batchedB: true, residual: true }, variant, 'f16', 204);
-      await checkCase(gpu, { aShape: [2, 13, 20], N: 9, transposeA: true, batchedB: true }, variant, 'f16', 205);
-    });
-  }
-
-  it('K = 0 gives act(bias) + residual; empty M gives an empty output', async () => {
-    const gpu = await getGpu();
-    await checkCase(gpu, { aShape: [3, 0], N: 5, bias: true, activation: 'gelu', residual: true }, 'register', 'f32', 300);
-    const a = Tensor.from(gpu, [], [0, 4]);
-    const b = Tensor.from(gpu, randomArray(12, 301), [4, 3]);
-    const out = await kernels.matmul(gpu, a, b);
-    expect(out.shape).toEqual([0, 3]);
-    for (const t of [a, b, out]) t.dispose();
-  });
-
-  it('folds row blocks past the per-dimension workgroup limit into z', async () => {
-    const gpu = await getGpu();
-    const max = gpu.limits.maxComputeWorkgroupsPerDimension ?? 65535;
-    const { register, tiled } = kernels.matmulConfig(gpu);
-    for (const variant of VARIANTS) {
-      // One more row block than the limit; K = N = 1 keeps it cheap.
-      const M = max * (variant === 'register' ? register.ROWS : 4 * tiled.WG_Y) + 3;
-      const plan = kernels.matmulKernel.plan(gpu, [{ shape: [M, 1], dtype: 'f32' }, { shape: [1, 1], dtype: 'f32' }], [{ shape: [M, 1], dtype: 'f32' }], { variant });
-      expect(plan.dispatches[0]!.workgroups[2]).toBe(2);
-      await checkCase(gpu, { aShape: [M, 1], N: 1, bias: true }, variant, 'f32', 400);
-      // Batched: one block per batch, one batch more than the limit.
-      const B = max + 1;
+      const plan = kernels.matmulKernel.plan(gpu, [{ shape: [8, 8], dtype: 'f32' }, { shape: [8, 8], dtype: 'f32' }], [{ shape: [8, 8], dtype: 'f32' }], {});
+      expect(plan.dispatches[0]!.program.entryPoint).toBe(kernels.isCpuAdapter(gpu) ? 'register_vec4' : 'tiled');
+      expect(plan.flops).toBe(2 * 8 * 8 * 8);
       const info = (shape: number[]) => ({ shape, dtype: 'f32' as const });
-      const batchedPlan = kernels.matmulKernel.plan(gpu, [info([B, 1, 1]), info([B, 1, 1])], [info([B, 1, 1])], { variant });
-      expect(batchedPlan.dispatches[0]!.workgroups[2]).toBe(2);
-      await checkCase(gpu, { aShape: [B, 1, 1], N: 1, batchedB: true, residual: true }, variant, 'f32', 401);
-    }
-  });
+      const batched = kernels.matmulKernel.plan(gpu, [info([2, 3, 5, 7]), info([2, 3, 11, 7])], [info([2, 3, 5, 11])], { transposeB: true });
+      expect(batched.flops).toBe(2 * 6 * 5 * 11 * 7);
+      expect(batched.bytes).toBe(4 * 6 * (5 * 7 + 11 * 7 + 5 * 11));
+    });
 
-  it('chooses the register variant on CPU adapters and the tiled one elsewhere', async () => {
-    const gpu = await getGpu();
-    const plan = kernels.matmulKernel.plan(gpu, [{ shape: [8, 8], dtype: 'f32' }, { shape: [8, 8], dtype: 'f32' }], [{ shape: [8, 8], dtype: 'f32' }], {});
-    expect(plan.dispatches[0]!.program.entryPoint).toBe(kernels.isCpuAdapter(gpu) ? 'register_vec4' : 'tiled');
-    expect(plan.flops).toBe(2 * 8 * 8 * 8);
-    const info = (shape: number[]) => ({ shape, dtype: 'f32' as const });
-    const batched = kernels.matmulKernel.plan(gpu, [info([2, 3, 5, 7]), info([2, 3, 11, 7])], [info([2, 3, 5, 11])], { transposeB: true });
-    expect(batched.flops).toBe(2 * 6 * 5 * 11 * 7);
-    expect(batched.bytes).toBe(4 * 6 * (5 * 7 + 11 * 7 + 5 * 11));
-  });
-
-  it('rejects bad input before dispatching', async () => {
-    const gpu = await getGpu();
-    const a = Tensor.from(gpu, new Float32Array(2 * 3 * 4), [2, 3, 4]);
-    const b = Tensor.from(gpu, new Float32Array(4 * 5), [4, 5]);
-    const b3 = Tensor.from(gpu, new Float32Array(4 * 5), [1, 4, 5]);
-    const a1 = Tensor.from(gpu, new Float32Array(4), [4]);
-    const a2 = Tensor.from(gpu, new Float32Array(12), [3, 4]);
-    const bBatched = Tensor.from(gpu, new Float32Array(2 * 4 * 5), [2, 4, 5]);
-    const bBadK = Tensor.from(gpu, new Float32Array(2 * 5 * 5), [2, 5, 5]);
-    const b4d = Tensor.from(gpu, new Float32Array(2 * 4 * 5), [1, 2, 4, 5]);
-    const bias4 = Tensor.from(gpu, new Float32Array(4), [4]);
-    const res = Tensor.from(gpu, new Float32Array(3 * 5), [3, 5]);
-    const h = Tensor.from(gpu, new Float32Array(20), [4, 5], 'f16');
-    const i = Tensor.from(gpu, new Int32Array(12), [3, 4], 'i32');
-    const before = gpu.stats();
-    const shared = '\\[K=4, N\\] or \\[2, K=4, N\\]';
-    await expect(kernels.matmul(gpu, a, bias4)).rejects.toThrow(new RegExp(`^matmul: b must be ${shared} to match a of shape \\[2, 3, 4\\], got \\[4\\]$`));
-    // Batch dimensions that differ from a's, or a rank that is neither 2 nor a's.
-    await expect(kernels.matmul(gpu, a, b3)).rejects.toThrow(new RegExp(`^matmul: b must be ${shared} to match a of shape \\[2, 3, 4\\], got \\[1, 4, 5\\]$`));
-    await expect(kernels.matmul(gpu, a, b4d)).rejects.toThrow(new RegExp(`^matmul: b must be ${shared} to match a of shape \\[2, 3, 4\\], got \\[1, 2, 4, 5\\]$`));
-    await expect(kernels.matmul(gpu, a2, bBatched)).rejects.toThrow(/^matmul: b must be \[K=4, N\] to match a of shape \[3, 4\], got \[2, 4, 5\]$/);
-    await expect(kernels.matmul(gpu, a, res)).rejects.toThrow(new RegExp(`^matmul: b of shape \\[3, 5\\] must be ${shared} to match a of shape \\[2, 3, 4\\]$`));
-    await expect(kernels.matmul(gpu, a, bBadK)).rejects.toThrow(new RegExp(`^matmul: b of shape \\[2, 5, 5\\] must be ${shared} to match a of shape \\[2, 3, 4\\]$`));
-    await expect(kernels.matmul(gpu, a, b, { transposeB: true })).rejects.toThrow(
-      /^matmul: b of shape \[4, 5\] must be \[N, K=4\] or \[2, N, K=4\] \(transposeB\) to match a of shape \[2, 3, 4\]$/,
-    );
-    await expect(kernels.matmul(gpu, a, bBatched, { transposeB: true })).rejects.toThrow(
-      /^matmul: b of shape \[2, 4, 5\] must be \[N, K=4\] or \[2, N, K=4\] \(transposeB\) to match a of shape \[2, 3, 4\]$/,
-    );
-    await expect(kernels.matmul(gpu, a, bBatched, { residual: res })).rejects.toThrow(
-      /^matmul: residual of shape \[3, 5\] must equal the output shape \[2, 3, 5\]$/,
-    );
-    await expect(kernels.matmul(gpu, a, b, { transposeA: true })).rejects.toThrow(
-      /^matmul: b must be \[2, K=3, N\] to match a of shape \[2, 3, 4\] \(transposeA\), got \[4, 5\]$/,
-    );
-    await expect(kernels.matmul(gpu, a1, b)).rejects.toThrow(/^matmul: a must be \[\.\.\., M, K\], got \[4\]$/);
-    await expect(kernels.matmul(gpu, a, h)).rejects.toThrow(/^matmul: b must be f32 like a, got f16$/);
-    await expect(kernels.matmul(gpu, i, b)).rejects.toThrow(/^matmul: a must be f32 or f16, got i32$/);
-    await expect(kernels.matmul(gpu, a, b, { bias: bias4 })).rejects.toThrow(/^matmul: bias of shape \[4\] must be \[N\] = \[5\]$/);
-    await expect(kernels.matmul(gpu, a, b, { bias: h })).rejects.toThrow(/^matmul: bias must be f32 like a, got f16$/);
-    await expect(kernels.matmul(gpu, a, b, { residual: res })).rejects.toThrow(
-      /^matmul: residual of shape \[3, 5\] must equal the output shape \[2, 3, 5\]$/,
-    );
-    await expect(kernels.matmul(gpu, a, b, { activation: 'relu' as never })).rejects.toThrow(/^matmul: unknown activation "relu"/);
-    await expect(kernels.matmul(gpu, a, b, { activation: 'toString' as never })).rejects.toThrow(/^matmul: unknown activation "toString"/);
-    await expect(kernels.matmul(gpu, a, b, { variant: 'fast' as never })).rejects.toThrow(/^matmul: unknown variant "fast"/);
-    await expect(kernels.matmul(gpu, a, b, { bias: b })).rejects.toThrow(GpuError);
-    expect(() => kernels.matmulKernel.outputs([{ shape: [2, 4], dtype: 'f32' }, { shape: [4, 5], dtype: 'f32' }], { hasBias: true })).toThrow(
-      /^matmul: expected 3 inputs \[a, b, bias\], got 2$/,
-    );
-    expect(gpu.stats()).toEqual(before);
-    for (const t of [a, b, b3, a1, a2, bBatched, bBadK, b4d, bias4, res, h, i]) t.dispose();
+    it('rejects bad input before dispatching', async () => {
+      const gpu = await getGpu();
+      const a = Tensor.from(gpu, new Float32Array(2 * 3 * 4), [2, 3, 4]);
+      const b = Tensor.from(gpu, new Float32Array(4 * 5), [4, 5]);
+      const b3 = Tensor.from(gpu, new Float32Array(4 * 5), [1, 4, 5]);
+      const a1 = Tensor.from(gpu, new Float32Array(4), [4]);
+      const a2 = Tensor.from(gpu, new Float32Array(12), [3, 4]);
+      const bBatched = Tensor.from(gpu, new Float32Array(2 * 4 * 5), [2, 4, 5]);
+      const bBadK = Tensor.from(gpu, new Float32Array(2 * 5 * 5), [2, 5, 5]);
+      const b4d = Tensor.from(gpu, new Float32Array(2 * 4 * 5), [1, 2, 4, 5]);
+      const bias4 = Tensor.from(gpu, new Float32Array(4), [4]);
+      const res = Tensor.from(gpu, new Float32Array(3 * 5), [3, 5]);
+      const h = Tensor.from(gpu, new Float32Array(20), [4, 5], 'f16');
+      const i = Tensor.from(gpu, new Int32Array(12), [3, 4], 'i32');
+      const before = gpu.stats();
+      const shared = '\\[K=4, N\\] or \\[2, K=4, N\\]';
+      await expect(kernels.matmul(gpu, a, bias4)).rejects.toThrow(new RegExp(`^matmul: b must be ${shared} to match a of shape \\[2, 3, 4\\], got \\[4\\]$`));
+      // Batch dimensions that differ from a's, or a rank that is neither 2 nor a's.
+      await expect(kernels.matmul(gpu, a, b3)).rejects.toThrow(new RegExp(`^matmul: b must be ${shared} to match a of shape \\[2, 3, 4\\], got \\[1, 4, 5\\]$`));
+      await expect(kernels.matmul(gpu, a, b4d)).rejects.toThrow(new RegExp(`^matmul: b must be ${shared} to match a of shape \\[2, 3, 4\\], got \\[1, 2, 4, 5\\]$`));
+      await expect(kernels.matmul(gpu, a2, bBatched)).rejects.toThrow(/^matmul: b must be \[K=4, N\] to match a of shape \[3, 4\], got \[2, 4, 5\]$/);
+      await expect(kernels.matmul(gpu, a, res)).rejects.toThrow(new RegExp(`^matmul: b of shape \\[3, 5\\] must be ${shared} to match a of shape \\[2, 3, 4\\]$`));
+      await expect(kernels.matmul(gpu, a, bBadK)).rejects.toThrow(new RegExp(`^matmul: b of shape \\[2, 5, 5\\] must be ${shared} to match a of shape \\[2, 3, 4\\]$`));
+      await expect(kernels.matmul(gpu, a, b, { transposeB: true })).rejects.toThrow(
+        /^matmul: b of shape \[4, 5\] must be \[N, K=4\] or \[2, N, K=4\] \(transposeB\) to match a of shape \[2, 3, 4\]$/,
+      );
+      await expect(kernels.matmul(gpu, a, bBatched, { transposeB: true })).rejects.toThrow(
+        /^matmul: b of shape \[2, 4, 5\] must be \[N, K=4\] or \[2, N, K=4\] \(transposeB\) to match a of shape \[2, 3, 4\]$/,
+      );
+      await expect(kernels.matmul(gpu, a, bBatched, { residual: res })).rejects.toThrow(
+        /^matmul: residual of shape \[3, 5\] must equal the output shape \[2, 3, 5\]$/,
+      );
+      await expect(kernels.matmul(gpu, a, b, { transposeA: true })).rejects.toThrow(
+        /^matmul: b must be \[2, K=3, N\] to match a of shape \[2, 3, 4\] \(transposeA\), got \[4, 5\]$/,
+      );
+      await expect(kernels.matmul(gpu, a1, b)).rejects.toThrow(/^matmul: a must be \[\.\.\., M, K\], got \[4\]$/);
+      await expect(kernels.matmul(gpu, a, h)).rejects.toThrow(/^matmul: b must be f32 like a, got f16$/);
+      await expect(kernels.matmul(gpu, i, b)).rejects.toThrow(/^matmul: a must be f32 or f16, got i32$/);
+      await expect(kernels.matmul(gpu, a, b, { bias: bias4 })).rejects.toThrow(/^matmul: bias of shape \[4\] must be \[N\] = \[5\]$/);
+      await expect(kernels.matmul(gpu, a, b, { bias: h })).rejects.toThrow(/^matmul: bias must be f32 like a, got f16$/);
+      await expect(kernels.matmul(gpu, a, b, { residual: res })).rejects.toThrow(
+        /^matmul: residual of shape \[3, 5\] must equal the output shape \[2, 3, 5\]$/,
+      );
+      await expect(kernels.matmul(gpu, a, b, { activation: 'relu' as never })).rejects.toThrow(/^matmul: unknown activation "relu"/);
+      await expect(kernels.matmul(gpu, a, b, { activation: 'toString' as never })).rejects.toThrow(/^matmul: unknown activation "toString"/);
+      await expect(kernels.matmul(gpu, a, b, { variant: 'fast' as never })).rejects.toThrow(/^matmul: unknown variant "fast"/);
+      await expect(kernels.matmul(gpu, a, b, { bias: b })).rejects.toThrow(GpuError);
+      expect(() => kernels.matmulKernel.outputs([{ shape: [2, 4], dtype: 'f32' }, { shape: [4, 5], dtype: 'f32' }], { hasBias: true })).toThrow(
+        /^matmul: expected 3 inputs \[a, b, bias\], got 2$/,
+      );
+      expect(gpu.stats()).toEqual(before);
+      for (const t of [a, b, b3, a1, a2, bBatched, bBadK, b4d, bias4, res, h, i]) t.dispose();
+    });
   });
 });

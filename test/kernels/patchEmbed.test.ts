@@ -1,12 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { Tensor, kernels, type DType } from '../../src/index.js';
+import { Tensor, kernels, type DType, type Gpu } from '../../src/index.js';
 import { patchEmbedKernel, patchEmbedReference } from '../../src/kernels/patchEmbed.js';
-import { useGpu } from '../util/gpu.js';
+import { forEachProfile, requireF16 } from '../util/gpu.js';
 import { expectClose } from '../util/check.js';
 import { randomArray } from '../util/random.js';
 import { fixtureTensor, loadFixture } from '../util/fixtures.js';
-
-const getGpu = useGpu();
 
 const size = (shape: readonly number[]) => shape.reduce((a, b) => a * b, 1);
 
@@ -16,8 +14,7 @@ interface Case {
   d: number;
 }
 
-async function runCase(c: Case, seed: number, dtype: DType, scaleTol: number) {
-  const gpu = await getGpu();
+async function runCase(gpu: Gpu, c: Case, seed: number, dtype: DType, scaleTol: number) {
   const [, channels, h, w] = c.pixels;
   const tokens = 1 + (h / c.p) * (w / c.p);
   const shapes = [c.pixels, [c.d, channels, c.p, c.p], [c.d], [tokens, c.d]];
@@ -35,93 +32,95 @@ async function runCase(c: Case, seed: number, dtype: DType, scaleTol: number) {
   return report;
 }
 
-describe('patchEmbed', () => {
-  it('matches the reference on awkward shapes (batch 3, non-square, D not a multiple of 4, rows not a multiple of 8)', async () => {
-    const cases: Case[] = [
-      { pixels: [3, 3, 6, 9], p: 3, d: 5 },
-      { pixels: [1, 3, 8, 8], p: 4, d: 13 },
-      { pixels: [2, 3, 32, 24], p: 8, d: 130 },
-      { pixels: [1, 1, 5, 5], p: 5, d: 1 },
-      { pixels: [2, 2, 7, 14], p: 7, d: 4 },
-    ];
-    for (const [i, c] of cases.entries()) await runCase(c, 100 + 10 * i, 'f32', 1e-5);
-  });
+forEachProfile((_, getGpu) => {
+  describe('patchEmbed', () => {
+    it('matches the reference on awkward shapes (batch 3, non-square, D not a multiple of 4, rows not a multiple of 8)', async () => {
+      const cases: Case[] = [
+        { pixels: [3, 3, 6, 9], p: 3, d: 5 },
+        { pixels: [1, 3, 8, 8], p: 4, d: 13 },
+        { pixels: [2, 3, 32, 24], p: 8, d: 130 },
+        { pixels: [1, 1, 5, 5], p: 5, d: 1 },
+        { pixels: [2, 2, 7, 14], p: 7, d: 4 },
+      ];
+      for (const [i, c] of cases.entries()) await runCase(await getGpu(), c, 100 + 10 * i, 'f32', 1e-5);
+    });
 
-  it('matches the reference with p = 32 (K = 3072, ViT-B/32 patches)', async () => {
-    await runCase({ pixels: [2, 3, 64, 32], p: 32, d: 7 }, 200, 'f32', 1e-4);
-  });
+    it('matches the reference with p = 32 (K = 3072, ViT-B/32 patches)', async () => {
+      await runCase(await getGpu(), { pixels: [2, 3, 64, 32], p: 32, d: 7 }, 200, 'f32', 1e-4);
+    });
 
-  it('f16 storage matches the reference within 1e-2', async () => {
-    const gpu = await getGpu();
-    if (!gpu.features.has('shader-f16')) return;
-    await runCase({ pixels: [2, 3, 16, 12], p: 4, d: 9 }, 300, 'f16', 1e-2);
-  });
+    it('f16 storage matches the reference within 1e-2', async (ctx) => {
+      const gpu = await getGpu();
+      requireF16(ctx, gpu);
+      await runCase(gpu, { pixels: [2, 3, 16, 12], p: 4, d: 9 }, 300, 'f16', 1e-2);
+    });
 
-  it('composed with layerNorm (pre_layrnorm) reproduces clip_tiny vision_ln_pre_out', async () => {
-    const gpu = await getGpu();
-    const weights = loadFixture('clip_tiny', 'weights_hf.safetensors');
-    const io = loadFixture('clip_tiny', 'io.safetensors');
-    const upload = (file: typeof weights, name: string) => {
-      const t = fixtureTensor(file, name);
-      return Tensor.from(gpu, t.data, t.shape);
-    };
-    const pixels = upload(io, 'pixel_values');
-    const weight = upload(weights, 'vision_model.embeddings.patch_embedding.weight');
-    const cls = upload(weights, 'vision_model.embeddings.class_embedding');
-    const pos = upload(weights, 'vision_model.embeddings.position_embedding.weight');
-    const lnW = upload(weights, 'vision_model.pre_layrnorm.weight');
-    const lnB = upload(weights, 'vision_model.pre_layrnorm.bias');
-    const tokens = await kernels.patchEmbed(gpu, pixels, weight, cls, pos, { patchSize: weight.shape[2]! });
-    const ln = await kernels.layerNorm(gpu, tokens, lnW, lnB);
-    const expected = fixtureTensor(io, 'vision_ln_pre_out');
-    expect(ln.shape).toEqual(expected.shape);
-    expectClose(await ln.read(), expected.data, { scaleTol: 1e-4, label: 'vision_ln_pre_out' });
-    for (const t of [pixels, weight, cls, pos, lnW, lnB, tokens, ln]) t.dispose();
-  });
+    it('composed with layerNorm (pre_layrnorm) reproduces clip_tiny vision_ln_pre_out', async () => {
+      const gpu = await getGpu();
+      const weights = loadFixture('clip_tiny', 'weights_hf.safetensors');
+      const io = loadFixture('clip_tiny', 'io.safetensors');
+      const upload = (file: typeof weights, name: string) => {
+        const t = fixtureTensor(file, name);
+        return Tensor.from(gpu, t.data, t.shape);
+      };
+      const pixels = upload(io, 'pixel_values');
+      const weight = upload(weights, 'vision_model.embeddings.patch_embedding.weight');
+      const cls = upload(weights, 'vision_model.embeddings.class_embedding');
+      const pos = upload(weights, 'vision_model.embeddings.position_embedding.weight');
+      const lnW = upload(weights, 'vision_model.pre_layrnorm.weight');
+      const lnB = upload(weights, 'vision_model.pre_layrnorm.bias');
+      const tokens = await kernels.patchEmbed(gpu, pixels, weight, cls, pos, { patchSize: weight.shape[2]! });
+      const ln = await kernels.layerNorm(gpu, tokens, lnW, lnB);
+      const expected = fixtureTensor(io, 'vision_ln_pre_out');
+      expect(ln.shape).toEqual(expected.shape);
+      expectClose(await ln.read(), expected.data, { scaleTol: 1e-4, label: 'vision_ln_pre_out' });
+      for (const t of [pixels, weight, cls, pos, lnW, lnB, tokens, ln]) t.dispose();
+    });
 
-  it('rejects bad arguments before dispatching', async () => {
-    const gpu = await getGpu();
-    const make = (shape: number[], dtype: DType = 'f32') => Tensor.from(gpu, new Float32Array(size(shape)), shape, dtype);
-    const px = make([2, 3, 8, 12]);
-    const w = make([5, 3, 4, 4]);
-    const cls = make([5]);
-    const pos = make([7, 5]);
-    const bad = {
-      px225: make([2, 3, 9, 12]),
-      px3d: make([3, 8, 12]),
-      pxSmall: make([1, 3, 2, 4]),
-      pxI32: make([2, 3, 8, 12], 'i32'),
-      wChannels: make([5, 1, 4, 4]),
-      wPatch: make([5, 3, 3, 3]),
-      w2d: make([5, 48]),
-      cls6: make([6]),
-      pos8: make([8, 5]),
-      pos1d: make([35]),
-      w16: make([5, 3, 4, 4], 'f16'),
-      cls16: make([5], 'f16'),
-      pos16: make([7, 5], 'f16'),
-    };
-    const before = gpu.stats();
-    const run = (pixels: Tensor, weight: Tensor, c: Tensor, p: Tensor, patchSize = 4) => kernels.patchEmbed(gpu, pixels, weight, c, p, { patchSize });
-    await expect(run(bad.px225, w, cls, pos)).rejects.toThrow(/patchEmbed: pixels height 9 and width 12 must be positive multiples of patchSize 4/);
-    await expect(run(bad.pxSmall, w, cls, pos)).rejects.toThrow(/pixels height 2 and width 4 must be positive multiples of patchSize 4/);
-    await expect(run(bad.px3d, w, cls, pos)).rejects.toThrow(/patchEmbed: pixels must be \[B, C, H, W\], got \[3, 8, 12\]/);
-    await expect(run(bad.pxI32, w, cls, pos)).rejects.toThrow(/patchEmbed: pixels must be f32 or f16, got i32/);
-    await expect(run(px, bad.wChannels, cls, pos)).rejects.toThrow(/patchEmbed: weight must be \[D, 3, 4, 4\], got \[5, 1, 4, 4\]/);
-    await expect(run(px, bad.wPatch, cls, pos)).rejects.toThrow(/weight must be \[D, 3, 4, 4\], got \[5, 3, 3, 3\]/);
-    await expect(run(px, bad.w2d, cls, pos)).rejects.toThrow(/weight must be \[D, 3, 4, 4\], got \[5, 48\]/);
-    await expect(run(px, w, bad.cls6, pos)).rejects.toThrow(/patchEmbed: classEmbedding must be \[5\], got \[6\]/);
-    await expect(run(px, w, cls, bad.pos8)).rejects.toThrow(/patchEmbed: positionEmbedding must be \[7, 5\] \(1 \+ \(8\/4\)·\(12\/4\) tokens\), got \[8, 5\]/);
-    await expect(run(px, w, cls, bad.pos1d)).rejects.toThrow(/positionEmbedding must be \[7, 5\] .*got \[35\]/);
-    await expect(run(px, bad.w16, cls, pos)).rejects.toThrow(/patchEmbed: weight must be f32 like pixels, got f16/);
-    await expect(run(px, w, bad.cls16, pos)).rejects.toThrow(/patchEmbed: classEmbedding must be f32 like pixels, got f16/);
-    await expect(run(px, w, cls, bad.pos16)).rejects.toThrow(/patchEmbed: positionEmbedding must be f32 like pixels, got f16/);
-    for (const patchSize of [0, 2.5, NaN]) {
-      await expect(run(px, w, cls, pos, patchSize)).rejects.toThrow(/patchEmbed: patchSize must be a positive integer/);
-    }
-    const infos = [px, w, cls].map((t) => ({ shape: t.shape, dtype: t.dtype }));
-    expect(() => patchEmbedKernel.outputs(infos, { patchSize: 4 })).toThrow(/patchEmbed: expected inputs \[pixels, weight, classEmbedding, positionEmbedding\], got 3 inputs/);
-    expect(gpu.stats()).toEqual(before);
-    for (const t of [px, w, cls, pos, ...Object.values(bad)]) t.dispose();
+    it('rejects bad arguments before dispatching', async () => {
+      const gpu = await getGpu();
+      const make = (shape: number[], dtype: DType = 'f32') => Tensor.from(gpu, new Float32Array(size(shape)), shape, dtype);
+      const px = make([2, 3, 8, 12]);
+      const w = make([5, 3, 4, 4]);
+      const cls = make([5]);
+      const pos = make([7, 5]);
+      const bad = {
+        px225: make([2, 3, 9, 12]),
+        px3d: make([3, 8, 12]),
+        pxSmall: make([1, 3, 2, 4]),
+        pxI32: make([2, 3, 8, 12], 'i32'),
+        wChannels: make([5, 1, 4, 4]),
+        wPatch: make([5, 3, 3, 3]),
+        w2d: make([5, 48]),
+        cls6: make([6]),
+        pos8: make([8, 5]),
+        pos1d: make([35]),
+        w16: make([5, 3, 4, 4], 'f16'),
+        cls16: make([5], 'f16'),
+        pos16: make([7, 5], 'f16'),
+      };
+      const before = gpu.stats();
+      const run = (pixels: Tensor, weight: Tensor, c: Tensor, p: Tensor, patchSize = 4) => kernels.patchEmbed(gpu, pixels, weight, c, p, { patchSize });
+      await expect(run(bad.px225, w, cls, pos)).rejects.toThrow(/patchEmbed: pixels height 9 and width 12 must be positive multiples of patchSize 4/);
+      await expect(run(bad.pxSmall, w, cls, pos)).rejects.toThrow(/pixels height 2 and width 4 must be positive multiples of patchSize 4/);
+      await expect(run(bad.px3d, w, cls, pos)).rejects.toThrow(/patchEmbed: pixels must be \[B, C, H, W\], got \[3, 8, 12\]/);
+      await expect(run(bad.pxI32, w, cls, pos)).rejects.toThrow(/patchEmbed: pixels must be f32 or f16, got i32/);
+      await expect(run(px, bad.wChannels, cls, pos)).rejects.toThrow(/patchEmbed: weight must be \[D, 3, 4, 4\], got \[5, 1, 4, 4\]/);
+      await expect(run(px, bad.wPatch, cls, pos)).rejects.toThrow(/weight must be \[D, 3, 4, 4\], got \[5, 3, 3, 3\]/);
+      await expect(run(px, bad.w2d, cls, pos)).rejects.toThrow(/weight must be \[D, 3, 4, 4\], got \[5, 48\]/);
+      await expect(run(px, w, bad.cls6, pos)).rejects.toThrow(/patchEmbed: classEmbedding must be \[5\], got \[6\]/);
+      await expect(run(px, w, cls, bad.pos8)).rejects.toThrow(/patchEmbed: positionEmbedding must be \[7, 5\] \(1 \+ \(8\/4\)·\(12\/4\) tokens\), got \[8, 5\]/);
+      await expect(run(px, w, cls, bad.pos1d)).rejects.toThrow(/positionEmbedding must be \[7, 5\] .*got \[35\]/);
+      await expect(run(px, bad.w16, cls, pos)).rejects.toThrow(/patchEmbed: weight must be f32 like pixels, got f16/);
+      await expect(run(px, w, bad.cls16, pos)).rejects.toThrow(/patchEmbed: classEmbedding must be f32 like pixels, got f16/);
+      await expect(run(px, w, cls, bad.pos16)).rejects.toThrow(/patchEmbed: positionEmbedding must be f32 like pixels, got f16/);
+      for (const patchSize of [0, 2.5, NaN]) {
+        await expect(run(px, w, cls, pos, patchSize)).rejects.toThrow(/patchEmbed: patchSize must be a positive integer/);
+      }
+      const infos = [px, w, cls].map((t) => ({ shape: t.shape, dtype: t.dtype }));
+      expect(() => patchEmbedKernel.outputs(infos, { patchSize: 4 })).toThrow(/patchEmbed: expected inputs \[pixels, weight, classEmbedding, positionEmbedding\], got 3 inputs/);
+      expect(gpu.stats()).toEqual(before);
+      for (const t of [px, w, cls, pos, ...Object.values(bad)]) t.dispose();
+    });
   });
 });

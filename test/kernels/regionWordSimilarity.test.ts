@@ -1,166 +1,166 @@
 import { describe, expect, it } from 'vitest';
 import { GpuError, Tensor, kernels } from '../../src/index.js';
 import { regionWordSimilarityReference, topKReference } from '../../src/kernels/regionWordSimilarity.js';
-import { useGpu } from '../util/gpu.js';
+import { forEachProfile, requireF16 } from '../util/gpu.js';
 import { expectClose } from '../util/check.js';
 import { randomArray } from '../util/random.js';
 import { fixtureTensor, loadFixture } from '../util/fixtures.js';
 
-const getGpu = useGpu();
-
-describe('regionWordSimilarity', () => {
-  it('OWL-ViT style reproduces HF logits from the fixture class embeddings (padded query row 5 → -1e6)', async () => {
-    const gpu = await getGpu();
-    const expected = loadFixture('owlvit_tiny', 'expected.safetensors');
-    const model = loadFixture('owlvit_tiny', 'model.safetensors');
-    const ids = fixtureTensor(loadFixture('owlvit_tiny', 'inputs.safetensors'), 'input_ids');
-    const classEmbeds = fixtureTensor(expected, 'class_embeds'); // [2, 16, 48]
-    const textEmbeds = fixtureTensor(expected, 'text_embeds'); // [2, 3, 48]
-    const feats = fixtureTensor(expected, 'image_embeds').data; // [2, 4, 4, 64] = [2, 16, 64] patches
-    // The class head's shift and scale are Linear(64 → 1) of the patch features: computed here on the host.
-    const linear = (name: string) => {
-      const w = fixtureTensor(model, `class_head.${name}.weight`).data;
-      const bias = fixtureTensor(model, `class_head.${name}.bias`).data[0]!;
-      return Float32Array.from({ length: 32 }, (_, p) => bias + Array.from(w).reduce((s, wj, j) => s + wj * feats[p * 64 + j]!, 0));
-    };
-    const shiftData = linear('logit_shift');
-    const scaleData = linear('logit_scale');
-    // HF: a query whose first token id is 0 is padding; input_ids [6, 16] = 2 images × 3 queries.
-    const maskData = Int32Array.from({ length: 6 }, (_, i) => (ids.data[i * 16]! > 0 ? 1 : 0));
-    expect(Array.from(maskData)).toEqual([1, 1, 1, 1, 1, 0]);
-
-    const regions = Tensor.from(gpu, classEmbeds.data, [2, 16, 48]);
-    const words = Tensor.from(gpu, textEmbeds.data, [2, 3, 48]);
-    const shift = Tensor.from(gpu, shiftData, [2, 16, 1]);
-    const scale = Tensor.from(gpu, scaleData, [2, 16]);
-    const queryMask = Tensor.from(gpu, maskData, [2, 3], 'i32');
-    const { logits } = await kernels.regionWordSimilarity(gpu, regions, words, { shift, scale, queryMask });
-    expect(logits.shape).toEqual([2, 16, 3]);
-    const got = await logits.read();
-    const want = fixtureTensor(expected, 'logits').data;
-    const report = expectClose(got, want, { atol: 1e-5, rtol: 1e-5, label: 'owlvit logits' });
-    console.log(`owlvit_tiny logits max abs error ${report.maxAbsError.toExponential(2)}`);
-    for (let r = 0; r < 16; r++) expect(got[(16 + r) * 3 + 2]).toBe(-1e6);
-    for (const t of [regions, words, shift, scale, queryMask, logits]) t.dispose();
-  });
-
-  it('CLIP style reproduces clip_tiny logits_per_image with the checkpoint logit_scale', async () => {
-    const gpu = await getGpu();
-    const io = loadFixture('clip_tiny', 'io.safetensors');
-    const logitScale = fixtureTensor(loadFixture('clip_tiny', 'weights_openai.safetensors'), 'logit_scale').data[0]!;
-    const images = Tensor.from(gpu, fixtureTensor(io, 'image_embeds').data, [1, 2, 32]);
-    const texts = Tensor.from(gpu, fixtureTensor(io, 'text_embeds').data, [1, 3, 32]);
-    const { logits } = await kernels.regionWordSimilarity(gpu, images, texts, { logitScale });
-    const report = expectClose(await logits.read(), fixtureTensor(io, 'logits_per_image_f64').data, { scaleTol: 1e-5, label: 'clip logits' });
-    console.log(`clip_tiny logits_per_image max abs error ${report.maxAbsError.toExponential(2)} (scale ${report.scale.toFixed(2)})`);
-    for (const t of [images, texts, logits]) t.dispose();
-  });
-
-  const cases = [
-    { b: 1, r: 1, q: 1, d: 1, sharedWords: false },
-    { b: 2, r: 7, q: 5, d: 3, sharedWords: true },
-    { b: 3, r: 13, q: 37, d: 33, sharedWords: false },
-    { b: 1, r: 41, q: 9, d: 512, sharedWords: true },
-  ];
-  for (const mode of ['clip', 'owl'] as const) {
-    it(`${mode} style with masks and top-k matches the reference on awkward shapes (f32, f16)`, async () => {
+forEachProfile((_, getGpu) => {
+  describe('regionWordSimilarity', () => {
+    it('OWL-ViT style reproduces HF logits from the fixture class embeddings (padded query row 5 → -1e6)', async () => {
       const gpu = await getGpu();
-      for (const [i, { b, r, q, d, sharedWords }] of cases.entries()) {
-        const wb = sharedWords ? 1 : b;
-        const reg = randomArray(b * r * d, 10 + i, 2);
-        const wor = randomArray(wb * q * d, 20 + i, 2);
-        const shiftData = randomArray(b * r, 30 + i, 1);
-        const scaleData = randomArray(b * r, 40 + i, 2);
-        // Shared mask for shared words; every third query padded, never all of them.
-        const maskData = Int32Array.from({ length: wb * q }, (_, j) => (j % 3 === 1 ? 0 : 1));
-        const k = Math.min(q, 4);
-        for (const dtype of ['f32', 'f16'] as const) {
-          if (dtype === 'f16' && !gpu.features.has('shader-f16')) continue;
-          const regions = Tensor.from(gpu, reg, [b, r, d], dtype);
-          const words = Tensor.from(gpu, wor, [wb, q, d], dtype);
-          const shift = Tensor.from(gpu, shiftData, [b, r], dtype);
-          const scale = Tensor.from(gpu, scaleData, [b, r, 1], dtype);
-          const queryMask = Tensor.from(gpu, maskData, [wb, q], 'i32');
-          const args = mode === 'owl' ? { shift, scale } : { logitScale: 2.6592 };
-          const refArgs = mode === 'owl' ? { shift: await shift.read(), scale: await scale.read() } : { logitScale: 2.6592 };
-          const dims = [b, r, q, d] as const;
-          const [hostReg, hostWor] = [await regions.read(), await words.read()];
-          const tol = dtype === 'f16' ? 1e-3 : 1e-5; // f16 rounds only the inputs: the math is f32
-          // Without a mask.
-          const plain = await kernels.regionWordSimilarity(gpu, regions, words, args);
-          expect(plain.logits.shape).toEqual([b, r, q]);
-          expect(plain.topValues).toBeUndefined();
-          expectClose(await plain.logits.read(), regionWordSimilarityReference(hostReg, hostWor, dims, refArgs), { scaleTol: tol, label: `${mode} ${dtype} ${dims}` });
-          // With a mask and top-k.
-          const masked = await kernels.regionWordSimilarity(gpu, regions, words, { ...args, queryMask, topK: k });
-          const ref = regionWordSimilarityReference(hostReg, hostWor, dims, { ...refArgs, queryMask: maskData });
-          const got = await masked.logits.read();
-          expectClose(got, ref, { atol: tol * 20, rtol: tol, label: `${mode} ${dtype} masked ${dims}` });
-          expect(masked.topValues!.shape).toEqual([b, r, k]);
-          expect(masked.topIndices!.dtype).toBe('i32');
-          // Top-k of the kernel's own logits (ties among -1e6 go to the lower index).
-          const top = topKReference(got, q, k);
-          expect(Array.from(await masked.topIndices!.read())).toEqual(top.indices);
-          expect(Array.from(await masked.topValues!.read())).toEqual(top.values);
-          for (const t of [regions, words, shift, scale, queryMask, plain.logits, masked.logits, masked.topValues!, masked.topIndices!]) t.dispose();
-        }
-      }
+      const expected = loadFixture('owlvit_tiny', 'expected.safetensors');
+      const model = loadFixture('owlvit_tiny', 'model.safetensors');
+      const ids = fixtureTensor(loadFixture('owlvit_tiny', 'inputs.safetensors'), 'input_ids');
+      const classEmbeds = fixtureTensor(expected, 'class_embeds'); // [2, 16, 48]
+      const textEmbeds = fixtureTensor(expected, 'text_embeds'); // [2, 3, 48]
+      const feats = fixtureTensor(expected, 'image_embeds').data; // [2, 4, 4, 64] = [2, 16, 64] patches
+      // The class head's shift and scale are Linear(64 → 1) of the patch features: computed here on the host.
+      const linear = (name: string) => {
+        const w = fixtureTensor(model, `class_head.${name}.weight`).data;
+        const bias = fixtureTensor(model, `class_head.${name}.bias`).data[0]!;
+        return Float32Array.from({ length: 32 }, (_, p) => bias + Array.from(w).reduce((s, wj, j) => s + wj * feats[p * 64 + j]!, 0));
+      };
+      const shiftData = linear('logit_shift');
+      const scaleData = linear('logit_scale');
+      // HF: a query whose first token id is 0 is padding; input_ids [6, 16] = 2 images × 3 queries.
+      const maskData = Int32Array.from({ length: 6 }, (_, i) => (ids.data[i * 16]! > 0 ? 1 : 0));
+      expect(Array.from(maskData)).toEqual([1, 1, 1, 1, 1, 0]);
+
+      const regions = Tensor.from(gpu, classEmbeds.data, [2, 16, 48]);
+      const words = Tensor.from(gpu, textEmbeds.data, [2, 3, 48]);
+      const shift = Tensor.from(gpu, shiftData, [2, 16, 1]);
+      const scale = Tensor.from(gpu, scaleData, [2, 16]);
+      const queryMask = Tensor.from(gpu, maskData, [2, 3], 'i32');
+      const { logits } = await kernels.regionWordSimilarity(gpu, regions, words, { shift, scale, queryMask });
+      expect(logits.shape).toEqual([2, 16, 3]);
+      const got = await logits.read();
+      const want = fixtureTensor(expected, 'logits').data;
+      const report = expectClose(got, want, { atol: 1e-5, rtol: 1e-5, label: 'owlvit logits' });
+      console.log(`owlvit_tiny logits max abs error ${report.maxAbsError.toExponential(2)}`);
+      for (let r = 0; r < 16; r++) expect(got[(16 + r) * 3 + 2]).toBe(-1e6);
+      for (const t of [regions, words, shift, scale, queryMask, logits]) t.dispose();
     });
-  }
 
-  it('top-k picks the reference order on a larger row set (k = 64, Q = 1000)', async () => {
-    const gpu = await getGpu();
-    const [b, r, q, d] = [1, 5, 1000, 8];
-    const reg = randomArray(b * r * d, 1);
-    const wor = randomArray(q * d, 2);
-    const regions = Tensor.from(gpu, reg, [b, r, d]);
-    const words = Tensor.from(gpu, wor, [1, q, d]);
-    const out = await kernels.regionWordSimilarity(gpu, regions, words, { logitScale: 0, topK: 64 });
-    const logits = await out.logits.read();
-    const top = topKReference(logits, q, 64);
-    expect(Array.from(await out.topIndices!.read())).toEqual(top.indices);
-    expect(Array.from(await out.topValues!.read())).toEqual(top.values);
-    expectClose(logits, regionWordSimilarityReference(reg, wor, [b, r, q, d], { logitScale: 0 }), { scaleTol: 1e-5 });
-    for (const t of [regions, words, out.logits, out.topValues!, out.topIndices!]) t.dispose();
-  });
+    it('CLIP style reproduces clip_tiny logits_per_image with the checkpoint logit_scale', async () => {
+      const gpu = await getGpu();
+      const io = loadFixture('clip_tiny', 'io.safetensors');
+      const logitScale = fixtureTensor(loadFixture('clip_tiny', 'weights_openai.safetensors'), 'logit_scale').data[0]!;
+      const images = Tensor.from(gpu, fixtureTensor(io, 'image_embeds').data, [1, 2, 32]);
+      const texts = Tensor.from(gpu, fixtureTensor(io, 'text_embeds').data, [1, 3, 32]);
+      const { logits } = await kernels.regionWordSimilarity(gpu, images, texts, { logitScale });
+      const report = expectClose(await logits.read(), fixtureTensor(io, 'logits_per_image_f64').data, { scaleTol: 1e-5, label: 'clip logits' });
+      console.log(`clip_tiny logits_per_image max abs error ${report.maxAbsError.toExponential(2)} (scale ${report.scale.toFixed(2)})`);
+      for (const t of [images, texts, logits]) t.dispose();
+    });
 
-  it('rejects bad input before dispatching', async () => {
-    const gpu = await getGpu();
-    const regions = Tensor.from(gpu, new Float32Array(2 * 3 * 4), [2, 3, 4]);
-    const words = Tensor.from(gpu, new Float32Array(5 * 4), [1, 5, 4]);
-    const words3 = Tensor.from(gpu, new Float32Array(3 * 5 * 4), [3, 5, 4]);
-    const wordsD = Tensor.from(gpu, new Float32Array(5 * 3), [1, 5, 3]);
-    const shift = Tensor.from(gpu, new Float32Array(6), [2, 3]);
-    const shiftBad = Tensor.from(gpu, new Float32Array(6), [3, 2]);
-    const maskF = Tensor.from(gpu, new Float32Array(5), [1, 5]);
-    const mask4 = Tensor.from(gpu, new Int32Array(4), [1, 4], 'i32');
-    const r2 = Tensor.from(gpu, new Float32Array(12), [3, 4]);
-    const wordsI = Tensor.from(gpu, new Int32Array(20), [1, 5, 4], 'i32');
-    const before = gpu.stats();
-    const cases: [Promise<unknown>, RegExp][] = [
-      [kernels.regionWordSimilarity(gpu, regions, words, {}), /pass either logitScale \(CLIP style\) or shift and scale/],
-      [kernels.regionWordSimilarity(gpu, regions, words, { logitScale: 1, shift, scale: shift }), /not both or neither/],
-      [kernels.regionWordSimilarity(gpu, regions, words, { shift }), /needs both shift and scale/],
-      [kernels.regionWordSimilarity(gpu, regions, words, { logitScale: NaN }), /logitScale must be a finite number/],
-      [kernels.regionWordSimilarity(gpu, regions, words, { logitScale: Infinity }), /logitScale must be a finite number/],
-      [kernels.regionWordSimilarity(gpu, regions, words, { logitScale: 1000 }), /exp\(logitScale\) overflows/],
-      [kernels.regionWordSimilarity(gpu, r2, words, { logitScale: 1 }), /regions of shape \[3, 4\] must be \[B, R, D\]/],
-      [kernels.regionWordSimilarity(gpu, regions, words3, { logitScale: 1 }), /words of shape \[3, 5, 4\] must be \[2 or 1, Q, 4\]/],
-      [kernels.regionWordSimilarity(gpu, regions, wordsD, { logitScale: 1 }), /words of shape \[1, 5, 3\] must be/],
-      [kernels.regionWordSimilarity(gpu, regions, wordsI, { logitScale: 1 }), /words must be f32 or f16, got i32/],
-      [kernels.regionWordSimilarity(gpu, regions, words, { shift: shiftBad, scale: shift }), /shift of shape \[3, 2\] must be \[2, 3\] or \[2, 3, 1\]/],
-      [kernels.regionWordSimilarity(gpu, regions, words, { logitScale: 1, queryMask: maskF }), /queryMask must be i32 or u32/],
-      [kernels.regionWordSimilarity(gpu, regions, words, { logitScale: 1, queryMask: mask4 }), /queryMask of shape \[1, 4\] must be \[2 or 1, 5\]/],
-      [kernels.regionWordSimilarity(gpu, regions, words, { logitScale: 1, topK: 0 }), /topK must be an integer in \[1, 5\]/],
-      [kernels.regionWordSimilarity(gpu, regions, words, { logitScale: 1, topK: 6 }), /topK must be an integer in \[1, 5\]/],
-      [kernels.runKernel(gpu, kernels.regionWordSimilarityKernel, [regions, words], { mode: 'owl' }), /expected 4 inputs \(regions, words, shift, scale\), got 2/],
-      [kernels.runKernel(gpu, kernels.regionWordSimilarityKernel, [regions, words], { mode: 'dot' as never }), /mode must be 'clip' or 'owl'/],
+    const cases = [
+      { b: 1, r: 1, q: 1, d: 1, sharedWords: false },
+      { b: 2, r: 7, q: 5, d: 3, sharedWords: true },
+      { b: 3, r: 13, q: 37, d: 33, sharedWords: false },
+      { b: 1, r: 41, q: 9, d: 512, sharedWords: true },
     ];
-    for (const [p, re] of cases) {
-      await expect(p).rejects.toThrow(GpuError);
-      await expect(p).rejects.toThrow(re);
+    for (const mode of ['clip', 'owl'] as const) {
+      for (const dtype of ['f32', 'f16'] as const) {
+        it(`${mode} style with masks and top-k matches the reference on awkward shapes (${dtype})`, async (ctx) => {
+          const gpu = await getGpu();
+          if (dtype === 'f16') requireF16(ctx, gpu);
+          for (const [i, { b, r, q, d, sharedWords }] of cases.entries()) {
+            const wb = sharedWords ? 1 : b;
+            const reg = randomArray(b * r * d, 10 + i, 2);
+            const wor = randomArray(wb * q * d, 20 + i, 2);
+            const shiftData = randomArray(b * r, 30 + i, 1);
+            const scaleData = randomArray(b * r, 40 + i, 2);
+            // Shared mask for shared words; every third query padded, never all of them.
+            const maskData = Int32Array.from({ length: wb * q }, (_, j) => (j % 3 === 1 ? 0 : 1));
+            const k = Math.min(q, 4);
+            const regions = Tensor.from(gpu, reg, [b, r, d], dtype);
+            const words = Tensor.from(gpu, wor, [wb, q, d], dtype);
+            const shift = Tensor.from(gpu, shiftData, [b, r], dtype);
+            const scale = Tensor.from(gpu, scaleData, [b, r, 1], dtype);
+            const queryMask = Tensor.from(gpu, maskData, [wb, q], 'i32');
+            const args = mode === 'owl' ? { shift, scale } : { logitScale: 2.6592 };
+            const refArgs = mode === 'owl' ? { shift: await shift.read(), scale: await scale.read() } : { logitScale: 2.6592 };
+            const dims = [b, r, q, d] as const;
+            const [hostReg, hostWor] = [await regions.read(), await words.read()];
+            const tol = dtype === 'f16' ? 1e-3 : 1e-5; // f16 rounds only the inputs: the math is f32
+            // Without a mask.
+            const plain = await kernels.regionWordSimilarity(gpu, regions, words, args);
+            expect(plain.logits.shape).toEqual([b, r, q]);
+            expect(plain.topValues).toBeUndefined();
+            expectClose(await plain.logits.read(), regionWordSimilarityReference(hostReg, hostWor, dims, refArgs), { scaleTol: tol, label: `${mode} ${dtype} ${dims}` });
+            // With a mask and top-k.
+            const masked = await kernels.regionWordSimilarity(gpu, regions, words, { ...args, queryMask, topK: k });
+            const ref = regionWordSimilarityReference(hostReg, hostWor, dims, { ...refArgs, queryMask: maskData });
+            const got = await masked.logits.read();
+            expectClose(got, ref, { atol: tol * 20, rtol: tol, label: `${mode} ${dtype} masked ${dims}` });
+            expect(masked.topValues!.shape).toEqual([b, r, k]);
+            expect(masked.topIndices!.dtype).toBe('i32');
+            // Top-k of the kernel's own logits (ties among -1e6 go to the lower index).
+            const top = topKReference(got, q, k);
+            expect(Array.from(await masked.topIndices!.read())).toEqual(top.indices);
+            expect(Array.from(await masked.topValues!.read())).toEqual(top.values);
+            for (const t of [regions, words, shift, scale, queryMask, plain.logits, masked.logits, masked.topValues!, masked.topIndices!]) t.dispose();
+          }
+        });
+      }
     }
-    expect(gpu.stats()).toEqual(before);
-    for (const t of [regions, words, words3, wordsD, shift, shiftBad, maskF, mask4, r2, wordsI]) t.dispose();
+
+    it('top-k picks the reference order on a larger row set (k = 64, Q = 1000)', async () => {
+      const gpu = await getGpu();
+      const [b, r, q, d] = [1, 5, 1000, 8];
+      const reg = randomArray(b * r * d, 1);
+      const wor = randomArray(q * d, 2);
+      const regions = Tensor.from(gpu, reg, [b, r, d]);
+      const words = Tensor.from(gpu, wor, [1, q, d]);
+      const out = await kernels.regionWordSimilarity(gpu, regions, words, { logitScale: 0, topK: 64 });
+      const logits = await out.logits.read();
+      const top = topKReference(logits, q, 64);
+      expect(Array.from(await out.topIndices!.read())).toEqual(top.indices);
+      expect(Array.from(await out.topValues!.read())).toEqual(top.values);
+      expectClose(logits, regionWordSimilarityReference(reg, wor, [b, r, q, d], { logitScale: 0 }), { scaleTol: 1e-5 });
+      for (const t of [regions, words, out.logits, out.topValues!, out.topIndices!]) t.dispose();
+    });
+
+    it('rejects bad input before dispatching', async () => {
+      const gpu = await getGpu();
+      const regions = Tensor.from(gpu, new Float32Array(2 * 3 * 4), [2, 3, 4]);
+      const words = Tensor.from(gpu, new Float32Array(5 * 4), [1, 5, 4]);
+      const words3 = Tensor.from(gpu, new Float32Array(3 * 5 * 4), [3, 5, 4]);
+      const wordsD = Tensor.from(gpu, new Float32Array(5 * 3), [1, 5, 3]);
+      const shift = Tensor.from(gpu, new Float32Array(6), [2, 3]);
+      const shiftBad = Tensor.from(gpu, new Float32Array(6), [3, 2]);
+      const maskF = Tensor.from(gpu, new Float32Array(5), [1, 5]);
+      const mask4 = Tensor.from(gpu, new Int32Array(4), [1, 4], 'i32');
+      const r2 = Tensor.from(gpu, new Float32Array(12), [3, 4]);
+      const wordsI = Tensor.from(gpu, new Int32Array(20), [1, 5, 4], 'i32');
+      const before = gpu.stats();
+      const cases: [Promise<unknown>, RegExp][] = [
+        [kernels.regionWordSimilarity(gpu, regions, words, {}), /pass either logitScale \(CLIP style\) or shift and scale/],
+        [kernels.regionWordSimilarity(gpu, regions, words, { logitScale: 1, shift, scale: shift }), /not both or neither/],
+        [kernels.regionWordSimilarity(gpu, regions, words, { shift }), /needs both shift and scale/],
+        [kernels.regionWordSimilarity(gpu, regions, words, { logitScale: NaN }), /logitScale must be a finite number/],
+        [kernels.regionWordSimilarity(gpu, regions, words, { logitScale: Infinity }), /logitScale must be a finite number/],
+        [kernels.regionWordSimilarity(gpu, regions, words, { logitScale: 1000 }), /exp\(logitScale\) overflows/],
+        [kernels.regionWordSimilarity(gpu, r2, words, { logitScale: 1 }), /regions of shape \[3, 4\] must be \[B, R, D\]/],
+        [kernels.regionWordSimilarity(gpu, regions, words3, { logitScale: 1 }), /words of shape \[3, 5, 4\] must be \[2 or 1, Q, 4\]/],
+        [kernels.regionWordSimilarity(gpu, regions, wordsD, { logitScale: 1 }), /words of shape \[1, 5, 3\] must be/],
+        [kernels.regionWordSimilarity(gpu, regions, wordsI, { logitScale: 1 }), /words must be f32 or f16, got i32/],
+        [kernels.regionWordSimilarity(gpu, regions, words, { shift: shiftBad, scale: shift }), /shift of shape \[3, 2\] must be \[2, 3\] or \[2, 3, 1\]/],
+        [kernels.regionWordSimilarity(gpu, regions, words, { logitScale: 1, queryMask: maskF }), /queryMask must be i32 or u32/],
+        [kernels.regionWordSimilarity(gpu, regions, words, { logitScale: 1, queryMask: mask4 }), /queryMask of shape \[1, 4\] must be \[2 or 1, 5\]/],
+        [kernels.regionWordSimilarity(gpu, regions, words, { logitScale: 1, topK: 0 }), /topK must be an integer in \[1, 5\]/],
+        [kernels.regionWordSimilarity(gpu, regions, words, { logitScale: 1, topK: 6 }), /topK must be an integer in \[1, 5\]/],
+        [kernels.runKernel(gpu, kernels.regionWordSimilarityKernel, [regions, words], { mode: 'owl' }), /expected 4 inputs \(regions, words, shift, scale\), got 2/],
+        [kernels.runKernel(gpu, kernels.regionWordSimilarityKernel, [regions, words], { mode: 'dot' as never }), /mode must be 'clip' or 'owl'/],
+      ];
+      for (const [p, re] of cases) {
+        await expect(p).rejects.toThrow(GpuError);
+        await expect(p).rejects.toThrow(re);
+      }
+      expect(gpu.stats()).toEqual(before);
+      for (const t of [regions, words, words3, wordsD, shift, shiftBad, maskF, mask4, r2, wordsI]) t.dispose();
+    });
   });
 });

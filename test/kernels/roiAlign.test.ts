@@ -2,12 +2,10 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { GpuError, Tensor, kernels } from '../../src/index.js';
 import { roiAlignReference, type RoiAlignOptions } from '../../src/kernels/roiAlign.js';
-import { useGpu } from '../util/gpu.js';
+import { forEachProfile, requireF16 } from '../util/gpu.js';
 import { compareClose, expectClose } from '../util/check.js';
 import { randomArray, rng } from '../util/random.js';
 import { fixturePath, fixtureTensor, loadFixture } from '../util/fixtures.js';
-
-const getGpu = useGpu();
 
 interface Variant {
   output: string;
@@ -45,175 +43,177 @@ function randomBoxes(n: number, images: number, width: number, height: number, s
   return out;
 }
 
-describe('roiAlign', () => {
-  it('matches torchvision on all 24 fixture variants (NCHW and NHWC give the same numbers)', async () => {
-    const gpu = await getGpu();
-    const fx = loadFixture('roi_align.safetensors');
-    const input = fixtureTensor(fx, 'input');
-    expect(input.shape).toEqual([2, 8, 13, 17]);
-    const nchw = Tensor.from(gpu, input.data, input.shape);
-    const nhwc = await kernels.transpose(gpu, nchw, [0, 2, 3, 1]);
-    expect(meta.variants).toHaveLength(24);
-    const lines: string[] = [];
-    for (const v of meta.variants) {
-      const boxes = fixtureTensor(fx, v.boxes);
-      expect(boxes.shape).toEqual([16, 5]);
-      const want = fixtureTensor(fx, v.output_f64).data;
-      const tb = Tensor.from(gpu, boxes.data, boxes.shape);
-      const a = await kernels.roiAlign(gpu, nchw, tb, optionsOf(v));
-      const b = await kernels.roiAlign(gpu, nhwc, boxes.data, { ...optionsOf(v), layout: 'nhwc' });
-      expect(a.shape).toEqual(v.shape);
-      expect(b.shape).toEqual(v.shape);
-      const got = await a.read();
-      const report = expectClose(got, want, { atol: 1e-5, rtol: 0, label: v.output });
-      lines.push(`${v.output.padEnd(28)} max abs error ${report.maxAbsError.toExponential(2)} (scale ${report.scale.toFixed(2)})`);
-      expect(Array.from(await b.read())).toEqual(Array.from(got));
-      // The boxes the fixture lists as empty come out exactly zero, the others do not.
-      const per = v.shape[1]! * v.shape[2]! * v.shape[3]!;
-      for (let k = 0; k < 16; k++) {
-        const zero = got.subarray(k * per, (k + 1) * per).every((x) => x === 0);
-        expect(zero, `${v.output} box ${k}`).toBe(v.all_zero_rois.includes(k));
-      }
-      // The CPU reference, which the random tests trust, agrees with torchvision too.
-      expectClose(roiAlignReference(input.data, [2, 8, 13, 17], boxes.data, optionsOf(v)), want, { atol: 1e-6, rtol: 0, label: `reference ${v.output}` });
-      for (const t of [tb, a, b]) t.dispose();
-    }
-    console.log(lines.join('\n'));
-    nchw.dispose();
-    nhwc.dispose();
-  });
-
-  it('matches the reference on awkward shapes, both layouts, f32 and f16 storage', async () => {
-    const gpu = await getGpu();
-    const cases: { shape: [number, number, number, number]; k: number; options: RoiAlignOptions }[] = [
-      { shape: [1, 1, 1, 1], k: 3, options: { outputSize: 2 } },
-      { shape: [2, 3, 5, 1], k: 7, options: { outputSize: [3, 1], samplingRatio: 3, aligned: true } },
-      { shape: [3, 5, 11, 7], k: 13, options: { outputSize: [7, 7], spatialScale: 0.5, aligned: true } },
-      { shape: [1, 37, 6, 9], k: 5, options: { outputSize: [2, 5], spatialScale: 0.125, samplingRatio: 0 } },
-    ];
-    for (const [i, { shape, k, options }] of cases.entries()) {
-      const [n, c, h, w] = shape;
-      const data = randomArray(n * c * h * w, 40 + i, 2);
-      const boxes = randomBoxes(k, n, w / (options.spatialScale ?? 1), h / (options.spatialScale ?? 1), 50 + i);
-      const ref = roiAlignReference(data, shape, boxes, options);
-      for (const dtype of ['f32', 'f16'] as const) {
-        if (dtype === 'f16' && !gpu.features.has('shader-f16')) continue;
-        const x = Tensor.from(gpu, data, shape, dtype);
-        const xt = await kernels.transpose(gpu, x, [0, 2, 3, 1]);
-        const stored = dtype === 'f16' ? roiAlignReference(await x.read(), shape, boxes, options) : ref;
-        for (const [layout, t] of [['nchw', x], ['nhwc', xt]] as const) {
-          const y = await kernels.roiAlign(gpu, t, boxes, { ...options, layout });
-          expect(y.shape).toEqual([k, c, ...(typeof options.outputSize === 'number' ? [options.outputSize, options.outputSize] : options.outputSize)]);
-          expect(y.dtype).toBe(dtype);
-          expectClose(await y.read(), stored, { scaleTol: dtype === 'f16' ? 1e-2 : 1e-5, label: `${shape} ${layout} ${dtype}` });
-          y.dispose();
-        }
-        x.dispose();
-        xt.dispose();
-      }
-    }
-  });
-
-  it('a random box set on a ViT token grid (NHWC, adaptive sampling) matches the reference', async () => {
-    const gpu = await getGpu();
-    const [n, h, w, c] = [2, 6, 6, 40];
-    const grid = randomArray(n * h * w * c, 7, 1);
-    const x = Tensor.from(gpu, grid, [n, h, w, c]);
-    const boxes = randomBoxes(29, n, 96, 96, 8);
-    const y = await kernels.roiAlign(gpu, x, boxes, { outputSize: 7, spatialScale: 1 / 16, samplingRatio: 0, aligned: true, layout: 'nhwc' });
-    // The reference takes NCHW: transpose on the host.
-    const nchw = new Float32Array(grid.length);
-    for (let b = 0; b < n; b++) for (let i = 0; i < h * w; i++) for (let ch = 0; ch < c; ch++) nchw[(b * c + ch) * h * w + i] = grid[(b * h * w + i) * c + ch]!;
-    expectClose(await y.read(), roiAlignReference(nchw, [n, c, h, w], boxes, { outputSize: 7, spatialScale: 1 / 16, samplingRatio: 0, aligned: true }), { scaleTol: 1e-5 });
-    x.dispose();
-    y.dispose();
-  });
-
-  it('every channel-group tail (C % 16, C % 4) gives the reference, NHWC bit-identical to NCHW, f32 and f16', async () => {
-    // Invocations take 16 channels; NHWC with C % 4 == 0 reads them as vec4s (main_vec4), else as scalars.
-    const gpu = await getGpu();
-    const options: RoiAlignOptions = { outputSize: [2, 3], spatialScale: 0.25, samplingRatio: 0, aligned: true };
-    for (const [i, c] of [4, 12, 16, 17, 20, 33, 36].entries()) {
-      const shape: [number, number, number, number] = [2, c, 5, 6];
-      const data = randomArray(2 * c * 5 * 6, 60 + i, 2);
-      const boxes = randomBoxes(9, 2, 24, 20, 70 + i);
-      for (const dtype of ['f32', 'f16'] as const) {
-        if (dtype === 'f16' && !gpu.features.has('shader-f16')) continue;
-        const x = Tensor.from(gpu, data, shape, dtype);
-        const xt = await kernels.transpose(gpu, x, [0, 2, 3, 1]);
-        const a = await kernels.roiAlign(gpu, x, boxes, options);
-        const b = await kernels.roiAlign(gpu, xt, boxes, { ...options, layout: 'nhwc' });
+forEachProfile((_, getGpu) => {
+  describe('roiAlign', () => {
+    it('matches torchvision on all 24 fixture variants (NCHW and NHWC give the same numbers)', async () => {
+      const gpu = await getGpu();
+      const fx = loadFixture('roi_align.safetensors');
+      const input = fixtureTensor(fx, 'input');
+      expect(input.shape).toEqual([2, 8, 13, 17]);
+      const nchw = Tensor.from(gpu, input.data, input.shape);
+      const nhwc = await kernels.transpose(gpu, nchw, [0, 2, 3, 1]);
+      expect(meta.variants).toHaveLength(24);
+      const lines: string[] = [];
+      for (const v of meta.variants) {
+        const boxes = fixtureTensor(fx, v.boxes);
+        expect(boxes.shape).toEqual([16, 5]);
+        const want = fixtureTensor(fx, v.output_f64).data;
+        const tb = Tensor.from(gpu, boxes.data, boxes.shape);
+        const a = await kernels.roiAlign(gpu, nchw, tb, optionsOf(v));
+        const b = await kernels.roiAlign(gpu, nhwc, boxes.data, { ...optionsOf(v), layout: 'nhwc' });
+        expect(a.shape).toEqual(v.shape);
+        expect(b.shape).toEqual(v.shape);
         const got = await a.read();
-        expectClose(got, roiAlignReference(await x.read(), shape, boxes, options), { scaleTol: dtype === 'f16' ? 1e-2 : 1e-5, label: `C=${c} ${dtype}` });
-        expect(Array.from(await b.read()), `C=${c} ${dtype}`).toEqual(Array.from(got));
-        for (const t of [x, xt, a, b]) t.dispose();
+        const report = expectClose(got, want, { atol: 1e-5, rtol: 0, label: v.output });
+        lines.push(`${v.output.padEnd(28)} max abs error ${report.maxAbsError.toExponential(2)} (scale ${report.scale.toFixed(2)})`);
+        expect(Array.from(await b.read())).toEqual(Array.from(got));
+        // The boxes the fixture lists as empty come out exactly zero, the others do not.
+        const per = v.shape[1]! * v.shape[2]! * v.shape[3]!;
+        for (let k = 0; k < 16; k++) {
+          const zero = got.subarray(k * per, (k + 1) * per).every((x) => x === 0);
+          expect(zero, `${v.output} box ${k}`).toBe(v.all_zero_rois.includes(k));
+        }
+        // The CPU reference, which the random tests trust, agrees with torchvision too.
+        expectClose(roiAlignReference(input.data, [2, 8, 13, 17], boxes.data, optionsOf(v)), want, { atol: 1e-6, rtol: 0, label: `reference ${v.output}` });
+        for (const t of [tb, a, b]) t.dispose();
       }
+      console.log(lines.join('\n'));
+      nchw.dispose();
+      nhwc.dispose();
+    });
+
+    for (const dtype of ['f32', 'f16'] as const) {
+      it(`matches the reference on awkward shapes, both layouts (${dtype})`, async (ctx) => {
+        const gpu = await getGpu();
+        if (dtype === 'f16') requireF16(ctx, gpu);
+        const cases: { shape: [number, number, number, number]; k: number; options: RoiAlignOptions }[] = [
+          { shape: [1, 1, 1, 1], k: 3, options: { outputSize: 2 } },
+          { shape: [2, 3, 5, 1], k: 7, options: { outputSize: [3, 1], samplingRatio: 3, aligned: true } },
+          { shape: [3, 5, 11, 7], k: 13, options: { outputSize: [7, 7], spatialScale: 0.5, aligned: true } },
+          { shape: [1, 37, 6, 9], k: 5, options: { outputSize: [2, 5], spatialScale: 0.125, samplingRatio: 0 } },
+        ];
+        for (const [i, { shape, k, options }] of cases.entries()) {
+          const [n, c, h, w] = shape;
+          const data = randomArray(n * c * h * w, 40 + i, 2);
+          const boxes = randomBoxes(k, n, w / (options.spatialScale ?? 1), h / (options.spatialScale ?? 1), 50 + i);
+          const ref = roiAlignReference(data, shape, boxes, options);
+          const x = Tensor.from(gpu, data, shape, dtype);
+          const xt = await kernels.transpose(gpu, x, [0, 2, 3, 1]);
+          const stored = dtype === 'f16' ? roiAlignReference(await x.read(), shape, boxes, options) : ref;
+          for (const [layout, t] of [['nchw', x], ['nhwc', xt]] as const) {
+            const y = await kernels.roiAlign(gpu, t, boxes, { ...options, layout });
+            expect(y.shape).toEqual([k, c, ...(typeof options.outputSize === 'number' ? [options.outputSize, options.outputSize] : options.outputSize)]);
+            expect(y.dtype).toBe(dtype);
+            expectClose(await y.read(), stored, { scaleTol: dtype === 'f16' ? 1e-2 : 1e-5, label: `${shape} ${layout} ${dtype}` });
+            y.dispose();
+          }
+          x.dispose();
+          xt.dispose();
+        }
+      });
     }
-  });
 
-  it('no boxes give an empty output', async () => {
-    const gpu = await getGpu();
-    const x = Tensor.from(gpu, randomArray(2 * 3 * 4 * 5, 1), [2, 3, 4, 5]);
-    const y = await kernels.roiAlign(gpu, x, [], { outputSize: 2 });
-    expect(y.shape).toEqual([0, 3, 2, 2]);
-    x.dispose();
-    y.dispose();
-  });
+    it('a random box set on a ViT token grid (NHWC, adaptive sampling) matches the reference', async () => {
+      const gpu = await getGpu();
+      const [n, h, w, c] = [2, 6, 6, 40];
+      const grid = randomArray(n * h * w * c, 7, 1);
+      const x = Tensor.from(gpu, grid, [n, h, w, c]);
+      const boxes = randomBoxes(29, n, 96, 96, 8);
+      const y = await kernels.roiAlign(gpu, x, boxes, { outputSize: 7, spatialScale: 1 / 16, samplingRatio: 0, aligned: true, layout: 'nhwc' });
+      // The reference takes NCHW: transpose on the host.
+      const nchw = new Float32Array(grid.length);
+      for (let b = 0; b < n; b++) for (let i = 0; i < h * w; i++) for (let ch = 0; ch < c; ch++) nchw[(b * c + ch) * h * w + i] = grid[(b * h * w + i) * c + ch]!;
+      expectClose(await y.read(), roiAlignReference(nchw, [n, c, h, w], boxes, { outputSize: 7, spatialScale: 1 / 16, samplingRatio: 0, aligned: true }), { scaleTol: 1e-5 });
+      x.dispose();
+      y.dispose();
+    });
 
-  it('rejects bad input before dispatching', async () => {
-    const gpu = await getGpu();
-    const x = Tensor.from(gpu, new Float32Array(2 * 3 * 4 * 5), [2, 3, 4, 5]);
-    const x3 = Tensor.from(gpu, new Float32Array(12), [3, 4, 1]);
-    const xi = Tensor.from(gpu, new Int32Array(4), [1, 1, 2, 2], 'i32');
-    const b4 = Tensor.from(gpu, new Float32Array(8), [2, 4]);
-    const bBatch = Tensor.from(gpu, [2, 0, 0, 1, 1], [1, 5]);
-    const good = [1, 0, 0, 2, 2];
-    const o = { outputSize: 2 };
-    const before = gpu.stats();
-    const cases: [Promise<unknown>, RegExp][] = [
-      [kernels.roiAlign(gpu, x, b4, o), /roiAlign: boxes of shape \[2, 4\] must be \[K, 5\]/],
-      [kernels.roiAlign(gpu, x, [0, 1, 2, 3], o), /boxes must hold rows of 5 numbers/],
-      [kernels.roiAlign(gpu, x, [2, 0, 0, 1, 1], o), /roiAlign: box 0: batch index 2 must be an integer in \[0, 1\]/],
-      [kernels.roiAlign(gpu, x, [...good, -1, 0, 0, 1, 1], o), /box 1: batch index -1/],
-      [kernels.roiAlign(gpu, x, [0.5, 0, 0, 1, 1], o), /box 0: batch index 0.5 must be an integer/],
-      [kernels.roiAlign(gpu, x, [0, 0, NaN, 1, 1], o), /box 0: coordinate 1 is NaN, expected a finite number/],
-      [kernels.roiAlign(gpu, x, [0, 0, 0, Infinity, 1], o), /coordinate 2 is Infinity/],
-      [kernels.roiAlign(gpu, x, good, { outputSize: 0 }), /outputSize must be a positive integer or \[height, width\]/],
-      [kernels.roiAlign(gpu, x, good, { outputSize: [2, -1] }), /outputSize must be/],
-      [kernels.roiAlign(gpu, x, good, { outputSize: [2] as never }), /outputSize must be/],
-      [kernels.roiAlign(gpu, x, good, { outputSize: 2.5 }), /outputSize must be/],
-      [kernels.roiAlign(gpu, x, good, { outputSize: 2, spatialScale: 0 }), /spatialScale must be a positive finite number, got 0/],
-      [kernels.roiAlign(gpu, x, good, { outputSize: 2, spatialScale: NaN }), /spatialScale must be/],
-      [kernels.roiAlign(gpu, x, good, { outputSize: 2, samplingRatio: 1.5 }), /samplingRatio must be an integer/],
-      [kernels.roiAlign(gpu, x, good, { outputSize: 2, layout: 'hwc' as never }), /layout must be 'nchw' or 'nhwc', got "hwc"/],
-      [kernels.roiAlign(gpu, x3, good, o), /features of shape \[3, 4, 1\] must be \[N, C, H, W\]/],
-      [kernels.roiAlign(gpu, x3, good, { ...o, layout: 'nhwc' }), /must be \[N, H, W, C\] \(layout 'nhwc'\)/],
-      [kernels.roiAlign(gpu, xi, good, o), /features must be f32 or f16, got i32/],
-      [kernels.runKernel(gpu, kernels.roiAlignKernel, [x], o), /expected 2 inputs/],
-    ];
-    for (const [p, re] of cases) {
-      await expect(p).rejects.toThrow(GpuError);
-      await expect(p).rejects.toThrow(re);
+    for (const dtype of ['f32', 'f16'] as const) {
+      it(`every channel-group tail (C % 16, C % 4) gives the reference, NHWC bit-identical to NCHW (${dtype})`, async (ctx) => {
+        // Invocations take 16 channels; NHWC with C % 4 == 0 reads them as vec4s (main_vec4), else as scalars.
+        const gpu = await getGpu();
+        if (dtype === 'f16') requireF16(ctx, gpu);
+        const options: RoiAlignOptions = { outputSize: [2, 3], spatialScale: 0.25, samplingRatio: 0, aligned: true };
+        for (const [i, c] of [4, 12, 16, 17, 20, 33, 36].entries()) {
+          const shape: [number, number, number, number] = [2, c, 5, 6];
+          const data = randomArray(2 * c * 5 * 6, 60 + i, 2);
+          const boxes = randomBoxes(9, 2, 24, 20, 70 + i);
+          const x = Tensor.from(gpu, data, shape, dtype);
+          const xt = await kernels.transpose(gpu, x, [0, 2, 3, 1]);
+          const a = await kernels.roiAlign(gpu, x, boxes, options);
+          const b = await kernels.roiAlign(gpu, xt, boxes, { ...options, layout: 'nhwc' });
+          const got = await a.read();
+          expectClose(got, roiAlignReference(await x.read(), shape, boxes, options), { scaleTol: dtype === 'f16' ? 1e-2 : 1e-5, label: `C=${c} ${dtype}` });
+          expect(Array.from(await b.read()), `C=${c} ${dtype}`).toEqual(Array.from(got));
+          for (const t of [x, xt, a, b]) t.dispose();
+        }
+      });
     }
-    expect(gpu.stats()).toEqual(before);
-    // A box Tensor is read back (one submit, nothing left allocated) and checked before the dispatch.
-    await expect(kernels.roiAlign(gpu, x, bBatch, o)).rejects.toThrow(/box 0: batch index 2 must be an integer in \[0, 1\]/);
-    expect(gpu.stats()).toEqual({ ...before, submits: before.submits + 1 });
-    for (const t of [x, x3, xi, b4, bBatch]) t.dispose();
-  });
 
-  it('in a graph-style run, an out-of-range batch index or a non-finite coordinate gives zeros', async () => {
-    const gpu = await getGpu();
-    const x = Tensor.from(gpu, randomArray(2 * 3 * 4 * 5, 2, 1).map((v) => v + 2), [2, 3, 4, 5]);
-    const bad = [5, 0, 0, 3, 3, -1, 0, 0, 3, 3, 0, 0, NaN, 3, 3, 1, 0, 0, Infinity, 3, 0, -Infinity, 0, 1, 1];
-    const boxes = Tensor.from(gpu, [...bad, 1, 0, 0, 3, 3], [6, 5]);
-    const [y] = await kernels.runKernel(gpu, kernels.roiAlignKernel, [x, boxes], { outputSize: 2, samplingRatio: 0 });
-    const got = await y!.read();
-    const per = 3 * 2 * 2;
-    expect(got.subarray(0, 5 * per).every((v) => v === 0)).toBe(true);
-    // The valid box is non-zero (features are in [1, 3)) and matches the reference.
-    expect(compareClose(got.subarray(5 * per), roiAlignReference(await x.read(), [2, 3, 4, 5], [1, 0, 0, 3, 3], { outputSize: 2, samplingRatio: 0 }), { scaleTol: 1e-5 }).ok).toBe(true);
-    expect(got.subarray(5 * per).every((v) => v > 0)).toBe(true);
-    for (const t of [x, boxes, y!]) t.dispose();
+    it('no boxes give an empty output', async () => {
+      const gpu = await getGpu();
+      const x = Tensor.from(gpu, randomArray(2 * 3 * 4 * 5, 1), [2, 3, 4, 5]);
+      const y = await kernels.roiAlign(gpu, x, [], { outputSize: 2 });
+      expect(y.shape).toEqual([0, 3, 2, 2]);
+      x.dispose();
+      y.dispose();
+    });
+
+    it('rejects bad input before dispatching', async () => {
+      const gpu = await getGpu();
+      const x = Tensor.from(gpu, new Float32Array(2 * 3 * 4 * 5), [2, 3, 4, 5]);
+      const x3 = Tensor.from(gpu, new Float32Array(12), [3, 4, 1]);
+      const xi = Tensor.from(gpu, new Int32Array(4), [1, 1, 2, 2], 'i32');
+      const b4 = Tensor.from(gpu, new Float32Array(8), [2, 4]);
+      const bBatch = Tensor.from(gpu, [2, 0, 0, 1, 1], [1, 5]);
+      const good = [1, 0, 0, 2, 2];
+      const o = { outputSize: 2 };
+      const before = gpu.stats();
+      const cases: [Promise<unknown>, RegExp][] = [
+        [kernels.roiAlign(gpu, x, b4, o), /roiAlign: boxes of shape \[2, 4\] must be \[K, 5\]/],
+        [kernels.roiAlign(gpu, x, [0, 1, 2, 3], o), /boxes must hold rows of 5 numbers/],
+        [kernels.roiAlign(gpu, x, [2, 0, 0, 1, 1], o), /roiAlign: box 0: batch index 2 must be an integer in \[0, 1\]/],
+        [kernels.roiAlign(gpu, x, [...good, -1, 0, 0, 1, 1], o), /box 1: batch index -1/],
+        [kernels.roiAlign(gpu, x, [0.5, 0, 0, 1, 1], o), /box 0: batch index 0.5 must be an integer/],
+        [kernels.roiAlign(gpu, x, [0, 0, NaN, 1, 1], o), /box 0: coordinate 1 is NaN, expected a finite number/],
+        [kernels.roiAlign(gpu, x, [0, 0, 0, Infinity, 1], o), /coordinate 2 is Infinity/],
+        [kernels.roiAlign(gpu, x, good, { outputSize: 0 }), /outputSize must be a positive integer or \[height, width\]/],
+        [kernels.roiAlign(gpu, x, good, { outputSize: [2, -1] }), /outputSize must be/],
+        [kernels.roiAlign(gpu, x, good, { outputSize: [2] as never }), /outputSize must be/],
+        [kernels.roiAlign(gpu, x, good, { outputSize: 2.5 }), /outputSize must be/],
+        [kernels.roiAlign(gpu, x, good, { outputSize: 2, spatialScale: 0 }), /spatialScale must be a positive finite number, got 0/],
+        [kernels.roiAlign(gpu, x, good, { outputSize: 2, spatialScale: NaN }), /spatialScale must be/],
+        [kernels.roiAlign(gpu, x, good, { outputSize: 2, samplingRatio: 1.5 }), /samplingRatio must be an integer/],
+        [kernels.roiAlign(gpu, x, good, { outputSize: 2, layout: 'hwc' as never }), /layout must be 'nchw' or 'nhwc', got "hwc"/],
+        [kernels.roiAlign(gpu, x3, good, o), /features of shape \[3, 4, 1\] must be \[N, C, H, W\]/],
+        [kernels.roiAlign(gpu, x3, good, { ...o, layout: 'nhwc' }), /must be \[N, H, W, C\] \(layout 'nhwc'\)/],
+        [kernels.roiAlign(gpu, xi, good, o), /features must be f32 or f16, got i32/],
+        [kernels.runKernel(gpu, kernels.roiAlignKernel, [x], o), /expected 2 inputs/],
+      ];
+      for (const [p, re] of cases) {
+        await expect(p).rejects.toThrow(GpuError);
+        await expect(p).rejects.toThrow(re);
+      }
+      expect(gpu.stats()).toEqual(before);
+      // A box Tensor is read back (one submit, nothing left allocated) and checked before the dispatch.
+      await expect(kernels.roiAlign(gpu, x, bBatch, o)).rejects.toThrow(/box 0: batch index 2 must be an integer in \[0, 1\]/);
+      expect(gpu.stats()).toEqual({ ...before, submits: before.submits + 1 });
+      for (const t of [x, x3, xi, b4, bBatch]) t.dispose();
+    });
+
+    it('in a graph-style run, an out-of-range batch index or a non-finite coordinate gives zeros', async () => {
+      const gpu = await getGpu();
+      const x = Tensor.from(gpu, randomArray(2 * 3 * 4 * 5, 2, 1).map((v) => v + 2), [2, 3, 4, 5]);
+      const bad = [5, 0, 0, 3, 3, -1, 0, 0, 3, 3, 0, 0, NaN, 3, 3, 1, 0, 0, Infinity, 3, 0, -Infinity, 0, 1, 1];
+      const boxes = Tensor.from(gpu, [...bad, 1, 0, 0, 3, 3], [6, 5]);
+      const [y] = await kernels.runKernel(gpu, kernels.roiAlignKernel, [x, boxes], { outputSize: 2, samplingRatio: 0 });
+      const got = await y!.read();
+      const per = 3 * 2 * 2;
+      expect(got.subarray(0, 5 * per).every((v) => v === 0)).toBe(true);
+      // The valid box is non-zero (features are in [1, 3)) and matches the reference.
+      expect(compareClose(got.subarray(5 * per), roiAlignReference(await x.read(), [2, 3, 4, 5], [1, 0, 0, 3, 3], { outputSize: 2, samplingRatio: 0 }), { scaleTol: 1e-5 }).ok).toBe(true);
+      expect(got.subarray(5 * per).every((v) => v > 0)).toBe(true);
+      for (const t of [x, boxes, y!]) t.dispose();
+    });
   });
 });
