@@ -10,6 +10,7 @@ import { matmulKernel, type MatmulActivation } from '../kernels/matmul.js';
 import { layerNormKernel } from '../kernels/layerNorm.js';
 import { attentionKernel, type AttentionVariant } from '../kernels/attention.js';
 import { softmaxKernel } from '../kernels/softmax.js';
+import { reduceKernel } from '../kernels/reduce.js';
 import { patchEmbedKernel } from '../kernels/patchEmbed.js';
 import { compileGraph, type GraphPlan } from './plan.js';
 import { markOwned } from './constants.js';
@@ -258,32 +259,14 @@ export class GraphBuilder {
     return this.op(patchEmbedKernel, [pixels, weight, classEmbedding, positionEmbedding], options, label)[0]!;
   }
 
-  /**
-   * x summed over `axes` (negative counts from the end; the summed dimensions are dropped). Kept
-   * dimensions move first (a transpose copy when they are not already), then one matmul with ones.
-   */
+  /** x summed over `axes` (negative counts from the end; the summed dimensions are dropped). */
   sum(x: Value, axes: readonly number[], label?: string): Value {
-    this.#own(x, 'sum input');
-    const name = label ?? `sum#${this.nodes.length}`;
-    const rank = x.shape.length;
-    const norm = axes.map((a) => (a < 0 ? a + rank : a));
-    if (!norm.every((a) => Number.isInteger(a) && a >= 0 && a < rank) || new Set(norm).size !== norm.length) {
-      throw new GpuError(`graph node ${name}`, `axes [${axes.join(', ')}] must be distinct dimensions of ${x}`);
-    }
-    const kept = [...x.shape.keys()].filter((d) => !norm.includes(d));
-    const reduced = [...norm].sort((a, b) => a - b);
-    if (reduced.length === 0) return x;
-    const moved = this.transpose(x, [...kept, ...reduced], `${name}.transpose`);
-    const rows = sizeOf(kept.map((d) => x.shape[d]!));
-    const n = sizeOf(reduced.map((d) => x.shape[d]!));
-    const summed = this.matmul(this.reshape(moved, [rows, n]), this.fill([n, 1], 1, x.dtype), {}, name);
-    return this.reshape(summed, kept.map((d) => x.shape[d]!));
+    return this.op(reduceKernel, [x], { op: 'sum', axes }, label)[0]!;
   }
 
   /** x averaged over `axes` (as `sum`). */
   mean(x: Value, axes: readonly number[], label?: string): Value {
-    const n = sizeOf(axes.map((a) => x.shape[a < 0 ? a + x.shape.length : a] ?? 1));
-    return this.scale(this.sum(x, axes, label), 1 / n, label && `${label}.scale`);
+    return this.op(reduceKernel, [x], { op: 'mean', axes }, label)[0]!;
   }
 
   /** Rows of `table` at `indices` (i32). */

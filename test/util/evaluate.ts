@@ -6,9 +6,13 @@ import {
   elementwiseReference,
   gatherReference,
   matmulReference,
+  padReference,
+  reduceReference,
   stridedCopyReference,
   type ElementwiseOptions,
   type MatmulOptions,
+  type PadOptions,
+  type ReduceOptions,
   type StridedView,
 } from '../../src/kernels/index.js';
 
@@ -40,6 +44,8 @@ const EVALUATORS: Record<string, Evaluator> = {
     }
     return [Float64Array.from(y)];
   },
+  pad: ([x], o) => [Float64Array.from(padReference(x!.data, x!.value.shape, o as PadOptions))],
+  reduce: ([x], o) => [reduceReference(x!.data, x!.value.shape, o as ReduceOptions)],
   gather: ([table, ids]) => [Float64Array.from(gatherReference(table!.data, table!.value.shape[1]!, ids!.data))],
 };
 

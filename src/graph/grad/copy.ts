@@ -1,20 +1,6 @@
 import { sizeOf } from '../../dtype.js';
-import { contiguousStrides, type StridedView } from '../../kernels/copy.js';
-import type { GraphBuilder, Value } from '../builder.js';
+import { contiguousStrides, padKernel, type StridedView } from '../../kernels/copy.js';
 import type { GradRule } from './index.js';
-
-/** dy padded with zeros to `shape`, where dy came from x[starts[0]:…] (one concat per sliced axis). */
-export function padSlice(g: GraphBuilder, dy: Value, shape: readonly number[], starts: readonly number[], label: string): Value {
-  let d = dy;
-  shape.forEach((n, axis) => {
-    const before = starts[axis]!;
-    const after = n - before - d.shape[axis]!;
-    if (before === 0 && after === 0) return;
-    const zeros = (k: number) => g.fill(d.shape.map((m, j) => (j === axis ? k : m)), 0, d.dtype);
-    d = g.concat([...(before > 0 ? [zeros(before)] : []), d, ...(after > 0 ? [zeros(after)] : [])], axis, label);
-  });
-  return d;
-}
 
 /**
  * The strided copies the builder makes: a permutation of the source (transpose: copy back with the
@@ -40,7 +26,7 @@ export const stridedCopyGrad: GradRule = ({ g, node, dys, label, notDifferentiab
       rest -= k * s;
       return k;
     });
-    return [padSlice(g, dy, x.shape, starts, label('x'))];
+    return [g.op(padKernel, [dy], { shape: x.shape, starts }, label('x'))[0]!];
   }
   return notDifferentiable(0, 'a strided copy that is neither a transpose nor a slice has no backward rule');
 };

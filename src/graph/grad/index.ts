@@ -6,6 +6,7 @@
 import { GpuError } from '../../gpu/errors.js';
 import { shapeString, sizeOf } from '../../dtype.js';
 import type { Kernel } from '../../kernels/program.js';
+import { padKernel } from '../../kernels/copy.js';
 import type { GraphBuilder, GraphNode, Value } from '../builder.js';
 import { RULES } from './rules.js';
 
@@ -125,6 +126,6 @@ function viewBackward(g: GraphBuilder, dy: Value, base: Value, offset: number): 
   const n = sizeOf(dy.shape);
   const total = sizeOf(base.shape);
   if (n === total) return g.reshape(dy, base.shape);
-  const parts = [g.fill([offset], 0, dy.dtype), g.reshape(dy, [n]), g.fill([total - offset - n], 0, dy.dtype)];
-  return g.reshape(g.concat(parts.filter((p) => p.shape[0]! > 0), 0, `grad of view ${dy}`), base.shape);
+  const padded = g.op(padKernel, [g.reshape(dy, [n])], { shape: [total], starts: [offset] }, `grad of view ${dy}`)[0]!;
+  return g.reshape(padded, base.shape);
 }

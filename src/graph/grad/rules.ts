@@ -2,10 +2,12 @@ import type { Kernel } from '../../kernels/program.js';
 import { concatKernel, stridedCopyKernel } from '../../kernels/copy.js';
 import { elementwiseKernel } from '../../kernels/elementwise.js';
 import { matmulKernel } from '../../kernels/matmul.js';
+import { reduceKernel } from '../../kernels/reduce.js';
 import type { GradRule } from './index.js';
 import { elementwiseGrad } from './elementwise.js';
 import { matmulGrad } from './matmul.js';
 import { concatGrad, stridedCopyGrad } from './copy.js';
+import { reduceGrad } from './reduce.js';
 
 /** The backward rule of each kernel that has one. */
 export const RULES = new Map<Kernel<unknown>, GradRule>([
@@ -13,4 +15,5 @@ export const RULES = new Map<Kernel<unknown>, GradRule>([
   [matmulKernel, matmulGrad],
   [stridedCopyKernel, stridedCopyGrad],
   [concatKernel, concatGrad],
+  [reduceKernel, reduceGrad],
 ] as [Kernel<unknown>, GradRule][]);
