@@ -65,6 +65,7 @@ const STEPS: Record<string, Step> = {
     const out = [...x.shape.slice(0, -1), N];
     return r.g.matmul(x, r.input(transposeB ? [N, K] : [K, N]), {
       transposeB,
+      activation: r.pick(['none', 'gelu', 'quick_gelu'] as const),
       bias: r.rand() < 0.5 ? r.input([N]) : undefined,
       residual: r.rand() < 0.5 ? r.input(out) : undefined,
     });
@@ -77,6 +78,9 @@ const STEPS: Record<string, Step> = {
     const transposeB = r.rand() < 0.5;
     return r.g.matmul(x, r.input([...x.shape.slice(0, -2), ...(transposeB ? [N, K] : [K, N])]), { transposeB });
   },
+  gelu: (r) => r.g.gelu(r.recent()),
+  quickGelu: (r) => r.g.quickGelu(r.recent()),
+  l2Normalize: (r) => r.g.l2Normalize(r.recent(), r.pick([1e-6, 0])),
   transpose: (r) => {
     const x = r.recent();
     const perm = [...x.shape.keys()].sort(() => r.rand() - 0.5);

@@ -13,11 +13,12 @@ type Build = (g: GraphBuilder, x: Record<string, Value>, c: GradCase) => Value;
 const OPS: Record<string, { build: Build; pending?: (c: GradCase) => string | undefined }> = {
   linear: {
     build: (g, { x, W, b, r }, c) => g.matmul(x!, W!, { transposeB: true, bias: b, residual: r, activation: c.params.act as 'none' }),
-    pending: (c) => (c.params.act === 'none' ? undefined : 'the activation backward (matmulBackward kernel) is not on main yet'),
   },
   bmm: { build: (g, { a, b }) => g.matmul(a!, b!) },
   broadcast: { build: (g, { x, o }, c) => ((c.params.kind as string).startsWith('add') ? g.add(x!, o!) : g.mul(x!, o!)) },
   reduce: { build: (g, { x }, c) => (c.params.kind === 'sum' ? g.sum(x!, c.params.axes as number[]) : g.mean(x!, c.params.axes as number[])) },
+  activation: { build: (g, { x }, c) => (c.params.act === 'gelu' ? g.gelu(x!) : g.quickGelu(x!)) },
+  l2norm: { build: (g, { x }, c) => g.l2Normalize(x!, c.params.variant === 'eps' ? 1e-6 : 0) },
   mean_tokens: { build: (g, { x }) => g.mean(g.slice(x!, [0, 1]), [1]) },
 };
 

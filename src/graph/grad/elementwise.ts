@@ -1,9 +1,12 @@
-import type { ElementwiseOptions } from '../../kernels/elementwise.js';
+import { elementwiseKernel, type ElementwiseOptions } from '../../kernels/elementwise.js';
 import type { GradRule } from './index.js';
 import { unbroadcast } from './reduce.js';
 
-/** add and mul (broadcast operands get the sum over the broadcast dimensions), scale and cast. */
-export const elementwiseGrad: GradRule = ({ g, node, dys, needs, label }) => {
+/**
+ * add and mul (broadcast operands get the sum over the broadcast dimensions), scale, cast, and the
+ * activations and l2norm through their backward ops (inputs [x, dy]).
+ */
+export const elementwiseGrad: GradRule = ({ g, node, dys, needs, label, notDifferentiable }) => {
   const o = node.options as ElementwiseOptions;
   const dy = dys[0]!;
   const [x, b] = node.inputs as [(typeof node.inputs)[0], (typeof node.inputs)[0]];
@@ -19,7 +22,11 @@ export const elementwiseGrad: GradRule = ({ g, node, dys, needs, label }) => {
       return [g.scale(dy, o.scalar!, label('x'))];
     case 'cast':
       return [g.cast(dy, x.dtype as 'f32' | 'f16', label('x'))];
+    case 'gelu':
+    case 'quick_gelu':
+    case 'l2norm':
+      return [g.op(elementwiseKernel, [x, dy], { op: `${o.op}_grad`, eps: o.eps }, label('x'))[0]!];
     default:
-      throw new Error(`no backward rule for elementwise.${o.op} yet`);
+      return notDifferentiable(0, `elementwise.${o.op} is itself a backward op`);
   }
 };
