@@ -151,7 +151,7 @@ export class GraphBuilder {
       throw new GpuError(`graph node ${name}`, (err as Error).message, { cause: err });
     }
     const outputs = infos.map((info) => this.#add(info, { kind: 'node', node: index }));
-    this.nodes.push({ index, label: name, kernel: kernel as Kernel<unknown>, inputs: [...inputs], options, outputs });
+    this.nodes.push({ index, label: name, kernel: kernel as Kernel<unknown>, inputs: [...inputs], options, outputs: Object.freeze([...outputs]) });
     return outputs;
   }
 
