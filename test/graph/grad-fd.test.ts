@@ -135,7 +135,7 @@ async function check(seed: number, first: string, steps: number): Promise<void> 
 
   const lossAt = (data: Record<string, ArrayLike<number>>) => evaluateGraph(r.g, data, new Map(), loss).get(loss)![0]!;
   const h = 1e-6;
-  for (const name of names_) {
+  const fds = names_.map((name) => {
     const x = Float64Array.from(r.data[name]!);
     const fd = new Float64Array(x.length);
     for (let i = 0; i < x.length; i++) {
@@ -147,8 +147,12 @@ async function check(seed: number, first: string, steps: number): Promise<void> 
       x[i] = v;
       fd[i] = (up - down) / (2 * h);
     }
-    expectClose(outputs[name]!, fd, { scaleTol: 2e-4, label: `seed ${seed}, ${first} then ${steps} random ops: d loss / d ${name}` });
-  }
+    return fd;
+  });
+  // Relative to the largest gradient of the graph: an input whose gradient is ~0 (e.g. through a
+  // sum of l2-normalised rows) gets f32 rounding noise of the graph's scale, not of its own.
+  const scale = Math.max(...fds.map((fd) => fd.reduce((m, v) => Math.max(m, Math.abs(v)), 0)));
+  fds.forEach((fd, i) => expectClose(outputs[names_[i]!]!, fd, { atol: 2e-4 * scale, rtol: 2e-4, label: `seed ${seed}, ${first} then ${steps} random ops: d loss / d ${names_[i]}` }));
 }
 
 describe('gradients against finite differences on random graphs', () => {
