@@ -242,6 +242,26 @@ describe('OpenAI checkpoints missing what the config is inferred from', () => {
     await expectLoadError(clipLoad(file, { heads: { vision: 2, text: 5 } }), [file, 'heads.text 5 does not divide'], 0);
   });
 
+  it('a tensor claiming layer 1e9 fails at once naming the first missing layer, not building 1e9 layers', async () => {
+    const file = openaiFile((t) => (t['transformer.resblocks.1000000000.ln_1.weight'] = t['ln_final.weight']!));
+    const { ms } = await expectLoadError(clipLoad(file, { heads }), [file, 'missing tensor "transformer.resblocks.2.ln_1.weight": no tensor of text layer 2'], 0);
+    expect(ms).toBeLessThan(1000);
+  });
+
+  it('a two-tower checkpoint without logit_scale is refused (a one-tower config does without it)', async () => {
+    const file = openaiFile((t) => delete t.logit_scale);
+    await expectLoadError(clipLoad(file, { heads }), [file, 'missing tensor "logit_scale" (logit scale)'], 0);
+    const visionOnly = folder('clip_tiny', { config: (c) => delete c.text_config, tensors: (t) => delete t.logit_scale });
+    const model = await ClipModel.load(await getGpu(), visionOnly);
+    expect(model.config.text).toBeUndefined();
+    model.dispose();
+  });
+
+  it('an OWL-ViT checkpoint missing a tensor with two spellings names both', async () => {
+    const d = folder('owlvit_tiny', { tensors: (t) => delete t['owlvit.vision_model.pre_layernorm.weight'] });
+    await expectLoadError(owlLoad(d), ['missing tensor "owlvit.vision_model.pre_layrnorm.weight" or "owlvit.vision_model.pre_layernorm.weight" (vision ln_pre.weight), expected shape [64]'], 0);
+  });
+
   it('an OWL-ViT checkpoint missing a tower tensor names it as a GpuError', async () => {
     const name = 'owlvit.vision_model.embeddings.position_embedding.weight';
     const d = folder('owlvit_tiny', { tensors: (t) => delete t[name] });

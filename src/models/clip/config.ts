@@ -190,15 +190,16 @@ export function checkClipConfig(c: ClipConfig, origin: ConfigOrigin = clipOrigin
  * that is missing or of the wrong rank is an error naming the tensor.
  */
 export function clipConfigFromOpenAi(shapes: (name: string) => readonly number[] | undefined, names: readonly string[], heads: { vision?: number; text?: number } = {}): ClipConfig {
-  const count = (re: RegExp) => new Set(names.map((n) => re.exec(n)?.[1]).filter((x) => x !== undefined)).size;
   const dims = (name: string, rank: number, purpose: string): number[] => {
     const s = shapes(name);
     if (!s) throw new Error(`no tensor ${JSON.stringify(name)}, which gives ${purpose}`);
     if (s.length !== rank || s.some((d) => d <= 0)) throw new Error(`tensor ${JSON.stringify(name)} has shape [${s.join(', ')}], expected ${rank} positive dimensions (it gives ${purpose})`);
     return [...s];
   };
+  // Layers: the highest index of any tensor under the prefix, plus one (a missing one is named later).
   const layers = (prefix: string) => {
-    const n = count(new RegExp(`^${prefix.replaceAll('.', '\\.')}(\\d+)\\.attn\\.in_proj_weight$`));
+    const re = new RegExp(`^${prefix.replaceAll('.', '\\.')}(\\d+)\\.`);
+    const n = Math.max(0, ...names.map((name) => Number(re.exec(name)?.[1] ?? -1) + 1));
     if (n === 0) throw new Error(`no tensor ${JSON.stringify(`${prefix}0.attn.in_proj_weight`)}: no transformer layers`);
     return n;
   };
@@ -207,8 +208,11 @@ export function clipConfigFromOpenAi(shapes: (name: string) => readonly number[]
     if (h === 0) throw new Error(`cannot infer the ${tower} heads: width ${width} is under 64 (pass heads.${tower})`);
     return h;
   };
+  // A tower is present when any of its tensors is: one missing tensor must not drop a tower.
+  const hasVision = names.some((n) => n.startsWith('visual.'));
+  const hasText = names.some((n) => ['token_embedding.weight', 'positional_embedding', 'ln_final.weight', 'text_projection'].includes(n) || n.startsWith('transformer.'));
   let vision: VisionConfig | undefined;
-  if (shapes('visual.conv1.weight')) {
+  if (hasVision) {
     const [width, , , patch] = dims('visual.conv1.weight', 4, 'the vision width and patch size') as [number, number, number, number];
     const tokens = dims('visual.positional_embedding', 2, 'the image size')[0]!;
     const grid = Math.round(Math.sqrt(tokens - 1));
@@ -225,7 +229,7 @@ export function clipConfigFromOpenAi(shapes: (name: string) => readonly number[]
     };
   }
   let text: TextConfig | undefined;
-  if (shapes('token_embedding.weight')) {
+  if (hasText) {
     const width = dims('ln_final.weight', 1, 'the text width')[0]!;
     text = {
       width,
@@ -238,7 +242,7 @@ export function clipConfigFromOpenAi(shapes: (name: string) => readonly number[]
       vocabSize: dims('token_embedding.weight', 2, 'the vocabulary size')[0]!,
     };
   }
-  if (!vision && !text) throw new Error('no tensor "visual.conv1.weight" or "token_embedding.weight": not an OpenAI CLIP checkpoint');
+  if (!vision && !text) throw new Error('no tensor named visual.* or token_embedding.weight: not an OpenAI CLIP checkpoint');
   const proj = shapes('text_projection') ? 'text_projection' : shapes('visual.proj') ? 'visual.proj' : undefined;
   if (!proj) throw new Error('no tensor "text_projection" or "visual.proj", which gives the embedding width');
   const config = { vision, text, embedDim: dims(proj, 2, 'the embedding width')[1]! };

@@ -100,14 +100,13 @@ export class ClipModel {
       const visionPlan = config.vision && planTower(ctx, 'vision', config.vision, config.embedDim);
       const textPlan = config.text && planTower(ctx, 'text', config.text, config.embedDim);
       const used = new Set<string>();
+      const logitScale = readLogitScale(reader, convention, used, !!(visionPlan && textPlan));
       const vision = visionPlan && uploadPlanned(gpu, reader, visionPlan, dtype, used);
       let text: Map<string, Tensor> | undefined;
-      let logitScale: number | undefined;
       try {
         text = textPlan && uploadPlanned(gpu, reader, textPlan, dtype, used);
-        logitScale = readLogitScale(reader, convention, used);
       } catch (err) {
-        for (const t of [...(vision?.values() ?? []), ...(text?.values() ?? [])]) t.dispose();
+        for (const t of vision?.values() ?? []) t.dispose();
         throw err;
       }
       const unused = names.filter((n) => !used.has(n));

@@ -98,18 +98,26 @@ function resolve(reader: WeightReader, prefix: string, names: readonly string[])
   return names.map((n) => prefix + n).find((n) => reader.shape(n) !== undefined) ?? prefix + names[0]!;
 }
 
-/** Highest layer index present under a tower's layer prefix, plus one (0: no layers), and one name of it. */
-function layersPresent(reader: WeightReader, layerPrefix: string): { count: number; example?: string } {
+/**
+ * Layers present under a tower's layer prefix: the highest index plus one (0: none), and a tensor of
+ * that layer; `gap` is the first lower index without any tensor (so the count is bounded by the
+ * number of tensors, whatever index a name claims).
+ */
+function layersPresent(reader: WeightReader, layerPrefix: string): { count: number; example?: string; gap?: number } {
   const [head, tail] = layerPrefix.split('{i}') as [string, string];
   const esc = (x: string) => x.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
   const re = new RegExp(`^${esc(head)}(\\d+)${esc(tail)}`);
+  const seen = new Set<number>();
   let count = 0;
   let example: string | undefined;
   for (const n of reader.names()) {
     const m = re.exec(n);
-    if (m && Number(m[1]) + 1 > count) [count, example] = [Number(m[1]) + 1, n];
+    if (!m) continue;
+    seen.add(Number(m[1]));
+    if (Number(m[1]) + 1 > count) [count, example] = [Number(m[1]) + 1, n];
   }
-  return { count, example };
+  const gap = seen.size === count ? undefined : [...Array(seen.size + 1).keys()].find((i) => !seen.has(i));
+  return { count, example, gap };
 }
 
 /**
@@ -122,11 +130,16 @@ function layersPresent(reader: WeightReader, layerPrefix: string): { count: numb
 export function planTower(ctx: LoadContext, tower: 'vision' | 'text', config: VisionConfig | TextConfig, embedDim: number, skip: readonly string[] = []): PlannedParam[] {
   const { reader, conv, origin } = ctx;
   const layers = layersPresent(reader, conv[tower].layer);
+  // The first tensor of layer i, to name one that is missing.
+  const layerTensor = (i: number) => conv[tower].layer.replace('{i}', String(i)) + sourceNames(conv.layer['ln1.weight']!).names[0]!;
   if (config.layers !== layers.count) {
     const evidence = config.layers > layers.count
-      ? `no tensor ${JSON.stringify(conv[tower].layer.replace('{i}', String(layers.count)) + String(sourceNames(conv.layer['ln1.weight']!).names[0]))}`
+      ? `no tensor ${JSON.stringify(layerTensor(layers.count))}`
       : `tensor ${JSON.stringify(layers.example)} is of layer ${layers.count - 1}`;
     throw new GpuError(ctx.op, `${origin.source}: ${origin.field(tower, 'layers')} is ${config.layers}, but ${reader.path} has ${layers.count} ${tower} layers (${evidence})`);
+  }
+  if (layers.gap !== undefined) {
+    throw new SafetensorsError(reader.path, `missing tensor ${JSON.stringify(layerTensor(layers.gap))}: no tensor of ${tower} layer ${layers.gap}, though ${JSON.stringify(layers.example)} is of layer ${layers.count - 1}`);
   }
   const facts: [ConfigKey, string, number, number, string?][] = [];
   if (tower === 'vision') {
@@ -156,6 +169,9 @@ export function planTower(ctx: LoadContext, tower: 'vision' | 'text', config: Vi
     const { concat, names } = sourceNames(source);
     const resolved = concat ? names.map((n) => prefix + n) : [resolve(reader, prefix, names)];
     const partShape = concat ? [shape[0]! / names.length, ...shape.slice(1)] : shape;
+    if (!concat && names.length > 1 && !reader.shape(resolved[0]!)) {
+      throw new SafetensorsError(reader.path, `missing tensor ${names.map((n) => JSON.stringify(prefix + n)).join(' or ')} (${what}), expected shape ${fmt(shape)}`);
+    }
     for (const name of resolved) checkTensor(reader, name, partShape, what);
     checkSize(ctx, resolved.length > 1 ? `${resolved[0]} + ${resolved.length - 1} more` : resolved[0]!, shape, what);
     out.push({ param, shape, names: resolved });
@@ -190,11 +206,14 @@ export function uploadPlanned(gpu: Gpu, reader: WeightReader, plan: readonly Pla
   }
 }
 
-/** The stored (log) logit scale: one finite float, or undefined when the checkpoint has none. */
-export function readLogitScale(reader: WeightReader, conv: Convention, used: Set<string>): number | undefined {
+/**
+ * The stored (log) logit scale: one finite float. Undefined when the checkpoint has none, which is
+ * an error where `required` (a two-tower checkpoint: similarities would silently use a default).
+ */
+export function readLogitScale(reader: WeightReader, conv: Convention, used: Set<string>, required: boolean): number | undefined {
   const shape = reader.shape(conv.logitScale);
-  if (!shape) return undefined;
-  checkTensor(reader, conv.logitScale, shape.length ? [1] : [], 'logit scale');
+  if (!shape && !required) return undefined;
+  checkTensor(reader, conv.logitScale, shape?.length ? [1] : [], 'logit scale');
   used.add(conv.logitScale);
   return reader.read(conv.logitScale)[0];
 }

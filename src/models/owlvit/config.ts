@@ -18,8 +18,7 @@ export function owlVitConfigFromHf(o: Record<string, unknown>): OwlVitConfig {
   const clip = clipConfigFromHf({ ...o, model_type: 'owlvit' });
   if (!clip.vision || !clip.text) throw new Error('an OWL-ViT config needs both vision_config and text_config');
   const { vision, text, embedDim } = clip;
-  if (vision.imageSize % vision.patchSize !== 0) throw new Error(`image_size ${vision.imageSize} is not a multiple of patch_size ${vision.patchSize}`);
   // The class head's output (text width) is compared with text_embeds (projection width).
-  if (text.width !== embedDim) throw new Error(`text hidden_size ${text.width} must equal projection_dim ${embedDim}: the class head compares them`);
+  if (text.width !== embedDim) throw new Error(`text_config.hidden_size ${text.width} must equal projection_dim ${embedDim}: the class head compares them`);
   return { vision, text, embedDim, gridSize: vision.imageSize / vision.patchSize };
 }

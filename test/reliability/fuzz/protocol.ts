@@ -1,0 +1,28 @@
+// What the loader fuzz's test and its worker process (child.ts) tell each other.
+
+export type Model = 'clip-hf' | 'clip-openai' | 'owlvit';
+export const MODELS: readonly Model[] = ['clip-hf', 'clip-openai', 'owlvit'];
+
+/** What a case must end in: an error, a load identical to the unmutated one, a load, or either. */
+export type Expect = 'error' | 'same' | 'loads' | 'either';
+
+export interface FuzzReport {
+  index: number;
+  model: Model;
+  kind: string;
+  what: string;
+  expect: Expect;
+  /** Strings an error message must contain (files, tensor, config field). */
+  mentions: string[];
+  outcome: 'error' | 'loaded';
+  isGpuError?: boolean;
+  error?: string;
+  /** For loads: whether every weight is bit-identical to the unmutated load's. */
+  same?: boolean;
+  ms: number;
+}
+
+export interface FuzzInit {
+  seed: number;
+  fixtures: string;
+}
