@@ -8,6 +8,7 @@ export { cases as boxes } from './boxes.js';
 export { cases as copy } from './copy.js';
 export { cases as gather } from './gather.js';
 export { cases as layerNorm } from './layerNorm.js';
+export { cases as layerNormBackward } from './layerNormBackward.js';
 export { cases as losses } from './losses.js';
 export { cases as matmul } from './matmul.js';
 export { cases as matmulBackward } from './matmulBackward.js';

@@ -7,6 +7,7 @@ export * from './reduce.js';
 export * from './losses.js';
 export * from './gather.js';
 export * from './layerNorm.js';
+export * from './layerNormBackward.js';
 export * from './softmax.js';
 export * from './softmaxBackward.js';
 export * from './patchEmbed.js';

@@ -102,6 +102,16 @@ export async function layerNorm(
 
 // ---- CPU reference (for tests only): float64, two-pass mean then variance ----
 
+/** Mean and 1 / sqrt(biased variance + eps) of x[base .. base + dim), two passes in float64. */
+export function rowStatsReference(x: ArrayLike<number>, base: number, dim: number, eps: number): { mean: number; rstd: number } {
+  let mean = 0;
+  for (let j = 0; j < dim; j++) mean += x[base + j]!;
+  mean /= dim;
+  let variance = 0;
+  for (let j = 0; j < dim; j++) variance += (x[base + j]! - mean) ** 2;
+  return { mean, rstd: 1 / Math.sqrt(variance / dim + eps) };
+}
+
 export function layerNormReference(
   x: ArrayLike<number>,
   dim: number,
@@ -111,14 +121,8 @@ export function layerNormReference(
 ): Float64Array {
   const y = new Float64Array(x.length);
   for (let base = 0; base < x.length; base += dim) {
-    let mean = 0;
-    for (let j = 0; j < dim; j++) mean += x[base + j]!;
-    mean /= dim;
-    let variance = 0;
-    for (let j = 0; j < dim; j++) variance += (x[base + j]! - mean) ** 2;
-    variance /= dim;
-    const inv = 1 / Math.sqrt(variance + eps);
-    for (let j = 0; j < dim; j++) y[base + j] = (x[base + j]! - mean) * inv * weight[j]! + bias[j]!;
+    const { mean, rstd } = rowStatsReference(x, base, dim, eps);
+    for (let j = 0; j < dim; j++) y[base + j] = (x[base + j]! - mean) * rstd * weight[j]! + bias[j]!;
   }
   return y;
 }
