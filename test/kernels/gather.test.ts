@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { Tensor, kernels } from '../../src/index.js';
-import { gatherReference } from '../../src/kernels/gather.js';
+import { gatherBackwardReference, gatherReference } from '../../src/kernels/gather.js';
+import { expectClose } from '../util/check.js';
+import { gradFixture } from '../util/grad.js';
 import { forEachProfile } from '../util/gpu.js';
 import { randomArray } from '../util/random.js';
 
@@ -32,6 +34,55 @@ forEachProfile((_, getGpu) => {
       await expect(kernels.gather(gpu, flat, idx)).rejects.toThrow(/table must be \[rows, width\], got \[12\]/);
       expect(gpu.stats().submits).toBe(before.submits);
       for (const x of [t, f, flat, idx]) x.dispose();
+    });
+  });
+
+  describe('gatherBackward (scatter-add of repeated indices)', () => {
+    it('matches the reference: repeats, out-of-range indices, unused rows, several index shapes', async () => {
+      const gpu = await getGpu();
+      const cases: [number[], number[], number, number][] = [
+        [[0], [1], 3, 5],
+        [[2, 2, 2, 2], [4], 4, 7],
+        [[10, 3, 3, -1, 11, 5, 3, 0], [2, 4], 11, 33],
+        [Array.from({ length: 300 }, (_, i) => (i * 37) % 41), [3, 100], 50, 9],
+      ];
+      for (const [k, [idx, shape, rows, width]] of cases.entries()) {
+        const dy = randomArray(idx.length * width, 80 + k, 2);
+        const ti = Tensor.from(gpu, idx, shape, 'i32');
+        const tdy = Tensor.from(gpu, dy, [...shape, width]);
+        const g = await kernels.gatherBackward(gpu, ti, tdy, { rows });
+        expect(g.shape).toEqual([rows, width]);
+        expectClose(await g.read(), gatherBackwardReference(idx, dy, rows, width), { scaleTol: 1e-6, label: `gatherBackward ${shape}` });
+        for (const t of [ti, tdy, g]) t.dispose();
+      }
+    });
+
+    it('matches PyTorch autograd: the embedding fixture (rows accumulate)', async () => {
+      const gpu = await getGpu();
+      const fx = gradFixture('embedding');
+      expect(fx.cases).toHaveLength(2);
+      for (const c of fx.cases) {
+        const [table, ids, dy] = [fx.tensor(`${c.name}.table`), fx.tensor(`${c.name}.ids_i32`), fx.tensor(`${c.name}.dY`)];
+        const [tt, ti, tdy] = [Tensor.from(gpu, table.data, table.shape), Tensor.from(gpu, ids.data, ids.shape, 'i32'), Tensor.from(gpu, dy.data, dy.shape)];
+        const y = await kernels.gather(gpu, tt, ti);
+        expectClose(await y.read(), fx.tensor(`${c.name}.Y_f64`).data, { scaleTol: 1e-6, label: `${c.name} Y` });
+        const g = await kernels.gatherBackward(gpu, ti, tdy, { rows: table.shape[0]! });
+        expectClose(await g.read(), fx.tensor(`${c.name}.grad_table_f64`).data, { scaleTol: 1e-5, label: `${c.name} grad_table` });
+        for (const t of [tt, ti, tdy, y, g]) t.dispose();
+      }
+    });
+
+    it('rejects bad arguments before dispatching', async () => {
+      const gpu = await getGpu();
+      const idx = Tensor.from(gpu, [1, 2], [2], 'i32');
+      const dy = Tensor.from(gpu, new Float32Array(6), [2, 3]);
+      const wrong = Tensor.from(gpu, new Float32Array(9), [3, 3]);
+      const before = gpu.stats();
+      await expect(kernels.gatherBackward(gpu, idx, wrong, { rows: 4 })).rejects.toThrow(/gatherBackward: dy must be \[2, width\] \(indices' shape plus the row width\), got \[3, 3\]/);
+      await expect(kernels.gatherBackward(gpu, dy, dy, { rows: 4 })).rejects.toThrow(/gatherBackward: indices must be i32, got f32/);
+      await expect(kernels.gatherBackward(gpu, idx, dy, { rows: -1 })).rejects.toThrow(/gatherBackward: rows must be a non-negative integer, got -1/);
+      expect(gpu.stats().submits).toBe(before.submits);
+      for (const t of [idx, dy, wrong]) t.dispose();
     });
   });
 });
