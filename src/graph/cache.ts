@@ -3,43 +3,114 @@ import { GpuError } from '../gpu/errors.js';
 import { GraphBuilder } from './builder.js';
 import type { GraphPlan } from './plan.js';
 
+/** How much a PlanCache keeps: compiled plans by count and by the bytes of the buffers they own. */
+export interface PlanCacheLimits {
+  /** At most this many plans (default 32). */
+  maxPlans?: number;
+  /** At most this many bytes of plan-owned buffers: intermediates, inputs, staging (default 256 MiB). */
+  maxBytes?: number;
+}
+
+export const PLAN_CACHE_DEFAULTS: Readonly<Required<PlanCacheLimits>> = Object.freeze({ maxPlans: 32, maxBytes: 256 * 2 ** 20 });
+
+interface Entry {
+  promise: Promise<GraphPlan>;
+  plan?: GraphPlan;
+  /** Calls of `use` holding the plan: it is never freed under them. */
+  users: number;
+  /** Dropped from the cache; freed when its last user is done. */
+  evicted: boolean;
+}
+
 /**
  * Compiled plans by key (a batch size, a box count, …), each built and compiled once: what models
- * keep, since a plan serves one set of input shapes. `dispose()` frees every compiled plan at once;
- * a plan still compiling frees itself when it finishes.
+ * keep, since a plan serves one set of input shapes. Least recently used plans are freed once the
+ * cache holds more than `maxPlans` plans or `maxBytes` bytes; a plan in use (inside `use`) is
+ * never freed under its caller, so the cache may exceed its limits while every plan is busy.
+ * `dispose()` frees every idle plan at once and the busy ones as their calls finish.
  */
 export class PlanCache {
   readonly gpu: Gpu;
   /** Names the owner in errors after disposal. */
   readonly owner: string;
-  readonly #entries = new Map<string, { promise: Promise<GraphPlan>; plan?: GraphPlan }>();
+  readonly limits: Readonly<Required<PlanCacheLimits>>;
+  /** In least recently used order. */
+  readonly #entries = new Map<string, Entry>();
   #disposed = false;
 
-  constructor(gpu: Gpu, owner: string) {
+  constructor(gpu: Gpu, owner: string, limits: PlanCacheLimits = {}) {
     this.gpu = gpu;
     this.owner = owner;
+    const { maxPlans = PLAN_CACHE_DEFAULTS.maxPlans, maxBytes = PLAN_CACHE_DEFAULTS.maxBytes } = limits;
+    if (!(Number.isInteger(maxPlans) && maxPlans >= 1)) throw new GpuError(owner, `plan cache maxPlans must be a positive integer, got ${maxPlans}`);
+    if (!(maxBytes >= 0)) throw new GpuError(owner, `plan cache maxBytes must be a non-negative number, got ${maxBytes}`);
+    this.limits = Object.freeze({ maxPlans, maxBytes });
   }
 
-  /** The plan for `key`, building the graph with `build` and compiling it on first use. */
-  get(key: string, build: (g: GraphBuilder) => void): Promise<GraphPlan> {
-    if (this.#disposed) return Promise.reject(new GpuError(this.owner, 'it was disposed'));
+  /** Plans held (compiled or compiling). */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /** Bytes of the buffers the compiled plans own. */
+  get bytes(): number {
+    let sum = 0;
+    for (const e of this.#entries.values()) sum += e.plan?.memory.ownedBytes ?? 0;
+    return sum;
+  }
+
+  /**
+   * Runs `work` with the plan for `key`, building the graph with `build` and compiling it on first
+   * use. The plan stays alive until `work` settles, even if the cache evicts it meanwhile.
+   */
+  async use<T>(key: string, build: (g: GraphBuilder) => void, work: (plan: GraphPlan) => Promise<T>): Promise<T> {
+    if (this.#disposed) throw new GpuError(this.owner, 'it was disposed');
     let entry = this.#entries.get(key);
-    if (!entry) {
-      const g = new GraphBuilder();
-      build(g);
-      const e: { promise: Promise<GraphPlan>; plan?: GraphPlan } = { promise: g.compile(this.gpu) };
-      e.promise.then(
-        (plan) => (this.#disposed ? plan.dispose() : (e.plan = plan)),
-        () => this.#entries.delete(key),
-      );
-      this.#entries.set(key, (entry = e));
+    if (entry) this.#entries.delete(key);
+    else entry = this.#compile(key, build);
+    this.#entries.set(key, entry);
+    entry.users++;
+    try {
+      return await work(await entry.promise);
+    } finally {
+      entry.users--;
+      if (entry.evicted && entry.users === 0) entry.plan?.dispose();
+      this.#trim();
     }
-    return entry.promise;
+  }
+
+  #compile(key: string, build: (g: GraphBuilder) => void): Entry {
+    const g = new GraphBuilder();
+    build(g);
+    const e: Entry = { promise: g.compile(this.gpu), users: 0, evicted: false };
+    e.promise.then(
+      (plan) => (e.plan = plan),
+      () => this.#entries.get(key) === e && this.#entries.delete(key),
+    );
+    return e;
+  }
+
+  /** Frees least recently used idle plans until the cache is within its limits. */
+  #trim(): void {
+    let count = this.#entries.size;
+    let bytes = this.bytes;
+    for (const [key, e] of this.#entries) {
+      if (count <= this.limits.maxPlans && bytes <= this.limits.maxBytes) return;
+      if (e.users > 0 || !e.plan) continue;
+      this.#entries.delete(key);
+      e.evicted = true;
+      e.plan.dispose();
+      count--;
+      bytes -= e.plan.memory.ownedBytes;
+    }
   }
 
   dispose(): void {
     this.#disposed = true;
-    for (const { plan } of this.#entries.values()) plan?.dispose();
+    for (const e of this.#entries.values()) {
+      e.evicted = true;
+      if (e.users === 0) e.plan?.dispose();
+    }
     this.#entries.clear();
   }
 }

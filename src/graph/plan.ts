@@ -83,6 +83,8 @@ export interface MemoryReport {
   constantBytes: number;
   /** Buffers of `fill` values (one per dtype and value, as large as the largest). */
   fillBytes: number;
+  /** Every buffer the plan owns (intermediates, inputs, uniforms, staging, timestamps): what dispose() frees. */
+  ownedBytes: number;
 }
 
 const padded = (n: number) => Math.max(4, Math.ceil(n / 4) * 4);
@@ -423,7 +425,7 @@ export async function compileGraph(gpu: Gpu, graph: GraphBuilder): Promise<Graph
       buffers,
       constants: constantTensors,
       timing,
-      memory: { intermediateBytes: mem.totalBytes, intermediateBuffers: mem.bufferBytes.length, unsharedBytes: mem.unsharedBytes, largestBytes: mem.largestBytes, inputBytes, constantBytes, fillBytes },
+      memory: { intermediateBytes: mem.totalBytes, intermediateBuffers: mem.bufferBytes.length, unsharedBytes: mem.unsharedBytes, largestBytes: mem.largestBytes, inputBytes, constantBytes, fillBytes, ownedBytes: buffers.reduce((sum, b) => sum + b.size, 0) },
     });
   } catch (err) {
     for (const b of buffers) gpu.destroyBuffer(b);

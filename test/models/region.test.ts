@@ -114,6 +114,38 @@ describe('RegionClassifier on clip_tiny', () => {
     expectClose(await rc.embedRegions(path, [box], { resize: 'crop' }), await rc.embedRegions(cropped, [[10 * fx - 5, 6 * fy, 50 * fx - 5, 40 * fy]]), { scaleTol: 1e-6 });
   });
 
+  it('classifies 20 new box sets on one image with one vision run, padded box buckets equal to single boxes, plans within their cap', async () => {
+    const gpu = await getGpu();
+    // Below the vision plan's ~80 KB plus six box-head buckets (1 to 32 boxes, ~5-10 KB each): plans get evicted.
+    const cap = { maxPlans: 8, maxBytes: 48 * 1024 };
+    const r = new RegionClassifier(clip, { tokenizer, plans: cap });
+    const opts = { labels: ['l0', 'l1', 'l2'], templates: ['{}'], attributes: ['a', 'b'], attributeTemplates: ['{}'], topK: 2 };
+    await r.promptEmbeddings(opts.labels, opts.templates); // the text tower's runs, before counting
+    await r.promptEmbeddings(opts.attributes, opts.attributeTemplates);
+    const gridBytes = 4 * 4 * E * 4;
+    const before = gpu.stats();
+    const sets = Array.from({ length: 20 }, (_, s) => Array.from({ length: 1 + ((s * 7) % 20) }, (_, i) => [(i + s) % 16, i % 12, 16 + ((i * 3) % 16), 20 + (s % 12)] as const));
+    const results = [];
+    for (const boxes of sets) {
+      results.push(await r.classify(image(0), boxes, opts));
+      expect(gpu.stats().liveBytes - before.liveBytes).toBeLessThanOrEqual(cap.maxBytes + gridBytes);
+    }
+    // The vision tower ran on the first set only: one submit for it, then one per set for the box head.
+    expect(gpu.stats().submits - before.submits).toBe(1 + sets.length);
+    // A box classified within a padded bucket of 16 equals the same box alone (a bucket of 1).
+    const alone = await r.classify(image(0), [sets[19]![4]!], opts);
+    expect(alone[0]!.categories.map((c) => c.name)).toEqual(results[19]![4]!.categories.map((c) => c.name));
+    expectClose(alone[0]!.categories.map((c) => c.logit), results[19]![4]!.categories.map((c) => c.logit), { scaleTol: 1e-6 });
+    expectClose(await r.embedRegions(image(0), sets[5]!.slice(2, 3)), (await r.embedRegions(image(0), sets[5]!)).subarray(2 * E, 3 * E), { scaleTol: 1e-6 });
+    // A new image runs the tower again, once.
+    const submits = gpu.stats().submits;
+    await r.embedRegions(image(1), sets[0]!);
+    await r.embedRegions(image(1), sets[1]!);
+    expect(gpu.stats().submits - submits).toBe(3);
+    r.dispose();
+    expect(gpu.stats().liveBytes).toBe(before.liveBytes);
+  });
+
   it('refuses bad arguments before running anything', async () => {
     const gpu = await getGpu();
     const before = gpu.stats().submits;

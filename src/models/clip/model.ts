@@ -5,7 +5,7 @@ import { GpuError } from '../../gpu/errors.js';
 import type { DType } from '../../dtype.js';
 import { GraphBuilder, type Value } from '../../graph/builder.js';
 import type { GraphPlan } from '../../graph/plan.js';
-import { PlanCache } from '../../graph/cache.js';
+import { PlanCache, type PlanCacheLimits } from '../../graph/cache.js';
 import { SafetensorsError } from '../../io/safetensors.js';
 import { maxTensorBytes, type Tensor } from '../../tensor.js';
 import { checkClipConfig, clipConfigFromHf, clipConfigFromOpenAi, clipOrigin, hfOrigin, type ClipConfig, type ConfigOrigin } from './config.js';
@@ -29,6 +29,8 @@ export interface ClipLoadOptions {
   tokenizer?: ClipTokenizer | string;
   /** Accept weights holding NaN or ±Inf (default: the load fails, naming the tensor). */
   allowNonFinite?: boolean;
+  /** Bounds on the compiled plans kept (per tower and batch-size bucket); see PlanCache. */
+  plans?: PlanCacheLimits;
 }
 
 export interface ImageRunOptions {
@@ -67,7 +69,7 @@ export class ClipModel {
   readonly #plans: PlanCache;
   #disposed = false;
 
-  private constructor(gpu: Gpu, init: { config: ClipConfig; dtype: DType; convention: Convention; logitScale: number; unused: string[]; vision?: Map<string, Tensor>; text?: Map<string, Tensor>; tokenizer?: ClipTokenizer }) {
+  private constructor(gpu: Gpu, init: { config: ClipConfig; dtype: DType; convention: Convention; logitScale: number; unused: string[]; vision?: Map<string, Tensor>; text?: Map<string, Tensor>; tokenizer?: ClipTokenizer; plans?: PlanCacheLimits }) {
     this.gpu = gpu;
     this.config = init.config;
     this.dtype = init.dtype;
@@ -76,7 +78,7 @@ export class ClipModel {
     this.unusedWeights = init.unused;
     this.weights = { vision: init.vision, text: init.text };
     this.tokenizer = init.tokenizer;
-    this.#plans = new PlanCache(gpu, 'ClipModel');
+    this.#plans = new PlanCache(gpu, 'ClipModel', init.plans);
   }
 
   /**
@@ -111,7 +113,7 @@ export class ClipModel {
       }
       const unused = names.filter((n) => !used.has(n));
       if (unused.length) console.warn(`ovgpu: ${unused.length} tensor(s) in ${reader.path} not used by CLIP: ${unused.slice(0, 5).join(', ')}${unused.length > 5 ? ', …' : ''}`);
-      return new ClipModel(gpu, { config, dtype, convention, logitScale: logitScale ?? Math.log(1 / 0.07), unused, vision, text, tokenizer });
+      return new ClipModel(gpu, { config, dtype, convention, logitScale: logitScale ?? Math.log(1 / 0.07), unused, vision, text, tokenizer, plans: options.plans });
     } catch (err) {
       throw loadError(op, err);
     } finally {
@@ -166,13 +168,13 @@ export class ClipModel {
       throw new GpuError('ClipModel.encodeImage', `pixels must be [B, 3, ${v.imageSize}, ${v.imageSize}], got [${shape.join(', ')}]`);
     }
     const b = shape[0]!;
-    const plan = await this.#plans.get(`vision:${b}:${!!options.dense}`, (g) => {
+    const build = (g: GraphBuilder) => {
       const out = this.buildVision(g, g.input('pixels', shape, this.dtype), { dense: options.dense });
       g.output('embeds', out.embeds);
       if (out.dense) g.output('dense', out.dense);
       for (const [k, val] of Object.entries(out.intermediates)) g.output(k, val);
-    });
-    return collect(await plan.run({ pixels }, { outputs: wanted(plan, options) }));
+    };
+    return this.#plans.use(`vision:${b}:${!!options.dense}`, build, async (plan) => collect(await plan.run({ pixels }, { outputs: wanted(plan, options) })));
   }
 
   /**
@@ -201,13 +203,13 @@ export class ClipModel {
       if (!Number.isInteger(id) || id < 0 || id >= t.vocabSize) throw new GpuError('ClipModel.encodeText', `token id ${id} outside the vocabulary [0, ${t.vocabSize})`);
     }
     const [b, l] = shape as [number, number];
-    const plan = await this.#plans.get(`text:${b}:${l}`, (g) => {
+    const build = (g: GraphBuilder) => {
       const out = this.buildText(g, g.input('ids', shape, 'i32'), g.input('pool', [b], 'i32'));
       g.output('embeds', out.embeds);
       for (const [k, val] of Object.entries(out.intermediates)) g.output(k, val);
-    });
+    };
     const pool = poolIndices(ids, b, l, t.eosTokenId);
-    return collect(await plan.run({ ids, pool }, { outputs: wanted(plan, options) }));
+    return this.#plans.use(`text:${b}:${l}`, build, async (plan) => collect(await plan.run({ ids, pool }, { outputs: wanted(plan, options) })));
   }
 
   /** logits_per_image [Ni, Nt] = exp(logitScale) · cosine(image, text), as the reference (no clamp). */

@@ -1,4 +1,3 @@
-import { PlanCache } from '../../graph/cache.js';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Gpu, GpuStats } from '../../gpu/gpu.js';
@@ -6,6 +5,7 @@ import { GpuError, check } from '../../gpu/errors.js';
 import type { DType } from '../../dtype.js';
 import { Tensor, maxTensorBytes } from '../../tensor.js';
 import type { GraphBuilder, Value } from '../../graph/builder.js';
+import { PlanCache, type PlanCacheLimits } from '../../graph/cache.js';
 import { hfNames } from '../clip/names.js';
 import { checkSize, checkTensor, loadError, planTower, uploadPlanned, type LoadContext, type PlannedParam, type WeightReader } from '../clip/weights.js';
 import { hfOrigin } from '../clip/config.js';
@@ -37,6 +37,8 @@ export interface OwlVitLoadOptions {
   textCacheSize?: number;
   /** Accept weights holding NaN or ±Inf (default: the load fails, naming the tensor). */
   allowNonFinite?: boolean;
+  /** Bounds on the compiled plans kept (vision, text and scoring per batch and query-count bucket); see PlanCache. */
+  plans?: PlanCacheLimits;
 }
 
 /** An image for detect: a path or encoded bytes, or pixels already preprocessed to the model's size. */
@@ -188,10 +190,10 @@ export class OwlVitDetector {
   readonly #embeddings = new Set<OwlVitImageEmbedding>();
   #disposed = false;
 
-  private constructor(gpu: Gpu, init: { config: OwlVitConfig; dtype: DType; unused: string[]; vision: Map<string, Tensor>; text: Map<string, Tensor>; head: Map<string, Tensor>; tokenizer?: ClipTokenizer; textCacheSize: number }) {
+  private constructor(gpu: Gpu, init: { config: OwlVitConfig; dtype: DType; unused: string[]; vision: Map<string, Tensor>; text: Map<string, Tensor>; head: Map<string, Tensor>; tokenizer?: ClipTokenizer; textCacheSize: number; plans?: PlanCacheLimits }) {
     this.gpu = gpu;
     this.#textCacheSize = init.textCacheSize;
-    this.#plans = new PlanCache(gpu, 'OwlVitDetector');
+    this.#plans = new PlanCache(gpu, 'OwlVitDetector', init.plans);
     this.tokenizer = init.tokenizer;
     this.config = init.config;
     this.dtype = init.dtype;
@@ -245,7 +247,7 @@ export class OwlVitDetector {
       const unused = reader.names().filter((n) => !used.has(n) && !UNUSED_BY_DETECTION.includes(n));
       if (unused.length) console.warn(`ovgpu: ${unused.length} tensor(s) in ${reader.path} not used by OWL-ViT: ${unused.slice(0, 5).join(', ')}${unused.length > 5 ? ', …' : ''}`);
       const [vision, text, head] = loaded as [Map<string, Tensor>, Map<string, Tensor>, Map<string, Tensor>];
-      return new OwlVitDetector(gpu, { config, dtype, unused, vision, text, head, tokenizer, textCacheSize });
+      return new OwlVitDetector(gpu, { config, dtype, unused, vision, text, head, tokenizer, textCacheSize, plans: options.plans });
     } catch (err) {
       for (const m of loaded) for (const t of m.values()) t.dispose();
       throw loadError(op, err);
@@ -295,17 +297,17 @@ export class OwlVitDetector {
     const b = this.#checkPixels(op, pixelValues, pixelShape);
     const { gridSize: g, text } = this.config;
     const n = g * g;
-    const plan = await this.#plans.get(`vision:${b}`, (gb) => {
+    const build = (gb: GraphBuilder) => {
       const out = imageHeads(gb, this.#weights(this.weights.vision, gb), this.#weights(this.weights.head, gb), this.config, gb.input('pixels', pixelShape, this.dtype));
       for (const [name, v] of Object.entries(out)) gb.output(name, v);
-    });
+    };
     const tensors = {
       classEmbedsRaw: Tensor.empty(this.gpu, [b, n, text.width], this.dtype),
       logitShift: Tensor.empty(this.gpu, [b, n, 1], this.dtype),
       logitScale: Tensor.empty(this.gpu, [b, n, 1], this.dtype),
     };
     try {
-      const { outputs } = await plan.run({ pixels: pixelValues }, { outputs: ['predBoxes', ...(options.imageEmbeds ? ['imageEmbeds'] : [])], copyTo: tensors });
+      const { outputs } = await this.#plans.use(`vision:${b}`, build, (plan) => plan.run({ pixels: pixelValues }, { outputs: ['predBoxes', ...(options.imageEmbeds ? ['imageEmbeds'] : [])], copyTo: tensors }));
       const e = new OwlVitImageEmbedding({
         batch: b,
         predBoxes: outputs.predBoxes as Float32Array,
@@ -349,9 +351,9 @@ export class OwlVitDetector {
     const found = new Map(keys.map((k) => [k, this.#textCache.get(k)]));
     if (missing.length) {
       const bucket = 2 ** Math.ceil(Math.log2(missing.length));
-      const plan = await this.#plans.get(`text:${bucket}:${l}`, (g) => {
+      const build = (g: GraphBuilder) => {
         g.output('textEmbeds', textEmbeds(g, this.#weights(this.weights.text, g), this.config, g.input('ids', [bucket, l], 'i32'), g.input('pool', [bucket], 'i32')));
-      });
+      };
       const ids = new Int32Array(bucket * l);
       const poolAt = new Int32Array(bucket);
       missing.forEach((k, i) => {
@@ -360,7 +362,7 @@ export class OwlVitDetector {
         poolAt[i] = i * l + (pool[r]! - r * l);
       });
       for (let i = missing.length; i < bucket; i++) poolAt[i] = i * l;
-      const out = (await plan.run({ ids, pool: poolAt })).outputs.textEmbeds as Float32Array;
+      const out = (await this.#plans.use(`text:${bucket}:${l}`, build, (plan) => plan.run({ ids, pool: poolAt }))).outputs.textEmbeds as Float32Array;
       const e = this.config.embedDim;
       missing.forEach((k, i) => {
         const v = out.slice(i * e, (i + 1) * e);
@@ -382,7 +384,7 @@ export class OwlVitDetector {
     const b = image.batch;
     const [bq, q, dt] = qShape;
     check(bq === 1 || bq === b, op, () => `queries for ${bq} images cannot score a batch of ${b} (give 1 or ${b})`);
-    const plan = await this.#plans.get(`score:${b}:${bq}:${q}`, (g) => {
+    const build = (g: GraphBuilder) => {
       const input = (name: string, t: Tensor) => g.input(name, t.shape, t.dtype);
       const { tensors } = image;
       const out = classLogits(
@@ -393,8 +395,8 @@ export class OwlVitDetector {
       );
       g.output('logits', out.logits);
       g.output('classEmbeds', out.classEmbeds);
-    });
-    const { outputs } = await plan.run({ ...image.tensors, queries, mask });
+    };
+    const { outputs } = await this.#plans.use(`score:${b}:${bq}:${q}`, build, (plan) => plan.run({ ...image.tensors, queries, mask }));
     return { logits: outputs.logits as Float32Array, classEmbeds: outputs.classEmbeds as Float32Array };
   }
 

@@ -2,12 +2,17 @@
 // CLIP's dense token map (ln_post on every token, then the projection: already in the joint
 // image–text space) → RoIAlign of each box on the patch grid → one embedding per box → CLIP-style
 // logits exp(logitScale) · cos against prompt-ensembled category and attribute text embeddings.
-// The vision tower, RoIAlign, the similarity, top-k and the softmaxes run in one graph per
-// (batch, boxes, labels, attributes); only text embeddings (cached per prompt) come from the host.
+// The vision tower runs as one graph per image (its patch grid kept on the GPU until the next
+// image); RoIAlign, the similarity, top-k and the softmaxes as another per box-count bucket and
+// prompt counts, so new boxes on the same image never re-run the tower. Only text embeddings
+// (cached per prompt) come from the host.
 import type { Gpu } from '../../gpu/gpu.js';
 import { GpuError } from '../../gpu/errors.js';
-import { PlanCache } from '../../graph/cache.js';
-import type { GraphPlan } from '../../graph/plan.js';
+import { PlanCache, type PlanCacheLimits } from '../../graph/cache.js';
+import type { GraphBuilder } from '../../graph/builder.js';
+import type { GraphInput } from '../../graph/plan.js';
+import { Tensor } from '../../tensor.js';
+import type { ReadArray } from '../../dtype.js';
 import { roiAlignKernel } from '../../kernels/roiAlign.js';
 import { MAX_TOP_K, regionWordSimilarityKernel } from '../../kernels/regionWordSimilarity.js';
 import { ClipModel, type ClipLoadOptions } from '../clip/model.js';
@@ -77,11 +82,18 @@ export class RegionClassifier {
   /** Unit-norm text embeddings by prompt. */
   readonly #prompts = new Map<string, Float32Array>();
   readonly #plans: PlanCache;
+  /** The last image's pixels and its dense patch grid [1, g, g, E]. */
+  #image?: { pixels: Float32Array; grid: Tensor };
+  #queue: Promise<unknown> = Promise.resolve();
   #ownsClip = false;
 
-  /** A classifier on a loaded CLIP; prompts are tokenized with `tokenizer`, default the model's own. */
-  constructor(clip: ClipModel, options: { tokenizer?: PromptTokenizer } = {}) {
-    this.#plans = new PlanCache(clip.gpu, 'RegionClassifier');
+  /**
+   * A classifier on a loaded CLIP; prompts are tokenized with `tokenizer`, default the model's own.
+   * `plans` bounds the classifier's compiled plans (the vision tower, and the box head per box-count
+   * bucket and prompt counts).
+   */
+  constructor(clip: ClipModel, options: { tokenizer?: PromptTokenizer; plans?: PlanCacheLimits } = {}) {
+    this.#plans = new PlanCache(clip.gpu, 'RegionClassifier', options.plans);
     if (!clip.config.vision) throw new GpuError('RegionClassifier', 'the CLIP checkpoint has no vision tower');
     this.clip = clip;
     this.tokenizer = options.tokenizer ?? clip.tokenizer;
@@ -89,7 +101,7 @@ export class RegionClassifier {
 
   /** Loads CLIP (and its tokenizer files) from a folder, as ClipModel.load does; dispose() frees it. */
   static async load(gpu: Gpu, dir: string, options: ClipLoadOptions = {}): Promise<RegionClassifier> {
-    const r = new RegionClassifier(await ClipModel.load(gpu, dir, options));
+    const r = new RegionClassifier(await ClipModel.load(gpu, dir, options), { plans: options.plans });
     r.#ownsClip = true;
     return r;
   }
@@ -134,46 +146,85 @@ export class RegionClassifier {
   }
 
   /**
-   * The graph: vision tower (dense) → patch tokens as an NHWC grid → RoIAlign with one bin per box,
-   * aligned (pixel centres), adaptive sampling: ceil(box side in patches) samples per side, so a box
-   * over whole patches averages exactly those patches' tokens → [1, K, E] region embeddings, then
-   * per prompt set the CLIP logits, top-k and softmax.
+   * The dense patch grid [1, g, g, E] of `pixels`: the vision tower runs only when the image differs
+   * from the previous call's, whose grid is kept on the GPU until then.
    */
-  #plan(k: number, nl: number, na: number, topL: number, topA: number): Promise<GraphPlan> {
-    const key = `${k}:${nl}:${na}:${topL}:${topA}`;
-    return this.#plans.get(key, (g) => {
+  async #grid(pixels: Float32Array): Promise<Tensor> {
+    const last = this.#image;
+    if (last && last.pixels.length === pixels.length && last.pixels.every((v, i) => v === pixels[i])) return last.grid;
+    const { imageSize: size, gridSize: grid } = this;
+    const e = this.clip.config.embedDim;
+    const build = (g: GraphBuilder) => {
+      const dense = this.clip.buildVision(g, g.input('pixels', [1, 3, size, size], this.clip.dtype), { dense: true }).dense!;
+      g.output('grid', g.reshape(g.slice(dense, [0, 1], undefined, 'region.patches'), [1, grid, grid, e]));
+    };
+    const tensor = Tensor.empty(this.clip.gpu, [1, grid, grid, e], this.clip.dtype);
+    try {
+      await this.#plans.use(`vision:${size}`, build, (plan) => plan.run({ pixels }, { outputs: [], copyTo: { grid: tensor } }));
+    } catch (err) {
+      tensor.dispose();
+      throw err;
+    }
+    last?.grid.dispose();
+    this.#image = { pixels: pixels.slice(), grid: tensor };
+    return tensor;
+  }
+
+  /**
+   * The box head on a patch grid: RoIAlign with one bin per box, aligned (pixel centres), adaptive
+   * sampling: ceil(box side in patches) samples per side, so a box over whole patches averages
+   * exactly those patches' tokens → [1, K, E] region embeddings, then per prompt set the CLIP
+   * logits, top-k and softmax. Plans serve box counts padded to a power of two (the last box
+   * repeated); outputs are box-major, so the first K rows are the boxes'.
+   */
+  async #runBoxes(image: RegionImage, boxes: readonly Box[], resize: RegionResize, words: { labels?: Float32Array; attributes?: Float32Array }, tops: { labels: number; attributes: number }): Promise<Record<string, ReadArray>> {
+    const { pixels, mapped } = await this.#prepare(image, boxes, resize);
+    const run = async () => {
+      const grid = await this.#grid(pixels);
+      const k = 2 ** Math.ceil(Math.log2(mapped.length));
+      const rows = boxRows(Array.from({ length: k }, (_, i) => mapped[Math.min(i, mapped.length - 1)]!));
+      const nl = (words.labels?.length ?? 0) / this.clip.config.embedDim;
+      const na = (words.attributes?.length ?? 0) / this.clip.config.embedDim;
+      const inputs: Record<string, GraphInput> = { grid, boxes: rows, ...words };
+      const outputs = nl === 0 ? ['regions'] : ['labels', 'attributes'].filter((n) => words[n as 'labels']).flatMap((n) => [`${n}.logits`, `${n}.top`, `${n}.probs`]);
+      const plan = `boxes:${k}:${nl}:${na}:${tops.labels}:${tops.attributes}`;
+      return (await this.#plans.use(plan, (g) => this.#buildBoxes(g, k, nl, na, tops), (p) => p.run(inputs, { outputs }))).outputs;
+    };
+    // One call at a time: the next image's vision run replaces the grid a running call reads.
+    const result = this.#queue.then(run);
+    this.#queue = result.catch(() => undefined);
+    return result;
+  }
+
+  #buildBoxes(g: GraphBuilder, k: number, nl: number, na: number, tops: { labels: number; attributes: number }): void {
     const { imageSize: size, gridSize: grid } = this;
     const dtype = this.clip.dtype;
     const e = this.clip.config.embedDim;
-    const pixels = g.input('pixels', [1, 3, size, size], dtype);
+    const tokens = g.input('grid', [1, grid, grid, e], dtype);
     const boxes = g.input('boxes', [k, 5], 'f32');
-    const dense = this.clip.buildVision(g, pixels, { dense: true }).dense!;
-    const tokens = g.reshape(g.slice(dense, [0, 1], undefined, 'region.patches'), [1, grid, grid, e]);
     const options = { outputSize: 1, spatialScale: grid / size, samplingRatio: -1, aligned: true, layout: 'nhwc' as const };
     const pooled = g.op(roiAlignKernel, [tokens, boxes], options, 'region.roiAlign')[0]!;
     const regions = g.reshape(pooled, [1, k, e]);
     g.output('regions', regions);
-    const head = (name: string, n: number, top: number) => {
+    const head = (name: 'labels' | 'attributes', n: number) => {
       if (n === 0) return;
       const words = g.input(name, [1, n, e], dtype);
-      const [logits, , indices] = g.op(regionWordSimilarityKernel, [regions, words], { mode: 'clip', logitScale: this.clip.logitScale, topK: top }, `region.${name}`);
+      const [logits, , indices] = g.op(regionWordSimilarityKernel, [regions, words], { mode: 'clip', logitScale: this.clip.logitScale, topK: tops[name] }, `region.${name}`);
       g.output(`${name}.logits`, logits!);
       g.output(`${name}.top`, indices!);
       g.output(`${name}.probs`, g.softmax(logits!, {}, `region.${name}.softmax`));
     };
-    head('labels', nl, topL);
-    head('attributes', na, topA);
-    });
+    head('labels', nl);
+    head('attributes', na);
   }
 
   /** Region embeddings [K, E] (unnormalised, in CLIP's joint space) of boxes on one image. */
   async embedRegions(image: RegionImage, boxes: readonly Box[], options: { resize?: RegionResize } = {}): Promise<Float32Array> {
     const e = this.clip.config.embedDim;
+    checkBoxes(boxes);
     if (boxes.length === 0) return new Float32Array(0);
-    const { pixels, mapped } = await this.#prepare(image, boxes, options.resize ?? 'squash');
-    const plan = await this.#plan(boxes.length, 0, 0, 0, 0);
-    const out = await plan.run({ pixels, boxes: boxRows(mapped) }, { outputs: ['regions'] });
-    return (out.outputs.regions as Float32Array).subarray(0, boxes.length * e);
+    const outputs = await this.#runBoxes(image, boxes, options.resize ?? 'squash', {}, { labels: 0, attributes: 0 });
+    return (outputs.regions as Float32Array).slice(0, boxes.length * e);
   }
 
   /**
@@ -195,11 +246,8 @@ export class RegionClassifier {
     const topA = Math.min(topK, attributes.length);
     const labelWords = await this.promptEmbeddings(labels, templates);
     const attributeWords = attributes.length ? await this.promptEmbeddings(attributes, attributeTemplates) : undefined;
-    const { pixels, mapped } = await this.#prepare(image, boxes, options.resize ?? 'squash');
-    const plan = await this.#plan(boxes.length, labels.length, attributes.length, topL, topA);
-    const inputs: Record<string, Float32Array> = { pixels, boxes: boxRows(mapped), labels: labelWords };
-    if (attributeWords) inputs.attributes = attributeWords;
-    const { outputs } = await plan.run(inputs, { outputs: [...plan.outputInfos.keys()].filter((n) => n !== 'regions') });
+    const words = attributeWords ? { labels: labelWords, attributes: attributeWords } : { labels: labelWords };
+    const outputs = await this.#runBoxes(image, boxes, options.resize ?? 'squash', words, { labels: topL, attributes: topA });
     const pick = (name: string, names: readonly string[], top: number, r: number): ScoredName[] => {
       if (top === 0) return [];
       const idx = outputs[`${name}.top`] as Int32Array;
@@ -246,9 +294,11 @@ export class RegionClassifier {
     });
   }
 
-  /** Frees the plans (and the CLIP model when `load` created it). */
+  /** Frees the plans and the kept patch grid (and the CLIP model when `load` created it). */
   dispose(): void {
     this.#plans.dispose();
+    this.#image?.grid.dispose();
+    this.#image = undefined;
     if (this.#ownsClip) this.clip.dispose();
   }
 }
