@@ -3,7 +3,8 @@ import { mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { ClipModel, ClipTokenizer, preprocessClipBatch } from '../../src/index.js';
+import { ClipModel, ClipTokenizer, GraphBuilder, preprocessClipBatch } from '../../src/index.js';
+import { poolIndices as poolOf } from '../../src/models/clip/towers.js';
 import { readSafetensors } from '../../src/io/safetensors.js';
 import { useGpu } from '../util/gpu.js';
 import { expectClose } from '../util/check.js';
@@ -137,6 +138,37 @@ describe('ClipModel on clip_tiny', () => {
     const withTokenizer = await ClipModel.load(gpu, hfDir, { tokenizer: ClipTokenizer.load(fixturePath('bpe_simple_vocab_16e6.txt.gz')) });
     await expect(withTokenizer.encodeText(['a cat'])).rejects.toThrow(/token id 49406 outside the vocabulary \[0, 512\)/);
     withTokenizer.dispose();
+    model.dispose();
+  });
+
+  it('batch sizes run as power-of-two buckets, zero-padded, with the results of unpadded graphs', async () => {
+    const gpu = await getGpu();
+    const model = await ClipModel.load(gpu, hfDir);
+    const px = new Float32Array(3 * 3 * 32 * 32).map((_, i) => Math.sin(i * 0.37));
+    const tokens = Int32Array.from({ length: 5 * 16 }, (_, i) => (i % 16 < 2 + (i >> 4) ? 1 + ((i * 7) % 400) : 0));
+    // Unpadded references: graphs of exactly 3 images and 5 texts, on the model's weights.
+    const unpadded = async (build: (g: GraphBuilder) => void, inputs: Record<string, Int32Array | Float32Array>) => {
+      const g = new GraphBuilder();
+      build(g);
+      const plan = await g.compile(gpu);
+      const { outputs } = await plan.run(inputs);
+      plan.dispose();
+      return outputs;
+    };
+    const img = await unpadded((g) => {
+      const out = model.buildVision(g, g.input('pixels', [3, 3, 32, 32]), { dense: true });
+      g.output('embeds', out.embeds);
+      g.output('dense', out.dense!);
+    }, { pixels: px });
+    const txt = await unpadded((g) => g.output('embeds', model.buildText(g, g.input('ids', [5, 16], 'i32'), g.input('pool', [5], 'i32')).embeds), { ids: tokens, pool: poolOf(tokens, 5, 16, model.config.text!.eosTokenId) });
+    const before = gpu.stats().submits;
+    const vision = await model.runVision(px, [3, 3, 32, 32], { dense: true }); // runs as 4
+    expect(vision.embeds).toEqual(img.embeds);
+    expect(vision.dense).toEqual(img.dense);
+    expect(await model.encodeText(tokens, [5, 16])).toEqual(txt.embeds); // runs as 8
+    // 3 and 4 images share a plan (one submit each, no new compile visible in the results either).
+    expect((await model.runVision(new Float32Array(4 * 3 * 32 * 32).fill(0.5).map((v, i) => (i < px.length ? px[i]! : v)), [4, 3, 32, 32], { dense: true })).embeds.subarray(0, 3 * 32)).toEqual(img.embeds);
+    expect(gpu.stats().submits - before).toBe(3);
     model.dispose();
   });
 

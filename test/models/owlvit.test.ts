@@ -174,6 +174,31 @@ describe('OwlVitDetector on owlvit_tiny', () => {
     expect(kept.disposed).toBe(true);
   });
 
+  it('batch and query counts run as power-of-two buckets with the results of unpadded runs', async () => {
+    // 3 images (run as 4) × 3 queries (run as 4) against each image and query alone (buckets of 1: no padding).
+    const px = pixelValues();
+    const three = new Float32Array(3 * 3072);
+    three.set(px);
+    three.set(px.subarray(0, 3072), 2 * 3072);
+    const ids = inputIds().subarray(0, 3 * 16); // image 0's queries, none padded, for each image:
+    const rows = Int32Array.from({ length: 9 * 16 }, (_, i) => ids[i % (3 * 16)]!);
+    const batched = await det.embedImage(three, [3, 3, 32, 32]);
+    expect(batched.tensors.classEmbedsRaw.shape[0]).toBe(4);
+    const all = await det.queryText(batched, { inputIds: rows, idsShape: [9, 16] });
+    expect(all.logits.length).toBe(3 * N * 3);
+    for (let img = 0; img < 3; img++) {
+      const one = await det.embedImage(three.subarray(img * 3072, (img + 1) * 3072), [1, 3, 32, 32]);
+      expect(batched.predBoxes.subarray(img * N * 4, (img + 1) * N * 4)).toEqual(one.predBoxes);
+      for (let q = 0; q < 3; q++) {
+        const { logits, classEmbeds } = await det.queryText(one, { inputIds: ids.subarray(q * 16, (q + 1) * 16), idsShape: [1, 16] });
+        expect(Float32Array.from({ length: N }, (_, i) => all.logits[(img * N + i) * 3 + q]!)).toEqual(logits);
+        expect(all.classEmbeds.subarray(img * N * 48, (img + 1) * N * 48)).toEqual(classEmbeds);
+      }
+      one.dispose();
+    }
+    batched.dispose();
+  });
+
   it('repeated predicts allocate nothing that stays', async () => {
     await det.predict(predictInputs());
     await det.imageGuided(guidedInputs());

@@ -2,7 +2,8 @@ import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Gpu } from '../../gpu/gpu.js';
 import { GpuError } from '../../gpu/errors.js';
-import type { DType } from '../../dtype.js';
+import type { DType, ReadArray } from '../../dtype.js';
+import { bucket, firstRows, padRows } from '../buckets.js';
 import { GraphBuilder, type Value } from '../../graph/builder.js';
 import type { GraphPlan } from '../../graph/plan.js';
 import { PlanCache, type PlanCacheLimits } from '../../graph/cache.js';
@@ -52,7 +53,8 @@ function isClipConfig(c: unknown): c is ClipConfig {
 
 /**
  * CLIP image and text towers from a local checkpoint (Hugging Face folder or OpenAI-named
- * .safetensors), run on the graph executor. Plans are compiled per batch size and cached.
+ * .safetensors), run on the graph executor. Plans are compiled per batch-size bucket (a power of
+ * two, zero-padded) and cached.
  */
 export class ClipModel {
   readonly gpu: Gpu;
@@ -168,13 +170,15 @@ export class ClipModel {
       throw new GpuError('ClipModel.encodeImage', `pixels must be [B, 3, ${v.imageSize}, ${v.imageSize}], got [${shape.join(', ')}]`);
     }
     const b = shape[0]!;
+    const padded = bucket(b);
     const build = (g: GraphBuilder) => {
-      const out = this.buildVision(g, g.input('pixels', shape, this.dtype), { dense: options.dense });
+      const out = this.buildVision(g, g.input('pixels', [padded, 3, v.imageSize, v.imageSize], this.dtype), { dense: options.dense });
       g.output('embeds', out.embeds);
       if (out.dense) g.output('dense', out.dense);
       for (const [k, val] of Object.entries(out.intermediates)) g.output(k, val);
     };
-    return this.#plans.use(`vision:${b}:${!!options.dense}`, build, async (plan) => collect(await plan.run({ pixels }, { outputs: wanted(plan, options) })));
+    const run = (plan: GraphPlan) => plan.run({ pixels: padRows(pixels, b, padded) }, { outputs: wanted(plan, options) });
+    return collect(await this.#plans.use(`vision:${padded}:${!!options.dense}`, build, run), b, padded);
   }
 
   /**
@@ -203,13 +207,15 @@ export class ClipModel {
       if (!Number.isInteger(id) || id < 0 || id >= t.vocabSize) throw new GpuError('ClipModel.encodeText', `token id ${id} outside the vocabulary [0, ${t.vocabSize})`);
     }
     const [b, l] = shape as [number, number];
+    const padded = bucket(b);
     const build = (g: GraphBuilder) => {
-      const out = this.buildText(g, g.input('ids', shape, 'i32'), g.input('pool', [b], 'i32'));
+      const out = this.buildText(g, g.input('ids', [padded, l], 'i32'), g.input('pool', [padded], 'i32'));
       g.output('embeds', out.embeds);
       for (const [k, val] of Object.entries(out.intermediates)) g.output(k, val);
     };
-    const pool = poolIndices(ids, b, l, t.eosTokenId);
-    return this.#plans.use(`text:${b}:${l}`, build, async (plan) => collect(await plan.run({ ids, pool }, { outputs: wanted(plan, options) })));
+    const paddedIds = padRows(ids, b, padded);
+    const pool = poolIndices(paddedIds, padded, l, t.eosTokenId);
+    return collect(await this.#plans.use(`text:${padded}:${l}`, build, (plan) => plan.run({ ids: paddedIds, pool }, { outputs: wanted(plan, options) })), b, padded);
   }
 
   /** logits_per_image [Ni, Nt] = exp(logitScale) · cosine(image, text), as the reference (no clamp). */
@@ -231,8 +237,10 @@ function wanted(plan: GraphPlan, options: ImageRunOptions): string[] {
   return names.filter((n) => n === 'embeds' || (n === 'dense' && options.dense) || (options.intermediates && n !== 'dense'));
 }
 
-function collect(r: { outputs: Record<string, Float32Array | Int32Array | Uint32Array> }): TowerResult {
-  const { embeds, dense, ...rest } = r.outputs as Record<string, Float32Array>;
+/** The outputs of a run on `padded` images or texts, trimmed to the first `b` (every output is batch-major). */
+function collect(r: { outputs: Record<string, ReadArray> }, b: number, padded: number): TowerResult {
+  const trimmed = Object.fromEntries(Object.entries(r.outputs).map(([k, v]) => [k, firstRows(v as Float32Array, b, padded)]));
+  const { embeds, dense, ...rest } = trimmed;
   return { embeds: embeds!, dense, intermediates: Object.keys(rest).length ? rest : undefined };
 }
 

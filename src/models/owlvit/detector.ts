@@ -4,6 +4,8 @@ import type { Gpu, GpuStats } from '../../gpu/gpu.js';
 import { GpuError, check } from '../../gpu/errors.js';
 import type { DType } from '../../dtype.js';
 import { Tensor, maxTensorBytes } from '../../tensor.js';
+import type { GraphPlan } from '../../graph/plan.js';
+import { bucket, firstColumns, firstRows, padColumns, padRows } from '../buckets.js';
 import type { GraphBuilder, Value } from '../../graph/builder.js';
 import { PlanCache, type PlanCacheLimits } from '../../graph/cache.js';
 import { hfNames } from '../clip/names.js';
@@ -142,7 +144,10 @@ export class OwlVitImageEmbedding {
   readonly predBoxes: Float32Array;
   /** [B, g, g, D], when embedImage was asked for it. */
   readonly imageEmbeds?: Float32Array;
-  /** class_head inputs [B, N, Dt], [B, N, 1], [B, N, 1] in the detector's dtype. */
+  /**
+   * class_head inputs [P, N, Dt], [P, N, 1], [P, N, 1] in the detector's dtype, where P is the batch
+   * rounded up to a power of two (plans serve such buckets; rows past `batch` are padding).
+   */
   readonly tensors: { readonly classEmbedsRaw: Tensor; readonly logitShift: Tensor; readonly logitScale: Tensor };
   readonly #onDispose: (e: OwlVitImageEmbedding) => void;
 
@@ -171,8 +176,9 @@ const TEXT_CACHE_SIZE = 4096;
 
 /**
  * OWL-ViT open-vocabulary detection (Hugging Face OwlViTForObjectDetection checkpoints) on the
- * graph executor. Graph plans (vision + heads per batch size, text per batch bucket and length,
- * class logits per batch and query count) are compiled once and cached; image embeddings and text
+ * graph executor. Graph plans (vision + heads per batch bucket, text per batch bucket and length,
+ * class logits per batch and query-count bucket; buckets are powers of two, padded) are compiled
+ * once and cached; image embeddings and text
  * query embeddings can be kept and reused.
  */
 export class OwlVitDetector {
@@ -297,21 +303,24 @@ export class OwlVitDetector {
     const b = this.#checkPixels(op, pixelValues, pixelShape);
     const { gridSize: g, text } = this.config;
     const n = g * g;
+    const padded = bucket(b);
+    const size = this.config.vision.imageSize;
     const build = (gb: GraphBuilder) => {
-      const out = imageHeads(gb, this.#weights(this.weights.vision, gb), this.#weights(this.weights.head, gb), this.config, gb.input('pixels', pixelShape, this.dtype));
+      const out = imageHeads(gb, this.#weights(this.weights.vision, gb), this.#weights(this.weights.head, gb), this.config, gb.input('pixels', [padded, 3, size, size], this.dtype));
       for (const [name, v] of Object.entries(out)) gb.output(name, v);
     };
     const tensors = {
-      classEmbedsRaw: Tensor.empty(this.gpu, [b, n, text.width], this.dtype),
-      logitShift: Tensor.empty(this.gpu, [b, n, 1], this.dtype),
-      logitScale: Tensor.empty(this.gpu, [b, n, 1], this.dtype),
+      classEmbedsRaw: Tensor.empty(this.gpu, [padded, n, text.width], this.dtype),
+      logitShift: Tensor.empty(this.gpu, [padded, n, 1], this.dtype),
+      logitScale: Tensor.empty(this.gpu, [padded, n, 1], this.dtype),
     };
     try {
-      const { outputs } = await this.#plans.use(`vision:${b}`, build, (plan) => plan.run({ pixels: pixelValues }, { outputs: ['predBoxes', ...(options.imageEmbeds ? ['imageEmbeds'] : [])], copyTo: tensors }));
+      const run = (plan: GraphPlan) => plan.run({ pixels: padRows(pixelValues, b, padded) }, { outputs: ['predBoxes', ...(options.imageEmbeds ? ['imageEmbeds'] : [])], copyTo: tensors });
+      const { outputs } = await this.#plans.use(`vision:${padded}`, build, run);
       const e = new OwlVitImageEmbedding({
         batch: b,
-        predBoxes: outputs.predBoxes as Float32Array,
-        imageEmbeds: outputs.imageEmbeds as Float32Array | undefined,
+        predBoxes: firstRows(outputs.predBoxes as Float32Array, b, padded),
+        imageEmbeds: outputs.imageEmbeds && firstRows(outputs.imageEmbeds as Float32Array, b, padded),
         tensors,
         onDispose: (x) => this.#embeddings.delete(x),
       });
@@ -384,20 +393,25 @@ export class OwlVitDetector {
     const b = image.batch;
     const [bq, q, dt] = qShape;
     check(bq === 1 || bq === b, op, () => `queries for ${bq} images cannot score a batch of ${b} (give 1 or ${b})`);
+    // Images as embedImage padded them; queries padded to a power of two with mask 0 (logit -1e6, trimmed).
+    const padded = image.tensors.classEmbedsRaw.shape[0]!;
+    const [pbq, pq] = [bq === 1 ? 1 : padded, bucket(q)];
     const build = (g: GraphBuilder) => {
       const input = (name: string, t: Tensor) => g.input(name, t.shape, t.dtype);
       const { tensors } = image;
       const out = classLogits(
         g,
         { classEmbedsRaw: input('classEmbedsRaw', tensors.classEmbedsRaw), logitShift: input('logitShift', tensors.logitShift), logitScale: input('logitScale', tensors.logitScale) },
-        g.input('queries', [bq, q, dt], this.dtype),
-        g.input('mask', [bq, q], 'i32'),
+        g.input('queries', [pbq, pq, dt], this.dtype),
+        g.input('mask', [pbq, pq], 'i32'),
       );
       g.output('logits', out.logits);
       g.output('classEmbeds', out.classEmbeds);
     };
-    const { outputs } = await this.#plans.use(`score:${b}:${bq}:${q}`, build, (plan) => plan.run({ ...image.tensors, queries, mask }));
-    return { logits: outputs.logits as Float32Array, classEmbeds: outputs.classEmbeds as Float32Array };
+    const inputs = { ...image.tensors, queries: padRows(padColumns(queries, bq, q * dt, pq * dt), bq, pbq), mask: padRows(padColumns(mask, bq, q, pq), bq, pbq) };
+    const { outputs } = await this.#plans.use(`score:${padded}:${pbq}:${pq}`, build, (plan) => plan.run(inputs));
+    const n = this.numPatches;
+    return { logits: firstColumns(outputs.logits as Float32Array, b * n, pq, q), classEmbeds: firstRows(outputs.classEmbeds as Float32Array, b, padded) };
   }
 
   /**
