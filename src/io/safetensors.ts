@@ -424,6 +424,12 @@ function readIndex(path: string): Map<string, string> {
 /** Largest magnitude that does not round to infinity in f16. */
 const F16_LIMIT = 65520;
 
+/** Index of the first finite value that f16 storage would turn into an infinity, or -1. */
+export function f16OverflowIndex(data: Float32Array): number {
+  for (let i = 0; i < data.length; i++) if (Math.abs(data[i]!) >= F16_LIMIT && Number.isFinite(data[i])) return i;
+  return -1;
+}
+
 /**
  * Reads one tensor (only its bytes) and uploads it: float dtypes as f32 or f16 (default f32),
  * integer dtypes as i32. A float value that would overflow f16 is an error, not an infinity.
@@ -443,12 +449,8 @@ export function uploadTensor(gpu: Gpu, source: TensorSource, name: string, dtype
   }
   const host = source.get(name);
   if (target === 'f16') {
-    const data = host.data;
-    for (let i = 0; i < data.length; i++) {
-      if (Math.abs(data[i]!) >= F16_LIMIT && Number.isFinite(data[i])) {
-        throw new SafetensorsError(source.path, `${where}: value ${data[i]} at index ${i} overflows f16`);
-      }
-    }
+    const i = f16OverflowIndex(host.data as Float32Array);
+    if (i >= 0) throw new SafetensorsError(source.path, `${where}: value ${host.data[i]} at index ${i} overflows f16`);
   }
   return Tensor.from(gpu, host.data, host.shape, target);
 }

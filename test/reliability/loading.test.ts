@@ -176,12 +176,14 @@ describe('weights of the wrong dtype', () => {
   });
 });
 
+/** An F32 tensor with one value replaced. */
+function poison(t: RawTensor, index: number, value: number): RawTensor {
+  const f = new Float32Array(t.bytes.slice().buffer);
+  f[index] = value;
+  return { ...t, bytes: bytesOf(f) };
+}
+
 describe('NaN and Inf in weights', () => {
-  const poison = (t: RawTensor, index: number, value: number): RawTensor => {
-    const f = new Float32Array(t.bytes.slice().buffer);
-    f[index] = value;
-    return { ...t, bytes: bytesOf(f) };
-  };
 
   it('are refused by default naming the tensor and the index, and load with allowNonFinite', async () => {
     const name = 'text_model.encoder.layers.1.mlp.fc2.bias';
@@ -207,6 +209,17 @@ describe('NaN and Inf in weights', () => {
     half[5] = 0x7c00; // +Inf in f16
     const d = folder('clip_tiny', { tensors: (t) => (t[f16] = { dtype: 'F16', shape: [48], bytes: bytesOf(half) }) });
     await expectLoadError(clipLoad(d), [`tensor ${q(f16)} holds Infinity at index 5`]);
+  });
+});
+
+describe('weights that overflow f16 storage', () => {
+  it('are refused naming the tensor (not stored as Inf) when loading with dtype f16', async (ctx) => {
+    const gpu = await getGpu();
+    if (!gpu.features.has('shader-f16')) return ctx.skip('the adapter lacks shader-f16');
+    const part = 'text_model.encoder.layers.0.self_attn.k_proj.weight';
+    const d = folder('clip_tiny', { tensors: (t) => (t[part] = poison(t[part]!, 5, 1e5)) });
+    await expectLoadError(clipLoad(d, { dtype: 'f16' }), [join(d, 'model.safetensors'), `tensor ${q(part)}: value 100000 overflows f16 storage (index 5); load with dtype f32`]);
+    (await ClipModel.load(gpu, d)).dispose();
   });
 });
 

@@ -1,6 +1,6 @@
 import type { Gpu } from '../../gpu/gpu.js';
 import { GpuError } from '../../gpu/errors.js';
-import { SafetensorsError } from '../../io/safetensors.js';
+import { SafetensorsError, f16OverflowIndex } from '../../io/safetensors.js';
 import { Tensor, paddedByteLength } from '../../tensor.js';
 import type { DType } from '../../dtype.js';
 import type { ConfigKey, ConfigOrigin, TextConfig, TowerConfig, VisionConfig } from './config.js';
@@ -195,6 +195,11 @@ export function uploadPlanned(gpu: Gpu, reader: WeightReader, plan: readonly Pla
           const part = reader.read(name);
           data.set(part, k * part.length);
         });
+      }
+      if (dtype === 'f16') {
+        const i = f16OverflowIndex(data);
+        const name = names[Math.floor((i * names.length) / data.length)];
+        if (i >= 0) throw new SafetensorsError(reader.path, `tensor ${JSON.stringify(name)}: value ${data[i]} overflows f16 storage (index ${i % (data.length / names.length)}); load with dtype f32`);
       }
       for (const name of names) used.add(name);
       out.set(param, Tensor.from(gpu, data, shape, dtype));
