@@ -79,3 +79,69 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     }
   }
 }
+
+// ---- Backward (patchEmbedBackward): from dy [B, tokens, D] ----
+//   d pixels[b, c, y, x]      = sum_d dy[b, 1 + t(y, x), d] · weight[d, c, y % p, x % p]
+//   d weight[d, c, ky, kx]    = sum_b sum_t dy[b, 1 + t, d] · pixels[b, c, py·p + ky, px·p + kx]
+//   d position[t, d]          = sum_b dy[b, t, d];   d class[d] = d position[0, d]
+// One invocation per output element, each a plain dot product in a fixed order (deterministic; no
+// two invocations write one element). Bindings: 1 pixels, 2 weight, 3 dy, 4 the output being
+// computed, 5 d class (written by d_position only).
+@group(0) @binding(3) var<storage, read> dy: array<T>;
+@group(0) @binding(4) var<storage, read_write> grad: array<T>;
+@group(0) @binding(5) var<storage, read_write> grad_class: array<T>;
+
+fn index(wid: vec3u, nwg: vec3u, lid: u32) -> u32 { return (wid.y * nwg.x + wid.x) * WG + lid; }
+
+// p.rows here is B (the batch).
+@compute @workgroup_size(WG)
+fn d_pixels(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+            @builtin(local_invocation_index) lid: u32) {
+  let i = index(wid, nwg, lid);
+  if (i >= p.rows * p.channels * p.height * p.width) { return; }
+  let x = i % p.width;
+  let y = (i / p.width) % p.height;
+  let c = (i / (p.width * p.height)) % p.channels;
+  let b = i / (p.width * p.height * p.channels);
+  let t = 1u + (y / p.size) * p.grid_w + x / p.size;
+  let k = (c * p.size + y % p.size) * p.size + x % p.size;
+  let kk = p.channels * p.size * p.size;
+  let base = (b * p.tokens + t) * p.dim;
+  var s = 0.0;
+  for (var d = 0u; d < p.dim; d++) { s += f32(dy[base + d]) * f32(weight[d * kk + k]); }
+  grad[i] = T(s);
+}
+
+@compute @workgroup_size(WG)
+fn d_weight(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+            @builtin(local_invocation_index) lid: u32) {
+  let i = index(wid, nwg, lid);
+  let kk = p.channels * p.size * p.size;
+  if (i >= p.dim * kk) { return; }
+  let d = i / kk;
+  let kx = i % p.size;
+  let ky = (i / p.size) % p.size;
+  let c = (i / (p.size * p.size)) % p.channels;
+  let patches = p.tokens - 1u;
+  var s = 0.0;
+  for (var b = 0u; b < p.rows; b++) {
+    let image = (b * p.channels + c) * p.height;
+    for (var t = 0u; t < patches; t++) {
+      let y = (t / p.grid_w) * p.size + ky;
+      let x = (t % p.grid_w) * p.size + kx;
+      s += f32(dy[(b * p.tokens + 1u + t) * p.dim + d]) * f32(pixels[(image + y) * p.width + x]);
+    }
+  }
+  grad[i] = T(s);
+}
+
+@compute @workgroup_size(WG)
+fn d_position(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+              @builtin(local_invocation_index) lid: u32) {
+  let i = index(wid, nwg, lid);
+  if (i >= p.tokens * p.dim) { return; }
+  var s = 0.0;
+  for (var b = 0u; b < p.rows; b++) { s += f32(dy[b * p.tokens * p.dim + i]); }
+  grad[i] = T(s);
+  if (i < p.dim) { grad_class[i] = T(s); }
+}

@@ -1,7 +1,7 @@
 // Patch embedding of CLIP ViT-B/32 at 224 px (batch 1 and 8) and OWL-ViT B/32 at 768 px: p = 32,
-// width 768, K = 3·32·32 = 3072.
+// width 768, K = 3·32·32 = 3072; the backward at CLIP's shapes (gradCAM through the whole tower).
 import type { KernelBenchCase } from '../types.js';
-import { patchEmbedKernel, type PatchEmbedOptions } from '../../src/kernels/patchEmbed.js';
+import { patchEmbedBackwardKernel, patchEmbedKernel, type PatchEmbedOptions } from '../../src/kernels/patchEmbed.js';
 
 const P = 32;
 const D = 768;
@@ -30,4 +30,10 @@ export const cases: KernelBenchCase<PatchEmbedOptions>[] = [
   embed('CLIP B/32 224px b1', 1, 224),
   embed('CLIP B/32 224px b8', 8, 224),
   embed('OWL-ViT B/32 768px b1', 1, 768),
+  ...[1, 8].map((batch) => ({
+    kernel: patchEmbedBackwardKernel,
+    label: `CLIP B/32 224px b${batch} patchEmbedBackward (d pixels, weight, class, position)`,
+    inputs: [{ shape: [batch, 3, 224, 224] }, { shape: [D, 3, P, P] }, { shape: [batch, 50, D] }],
+    options: { patchSize: P },
+  })),
 ];

@@ -71,6 +71,50 @@ export const patchEmbedKernel: Kernel<PatchEmbedOptions> = {
   },
 };
 
+/**
+ * The backward of `patchEmbedKernel`. Inputs [pixels [B, C, H, W], weight [D, C, p, p], dy [B,
+ * tokens, D]] (dy: the gradient of the tokens); outputs [dPixels (pixels' shape), dWeight (weight's
+ * shape), dClassEmbedding [D], dPositionEmbedding [tokens, D]]. One dispatch per output but the
+ * class embedding's, which comes with the position embedding's (it is its token-0 row).
+ */
+export const patchEmbedBackwardKernel: Kernel<PatchEmbedOptions> = {
+  name: 'patchEmbedBackward',
+  outputs(inputs, o) {
+    const op = 'patchEmbedBackward';
+    check(inputs.length === 3, op, () => `expected inputs [pixels, weight, dy], got ${inputs.length} inputs`);
+    const [pixels, weight, dy] = inputs as [TensorInfo, TensorInfo, TensorInfo];
+    // The forward's checks (errors name patchEmbed's arguments), with placeholders for the
+    // embeddings it does not need: they are checked only once pixels and weight passed, and then fit.
+    const d = weight.shape[0] ?? 0;
+    const p = o?.patchSize ?? 1;
+    const tokens = 1 + Math.floor((pixels.shape[2] ?? 0) / p) * Math.floor((pixels.shape[3] ?? 0) / p);
+    const [y] = patchEmbedKernel.outputs([pixels, weight, { shape: [d], dtype: pixels.dtype }, { shape: [tokens, d], dtype: pixels.dtype }], o);
+    check(dy.dtype === pixels.dtype, op, `dy must be ${pixels.dtype} like pixels, got ${dy.dtype}`);
+    check(same(dy.shape, y!.shape), op, () => `dy must be ${shapeString(y!.shape)} (the tokens' shape), got ${shapeString(dy.shape)}`);
+    return [pixels, weight, { shape: [d], dtype: pixels.dtype }, { shape: [tokens, d], dtype: pixels.dtype }].map((t) => ({ shape: [...t.shape], dtype: pixels.dtype }));
+  },
+  plan(gpu, inputs, outputs, o) {
+    const [pixels, weight] = inputs as [TensorInfo, TensorInfo];
+    const [b, c, h, w] = pixels.shape as [number, number, number, number];
+    const [d, tokens] = [weight.shape[0]!, outputs[3]!.shape[0]!];
+    const p = o.patchSize;
+    const params = uniforms(c, h, w, p, w / p, tokens, d, b, 0);
+    const code = specialize(patchEmbedWgsl, pixels.dtype);
+    const step = (entryPoint: string, count: number, out: number) => ({
+      program: { name: `patchEmbedBackward.${entryPoint}`, key: pixels.dtype, code, entryPoint, constants: { WG }, bindings: ['read', 'read', 'read', 'write', 'write'] as const },
+      tensors: [0, 1, 2, out, 5],
+      uniforms: params,
+      workgroups: grid1d(gpu, count, WG),
+    });
+    const k = c * p * p;
+    return {
+      dispatches: [step('d_pixels', sizeOf(pixels.shape), 3), step('d_weight', d * k, 4), step('d_position', tokens * d, 6)],
+      flops: 4 * b * (tokens - 1) * d * k,
+      bytes: (2 * sizeOf(pixels.shape) + 2 * sizeOf(weight.shape) + 3 * b * tokens * d) * BYTES_PER_ELEMENT[pixels.dtype],
+    };
+  },
+};
+
 /** Image → tokens: patch conv (no bias) as a matmul, class token first, position embedding added. */
 export async function patchEmbed(
   gpu: Gpu,
@@ -81,6 +125,12 @@ export async function patchEmbed(
   options: PatchEmbedOptions,
 ): Promise<Tensor> {
   return (await runKernel(gpu, patchEmbedKernel, [pixels, weight, classEmbedding, positionEmbedding], options))[0]!;
+}
+
+/** Gradients of `patchEmbed`'s four inputs for the upstream gradient dy of its tokens. */
+export async function patchEmbedBackward(gpu: Gpu, pixels: Tensor, weight: Tensor, dy: Tensor, options: PatchEmbedOptions): Promise<{ pixels: Tensor; weight: Tensor; classEmbedding: Tensor; positionEmbedding: Tensor }> {
+  const [dPixels, dWeight, dClass, dPosition] = await runKernel(gpu, patchEmbedBackwardKernel, [pixels, weight, dy], options);
+  return { pixels: dPixels!, weight: dWeight!, classEmbedding: dClass!, positionEmbedding: dPosition! };
 }
 
 // ---- CPU reference (for tests only): float64, the convolution written out ----
@@ -119,4 +169,43 @@ export function patchEmbedReference(
     }
   }
   return out;
+}
+
+/** Gradients of `patchEmbedReference`'s inputs for dy [B, tokens, D], from the chain rule per term. */
+export function patchEmbedBackwardReference(
+  pixels: ArrayLike<number>,
+  [batch, channels, height, width]: readonly number[],
+  weight: ArrayLike<number>,
+  dy: ArrayLike<number>,
+  patchSize: number,
+): { pixels: Float64Array; weight: Float64Array; classEmbedding: Float64Array; positionEmbedding: Float64Array } {
+  const [B, C, H, W, p] = [batch!, channels!, height!, width!, patchSize];
+  const gw = W / p;
+  const tokens = 1 + (H / p) * gw;
+  const D = dy.length / (B * tokens);
+  const g = { pixels: new Float64Array(B * C * H * W), weight: new Float64Array(D * C * p * p), classEmbedding: new Float64Array(D), positionEmbedding: new Float64Array(tokens * D) };
+  for (let b = 0; b < B; b++) {
+    for (let t = 0; t < tokens; t++) {
+      for (let d = 0; d < D; d++) {
+        const up = dy[(b * tokens + t) * D + d]!;
+        g.positionEmbedding[t * D + d]! += up;
+        if (t === 0) {
+          g.classEmbedding[d]! += up;
+          continue;
+        }
+        const [py, px] = [Math.floor((t - 1) / gw), (t - 1) % gw];
+        for (let c = 0; c < C; c++) {
+          for (let ky = 0; ky < p; ky++) {
+            for (let kx = 0; kx < p; kx++) {
+              const at = ((b * C + c) * H + py * p + ky) * W + px * p + kx;
+              const wAt = ((d * C + c) * p + ky) * p + kx;
+              g.pixels[at]! += up * weight[wAt]!;
+              g.weight[wAt]! += up * pixels[at]!;
+            }
+          }
+        }
+      }
+    }
+  }
+  return g;
 }

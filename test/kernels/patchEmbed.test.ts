@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Tensor, kernels, type DType, type Gpu } from '../../src/index.js';
-import { patchEmbedKernel, patchEmbedReference } from '../../src/kernels/patchEmbed.js';
+import { patchEmbedBackwardReference, patchEmbedKernel, patchEmbedReference } from '../../src/kernels/patchEmbed.js';
+import { gradFixture } from '../util/grad.js';
 import { forEachProfile, requireF16 } from '../util/gpu.js';
 import { expectClose } from '../util/check.js';
 import { randomArray } from '../util/random.js';
@@ -121,6 +122,59 @@ forEachProfile((_, getGpu) => {
       expect(() => patchEmbedKernel.outputs(infos, { patchSize: 4 })).toThrow(/patchEmbed: expected inputs \[pixels, weight, classEmbedding, positionEmbedding\], got 3 inputs/);
       expect(gpu.stats()).toEqual(before);
       for (const t of [px, w, cls, pos, ...Object.values(bad)]) t.dispose();
+    });
+  });
+  describe('patchEmbedBackward', () => {
+    it('matches the reference on awkward shapes (d pixels, weight, class and position embeddings)', async () => {
+      const gpu = await getGpu();
+      const cases: Case[] = [
+        { pixels: [3, 3, 6, 9], p: 3, d: 5 },
+        { pixels: [2, 3, 32, 24], p: 8, d: 13 },
+        { pixels: [1, 1, 5, 5], p: 5, d: 1 },
+      ];
+      for (const [k, c] of cases.entries()) {
+        const [, channels, h, w] = c.pixels;
+        const tokens = 1 + (h / c.p) * (w / c.p);
+        const data = [c.pixels, [c.d, channels, c.p, c.p], [c.pixels[0], tokens, c.d]].map((s, i) => randomArray(size(s), 400 + 10 * k + i, 1));
+        const [px, wt, dy] = [Tensor.from(gpu, data[0]!, c.pixels), Tensor.from(gpu, data[1]!, [c.d, channels, c.p, c.p]), Tensor.from(gpu, data[2]!, [c.pixels[0], tokens, c.d])];
+        const g = await kernels.patchEmbedBackward(gpu, px, wt, dy, { patchSize: c.p });
+        const ref = patchEmbedBackwardReference(data[0]!, c.pixels, data[1]!, data[2]!, c.p);
+        expect([g.pixels.shape, g.weight.shape, g.classEmbedding.shape, g.positionEmbedding.shape]).toEqual([c.pixels, wt.shape, [c.d], [tokens, c.d]]);
+        for (const key of ['pixels', 'weight', 'classEmbedding', 'positionEmbedding'] as const) {
+          expectClose(await g[key].read(), ref[key], { scaleTol: 1e-5, label: `${key} ${c.pixels} p=${c.p}` });
+        }
+        for (const t of [px, wt, dy, ...Object.values(g)]) t.dispose();
+      }
+    });
+
+    it('matches PyTorch autograd: the patch_embed fixture (incl. 24x40)', async () => {
+      const gpu = await getGpu();
+      const fx = gradFixture('patch_embed');
+      expect(fx.cases).toHaveLength(2);
+      for (const c of fx.cases) {
+        const up = (n: string) => Tensor.from(gpu, fx.tensor(`${c.name}.${n}`).data, fx.tensor(`${c.name}.${n}`).shape);
+        const [px, wt, cls, pos, dy] = ['px', 'W', 'cls', 'pos', 'dY'].map(up) as [Tensor, Tensor, Tensor, Tensor, Tensor];
+        const patchSize = c.params.patch as number;
+        const y = await kernels.patchEmbed(gpu, px, wt, cls, pos, { patchSize });
+        expectClose(await y.read(), fx.tensor(`${c.name}.Y_f64`).data, { scaleTol: 1e-5, label: `${c.name} Y` });
+        const g = await kernels.patchEmbedBackward(gpu, px, wt, dy, { patchSize });
+        for (const [key, name] of [['pixels', 'px'], ['weight', 'W'], ['classEmbedding', 'cls'], ['positionEmbedding', 'pos']] as const) {
+          expectClose(await g[key].read(), fx.tensor(`${c.name}.grad_${name}_f64`).data, { scaleTol: 1e-4, label: `${c.name} grad_${name}` });
+        }
+        for (const t of [px, wt, cls, pos, dy, y, ...Object.values(g)]) t.dispose();
+      }
+    });
+
+    it('rejects bad arguments before dispatching', async () => {
+      const gpu = await getGpu();
+      const make = (shape: number[], dtype: DType = 'f32') => Tensor.from(gpu, new Float32Array(size(shape)), shape, dtype);
+      const [px, w, dy, dyBad, dy16] = [make([2, 3, 8, 12]), make([5, 3, 4, 4]), make([2, 7, 5]), make([2, 8, 5]), make([2, 7, 5], 'f16')];
+      const before = gpu.stats();
+      await expect(kernels.patchEmbedBackward(gpu, px, w, dyBad, { patchSize: 4 })).rejects.toThrow(/patchEmbedBackward: dy must be \[2, 7, 5\] \(the tokens' shape\), got \[2, 8, 5\]/);
+      await expect(kernels.patchEmbedBackward(gpu, px, w, dy16, { patchSize: 4 })).rejects.toThrow(/patchEmbedBackward: dy must be f32 like pixels, got f16/);
+      await expect(kernels.patchEmbedBackward(gpu, px, w, dy, { patchSize: 5 })).rejects.toThrow(/patchEmbed: pixels height 8 and width 12 must be positive multiples of patchSize 5/);
+      expect(gpu.stats()).toEqual(before);
+      for (const t of [px, w, dy, dyBad, dy16]) t.dispose();
     });
   });
 });
