@@ -142,6 +142,18 @@ describe('config.json against the weights', () => {
   });
 });
 
+describe('the wrong checkpoint or load option', () => {
+  it('a CLIP checkpoint in an OWL-ViT folder is named as such, not blamed on config.json', async () => {
+    const d = folder('owlvit_tiny');
+    copyFileSync(fixturePath('clip_tiny', 'weights_hf.safetensors'), join(d, 'model.safetensors'));
+    await expectLoadError(owlLoad(d), [join(d, 'model.safetensors'), 'no OWL-ViT weights: no tensor named owlvit.*'], 0);
+  });
+
+  it('a storage dtype other than f32/f16 is refused before loading', async () => {
+    await expectLoadError(clipLoad(folder('clip_tiny'), { dtype: 'f64' as 'f32' }), ['ClipModel.load: dtype must be f32 or f16, got "f64"'], 0);
+  });
+});
+
 describe('weights of the wrong dtype', () => {
   const asDtype = (t: RawTensor, dtype: string, bytes = t.bytes): RawTensor => ({ ...t, dtype, bytes });
 

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Gpu } from '../../gpu/gpu.js';
-import { GpuError } from '../../gpu/errors.js';
+import { GpuError, check } from '../../gpu/errors.js';
 import type { DType, ReadArray } from '../../dtype.js';
 import { bucket, firstRows, padRows } from '../buckets.js';
 import { GraphBuilder, type Value } from '../../graph/builder.js';
@@ -91,7 +91,8 @@ export class ClipModel {
   static async load(gpu: Gpu, pathOrDir: string, options: ClipLoadOptions = {}): Promise<ClipModel> {
     const op = 'ClipModel.load';
     const dtype = options.dtype ?? 'f32';
-    if (dtype === 'f16' && !gpu.features.has('shader-f16')) throw new GpuError(op, 'dtype f16 needs the shader-f16 feature, which this adapter lacks');
+    check(dtype === 'f32' || dtype === 'f16', op, `dtype must be f32 or f16, got ${JSON.stringify(dtype)}`);
+    check(dtype !== 'f16' || gpu.features.has('shader-f16'), op, 'dtype f16 needs the shader-f16 feature, which this adapter lacks');
     let reader: (WeightReader & { close(): void }) | undefined;
     try {
       const tokenizer = loadTokenizer(pathOrDir, options.tokenizer);

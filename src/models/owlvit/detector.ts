@@ -12,6 +12,7 @@ import { hfNames } from '../clip/names.js';
 import { checkSize, checkTensor, loadError, planTower, uploadPlanned, type LoadContext, type PlannedParam, type WeightReader } from '../clip/weights.js';
 import { hfOrigin } from '../clip/config.js';
 import { openWeightReader } from '../clip/reader.js';
+import { SafetensorsError } from '../../io/safetensors.js';
 import { poolIndices, type Weights } from '../clip/towers.js';
 import { owlVitConfigFromHf, type OwlVitConfig } from './config.js';
 import { headShapes, UNUSED_BY_DETECTION } from './names.js';
@@ -245,7 +246,11 @@ export class OwlVitDetector {
     const loaded: Map<string, Tensor>[] = [];
     try {
       reader = openWeightReader(dir, { allowNonFinite: options.allowNonFinite });
-      const ctx: LoadContext = { op, reader, conv: hfNames('owlvit.'), origin: hfOrigin(source, json), dtype, maxBytes: maxTensorBytes(gpu) };
+      const conv = hfNames('owlvit.');
+      if (!reader.names().some((n) => n.startsWith('owlvit.'))) {
+        throw new SafetensorsError(reader.path, `no OWL-ViT weights: no tensor named owlvit.* (OwlViTForObjectDetection), e.g. "${conv.vision.prefix}embeddings.class_embedding"`);
+      }
+      const ctx: LoadContext = { op, reader, conv, origin: hfOrigin(source, json), dtype, maxBytes: maxTensorBytes(gpu) };
       // Every tensor is checked against the config before the first is read.
       const plans = [planTower(ctx, 'vision', config.vision, config.embedDim, ['proj']), planTower(ctx, 'text', config.text, config.embedDim), planHead(ctx, config)];
       const used = new Set<string>();
