@@ -11,6 +11,8 @@ import { layerNormKernel } from '../kernels/layerNorm.js';
 import { attentionKernel, type AttentionVariant } from '../kernels/attention.js';
 import { softmaxKernel } from '../kernels/softmax.js';
 import { reduceKernel } from '../kernels/reduce.js';
+import { roiAlignKernel, type RoiAlignOptions } from '../kernels/roiAlign.js';
+import { regionWordSimilarityKernel } from '../kernels/regionWordSimilarity.js';
 import { patchEmbedKernel } from '../kernels/patchEmbed.js';
 import { compileGraph, type GraphPlan } from './plan.js';
 import { markOwned } from './constants.js';
@@ -25,6 +27,18 @@ export type ValueSource =
   | { kind: 'node'; node: number }
   /** A reshape or contiguous slice of another value: no copy. `offset` is in elements. */
   | { kind: 'view'; base: Value; offset: number };
+
+export interface RegionWordSimilarityGraphOptions {
+  /** CLIP style: exp(logitScale) · cos (logitScale as stored in checkpoints). */
+  logitScale?: number;
+  /** OWL-ViT style: (cos + shift) · (elu(scale) + 1), shift and scale [B, R] or [B, R, 1]. */
+  shift?: Value;
+  scale?: Value;
+  /** [B or 1, Q] i32/u32, 0 = padded query (its logits are -1e6). */
+  queryMask?: Value;
+  /** Also each region's k best queries (values f32, indices i32). */
+  topK?: number;
+}
 
 /** A typed value in a graph under construction. */
 export class Value implements TensorInfo {
@@ -267,6 +281,26 @@ export class GraphBuilder {
   /** x averaged over `axes` (as `sum`). */
   mean(x: Value, axes: readonly number[], label?: string): Value {
     return this.op(reduceKernel, [x], { op: 'mean', axes }, label)[0]!;
+  }
+
+  /** torchvision's roi_align: features [N, C, H, W] (or NHWC), boxes [K, 5] → [K, C, outH, outW] (see kernels.roiAlign). */
+  roiAlign(features: Value, boxes: Value, options: RoiAlignOptions, label?: string): Value {
+    return this.op(roiAlignKernel, [features, boxes], options, label)[0]!;
+  }
+
+  /**
+   * Region–word logits [B, R, Q] (see kernels.regionWordSimilarity): CLIP style with `logitScale`,
+   * OWL-ViT style with per-region `shift` and `scale`; `topK` adds each region's best queries.
+   */
+  regionWordSimilarity(regions: Value, words: Value, options: RegionWordSimilarityGraphOptions, label?: string): { logits: Value; topValues?: Value; topIndices?: Value } {
+    const { shift, scale, queryMask } = options;
+    const owl = shift !== undefined || scale !== undefined;
+    if (owl !== (options.logitScale === undefined) || (owl && !(shift && scale))) {
+      throw new GpuError(`graph node ${label ?? `regionWordSimilarity#${this.nodes.length}`}`, 'pass either logitScale (CLIP style) or both shift and scale (OWL-ViT style)');
+    }
+    const inputs = [regions, words, ...(owl ? [shift!, scale!] : []), ...(queryMask ? [queryMask] : [])];
+    const [logits, topValues, topIndices] = this.op(regionWordSimilarityKernel, inputs, { mode: owl ? 'owl' : 'clip', logitScale: options.logitScale, queryMask: !!queryMask, topK: options.topK }, label);
+    return { logits: logits!, topValues, topIndices };
   }
 
   /** Rows of `table` at `indices` (i32). */
