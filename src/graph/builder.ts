@@ -11,6 +11,7 @@ import { layerNormKernel } from '../kernels/layerNorm.js';
 import { attentionKernel, type AttentionVariant } from '../kernels/attention.js';
 import { softmaxKernel } from '../kernels/softmax.js';
 import { reduceKernel } from '../kernels/reduce.js';
+import { binaryCrossEntropyWithLogitsKernel, crossEntropyKernel, logSoftmaxKernel } from '../kernels/losses.js';
 import { roiAlignKernel, type RoiAlignOptions } from '../kernels/roiAlign.js';
 import { regionWordSimilarityKernel } from '../kernels/regionWordSimilarity.js';
 import { patchEmbedKernel } from '../kernels/patchEmbed.js';
@@ -266,6 +267,21 @@ export class GraphBuilder {
   /** Softmax over the last dimension with an optional additive mask (see kernels.softmax). */
   softmax(x: Value, options: { mask?: Value } = {}, label?: string): Value {
     return this.op(softmaxKernel, options.mask ? [x, options.mask] : [x], { mask: !!options.mask }, label)[0]!;
+  }
+
+  /** log(softmax(x)) over the last dimension. */
+  logSoftmax(x: Value, label?: string): Value {
+    return this.op(logSoftmaxKernel, [x], {}, label)[0]!;
+  }
+
+  /** Mean softmax cross-entropy of logits [N, C] against i32 labels [N] (PyTorch's F.cross_entropy): a scalar. */
+  crossEntropy(logits: Value, labels: Value, label?: string): Value {
+    return this.op(crossEntropyKernel, [logits, labels], {}, label)[0]!;
+  }
+
+  /** Mean binary cross-entropy of logits against targets in [0, 1] of their shape (F.binary_cross_entropy_with_logits): a scalar. */
+  binaryCrossEntropyWithLogits(logits: Value, targets: Value, label?: string): Value {
+    return this.op(binaryCrossEntropyWithLogitsKernel, [logits, targets], {}, label)[0]!;
   }
 
   /** ViT patch embedding with class token and position embedding (see kernels.patchEmbed). */

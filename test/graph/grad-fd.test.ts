@@ -13,7 +13,9 @@ const getGpu = useGpu();
 /** A graph under construction with its random input data. */
 class RandomGraph {
   readonly g = new GraphBuilder();
-  readonly data: Record<string, Float32Array> = {};
+  readonly data: Record<string, Float32Array | Int32Array> = {};
+  /** Inputs the gradient is taken with respect to (integer inputs are not). */
+  readonly wrt: string[] = [];
   readonly pool: Value[] = [];
   readonly rand: () => number;
   #seed: number;
@@ -34,7 +36,21 @@ class RandomGraph {
   input(shape: readonly number[], scale = 1): Value {
     const name = `in${Object.keys(this.data).length}`;
     this.data[name] = randomArray(shape.reduce((a, b) => a * b, 1), ++this.#seed * 7919, scale);
+    this.wrt.push(name);
     return this.g.input(name, shape);
+  }
+
+  /** An i32 input of values in [0, n). */
+  indices(shape: readonly number[], n: number): Value {
+    const name = `in${Object.keys(this.data).length}`;
+    this.data[name] = Int32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => this.int(0, n - 1));
+    return this.g.input(name, shape, 'i32');
+  }
+
+  /** A recent value as [rows, last dimension]. */
+  matrix(): Value {
+    const x = this.recent();
+    return this.g.reshape(x, [-1, x.shape.at(-1)!]);
   }
 
   /** A recent value of the pool (values get reused: their gradients accumulate). */
@@ -81,6 +97,24 @@ const STEPS: Record<string, Step> = {
   gelu: (r) => r.g.gelu(r.recent()),
   quickGelu: (r) => r.g.quickGelu(r.recent()),
   l2Normalize: (r) => r.g.l2Normalize(r.recent(), r.pick([1e-6, 0])),
+  softmax: (r) => r.g.softmax(r.recent()),
+  maskedSoftmax: (r) => {
+    const x = r.recent();
+    return r.g.softmax(x, { mask: r.input(x.shape.slice(-1)) });
+  },
+  logSoftmax: (r) => r.g.logSoftmax(r.recent()),
+  crossEntropy: (r) => {
+    const x = r.matrix();
+    // The scalar loss as [1, 1], so that later steps have dimensions to work on.
+    return r.g.reshape(r.g.crossEntropy(x, r.indices([x.shape[0]!], x.shape[1]!)), [1, 1]);
+  },
+  binaryCrossEntropyWithLogits: (r) => {
+    const x = r.recent();
+    const targets = r.input(x.shape);
+    const name = r.wrt.at(-1)!;
+    r.data[name] = (r.data[name] as Float32Array).map((v) => (v + 1) / 2); // targets in [0, 1]
+    return r.g.reshape(r.g.binaryCrossEntropyWithLogits(x, targets), [1, 1]);
+  },
   transpose: (r) => {
     const x = r.recent();
     const perm = [...x.shape.keys()].sort(() => r.rand() - 0.5);
@@ -125,7 +159,7 @@ async function check(seed: number, first: string, steps: number): Promise<void> 
   const last = r.pool.at(-1)!;
   const weights = r.input(last.shape);
   const loss = r.g.sum(r.g.mul(last, weights), [...last.shape.keys()]);
-  const names_ = Object.keys(r.data);
+  const names_ = r.wrt;
   const wrt = names_.map((n) => r.g.inputs.get(n)!);
   const grads = r.g.gradients(loss, wrt, { allowUnused: true });
   grads.forEach((d, i) => r.g.output(names_[i]!, d));

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { GpuError, GraphBuilder, Tensor, type Value } from '../../src/index.js';
+import { GpuError, GraphBuilder, Tensor, kernels, type Value } from '../../src/index.js';
 import { useGpu } from '../util/gpu.js';
 import { expectClose } from '../util/check.js';
 import { gradFixture, type GradCase } from '../util/grad.js';
@@ -19,6 +19,11 @@ const OPS: Record<string, { build: Build; pending?: (c: GradCase) => string | un
   reduce: { build: (g, { x }, c) => (c.params.kind === 'sum' ? g.sum(x!, c.params.axes as number[]) : g.mean(x!, c.params.axes as number[])) },
   activation: { build: (g, { x }, c) => (c.params.act === 'gelu' ? g.gelu(x!) : g.quickGelu(x!)) },
   l2norm: { build: (g, { x }, c) => g.l2Normalize(x!, c.params.variant === 'eps' ? 1e-6 : 0) },
+  softmax: { build: (g, { x }) => g.softmax(x!) },
+  losses: {
+    build: (g, { x, logits, labels, targets }, c) =>
+      c.name.startsWith('log_softmax') ? g.logSoftmax(x!) : c.name.startsWith('cross_entropy') ? g.crossEntropy(logits!, labels!) : g.binaryCrossEntropyWithLogits(logits!, targets!),
+  },
   mean_tokens: { build: (g, { x }) => g.mean(g.slice(x!, [0, 1]), [1]) },
 };
 
@@ -120,5 +125,12 @@ describe('GraphBuilder.gradients', () => {
     expect(() => g.gradients(loss, [g.input('unused', [2])])).toThrow(/does not depend on wrt\[0\]/);
     expect(() => g.gradients(loss, [other])).toThrow(/gradients: wrt\[0\] is not a value of this graph/);
     expect(() => g.gradients(g.sum(g.transpose(g.reshape(ids, [2, 2]), [1, 0]), [0, 1]), [table])).toThrow(GpuError);
+    // NMS: its kept indices carry no gradient, so neither scores nor boxes differentiate through them.
+    const boxes = g.input('boxes', [6, 4]);
+    const scores = g.input('scores', [6]);
+    const [keep] = g.op(kernels.nmsKernel, [boxes, scores], { iouThreshold: 0.5 }, 'nms');
+    const picked = g.sum(g.gather(boxes, keep!, 'pick'), [0, 1]);
+    expect(() => g.gradients(picked, [scores])).toThrow(/node pick \(gather\) is not differentiable with respect to its input 1 \(value #\d+ \(i32 \[6\]\), made by node nms\)/);
+    expect(() => g.gradients(picked, [boxes])).toThrow(/made by node nms/);
   });
 });

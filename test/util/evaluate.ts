@@ -5,6 +5,8 @@ import type { GraphBuilder, Value } from '../../src/graph/builder.js';
 import {
   elementwiseReference,
   gatherReference,
+  lossesReference,
+  softmaxReference,
   matmulReference,
   padReference,
   reduceReference,
@@ -46,6 +48,10 @@ const EVALUATORS: Record<string, Evaluator> = {
   },
   pad: ([x], o) => [Float64Array.from(padReference(x!.data, x!.value.shape, o as PadOptions))],
   reduce: ([x], o) => [reduceReference(x!.data, x!.value.shape, o as ReduceOptions)],
+  softmax: ([x, mask]) => [softmaxReference(x!.data, x!.value.shape.at(-1)!, mask?.data)],
+  logSoftmax: ([x]) => [lossesReference.logSoftmax(x!.data, x!.value.shape.at(-1)!)],
+  crossEntropy: ([logits, labels]) => [Float64Array.of(lossesReference.crossEntropy(logits!.data, labels!.data, logits!.value.shape[1]!))],
+  binaryCrossEntropyWithLogits: ([logits, targets]) => [Float64Array.of(lossesReference.binaryCrossEntropyWithLogits(logits!.data, targets!.data))],
   gather: ([table, ids]) => [Float64Array.from(gatherReference(table!.data, table!.value.shape[1]!, ids!.data))],
 };
 

@@ -3,11 +3,15 @@ import { concatKernel, stridedCopyKernel } from '../../kernels/copy.js';
 import { elementwiseKernel } from '../../kernels/elementwise.js';
 import { matmulKernel } from '../../kernels/matmul.js';
 import { reduceKernel } from '../../kernels/reduce.js';
+import { softmaxKernel } from '../../kernels/softmax.js';
+import { binaryCrossEntropyWithLogitsKernel, crossEntropyKernel, logSoftmaxKernel } from '../../kernels/losses.js';
 import type { GradRule } from './index.js';
 import { elementwiseGrad } from './elementwise.js';
 import { matmulGrad } from './matmul.js';
 import { concatGrad, stridedCopyGrad } from './copy.js';
 import { reduceGrad } from './reduce.js';
+import { logSoftmaxGrad, softmaxGrad } from './softmax.js';
+import { binaryCrossEntropyWithLogitsGrad, crossEntropyGrad } from './losses.js';
 
 /** The backward rule of each kernel that has one. */
 export const RULES = new Map<Kernel<unknown>, GradRule>([
@@ -16,4 +20,8 @@ export const RULES = new Map<Kernel<unknown>, GradRule>([
   [stridedCopyKernel, stridedCopyGrad],
   [concatKernel, concatGrad],
   [reduceKernel, reduceGrad],
+  [softmaxKernel, softmaxGrad],
+  [logSoftmaxKernel, logSoftmaxGrad],
+  [crossEntropyKernel, crossEntropyGrad],
+  [binaryCrossEntropyWithLogitsKernel, binaryCrossEntropyWithLogitsGrad],
 ] as [Kernel<unknown>, GradRule][]);
