@@ -4,6 +4,7 @@
 // order of these names (a module namespace lists its exports sorted).
 export { cases as elementwise } from './elementwise.js';
 export { cases as attention } from './attention.js';
+export { cases as attentionBackward } from './attentionBackward.js';
 export { cases as boxes } from './boxes.js';
 export { cases as copy } from './copy.js';
 export { cases as gather } from './gather.js';

@@ -17,4 +17,5 @@ export * from './regionWordSimilarity.js';
 export * from './nms.js';
 export * from './matmul.js';
 export * from './attention.js';
+export * from './attentionBackward.js';
 export * from './matmulBackward.js';
