@@ -8,7 +8,8 @@ import attentionWgsl from '../../shaders/attention.wgsl';
 
 export type AttentionMaskKind = 'none' | 'causal' | 'tensor';
 /**
- * 'tiled': K/V tiles staged in workgroup memory (real GPUs). 'subgroup': lanes of a subgroup load
+ * 'tiled': K/V tiles staged in workgroup memory, each query row split over invocations so that
+ * their state stays in registers (real GPUs). 'subgroup': lanes of a subgroup load
  * different parts of the K/V rows and share them by shuffles, no workgroup memory or barriers
  * (CPU adapters such as lavapipe, where every memory load is a per-lane gather); needs the
  * 'subgroups' feature and subgroups of at least 8 lanes.
@@ -27,14 +28,26 @@ export interface AttentionOptions {
   variant?: AttentionVariant;
 }
 
-/** Largest head dim: the private q and accumulator arrays hold 32 vec4s. */
+/** Largest head dim: the subgroup variant's private q and accumulator arrays hold 32 vec4s. */
 export const ATTENTION_MAX_HEAD_DIM = 128;
 
 const NAME = 'attention';
 const MASK_CODE: Record<AttentionMaskKind, number> = { none: 0, causal: 1, tensor: 2 };
-// Queries per workgroup.
-const WG: Record<AttentionVariant, number> = { subgroup: 16, tiled: 64 };
-const TK = 16;
+// The subgroup variant: queries (one invocation each) per workgroup.
+const SUBGROUP_WG = 16;
+
+/**
+ * The tiled variant's layout for a head dim (see the shader): S invocations per query row, each
+ * with 4 vec4 chunks; QB queries in a workgroup of about 64 invocations; TK keys per staged tile,
+ * 16 unless the tiles would pass the 16 KiB of workgroup memory every WebGPU device has.
+ */
+export function attentionTiledLayout(headDim: number): { S: number; QB: number; WG: number; TK: number } {
+  const S = Math.ceil(Math.ceil(headDim / 4) / 4);
+  const QB = Math.floor(64 / S);
+  const WG = QB * S;
+  const bytes = (tk: number) => 2 * tk * S * 4 * 16 + (WG + QB) * tk * 4;
+  return { S, QB, WG, TK: bytes(16) <= 16384 ? 16 : 8 };
+}
 // The subgroup variant is the end of the shader, after this line; it needs `enable subgroups;`.
 const SUBGROUP_MARKER = '// ---- subgroup variant';
 const TILED_WGSL = attentionWgsl.slice(0, attentionWgsl.indexOf(SUBGROUP_MARKER));
@@ -120,8 +133,9 @@ export const attentionKernel: Kernel<AttentionOptions> = {
     check(variant === 'tiled' || subgroupsUsable(gpu), NAME, "variant 'subgroup' needs the 'subgroups' feature with subgroups of at least 8 lanes");
     // q, k, v are read as vec4s when head rows are whole vec4s (then so are all offsets).
     const vec = headDim % 4 === 0;
-    const wg = WG[variant];
-    const qBlocks = Math.ceil(length / wg);
+    const tiled = attentionTiledLayout(headDim);
+    const queries = variant === 'tiled' ? tiled.QB : SUBGROUP_WG;
+    const qBlocks = Math.ceil(length / queries);
     const total = qBlocks * batch * o.heads;
     const scale = o.scale ?? headDim ** -0.5;
     const hd = o.heads * headDim;
@@ -140,7 +154,7 @@ export const attentionKernel: Kernel<AttentionOptions> = {
             key: `${dtype}|${vec ? 'vec4' : 'scalar'}`,
             code: specialize((variant === 'subgroup' ? 'enable subgroups;\n' + attentionWgsl : TILED_WGSL).replace(QKV_LINE, vec ? QKV_LINE : 'alias QKV = T;'), dtype),
             entryPoint: variant,
-            constants: { DH: headDim, WG: wg, ...(variant === 'tiled' ? { TK } : {}) },
+            constants: variant === 'tiled' ? { DH: headDim, WG: tiled.WG, TK: tiled.TK } : { DH: headDim, WG: SUBGROUP_WG } as Record<string, number>,
             bindings: ['read', 'read', 'read', 'read', 'write'],
           },
           tensors: [...x, mask, out],
