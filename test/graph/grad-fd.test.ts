@@ -115,6 +115,24 @@ const STEPS: Record<string, Step> = {
     r.data[name] = (r.data[name] as Float32Array).map((v) => (v + 1) / 2); // targets in [0, 1]
     return r.g.reshape(r.g.binaryCrossEntropyWithLogits(x, targets), [1, 1]);
   },
+  layerNorm: (r) => {
+    const x = r.recent();
+    const d = x.shape.at(-1)!;
+    return r.g.layerNorm(x, r.input([d]), r.input([d]));
+  },
+  addLayerNorm: (r) => {
+    const x = r.recent();
+    const d = x.shape.at(-1)!;
+    const { out, sum } = r.g.addLayerNorm(x, r.input(x.shape), r.input([d]), r.input([d]));
+    r.pool.push(sum); // later steps may take the sum: both outputs then carry gradients
+    return out;
+  },
+  patchEmbed: (r) => {
+    const [p, d] = [2, r.int(2, 4)];
+    const [gh, gw] = [r.int(1, 2), r.int(1, 3)];
+    const pixels = r.input([r.int(1, 2), 3, gh * p, gw * p]);
+    return r.g.patchEmbed(pixels, r.input([d, 3, p, p]), r.input([d]), r.input([1 + gh * gw, d]), { patchSize: p });
+  },
   transpose: (r) => {
     const x = r.recent();
     const perm = [...x.shape.keys()].sort(() => r.rand() - 0.5);

@@ -19,6 +19,8 @@ const OPS: Record<string, { build: Build; pending?: (c: GradCase) => string | un
   reduce: { build: (g, { x }, c) => (c.params.kind === 'sum' ? g.sum(x!, c.params.axes as number[]) : g.mean(x!, c.params.axes as number[])) },
   activation: { build: (g, { x }, c) => (c.params.act === 'gelu' ? g.gelu(x!) : g.quickGelu(x!)) },
   l2norm: { build: (g, { x }, c) => g.l2Normalize(x!, c.params.variant === 'eps' ? 1e-6 : 0) },
+  layernorm: { build: (g, { x, weight, bias }, c) => g.layerNorm(x!, weight!, bias!, { eps: c.params.eps as number }) },
+  patch_embed: { build: (g, { px, W, cls, pos }, c) => g.patchEmbed(px!, W!, cls!, pos!, { patchSize: c.params.patch as number }) },
   softmax: { build: (g, { x }) => g.softmax(x!) },
   losses: {
     build: (g, { x, logits, labels, targets }, c) =>

@@ -5,6 +5,8 @@ import type { GraphBuilder, Value } from '../../src/graph/builder.js';
 import {
   elementwiseReference,
   gatherReference,
+  layerNormReference,
+  patchEmbedReference,
   lossesReference,
   softmaxReference,
   matmulReference,
@@ -12,6 +14,8 @@ import {
   reduceReference,
   stridedCopyReference,
   type ElementwiseOptions,
+  type LayerNormOptions,
+  type PatchEmbedOptions,
   type MatmulOptions,
   type PadOptions,
   type ReduceOptions,
@@ -48,6 +52,13 @@ const EVALUATORS: Record<string, Evaluator> = {
   },
   pad: ([x], o) => [Float64Array.from(padReference(x!.data, x!.value.shape, o as PadOptions))],
   reduce: ([x], o) => [reduceReference(x!.data, x!.value.shape, o as ReduceOptions)],
+  layerNorm: ([x, weight, bias, residual], options) => {
+    const o = options as LayerNormOptions;
+    const s = residual ? x!.data.map((v, i) => v + residual.data[i]!) : x!.data;
+    const out = layerNormReference(s, x!.value.shape.at(-1)!, weight!.data, bias!.data, o.eps);
+    return residual ? [out, s] : [out];
+  },
+  patchEmbed: ([pixels, weight, cls, pos], o) => [patchEmbedReference(pixels!.data, pixels!.value.shape, weight!.data, cls!.data, pos!.data, (o as PatchEmbedOptions).patchSize)],
   softmax: ([x, mask]) => [softmaxReference(x!.data, x!.value.shape.at(-1)!, mask?.data)],
   logSoftmax: ([x]) => [lossesReference.logSoftmax(x!.data, x!.value.shape.at(-1)!)],
   crossEntropy: ([logits, labels]) => [Float64Array.of(lossesReference.crossEntropy(logits!.data, labels!.data, logits!.value.shape[1]!))],

@@ -4,6 +4,8 @@ import { elementwiseKernel } from '../../kernels/elementwise.js';
 import { matmulKernel } from '../../kernels/matmul.js';
 import { reduceKernel } from '../../kernels/reduce.js';
 import { softmaxKernel } from '../../kernels/softmax.js';
+import { layerNormKernel } from '../../kernels/layerNorm.js';
+import { patchEmbedKernel } from '../../kernels/patchEmbed.js';
 import { binaryCrossEntropyWithLogitsKernel, crossEntropyKernel, logSoftmaxKernel } from '../../kernels/losses.js';
 import type { GradRule } from './index.js';
 import { elementwiseGrad } from './elementwise.js';
@@ -11,6 +13,8 @@ import { matmulGrad } from './matmul.js';
 import { concatGrad, stridedCopyGrad } from './copy.js';
 import { reduceGrad } from './reduce.js';
 import { logSoftmaxGrad, softmaxGrad } from './softmax.js';
+import { layerNormGrad } from './layerNorm.js';
+import { patchEmbedGrad } from './patchEmbed.js';
 import { binaryCrossEntropyWithLogitsGrad, crossEntropyGrad } from './losses.js';
 
 /** The backward rule of each kernel that has one. */
@@ -21,6 +25,8 @@ export const RULES = new Map<Kernel<unknown>, GradRule>([
   [concatKernel, concatGrad],
   [reduceKernel, reduceGrad],
   [softmaxKernel, softmaxGrad],
+  [layerNormKernel, layerNormGrad],
+  [patchEmbedKernel, patchEmbedGrad],
   [logSoftmaxKernel, logSoftmaxGrad],
   [crossEntropyKernel, crossEntropyGrad],
   [binaryCrossEntropyWithLogitsKernel, binaryCrossEntropyWithLogitsGrad],
