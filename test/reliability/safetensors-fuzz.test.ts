@@ -1,6 +1,7 @@
 // Seeded loader fuzz: hundreds of mutated checkpoints (headers, offsets, dtypes, shapes, truncations,
-// config.json fields, NaN) of clip_tiny (HF and OpenAI names) and owlvit_tiny, each loaded by the
-// model's loader in a worker process that is killed if a case outlives its timeout. Every case must
+// config.json fields, shard indexes, NaN) of clip_tiny (HF folder, two shards, OpenAI names) and
+// owlvit_tiny, each loaded by the model's loader in a worker process that is killed if a case
+// outlives its timeout. Every case must
 // end in a GpuError naming the file (and the tensor or config field it broke) or in a load whose
 // weights are bit-identical to the unmutated checkpoint's: no crash, no hang, no silent acceptance.
 import { fork, type ChildProcess } from 'node:child_process';
@@ -105,7 +106,7 @@ it(`${CASES} mutated checkpoints (seed ${SEED}): each a named GpuError or an ide
     expect(problems).toEqual([]);
     expect(reports.length).toBe(CASES);
     // The mutations reach every kind, and both outcomes happen.
-    for (const kind of ['dtype', 'shape', 'offsets', 'drop', 'rename', 'nonfinite', 'truncate', 'append', 'header-length', 'flip', 'benign', 'config']) expect(byKind.get(kind)?.errors ?? 0, kind).toBeGreaterThan(kind === 'benign' ? -1 : 0);
+    for (const kind of ['dtype', 'shape', 'offsets', 'drop', 'rename', 'nonfinite', 'truncate', 'append', 'header-length', 'flip', 'benign', 'config', 'index']) expect(byKind.get(kind)?.errors ?? 0, kind).toBeGreaterThan(kind === 'benign' ? -1 : 0);
     expect(byKind.get('benign')?.loads ?? 0).toBeGreaterThan(0);
     await ask(child, { done: true }, 10_000);
   } finally {

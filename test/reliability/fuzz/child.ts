@@ -63,27 +63,60 @@ interface Case {
   what: string;
   expect: Expect;
   mentions: string[];
+  /** The mutated .safetensors file (for shards: the second shard). */
   file: Buffer;
   config?: string;
+  /** Other files of the folder (the first shard and the index), by name. */
+  others: Record<string, Buffer | string>;
   allowNonFinite?: boolean;
 }
 
+interface Paths {
+  dir: string;
+  weights: string;
+  config: string;
+  /** What the loader is given: the folder, or the OpenAI file. */
+  target: string;
+}
+
+const SHARDS = ['model-00001-of-00002.safetensors', 'model-00002-of-00002.safetensors'];
+const INDEX = 'model.safetensors.index.json';
+
+/** Splits a checkpoint into two shards and their index; the second shard is the one to mutate. */
+function shard(raw: { tensors: Record<string, RawTensor>; metadata?: Record<string, string> }): { first: Buffer; second: Checkpoint; index: { metadata?: unknown; weight_map: Record<string, unknown> } } {
+  const names = Object.keys(raw.tensors);
+  const half = Math.ceil(names.length / 2);
+  const part = (ns: string[]): Checkpoint => ({ ...pack(Object.fromEntries(ns.map((n) => [n, raw.tensors[n]!]))), metadata: raw.metadata, pad: 0 });
+  const weightMap = Object.fromEntries(names.map((n, i) => [n, SHARDS[i < half ? 0 : 1]]));
+  return { first: serialize(part(names.slice(0, half))), second: part(names.slice(half)), index: { metadata: { total_size: 0 }, weight_map: weightMap } };
+}
+
+/** A model's files from the fixtures: the checkpoint to mutate (parsed), other files, config.json. */
+function unmutated(init: FuzzInit, model: Model) {
+  const fixture = model === 'owlvit' ? join(init.fixtures, 'owlvit_tiny', 'model.safetensors') : join(init.fixtures, 'clip_tiny', model === 'clip-openai' ? 'weights_openai.safetensors' : 'weights_hf.safetensors');
+  const raw = readRawSafetensors(fixture);
+  const sharded = model === 'clip-sharded' ? shard(raw) : undefined;
+  const c: Checkpoint = sharded?.second ?? { ...pack(raw.tensors), metadata: raw.metadata, pad: 0 };
+  const others: Record<string, Buffer | string> = sharded ? { [SHARDS[0]!]: sharded.first, [INDEX]: JSON.stringify(sharded.index) } : {};
+  const configText = model === 'clip-openai' ? undefined : readFileSync(join(init.fixtures, model === 'owlvit' ? 'owlvit_tiny' : 'clip_tiny', 'config.json'), 'utf8');
+  return { c, sharded, others, configText };
+}
+
 /** Builds case `index`: a model's checkpoint with one seeded mutation. */
-function makeCase(init: FuzzInit, model: Model, index: number, paths: { weights: string; config: string }): Case {
+function makeCase(init: FuzzInit, model: Model, index: number, paths: Paths): Case {
   // xorshift's first outputs follow its seed closely: mix the seed and index, then warm up.
   const r = rng(Math.imul(init.seed ^ Math.imul(index + 1, 0x9e3779b1), 0x85ebca6b) ^ index);
   for (let i = 0; i < 8; i++) r();
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)]!;
   const int = (n: number) => Math.floor(r() * n);
-  const fixture = model === 'owlvit' ? join(init.fixtures, 'owlvit_tiny', 'model.safetensors') : join(init.fixtures, 'clip_tiny', model === 'clip-hf' ? 'weights_hf.safetensors' : 'weights_openai.safetensors');
-  const raw = readRawSafetensors(fixture);
-  const c: Checkpoint = { ...pack(raw.tensors), metadata: raw.metadata, pad: 0 };
-  const configText = model === 'clip-openai' ? undefined : readFileSync(join(init.fixtures, model === 'owlvit' ? 'owlvit_tiny' : 'clip_tiny', 'config.json'), 'utf8');
+  const { c, sharded, others, configText } = unmutated(init, model);
+  // Errors name the shard or the index: both are in the folder.
+  const fileMention = sharded ? paths.dir : paths.weights;
   const used = (name: string) => !(model === 'owlvit' && OWL_UNUSED.includes(name));
-  const onTensor = (e: Entry): { expect: Expect; mentions: string[] } => (used(e.name) ? { expect: 'error', mentions: [paths.weights, JSON.stringify(e.name)] } : { expect: 'either', mentions: [paths.weights] });
-  const kinds = ['dtype', 'dtype', 'shape', 'shape', 'offsets', 'offsets', 'drop', 'rename', 'nonfinite', 'truncate', 'append', 'header-length', 'flip', 'flip', 'benign', 'benign', ...(configText ? ['config', 'config', 'config'] : [])];
+  const onTensor = (e: Entry): { expect: Expect; mentions: string[] } => (used(e.name) ? { expect: 'error', mentions: [fileMention, JSON.stringify(e.name)] } : { expect: 'either', mentions: [fileMention] });
+  const kinds = ['dtype', 'dtype', 'shape', 'shape', 'offsets', 'offsets', 'drop', 'rename', 'nonfinite', 'truncate', 'append', 'header-length', 'flip', 'flip', 'benign', 'benign', ...(configText ? ['config', 'config', 'config'] : []), ...(sharded ? ['index', 'index', 'index'] : [])];
   const kind = pick(kinds);
-  const done = (what: string, judge: { expect: Expect; mentions: string[] }, file = serialize(c), extra: Partial<Case> = {}): Case => ({ kind, what, ...judge, file, config: configText, ...extra });
+  const done = (what: string, judge: { expect: Expect; mentions: string[] }, file = serialize(c), extra: Partial<Case> = {}): Case => ({ kind, what, ...judge, file, config: configText, others, ...extra });
   const e = pick(c.entries);
   switch (kind) {
     case 'dtype': {
@@ -103,7 +136,7 @@ function makeCase(init: FuzzInit, model: Model, index: number, paths: { weights:
       if (JSON.stringify(shape) === JSON.stringify(e.shape)) return done(`${e.name} shape unchanged`, { expect: 'same', mentions: [] });
       e.shape = shape;
       // A logit scale stored as [] or [1] is the same number.
-      const judge = /logit_scale$/.test(e.name) && shape.length <= 1 && shape[0] === 1 ? { expect: 'either' as const, mentions: [paths.weights] } : onTensor(e);
+      const judge = /logit_scale$/.test(e.name) && shape.length <= 1 && shape[0] === 1 ? { expect: 'either' as const, mentions: [fileMention] } : onTensor(e);
       return done(`${e.name} shape ${JSON.stringify(shape)}`, judge);
     }
     case 'offsets': {
@@ -113,7 +146,7 @@ function makeCase(init: FuzzInit, model: Model, index: number, paths: { weights:
       const options: unknown[] = [[b + k, end + k], [b + k, end], [b, end + k], [b, b], [end, b], [-4, end], [b, 2 ** 53], [b + 0.5, end], [String(b), end], [b], [b, end, end], null];
       if (others.length) options.push(pick(others).offsets);
       e.offsets = pick(options);
-      return done(`${e.name} data_offsets ${JSON.stringify(e.offsets)}`, { expect: 'error', mentions: [paths.weights] });
+      return done(`${e.name} data_offsets ${JSON.stringify(e.offsets)}`, { expect: 'error', mentions: [fileMention] });
     }
     case 'drop': {
       const t = unpack(c);
@@ -123,7 +156,7 @@ function makeCase(init: FuzzInit, model: Model, index: number, paths: { weights:
     }
     case 'rename': {
       const t = unpack(c);
-      const renamed = pick([`${e.name}_`, e.name.replace(/\.(\w+)$/, '.x$1'), e.name.toUpperCase(), ` ${e.name}`]);
+      const renamed = pick([`${e.name}_`, e.name.replace(/\.(\w+)$/, '.x$1'), e.name.toUpperCase(), ` ${e.name}`].filter((n) => n !== e.name));
       const out: Record<string, RawTensor> = {};
       for (const [k, v] of Object.entries(t)) out[k === e.name ? renamed : k] = v;
       Object.assign(c, pack(out));
@@ -143,19 +176,19 @@ function makeCase(init: FuzzInit, model: Model, index: number, paths: { weights:
     case 'truncate': {
       const file = serialize(c);
       const n = pick([int(8), 8 + int(64), int(file.length), file.length - 1 - int(16)]);
-      return done(`truncated to ${n} of ${file.length} bytes`, { expect: 'error', mentions: [paths.weights] }, file.subarray(0, Math.max(0, n)));
+      return done(`truncated to ${n} of ${file.length} bytes`, { expect: 'error', mentions: [fileMention] }, file.subarray(0, Math.max(0, n)));
     }
     case 'append': {
       const file = serialize(c);
       const extra = Buffer.from(Array.from({ length: 1 + int(64) }, () => int(256)));
-      return done(`${extra.length} bytes appended`, { expect: 'error', mentions: [paths.weights] }, Buffer.concat([file, extra]));
+      return done(`${extra.length} bytes appended`, { expect: 'error', mentions: [fileMention] }, Buffer.concat([file, extra]));
     }
     case 'header-length': {
       const file = serialize(c);
       const n = file.readBigUInt64LE(0);
       const value = pick([n + 1n, n - 1n, n + BigInt(1 + int(8)), n - BigInt(1 + int(8)), 0n, 2n, BigInt(file.length), BigInt(file.length - 8), 2n ** 63n, 2n ** 64n - 1n, n + 2n ** 32n]);
       file.writeBigUInt64LE(value, 0);
-      return done(`header length ${value} (was ${n})`, { expect: 'error', mentions: [paths.weights] }, file);
+      return done(`header length ${value} (was ${n})`, { expect: 'error', mentions: [fileMention] }, file);
     }
     case 'flip': {
       const file = serialize(c);
@@ -164,7 +197,7 @@ function makeCase(init: FuzzInit, model: Model, index: number, paths: { weights:
       const from = file[at]!;
       file[at] = pick([int(256), ...Buffer.from('"{}[],:0123456789 \\eE-.FIUB')]);
       if (file[at] === from) return done('flip to the same byte', { expect: 'same', mentions: [] }, file);
-      return done(`header byte ${at - 8} ${JSON.stringify(String.fromCharCode(from))} → ${JSON.stringify(String.fromCharCode(file[at]!))}`, { expect: 'either', mentions: [paths.weights] }, file);
+      return done(`header byte ${at - 8} ${JSON.stringify(String.fromCharCode(from))} → ${JSON.stringify(String.fromCharCode(file[at]!))}`, { expect: 'either', mentions: [fileMention] }, file);
     }
     case 'benign': {
       const op = int(4);
@@ -195,6 +228,49 @@ function makeCase(init: FuzzInit, model: Model, index: number, paths: { weights:
       if (value === old) return done(`${tower}.${field} unchanged`, { expect: 'same', mentions: [] }, serialize(c), { config: JSON.stringify(config) });
       const judge = fits ? { expect: 'either' as const, mentions: [paths.config] } : { expect: 'error' as const, mentions: [paths.config, field] };
       return done(`${tower}.${field} = ${JSON.stringify(value)}`, judge, serialize(c), { config: JSON.stringify(config) });
+    }
+    case 'index': {
+      const idx = sharded!.index;
+      const map = idx.weight_map;
+      const name = pick(Object.keys(map));
+      const indexPath = join(paths.dir, INDEX);
+      const op = int(8);
+      let text: string | undefined;
+      let what: string;
+      let judge: { expect: Expect; mentions: string[] } = { expect: 'error', mentions: [indexPath] };
+      if (op === 0) {
+        // The shard is still opened (another entry lists it), so the tensor may still be found.
+        delete map[name];
+        what = `${name} not listed`;
+        judge = { expect: 'either', mentions: [paths.dir] };
+      } else if (op === 1) {
+        map[name] = map[name] === SHARDS[0] ? SHARDS[1] : SHARDS[0];
+        what = `${name} listed in the other shard`;
+        judge.mentions.push(JSON.stringify(name));
+      } else if (op === 2) {
+        map[name] = 'model-00003-of-00002.safetensors';
+        what = `${name} in a missing shard`;
+        judge = { expect: 'error', mentions: [join(paths.dir, 'model-00003-of-00002.safetensors')] };
+      } else if (op === 3) {
+        map[name] = pick(['../model.safetensors', '/etc/passwd', '', 5, null, ['x'], 'a/../../b']);
+        what = `${name} in shard ${JSON.stringify(map[name])}`;
+        judge.mentions.push(JSON.stringify(name));
+      } else if (op === 4) {
+        (idx as Record<string, unknown>).weight_map = pick([[], null, {}, 'x', undefined]);
+        what = `weight_map ${JSON.stringify(idx.weight_map)}`;
+      } else if (op === 5) {
+        text = JSON.stringify(idx);
+        text = text.slice(0, int(text.length));
+        what = `index truncated to ${text.length} characters`;
+      } else if (op === 6) {
+        text = JSON.stringify(idx).replace('"weight_map":{', `"weight_map":{${JSON.stringify(name)}:"${SHARDS[0]}",`);
+        what = `${name} listed twice`;
+      } else {
+        idx.metadata = { total_size: int(1e9), note: 'ignored' };
+        what = 'index metadata changed';
+        judge = { expect: 'same', mentions: [] };
+      }
+      return done(what, judge, serialize(c), { others: { ...others, [INDEX]: text ?? JSON.stringify(idx) } });
     }
   }
   throw new Error(`unknown kind ${kind}`);
@@ -242,11 +318,16 @@ async function main(): Promise<void> {
   const tmp = mkdtempSync(join(tmpdir(), 'ovgpu-fuzz-'));
   let init: FuzzInit | undefined;
   const baselines = new Map<Model, Map<string, Float32Array>>();
-  const paths = (model: Model) => {
+  const paths = (model: Model): Paths => {
     const dir = join(tmp, model);
     mkdirSync(dir, { recursive: true });
-    const weights = join(dir, model === 'clip-openai' ? 'openai.safetensors' : 'model.safetensors');
+    const weights = join(dir, model === 'clip-openai' ? 'openai.safetensors' : model === 'clip-sharded' ? SHARDS[1]! : 'model.safetensors');
     return { dir, weights, config: join(dir, 'config.json'), target: model === 'clip-openai' ? weights : dir };
+  };
+  const write = (p: Paths, c: Case) => {
+    writeFileSync(p.weights, c.file);
+    if (c.config !== undefined) writeFileSync(p.config, c.config);
+    for (const [name, content] of Object.entries(c.others)) writeFileSync(join(p.dir, name), content);
   };
   process.on('message', (msg: { init?: FuzzInit; index?: number; model?: Model; done?: boolean }) => {
     void (async () => {
@@ -254,9 +335,8 @@ async function main(): Promise<void> {
         init = msg.init;
         for (const model of MODELS) {
           const p = paths(model);
-          const fixtureDir = join(init.fixtures, model === 'owlvit' ? 'owlvit_tiny' : 'clip_tiny');
-          writeFileSync(p.weights, readFileSync(join(fixtureDir, model === 'owlvit' ? 'model.safetensors' : model === 'clip-hf' ? 'weights_hf.safetensors' : 'weights_openai.safetensors')));
-          if (model !== 'clip-openai') writeFileSync(p.config, readFileSync(join(fixtureDir, 'config.json')));
+          const u = unmutated(init, model);
+          write(p, { kind: 'baseline', what: '', expect: 'same', mentions: [], file: serialize(u.c), config: u.configText, others: u.others });
           baselines.set(model, await load(gpu, model, p.target));
         }
         process.send!({ ready: true });
@@ -271,8 +351,7 @@ async function main(): Promise<void> {
       const model = msg.model!;
       const p = paths(model);
       const c = makeCase(init!, model, msg.index!, p);
-      writeFileSync(p.weights, c.file);
-      if (c.config !== undefined) writeFileSync(p.config, c.config);
+      write(p, c);
       const report: FuzzReport = { index: msg.index!, model, kind: c.kind, what: c.what, expect: c.expect, mentions: c.mentions, outcome: 'loaded', ms: 0 };
       const t0 = performance.now();
       try {

@@ -1,7 +1,8 @@
 // What the loader fuzz's test and its worker process (child.ts) tell each other.
 
-export type Model = 'clip-hf' | 'clip-openai' | 'owlvit';
-export const MODELS: readonly Model[] = ['clip-hf', 'clip-openai', 'owlvit'];
+/** clip_tiny as an HF folder, an OpenAI-named file, and an HF folder of two shards; owlvit_tiny. */
+export type Model = 'clip-hf' | 'clip-openai' | 'clip-sharded' | 'owlvit';
+export const MODELS: readonly Model[] = ['clip-hf', 'clip-openai', 'clip-sharded', 'owlvit'];
 
 /** What a case must end in: an error, a load identical to the unmutated one, a load, or either. */
 export type Expect = 'error' | 'same' | 'loads' | 'either';
