@@ -22,6 +22,7 @@ struct Params {
   aligned: u32,   // 1: shift by -0.5 and do not clamp the RoI size to >= 1
   spatial_scale: f32,
   sampling_ratio: i32,  // <= 0: adaptive ceil(roi size / bins) samples per bin
+  k: u32,         // boxes (backward only)
 }
 
 override NHWC: bool = false;
@@ -51,6 +52,48 @@ struct Bin {
   samples: f32,
 }
 
+// A box's geometry in feature coordinates; `valid` false for a box that gives zeros.
+struct Box {
+  valid: bool,
+  batch: u32,
+  start_h: f32,
+  start_w: f32,
+  bin_h: f32,
+  bin_w: f32,
+  grid_h: i32,
+  grid_w: i32,
+  samples: f32,
+}
+
+fn box_of(k: u32) -> Box {
+  var r: Box;
+  r.samples = 1.0;
+  let batch = i32(boxes[5u * k]);
+  let coords = vec4f(boxes[5u * k + 1u], boxes[5u * k + 2u], boxes[5u * k + 3u], boxes[5u * k + 4u]);
+  // Exponent bits all set: inf or NaN (tested on the bits, which compilers may not fold away).
+  let non_finite = any((bitcast<vec4u>(coords) & vec4u(0x7f800000u)) == vec4u(0x7f800000u));
+  if (batch < 0 || batch >= i32(p.n) || non_finite) { return r; }
+  // Box in feature coordinates; the same f32 operations as torchvision's CPU kernel.
+  let offset = select(0.0, 0.5, p.aligned == 1u);
+  r.start_w = coords.x * p.spatial_scale - offset;
+  r.start_h = coords.y * p.spatial_scale - offset;
+  var roi_w = coords.z * p.spatial_scale - offset - r.start_w;
+  var roi_h = coords.w * p.spatial_scale - offset - r.start_h;
+  if (p.aligned == 0u) {
+    roi_w = max(roi_w, 1.0);
+    roi_h = max(roi_h, 1.0);
+  }
+  r.bin_h = roi_h / f32(p.ph);
+  r.bin_w = roi_w / f32(p.pw);
+  // Negative (inverted aligned boxes) or zero grids sample nothing and divide by 1, as torchvision.
+  r.grid_h = select(i32(ceil(roi_h / f32(p.ph))), p.sampling_ratio, p.sampling_ratio > 0);
+  r.grid_w = select(i32(ceil(roi_w / f32(p.pw))), p.sampling_ratio, p.sampling_ratio > 0);
+  r.samples = f32(max(r.grid_h * r.grid_w, 1));
+  r.batch = u32(batch);
+  r.valid = true;
+  return r;
+}
+
 fn bin_of(i: u32) -> Bin {
   let groups = (p.c + 4u * E - 1u) / (4u * E);
   let bins = p.ph * p.pw;
@@ -68,34 +111,16 @@ fn bin_of(i: u32) -> Bin {
   var b: Bin;
   b.o = (k * p.c + ch) * bins + bin;
   b.ch = ch;
-  let batch = i32(boxes[5u * k]);
-  let coords = vec4f(boxes[5u * k + 1u], boxes[5u * k + 2u], boxes[5u * k + 3u], boxes[5u * k + 4u]);
-  // Exponent bits all set: inf or NaN (tested on the bits, which compilers may not fold away).
-  let non_finite = any((bitcast<vec4u>(coords) & vec4u(0x7f800000u)) == vec4u(0x7f800000u));
-  if (batch < 0 || batch >= i32(p.n) || non_finite) {
-    b.samples = 1.0;
-    return b;
-  }
-
-  // Box in feature coordinates; the same f32 operations as torchvision's CPU kernel.
-  let offset = select(0.0, 0.5, p.aligned == 1u);
-  let start_w = coords.x * p.spatial_scale - offset;
-  let start_h = coords.y * p.spatial_scale - offset;
-  var roi_w = coords.z * p.spatial_scale - offset - start_w;
-  var roi_h = coords.w * p.spatial_scale - offset - start_h;
-  if (p.aligned == 0u) {
-    roi_w = max(roi_w, 1.0);
-    roi_h = max(roi_h, 1.0);
-  }
-  b.bin_h = roi_h / f32(p.ph);
-  b.bin_w = roi_w / f32(p.pw);
-  // Negative (inverted aligned boxes) or zero grids sample nothing and divide by 1, as torchvision.
-  b.grid_h = select(i32(ceil(roi_h / f32(p.ph))), p.sampling_ratio, p.sampling_ratio > 0);
-  b.grid_w = select(i32(ceil(roi_w / f32(p.pw))), p.sampling_ratio, p.sampling_ratio > 0);
-  b.samples = f32(max(b.grid_h * b.grid_w, 1));
-  b.y0 = start_h + f32(bin / p.pw) * b.bin_h;
-  b.x0 = start_w + f32(bin % p.pw) * b.bin_w;
-  b.plane = u32(batch) * p.c * p.h * p.w;
+  let r = box_of(k);
+  b.samples = r.samples;
+  if (!r.valid) { return b; }
+  b.bin_h = r.bin_h;
+  b.bin_w = r.bin_w;
+  b.grid_h = r.grid_h;
+  b.grid_w = r.grid_w;
+  b.y0 = r.start_h + f32(bin / p.pw) * b.bin_h;
+  b.x0 = r.start_w + f32(bin % p.pw) * b.bin_w;
+  b.plane = r.batch * p.c * p.h * p.w;
   b.col = select(1u, p.c, NHWC);
   return b;
 }
@@ -194,4 +219,96 @@ fn main_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: ve
     }
   }
   store(b, sum);
+}
+
+// ---- Backward (roiAlignBackward): d features from dy [K, C, PH, PW] ----
+// torchvision scatters each output's gradient, times a sample's bilinear weights / samples, into the
+// sample's 4 taps with atomic adds; WGSL has no float atomics. Here each invocation owns 4 · E
+// channels of one feature pixel (q_y, q_x), which share every sample's weights, and gathers instead: for every box of its image, it visits only
+// the samples that can touch that pixel. A sample's coordinate along an axis grows with its index
+// s = bin · grid + i by `step` = bin size / grid, and touches pixel q only when it lies in
+// [q - 1, q + 1] (wider at the borders, where coordinates in [-1, 0] and [n - 1, n] clamp), so
+// the candidates are the indices within 2 pixels of q plus one index of margin; each candidate's
+// weight is then evaluated exactly as the forward does (sample_axis), so nothing is missed or
+// double-counted. The sum runs in a fixed order: deterministic.
+
+// The weight of pixel q in the bilinear sample at coordinate v (0 when v does not touch it).
+fn axis_weight(v: f32, n: u32, q: u32) -> f32 {
+  let a = sample_axis(v, n);
+  if (!a.inside) { return 0.0; }
+  return select(0.0, 1.0 - a.frac, a.low == q) + select(0.0, a.frac, a.high == q);
+}
+
+// Candidate sample indices [first, last] along one axis for pixel q (first > last: none).
+fn window(start: f32, bin: f32, grid: i32, bins: u32, q: u32) -> vec2i {
+  let total = grid * i32(bins);
+  if (grid <= 0) { return vec2i(0, -1); }
+  let step = bin / f32(grid);
+  if (step == 0.0) { return vec2i(0, total - 1); }
+  let a = (f32(q) - 2.0 - start) / step - 0.5;
+  let b = (f32(q) + 2.0 - start) / step - 0.5;
+  let lo = max(i32(floor(min(a, b))) - 1, 0);
+  let hi = min(i32(ceil(max(a, b))) + 1, total - 1);
+  return vec2i(lo, hi);
+}
+
+// One sample coordinate of a box along an axis, in the forward's operation order.
+fn coord(start: f32, bin: f32, grid: i32, s: i32) -> f32 {
+  return start + f32(s / grid) * bin + (f32(s % grid) + 0.5) * bin / f32(grid);
+}
+
+@group(0) @binding(3) var<storage, read> dy: array<T>;
+@group(0) @binding(4) var<storage, read_write> grad: array<T>;
+
+@compute @workgroup_size(WG)
+fn backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+            @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.y * nwg.x + wid.x) * WG + lid;
+  if (i >= p.count) { return; }
+  let groups = (p.c + 4u * E - 1u) / (4u * E);
+  let pixels = p.h * p.w;
+  var g: u32;
+  var pix: u32;
+  if (NHWC) {
+    g = i % groups;
+    pix = (i / groups) % pixels;
+  } else {
+    pix = i % pixels;
+    g = (i / pixels) % groups;
+  }
+  let n = i / (groups * pixels);
+  let qy = pix / p.w;
+  let qx = pix % p.w;
+  let ch = 4u * E * g;
+  let bins = p.ph * p.pw;
+  // dy offsets of the group's channels (past C: channel C - 1, not stored).
+  var chans: array<vec4u, E>;
+  for (var e = 0u; e < E; e++) {
+    chans[e] = min(vec4u(ch + 4u * e) + vec4u(0u, 1u, 2u, 3u), vec4u(p.c - 1u)) * bins;
+  }
+  var sum: array<vec4f, E>;
+  for (var k = 0u; k < p.k; k++) {
+    let r = box_of(k);
+    if (!r.valid || r.batch != n) { continue; }
+    let wy_range = window(r.start_h, r.bin_h, r.grid_h, p.ph, qy);
+    let wx_range = window(r.start_w, r.bin_w, r.grid_w, p.pw, qx);
+    for (var sy = wy_range.x; sy <= wy_range.y; sy++) {
+      let wy = axis_weight(coord(r.start_h, r.bin_h, r.grid_h, sy), p.h, qy);
+      if (wy == 0.0) { continue; }
+      let row = k * p.c * bins + u32(sy / r.grid_h) * p.pw;
+      for (var sx = wx_range.x; sx <= wx_range.y; sx++) {
+        let wx = axis_weight(coord(r.start_w, r.bin_w, r.grid_w, sx), p.w, qx);
+        if (wx == 0.0) { continue; }
+        let at = row + u32(sx / r.grid_w);
+        let weight = wy * wx / r.samples;
+        for (var e = 0u; e < E; e++) {
+          let a = chans[e] + at;
+          sum[e] += weight * vec4f(f32(dy[a.x]), f32(dy[a.y]), f32(dy[a.z]), f32(dy[a.w]));
+        }
+      }
+    }
+  }
+  let cstride = select(pixels, 1u, NHWC);
+  let base = select((n * p.c + ch) * pixels + pix, (n * pixels + pix) * p.c + ch, NHWC);
+  for (var j = 0u; j < min(p.c - ch, 4u * E); j++) { grad[base + j * cstride] = T(sum[j / 4u][j % 4u]); }
 }

@@ -1,7 +1,7 @@
 // RoIAlign at OWL-ViT B/32 768 px: 1000 boxes on the 24×24×768 patch-token grid (NHWC, no
 // transpose) to 7×7, and the same on an NCHW copy for comparison. No TF.js peer: its
 // cropAndResize samples differently (one bilinear tap per output, no bin averaging).
-import { roiAlignKernel, type RoiAlignOptions } from '../../src/kernels/roiAlign.js';
+import { roiAlignBackwardKernel, type RoiAlignBackwardOptions, roiAlignKernel, type RoiAlignOptions } from '../../src/kernels/roiAlign.js';
 import type { KernelBenchCase } from '../types.js';
 import { rng } from '../../test/util/random.js';
 
@@ -50,4 +50,12 @@ function roiCases(n: number): KernelBenchCase<RoiAlignOptions>[] {
   ];
 }
 
-export const cases: KernelBenchCase<RoiAlignOptions>[] = [...roiCases(1000), ...roiCases(500)];
+/** The backward into BARON-style features: 100 boxes (a training step's proposals) on the same grid. */
+const backward = (layout: 'nchw' | 'nhwc'): KernelBenchCase<RoiAlignBackwardOptions> => ({
+  kernel: roiAlignBackwardKernel,
+  label: `roiAlignBackward 100 boxes 7x7 sampling 2 → ${layout === 'nhwc' ? '24x24x768 NHWC' : '768x24x24 NCHW'}`,
+  inputs: [{ shape: [100, 768, 7, 7] }, { shape: [100, 5], data: boxes(100) }],
+  options: { ...base, samplingRatio: 2, layout, featuresShape: layout === 'nhwc' ? [1, 24, 24, 768] : [1, 768, 24, 24] },
+});
+
+export const cases: KernelBenchCase<RoiAlignOptions>[] = [...roiCases(1000), ...roiCases(500), backward('nhwc'), backward('nchw')];

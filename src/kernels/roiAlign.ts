@@ -107,6 +107,55 @@ export const roiAlignKernel: Kernel<RoiAlignOptions> = {
   },
 };
 
+export interface RoiAlignBackwardOptions extends RoiAlignOptions {
+  /** The forward's features shape, in its layout ([N, C, H, W] or [N, H, W, C]): the gradient's shape. */
+  featuresShape: readonly number[];
+}
+
+/**
+ * The backward of `roiAlignKernel` into the feature map (torchvision's roi_align backward). Inputs
+ * [dy [K, C, outH, outW] f32/f16, boxes [K, 5] f32]; output d features of `featuresShape` in the
+ * options' layout. No float atomics: each invocation gathers the gradient of 16 channels of one
+ * feature pixel from the samples of every box that touch it (see shaders/roiAlign.wgsl).
+ */
+export const roiAlignBackwardKernel: Kernel<RoiAlignBackwardOptions> = {
+  name: 'roiAlignBackward',
+  outputs(inputs, o) {
+    const op = 'roiAlignBackward';
+    check(o && Array.isArray(o.featuresShape), op, 'options.featuresShape must be the forward features shape');
+    const [dy, boxes] = inputs;
+    check(inputs.length === 2 && dy && boxes, op, `expected 2 inputs (dy, boxes), got ${inputs.length}`);
+    const [y] = roiAlignKernel.outputs([{ shape: o.featuresShape, dtype: dy.dtype }, boxes], o);
+    check(shapeString(dy.shape) === shapeString(y!.shape), op, () => `dy must be ${shapeString(y!.shape)} (the forward output's shape), got ${shapeString(dy.shape)}`);
+    return [{ shape: [...o.featuresShape], dtype: dy.dtype }];
+  },
+  plan(gpu, inputs, outputs, o) {
+    const dy = inputs[0]!;
+    const layout = o.layout ?? 'nchw';
+    const [n, c, h, w] = dims(o.featuresShape, layout);
+    const [oh, ow] = outputHW(o);
+    const k = inputs[1]!.shape[0]!;
+    const invocations = n * h * w * Math.ceil(c / CHANNELS);
+    const ratio = o.samplingRatio ?? -1;
+    const dispatch = {
+      program: {
+        name: `roiAlignBackward.${layout}`,
+        entryPoint: 'backward',
+        key: dy.dtype,
+        code: specialize(roiAlignWgsl, dy.dtype),
+        constants: { NHWC: layout === 'nhwc' ? 1 : 0, WG },
+        bindings: ['read', 'read', 'read', 'write'] as const,
+      },
+      // Binding 1 (the forward's features) is unused: dy fills it.
+      tensors: [0, 1, 0, 2],
+      uniforms: uniforms(invocations, n, c, h, w, oh, ow, o.aligned ? 1 : 0, { f32: o.spatialScale ?? 1 }, { i32: ratio }, k),
+      workgroups: grid1d(gpu, invocations, WG),
+    };
+    const bytesPer = dy.dtype === 'f16' ? 2 : 4;
+    return { dispatches: invocations === 0 ? [] : [dispatch], bytes: (sizeOf(outputs[0]!.shape) + sizeOf(dy.shape)) * bytesPer + k * 20 };
+  },
+};
+
 /** Throws before dispatch unless every box has an integer batch index in [0, n) and finite coordinates. */
 export function validateRoiBoxes(data: ArrayLike<number>, n: number): void {
   for (let i = 0; i * 5 < data.length; i++) {
@@ -139,6 +188,16 @@ export async function roiAlign(gpu: Gpu, features: Tensor, boxes: Tensor | Array
   } finally {
     t.dispose();
   }
+}
+
+/**
+ * d features of `roiAlign` for the upstream gradient dy [K, C, outH, outW]; `featuresShape` is the
+ * forward features' shape (in `options.layout`). Boxes as for `roiAlign`, validated on the host.
+ */
+export async function roiAlignBackward(gpu: Gpu, dy: Tensor, boxes: Tensor, options: RoiAlignBackwardOptions): Promise<Tensor> {
+  roiAlignBackwardKernel.outputs(infosOf([dy, boxes]), options);
+  validateRoiBoxes(await boxes.read(), dims(options.featuresShape, options.layout)[0]);
+  return (await runKernel(gpu, roiAlignBackwardKernel, [dy, boxes], options))[0]!;
 }
 
 // ---- CPU reference (tests only): torchvision's algorithm in float64, NCHW features ----
@@ -196,4 +255,60 @@ export function roiAlignReference(
     }
   }
   return out;
+}
+
+/**
+ * torchvision's roi_align backward in float64 on NCHW features: each output's gradient times a
+ * sample's bilinear weights, divided by the sample count, scattered into the sample's 4 taps.
+ */
+export function roiAlignBackwardReference(
+  dy: ArrayLike<number>,
+  shape: readonly [number, number, number, number],
+  boxes: ArrayLike<number>,
+  o: RoiAlignOptions,
+): Float64Array {
+  const [n, c, height, width] = shape;
+  const [oh, ow] = outputHW(o);
+  const scale = o.spatialScale ?? 1;
+  const ratio = o.samplingRatio ?? -1;
+  const grad = new Float64Array(n * c * height * width);
+  // One axis of a sample as torchvision's bilinear_interpolate_gradient: [low, high, weight low, weight high], or none.
+  const axis = (v: number, size: number): [number, number, number, number] | undefined => {
+    if (v < -1 || v > size) return undefined;
+    v = Math.max(v, 0);
+    let low = Math.floor(v);
+    let high = low + 1;
+    if (low >= size - 1) [low, high, v] = [size - 1, size - 1, size - 1];
+    return [low, high, 1 - (v - low), v - low];
+  };
+  for (let r = 0; r * 5 < boxes.length; r++) {
+    const b = Math.trunc(boxes[5 * r]!);
+    const offset = o.aligned ? 0.5 : 0;
+    const [x1, y1, x2, y2] = [1, 2, 3, 4].map((j) => boxes[5 * r + j]! * scale - offset) as [number, number, number, number];
+    const roiW = o.aligned ? x2 - x1 : Math.max(x2 - x1, 1);
+    const roiH = o.aligned ? y2 - y1 : Math.max(y2 - y1, 1);
+    const [binH, binW] = [roiH / oh, roiW / ow];
+    const gridH = ratio > 0 ? ratio : Math.ceil(roiH / oh);
+    const gridW = ratio > 0 ? ratio : Math.ceil(roiW / ow);
+    const count = Math.max(gridH * gridW, 1);
+    for (let ch = 0; ch < c; ch++) {
+      const plane = (b * c + ch) * height * width;
+      for (let ph = 0; ph < oh; ph++) {
+        for (let pw = 0; pw < ow; pw++) {
+          const g = dy[((r * c + ch) * oh + ph) * ow + pw]! / count;
+          for (let iy = 0; iy < gridH; iy++) {
+            const sy = axis(y1 + ph * binH + ((iy + 0.5) * binH) / gridH, height);
+            for (let ix = 0; ix < gridW; ix++) {
+              const sx = axis(x1 + pw * binW + ((ix + 0.5) * binW) / gridW, width);
+              if (!sy || !sx) continue;
+              for (const [y, wy] of [[sy[0], sy[2]], [sy[1], sy[3]]] as const) {
+                for (const [x, wx] of [[sx[0], sx[2]], [sx[1], sx[3]]] as const) grad[plane + y * width + x]! += g * wy * wx;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+  return grad;
 }

@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { GpuError, Tensor, kernels } from '../../src/index.js';
-import { roiAlignReference, type RoiAlignOptions } from '../../src/kernels/roiAlign.js';
+import { roiAlignBackwardReference, roiAlignReference, type RoiAlignOptions } from '../../src/kernels/roiAlign.js';
+import { gradFixture } from '../util/grad.js';
 import { forEachProfile, requireF16 } from '../util/gpu.js';
 import { compareClose, expectClose } from '../util/check.js';
 import { randomArray, rng } from '../util/random.js';
@@ -214,6 +215,84 @@ forEachProfile((_, getGpu) => {
       expect(compareClose(got.subarray(5 * per), roiAlignReference(await x.read(), [2, 3, 4, 5], [1, 0, 0, 3, 3], { outputSize: 2, samplingRatio: 0 }), { scaleTol: 1e-5 }).ok).toBe(true);
       expect(got.subarray(5 * per).every((v) => v > 0)).toBe(true);
       for (const t of [x, boxes, y!]) t.dispose();
+    });
+  });
+  describe('roiAlignBackward', () => {
+    it('the CPU reference is the transpose of the forward: <dy, roiAlign(x)> = <roiAlignBackward(dy), x>', () => {
+      const shape = [2, 3, 9, 11] as const;
+      const x = randomArray(2 * 3 * 9 * 11, 5, 1);
+      const boxes = randomBoxes(10, 2, 11, 9, 6);
+      for (const o of [{ outputSize: 3, samplingRatio: 2 }, { outputSize: [2, 4], samplingRatio: -1, aligned: true }] as RoiAlignOptions[]) {
+        const y = roiAlignReference(x, shape, boxes, o);
+        const dy = randomArray(y.length, 7, 1);
+        const g = roiAlignBackwardReference(dy, shape, boxes, o);
+        const lhs = y.reduce((a, v, i) => a + v * dy[i]!, 0);
+        const rhs = g.reduce((a, v, i) => a + v * x[i]!, 0);
+        expect(Math.abs(lhs - rhs)).toBeLessThan(1e-9 * Math.max(1, Math.abs(lhs)));
+      }
+    });
+
+    it('matches the reference on random boxes (partly outside, inverted, tiny), NCHW and NHWC, several scales', async () => {
+      const gpu = await getGpu();
+      const cases: [readonly [number, number, number, number], RoiAlignOptions, number][] = [
+        [[2, 5, 13, 17], { outputSize: 7, samplingRatio: 2 }, 40],
+        [[1, 6, 24, 24], { outputSize: [2, 3], samplingRatio: -1, aligned: true }, 12],
+        [[3, 1, 7, 9], { outputSize: 3, samplingRatio: 0, spatialScale: 0.25 }, 9],
+        [[1, 8, 30, 20], { outputSize: 4, samplingRatio: 3, spatialScale: 0.5 }, 7],
+      ];
+      for (const [k, [shape, o, nBoxes]] of cases.entries()) {
+        const [n, c, h, w] = shape;
+        const scale = o.spatialScale ?? 1;
+        const boxes = randomBoxes(nBoxes, n, w / scale, h / scale, 90 + k);
+        // A tiny box and a duplicate.
+        boxes.push(0, 3 / scale, 2 / scale, 3.2 / scale, 2.1 / scale, ...boxes.slice(0, 5));
+        const [oh, ow] = typeof o.outputSize === 'number' ? [o.outputSize, o.outputSize] : o.outputSize;
+        const K = boxes.length / 5;
+        const dy = randomArray(K * c * oh * ow, 100 + k, 1);
+        const want = roiAlignBackwardReference(dy, shape, boxes, o);
+        const [tdy, tb] = [Tensor.from(gpu, dy, [K, c, oh, ow]), Tensor.from(gpu, boxes, [K, 5])];
+        const g = await kernels.roiAlignBackward(gpu, tdy, tb, { ...o, featuresShape: shape });
+        expect(g.shape).toEqual([...shape]);
+        expectClose(await g.read(), want, { scaleTol: 1e-5, label: `nchw ${shape}` });
+        const gh = await kernels.roiAlignBackward(gpu, tdy, tb, { ...o, layout: 'nhwc', featuresShape: [n, h, w, c] });
+        const back = await kernels.transpose(gpu, gh, [0, 3, 1, 2]);
+        expectClose(await back.read(), want, { scaleTol: 1e-5, label: `nhwc ${shape}` });
+        for (const t of [tdy, tb, g, gh, back]) t.dispose();
+      }
+    });
+
+    it('matches PyTorch autograd: the roi_align grad fixture (aligned or not, sampling 2 and adaptive, scales 1 and 0.25)', async () => {
+      const gpu = await getGpu();
+      const fx = gradFixture('roi_align');
+      expect(fx.cases).toHaveLength(8);
+      for (const c of fx.cases) {
+        const [feat, boxes, dy] = ['feat', 'boxes', 'dY'].map((n) => fx.tensor(`${c.name}.${n}`));
+        const o: RoiAlignOptions = { outputSize: c.params.output_size as [number, number], spatialScale: c.params.spatial_scale as number, samplingRatio: c.params.sampling_ratio as number, aligned: c.params.aligned as boolean };
+        const [tf, tb, tdy] = [Tensor.from(gpu, feat!.data, feat!.shape), Tensor.from(gpu, boxes!.data, boxes!.shape), Tensor.from(gpu, dy!.data, dy!.shape)];
+        const y = await kernels.roiAlign(gpu, tf, tb, o);
+        expectClose(await y.read(), fx.tensor(`${c.name}.Y_f64`).data, { scaleTol: 1e-5, label: `${c.name} Y` });
+        const want = fx.tensor(`${c.name}.grad_feat_f64`).data;
+        const g = await kernels.roiAlignBackward(gpu, tdy, tb, { ...o, featuresShape: feat!.shape });
+        expectClose(await g.read(), want, { scaleTol: 1e-4, label: `${c.name} grad_feat` });
+        const [n, ch, h, w] = feat!.shape as [number, number, number, number];
+        const gh = await kernels.roiAlignBackward(gpu, tdy, tb, { ...o, layout: 'nhwc', featuresShape: [n, h, w, ch] });
+        const back = await kernels.transpose(gpu, gh, [0, 3, 1, 2]);
+        expectClose(await back.read(), want, { scaleTol: 1e-4, label: `${c.name} grad_feat nhwc` });
+        for (const t of [tf, tb, tdy, y, g, gh, back]) t.dispose();
+      }
+    });
+
+    it('rejects bad arguments before dispatching', async () => {
+      const gpu = await getGpu();
+      const dy = Tensor.from(gpu, new Float32Array(2 * 3 * 2 * 2), [2, 3, 2, 2]);
+      const boxes = Tensor.from(gpu, [0, 0, 0, 3, 3, 1, 0, 0, 3, 3], [2, 5]);
+      const o = { outputSize: 2, featuresShape: [1, 3, 4, 5] };
+      const before = gpu.stats();
+      await expect(kernels.roiAlignBackward(gpu, dy, boxes, { ...o, outputSize: 3 })).rejects.toThrow(/roiAlignBackward: dy must be \[2, 3, 3, 3\] \(the forward output's shape\), got \[2, 3, 2, 2\]/);
+      await expect(kernels.roiAlignBackward(gpu, dy, boxes, { ...o, featuresShape: [1, 3, 4] })).rejects.toThrow(/roiAlign: features of shape \[1, 3, 4\] must be \[N, C, H, W\]/);
+      expect(gpu.stats()).toEqual(before);
+      await expect(kernels.roiAlignBackward(gpu, dy, boxes, o)).rejects.toThrow(/box 1: batch index 1 must be an integer in \[0, 0\]/);
+      for (const t of [dy, boxes]) t.dispose();
     });
   });
 });
