@@ -33,10 +33,11 @@ class RandomGraph {
     return xs[Math.floor(this.rand() * xs.length)]!;
   }
 
-  input(shape: readonly number[], scale = 1): Value {
+  /** A random f32 input; `wrt` false leaves it out of the gradients (an attention mask has none). */
+  input(shape: readonly number[], scale = 1, wrt = true): Value {
     const name = `in${Object.keys(this.data).length}`;
     this.data[name] = randomArray(shape.reduce((a, b) => a * b, 1), ++this.#seed * 7919, scale);
-    this.wrt.push(name);
+    if (wrt) this.wrt.push(name);
     return this.g.input(name, shape);
   }
 
@@ -132,6 +133,22 @@ const STEPS: Record<string, Step> = {
     const [gh, gw] = [r.int(1, 2), r.int(1, 3)];
     const pixels = r.input([r.int(1, 2), 3, gh * p, gw * p]);
     return r.g.patchEmbed(pixels, r.input([d, 3, p, p]), r.input([d]), r.input([1 + gh * gw, d]), { patchSize: p });
+  },
+  attention: (r) => {
+    const [B, L, H, Dh] = [r.int(1, 2), r.int(2, 5), r.int(1, 2), r.int(1, 4)];
+    const qkv = [0, 1, 2].map(() => r.input([B, L, H * Dh]));
+    const mask = r.pick(['none', 'causal', 'tensor'] as const);
+    return r.g.attention(qkv[0]!, qkv[1]!, qkv[2]!, { heads: H, scale: r.pick([undefined, 0.7]), mask: mask === 'none' ? undefined : mask === 'causal' ? 'causal' : r.input([L, L], 1, false) });
+  },
+  attentionPacked: (r) => {
+    const x = r.recent();
+    const [L, H] = [x.shape.at(-2) ?? 1, r.int(1, 2)];
+    const qkv = r.g.matmul(r.g.reshape(x, [-1, L, x.shape.at(-1)!]), r.input([3 * H * 2, x.shape.at(-1)!]), { transposeB: true });
+    return r.g.attentionPacked(qkv, { heads: H, mask: r.pick([undefined, 'causal'] as const) });
+  },
+  gather: (r) => {
+    const table = r.matrix();
+    return r.g.gather(table, r.indices([r.int(1, 3), r.int(1, 4)], table.shape[0]!));
   },
   transpose: (r) => {
     const x = r.recent();

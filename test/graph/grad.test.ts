@@ -21,6 +21,11 @@ const OPS: Record<string, { build: Build; pending?: (c: GradCase) => string | un
   l2norm: { build: (g, { x }, c) => g.l2Normalize(x!, c.params.variant === 'eps' ? 1e-6 : 0) },
   layernorm: { build: (g, { x, weight, bias }, c) => g.layerNorm(x!, weight!, bias!, { eps: c.params.eps as number }) },
   patch_embed: { build: (g, { px, W, cls, pos }, c) => g.patchEmbed(px!, W!, cls!, pos!, { patchSize: c.params.patch as number }) },
+  attention: {
+    build: (g, { q, k, v }, c) => g.attention(q!, k!, v!, { heads: c.params.heads as number, scale: c.params.scale as number, mask: c.params.mask === 'causal' ? 'causal' : undefined }),
+    pending: (c) => (c.params.mask === 'additive' ? 'the forward attention kernel takes an [L, L] mask, this case a per-batch [B, L, L] one' : undefined),
+  },
+  embedding: { build: (g, { table, ids }) => g.gather(table!, ids!) },
   softmax: { build: (g, { x }) => g.softmax(x!) },
   losses: {
     build: (g, { x, logits, labels, targets }, c) =>
@@ -134,5 +139,10 @@ describe('GraphBuilder.gradients', () => {
     const picked = g.sum(g.gather(boxes, keep!, 'pick'), [0, 1]);
     expect(() => g.gradients(picked, [scores])).toThrow(/node pick \(gather\) is not differentiable with respect to its input 1 \(value #\d+ \(i32 \[6\]\), made by node nms\)/);
     expect(() => g.gradients(picked, [boxes])).toThrow(/made by node nms/);
+    const q = g.input('q', [1, 3, 4]);
+    const mask = g.input('mask', [3, 3]);
+    const attended = g.sum(g.attention(q, q, q, { heads: 1, mask }, 'attn'), [0, 1, 2]);
+    expect(g.gradients(attended, [q])).toHaveLength(1);
+    expect(() => g.gradients(attended, [mask])).toThrow(/node attn \(attention\) is not differentiable with respect to its input 3 .*the attention mask has no backward rule/);
   });
 });

@@ -4,6 +4,7 @@ import { sizeOf } from '../../src/dtype.js';
 import type { GraphBuilder, Value } from '../../src/graph/builder.js';
 import {
   elementwiseReference,
+  attentionReference,
   gatherReference,
   layerNormReference,
   patchEmbedReference,
@@ -13,6 +14,7 @@ import {
   padReference,
   reduceReference,
   stridedCopyReference,
+  type AttentionOptions,
   type ElementwiseOptions,
   type LayerNormOptions,
   type PatchEmbedOptions,
@@ -59,6 +61,15 @@ const EVALUATORS: Record<string, Evaluator> = {
     return residual ? [out, s] : [out];
   },
   patchEmbed: ([pixels, weight, cls, pos], o) => [patchEmbedReference(pixels!.data, pixels!.value.shape, weight!.data, cls!.data, pos!.data, (o as PatchEmbedOptions).patchSize)],
+  attention: (inputs, options) => {
+    const o = options as AttentionOptions;
+    const [B, L, W] = inputs[0]!.value.shape as [number, number, number];
+    const mask = o.mask === 'tensor' ? inputs.at(-1)!.data : o.mask === 'causal' ? ('causal' as const) : undefined;
+    // Packed: q | k | v along the last dimension.
+    const part = (p: number) => (o.packed ? inputs[0]!.data.filter((_, i) => Math.floor((i % W) / (W / 3)) === p) : inputs[p]!.data);
+    const hd = o.packed ? W / 3 : W;
+    return [attentionReference(part(0), part(1), part(2), { batch: B, length: L, heads: o.heads, headDim: hd / o.heads, scale: o.scale, mask })];
+  },
   softmax: ([x, mask]) => [softmaxReference(x!.data, x!.value.shape.at(-1)!, mask?.data)],
   logSoftmax: ([x]) => [lossesReference.logSoftmax(x!.data, x!.value.shape.at(-1)!)],
   crossEntropy: ([logits, labels]) => [Float64Array.of(lossesReference.crossEntropy(logits!.data, labels!.data, logits!.value.shape[1]!))],

@@ -6,6 +6,8 @@ import { reduceKernel } from '../../kernels/reduce.js';
 import { softmaxKernel } from '../../kernels/softmax.js';
 import { layerNormKernel } from '../../kernels/layerNorm.js';
 import { patchEmbedKernel } from '../../kernels/patchEmbed.js';
+import { attentionKernel } from '../../kernels/attention.js';
+import { gatherKernel } from '../../kernels/gather.js';
 import { binaryCrossEntropyWithLogitsKernel, crossEntropyKernel, logSoftmaxKernel } from '../../kernels/losses.js';
 import type { GradRule } from './index.js';
 import { elementwiseGrad } from './elementwise.js';
@@ -15,6 +17,8 @@ import { reduceGrad } from './reduce.js';
 import { logSoftmaxGrad, softmaxGrad } from './softmax.js';
 import { layerNormGrad } from './layerNorm.js';
 import { patchEmbedGrad } from './patchEmbed.js';
+import { attentionGrad } from './attention.js';
+import { gatherGrad } from './gather.js';
 import { binaryCrossEntropyWithLogitsGrad, crossEntropyGrad } from './losses.js';
 
 /** The backward rule of each kernel that has one. */
@@ -27,6 +31,8 @@ export const RULES = new Map<Kernel<unknown>, GradRule>([
   [softmaxKernel, softmaxGrad],
   [layerNormKernel, layerNormGrad],
   [patchEmbedKernel, patchEmbedGrad],
+  [attentionKernel, attentionGrad],
+  [gatherKernel, gatherGrad],
   [logSoftmaxKernel, logSoftmaxGrad],
   [crossEntropyKernel, crossEntropyGrad],
   [binaryCrossEntropyWithLogitsKernel, binaryCrossEntropyWithLogitsGrad],
