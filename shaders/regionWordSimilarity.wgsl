@@ -111,3 +111,130 @@ fn top_k(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     top_indices[row * p.top_k + i] = idx[i];
   }
 }
+
+// ---- Backward (regionWordSimilarityBackward): d regions, d words, (OWL) d shift, d scale ----
+// With ê = e / (|e| + 1e-6), ŵ likewise, cos = ê · ŵ and G[b, r, q] = dy · multiplier (the
+// derivative of the logit by cos; 0 for a masked query, whose logit is a constant):
+//   d shift[r] = sum_q G,   d scale[r] = sum_q dy (cos + shift) elu'(scale),
+//   d e_r = (sum_q G ŵ_q - e_r · S_r / |e_r|) / (|e_r| + 1e-6),  S_r = sum_q G cos,
+//   d w_q = (sum_{b, r} G ê_r - w_q · T_q / |w_q|) / (|w_q| + 1e-6),  T_q = sum_{b, r} G cos
+// (the l2-normalisation's backward; a zero row keeps only the first term). Five passes, each one
+// invocation per output element summing in a fixed order (deterministic): row norms, then per pair
+// cos and G, per region S (and d shift, d scale), then d regions and d words. Scratch `work`
+// (f32): [|e| (B·R)][|w| (Bw·Q)][G (B·R·Q)][cos (B·R·Q)][S (B·R)].
+@group(0) @binding(6) var<storage, read> dy: array<f32>;
+@group(0) @binding(7) var<storage, read_write> work: array<f32>;
+@group(0) @binding(8) var<storage, read_write> grad: array<T>;
+@group(0) @binding(9) var<storage, read_write> grad2: array<T>;
+
+const EPS = 1e-6;
+
+fn bw_index(wid: vec3u, nwg: vec3u, lid: u32) -> u32 { return (wid.y * nwg.x + wid.x) * 64u + lid; }
+fn words_batches() -> u32 { return select(p.batch, 1u, p.words_stride == 0u); }
+fn pairs() -> u32 { return p.batch * p.regions * p.queries; }
+fn at_wnorm() -> u32 { return p.batch * p.regions; }
+fn at_g() -> u32 { return at_wnorm() + words_batches() * p.queries; }
+fn at_cos() -> u32 { return at_g() + pairs(); }
+fn at_s() -> u32 { return at_cos() + pairs(); }
+fn word_row(b: u32, q: u32) -> u32 { return select(b, 0u, p.words_stride == 0u) * p.queries + q; }
+
+@compute @workgroup_size(64)
+fn bw_norms(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = bw_index(wid, nwg, lid);
+  if (i >= at_g()) { return; }
+  var s = 0.0;
+  if (i < at_wnorm()) {
+    for (var d = 0u; d < p.dim; d++) { let v = f32(regions[i * p.dim + d]); s += v * v; }
+  } else {
+    let row = i - at_wnorm();
+    for (var d = 0u; d < p.dim; d++) { let v = f32(words[row * p.dim + d]); s += v * v; }
+  }
+  work[i] = sqrt(s);
+}
+
+fn multiplier_of(br: u32) -> f32 {
+  if (OWL) { return elu(f32(scale[br])) + 1.0; }
+  return p.multiplier;
+}
+
+@compute @workgroup_size(64)
+fn bw_pairs(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = bw_index(wid, nwg, lid);
+  if (i >= pairs()) { return; }
+  let q = i % p.queries;
+  let br = i / p.queries;
+  let b = br / p.regions;
+  let wr = word_row(b, q);
+  var dot = 0.0;
+  for (var d = 0u; d < p.dim; d++) { dot += f32(regions[br * p.dim + d]) * f32(words[wr * p.dim + d]); }
+  let cos = dot / ((work[br] + EPS) * (work[at_wnorm() + wr] + EPS));
+  let masked = HAS_MASK && mask[b * p.mask_stride + q] == 0u;
+  work[at_cos() + i] = cos;
+  work[at_g() + i] = select(dy[i] * multiplier_of(br), 0.0, masked);
+}
+
+@compute @workgroup_size(64)
+fn bw_region_sums(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let br = bw_index(wid, nwg, lid);
+  if (br >= p.batch * p.regions) { return; }
+  var s = 0.0;
+  var g_sum = 0.0;
+  var d_scale = 0.0;
+  let b = br / p.regions;
+  for (var q = 0u; q < p.queries; q++) {
+    let i = br * p.queries + q;
+    let g = work[at_g() + i];
+    let cos = work[at_cos() + i];
+    s += g * cos;
+    g_sum += g;
+    if (OWL && !(HAS_MASK && mask[b * p.mask_stride + q] == 0u)) { d_scale += dy[i] * (cos + f32(shift[br])); }
+  }
+  work[at_s() + br] = s;
+  if (OWL) {
+    let x = f32(scale[br]);
+    grad[br] = T(g_sum);
+    grad2[br] = T(d_scale * select(exp(x), 1.0, x > 0.0));
+  }
+}
+
+@compute @workgroup_size(64)
+fn bw_regions(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = bw_index(wid, nwg, lid);
+  if (i >= p.batch * p.regions * p.dim) { return; }
+  let j = i % p.dim;
+  let br = i / p.dim;
+  let b = br / p.regions;
+  var acc = 0.0;
+  for (var q = 0u; q < p.queries; q++) {
+    let wr = word_row(b, q);
+    acc += work[at_g() + br * p.queries + q] * f32(words[wr * p.dim + j]) / (work[at_wnorm() + wr] + EPS);
+  }
+  let n = work[br];
+  let radial = select(0.0, f32(regions[i]) * work[at_s() + br] / n, n > 0.0);
+  grad[i] = T((acc - radial) / (n + EPS));
+}
+
+@compute @workgroup_size(64)
+fn bw_words(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
+  let i = bw_index(wid, nwg, lid);
+  if (i >= words_batches() * p.queries * p.dim) { return; }
+  let j = i % p.dim;
+  let wr = i / p.dim;
+  let q = wr % p.queries;
+  // Shared words (stride 0) collect from every image; otherwise only from their own.
+  let b0 = select(wr / p.queries, 0u, p.words_stride == 0u);
+  let b1 = select(b0 + 1u, p.batch, p.words_stride == 0u);
+  var acc = 0.0;
+  var t = 0.0;
+  for (var b = b0; b < b1; b++) {
+    for (var r = 0u; r < p.regions; r++) {
+      let br = b * p.regions + r;
+      let g = work[at_g() + br * p.queries + q];
+      acc += g * f32(regions[br * p.dim + j]) / (work[br] + EPS);
+      t += g * work[at_cos() + br * p.queries + q];
+    }
+  }
+  let n = work[at_wnorm() + wr];
+  let radial = select(0.0, f32(words[i]) * t / n, n > 0.0);
+  grad[i] = T((acc - radial) / (n + EPS));
+}

@@ -1,7 +1,7 @@
 // Region–word logits at OWL-ViT B/32 768 px (576 patch regions × 1000 queries × 512) in both
 // styles, and CLIP B/32 zero-shot (8 images × 1000 class prompts × 512). TF.js peer: matMul of
 // row-normalised tensors plus the same epilogue.
-import { regionWordSimilarityKernel, type RegionWordSimilarityOptions } from '../../src/kernels/regionWordSimilarity.js';
+import { regionWordSimilarityBackwardKernel, regionWordSimilarityKernel, type RegionWordSimilarityOptions } from '../../src/kernels/regionWordSimilarity.js';
 import type { KernelBenchCase, TfjsPeer } from '../types.js';
 
 const normalized = (tf: any, x: any) => tf.div(x, tf.add(tf.norm(x, 'euclidean', -1, true), 1e-6));
@@ -48,5 +48,11 @@ export const cases: KernelBenchCase<RegionWordSimilarityOptions>[] = [
     inputs: [{ shape: [1, 8, 512] }, { shape: [1, 1000, 512] }],
     options: { mode: 'clip', logitScale: clipScale },
     tfjs: clipPeer(clipScale),
+  },
+  {
+    kernel: regionWordSimilarityBackwardKernel,
+    label: 'backward: OWL-ViT B/32 768px class head 576 regions x 80 queries x 512, OWL style',
+    inputs: [{ shape: [1, 576, 512] }, { shape: [1, 80, 512] }, { shape: [1, 576] }, { shape: [1, 576] }, { shape: [1, 576, 80] }],
+    options: { mode: 'owl' },
   },
 ];

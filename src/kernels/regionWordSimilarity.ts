@@ -4,6 +4,7 @@ import { shapeString } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
 import { grid1d, specialize, uniforms, type Dispatch, type Kernel, type TensorInfo } from './program.js';
 import { runKernel } from './runtime.js';
+import { elementwiseReference } from './elementwise.js';
 import similarityWgsl from '../../shaders/regionWordSimilarity.wgsl';
 
 /**
@@ -138,6 +139,71 @@ export const regionWordSimilarityKernel: Kernel<RegionWordSimilarityOptions> = {
   },
 };
 
+/**
+ * The backward of `regionWordSimilarityKernel`'s logits (options as the forward's; `topK` is not
+ * differentiable and must be absent). Inputs: the forward's inputs, then dy [B, R, Q] f32 (the
+ * gradient of the logits). Outputs [dRegions, dWords] (words' own shape: shared words [1, Q, D]
+ * collect from every image), then for 'owl' [dShift, dScale] in shift's and scale's shapes. A
+ * masked query's logit is a constant: it passes no gradient. CLIP's logitScale is an option, not a
+ * tensor, so it gets none.
+ */
+export const regionWordSimilarityBackwardKernel: Kernel<RegionWordSimilarityOptions> = {
+  name: 'regionWordSimilarityBackward',
+  outputs(inputs, o) {
+    const op = 'regionWordSimilarityBackward';
+    check(o?.topK === undefined, op, 'topK is not differentiable: differentiate the logits (omit topK)');
+    check(inputs.length >= 1, op, 'expected the forward inputs and dy');
+    const forward = inputs.slice(0, -1);
+    const dy = inputs[inputs.length - 1]!;
+    const [logits] = regionWordSimilarityKernel.outputs(forward, o);
+    check(dy.dtype === 'f32', op, `dy must be f32 (as the logits), got ${dy.dtype}`);
+    check(shapeString(dy.shape) === shapeString(logits!.shape), op, () => `dy must be ${shapeString(logits!.shape)} (the logits' shape), got ${shapeString(dy.shape)}`);
+    const grads = forward.slice(0, o.mode === 'owl' ? 4 : 2);
+    return grads.map((t) => ({ shape: [...t.shape], dtype: forward[0]!.dtype }));
+  },
+  plan(gpu, inputs, outputs, o) {
+    const [regions, words] = inputs as [TensorInfo, TensorInfo];
+    const [b, r, d] = regions.shape as [number, number, number];
+    const q = words.shape[1]!;
+    const bw = words.shape[0]!;
+    const owl = o.mode === 'owl';
+    const n = inputs.length; // outputs start here; the scratch follows them
+    const maskIndex = o.queryMask ? n - 2 : 0;
+    const [dRegions, dWords, dShift, dScale] = [n, n + 1, n + 2, n + 3];
+    const work = n + outputs.length;
+    const params = uniforms(b, r, q, d, bw === 1 ? 0 : q * d, o.queryMask && inputs[maskIndex]!.shape[0] !== 1 ? q : 0, 0, { f32: owl ? 1 : Math.exp(o.logitScale!) });
+    const code = specialize(similarityWgsl, regions.dtype);
+    const reads = [0, 1, owl ? 2 : 0, owl ? 3 : 0, maskIndex, n - 1];
+    const step = (entryPoint: string, count: number, out: number, out2: number): Dispatch => ({
+      program: {
+        name: `regionWordSimilarityBackward.${entryPoint}`,
+        key: regions.dtype,
+        code,
+        entryPoint,
+        constants: { OWL: owl ? 1 : 0, HAS_MASK: o.queryMask ? 1 : 0 },
+        bindings: ['read', 'read', 'read', 'read', 'read', 'read', 'write', 'write', 'write'],
+      },
+      tensors: [...reads, work, out, out2],
+      uniforms: params,
+      workgroups: grid1d(gpu, count, 64),
+    });
+    const pairs = b * r * q;
+    const dispatches = [
+      step('bw_norms', b * r + bw * q, dRegions, dWords),
+      step('bw_pairs', pairs, dRegions, dWords),
+      step('bw_region_sums', b * r, owl ? dShift : dRegions, owl ? dScale : dWords),
+      step('bw_regions', b * r * d, dRegions, dWords),
+      step('bw_words', bw * q * d, dWords, dRegions),
+    ];
+    return {
+      dispatches: b * r * q * d > 0 ? dispatches : [],
+      scratch: [{ shape: [b * r + bw * q + 2 * pairs + b * r], dtype: 'f32' }],
+      flops: 8 * pairs * d,
+      bytes: 4 * (b * r * d + bw * q * d) * (regions.dtype === 'f16' ? 1 : 2) + 16 * pairs,
+    };
+  },
+};
+
 export interface RegionWordSimilarityArgs {
   /** CLIP style: logits = exp(logitScale) · cos (logitScale as stored in checkpoints). */
   logitScale?: number;
@@ -179,6 +245,28 @@ export async function regionWordSimilarity(gpu: Gpu, regions: Tensor, words: Ten
     topK: args.topK,
   });
   return args.topK === undefined ? { logits: logits! } : { logits: logits!, topValues, topIndices };
+}
+
+export interface RegionWordSimilarityGradients {
+  regions: Tensor;
+  words: Tensor;
+  /** With shift and scale (OWL-ViT style). */
+  shift?: Tensor;
+  scale?: Tensor;
+}
+
+/** Gradients of `regionWordSimilarity`'s logits for dy [B, R, Q] (f32); args as the forward's, without topK. */
+export async function regionWordSimilarityBackward(gpu: Gpu, regions: Tensor, words: Tensor, dy: Tensor, args: Omit<RegionWordSimilarityArgs, 'topK'>): Promise<RegionWordSimilarityGradients> {
+  const owl = args.shift !== undefined || args.scale !== undefined;
+  check(owl !== (args.logitScale !== undefined), NAME, 'pass either logitScale (CLIP style) or shift and scale (OWL-ViT style), not both or neither');
+  check(!owl || (args.shift && args.scale), NAME, 'OWL-ViT style needs both shift and scale');
+  const inputs = [regions, words, ...(owl ? [args.shift!, args.scale!] : []), ...(args.queryMask ? [args.queryMask] : []), dy];
+  const [dRegions, dWords, dShift, dScale] = await runKernel(gpu, regionWordSimilarityBackwardKernel, inputs, {
+    mode: owl ? 'owl' : 'clip',
+    logitScale: args.logitScale,
+    queryMask: args.queryMask !== undefined,
+  });
+  return owl ? { regions: dRegions!, words: dWords!, shift: dShift!, scale: dScale! } : { regions: dRegions!, words: dWords! };
 }
 
 // ---- CPU reference (tests only): float64 ----
@@ -239,4 +327,57 @@ export function topKReference(x: ArrayLike<number>, rowLength: number, k: number
     }
   }
   return { values, indices };
+}
+
+/**
+ * Gradients of `regionWordSimilarityReference`'s logits for dy [B, R, Q] (float64): the cosine's
+ * gradient by each normalised row, then the l2-normalisation's backward (elementwise's reference).
+ */
+export function regionWordSimilarityBackwardReference(
+  regions: ArrayLike<number>,
+  words: ArrayLike<number>,
+  [b, r, q, d]: readonly [number, number, number, number],
+  dy: ArrayLike<number>,
+  args: RegionWordSimilarityReferenceArgs,
+): { regions: Float64Array; words: Float64Array; shift: Float64Array; scale: Float64Array } {
+  const bw = words.length / (q * d);
+  const unit = (x: ArrayLike<number>, row: number) => {
+    const v = Array.from({ length: d }, (_, j) => x[row * d + j]!);
+    const norm = Math.sqrt(v.reduce((s, t) => s + t * t, 0)) + 1e-6;
+    return v.map((t) => t / norm);
+  };
+  const dUnitRegions = new Float64Array(b * r * d);
+  const dUnitWords = new Float64Array(bw * q * d);
+  const shift = new Float64Array(b * r);
+  const scale = new Float64Array(b * r);
+  for (let bi = 0; bi < b; bi++) {
+    for (let ri = 0; ri < r; ri++) {
+      const br = bi * r + ri;
+      const e = unit(regions, br);
+      for (let j = 0; j < q; j++) {
+        if (args.queryMask && args.queryMask[(args.queryMask.length === q ? 0 : bi * q) + j] === 0) continue;
+        const wr = (bw === 1 ? 0 : bi) * q + j;
+        const w = unit(words, wr);
+        const cos = e.reduce((s, t, k) => s + t * w[k]!, 0);
+        const up = dy[br * q + j]!;
+        let g = Math.exp(args.logitScale ?? 0) * up;
+        if (args.shift && args.scale) {
+          const s = args.scale[br]!;
+          g = ((s > 0 ? s : Math.expm1(s)) + 1) * up;
+          shift[br]! += g;
+          scale[br]! += up * (cos + args.shift[br]!) * (s > 0 ? 1 : Math.exp(s));
+        }
+        for (let k = 0; k < d; k++) {
+          dUnitRegions[br * d + k]! += g * w[k]!;
+          dUnitWords[wr * d + k]! += g * e[k]!;
+        }
+      }
+    }
+  }
+  return {
+    regions: elementwiseReference(regions, [b * r, d], { op: 'l2norm_grad', eps: 1e-6 }, dUnitRegions),
+    words: elementwiseReference(words, [bw * q, d], { op: 'l2norm_grad', eps: 1e-6 }, dUnitWords),
+    shift,
+    scale,
+  };
 }

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { GpuError, Tensor, kernels } from '../../src/index.js';
-import { regionWordSimilarityReference, topKReference } from '../../src/kernels/regionWordSimilarity.js';
+import { regionWordSimilarityBackwardReference, regionWordSimilarityReference, topKReference } from '../../src/kernels/regionWordSimilarity.js';
+import { gradFixture } from '../util/grad.js';
 import { forEachProfile, requireF16 } from '../util/gpu.js';
 import { expectClose } from '../util/check.js';
 import { randomArray } from '../util/random.js';
@@ -161,6 +162,69 @@ forEachProfile((_, getGpu) => {
       }
       expect(gpu.stats()).toEqual(before);
       for (const t of [regions, words, words3, wordsD, shift, shiftBad, maskF, mask4, r2, wordsI]) t.dispose();
+    });
+  });
+  describe('regionWordSimilarityBackward', () => {
+    it('matches the reference: OWL style with a mask, CLIP style with shared words, a zero region', async () => {
+      const gpu = await getGpu();
+      const [b, r, q, d] = [2, 7, 5, 13];
+      const regionsData = randomArray(b * r * d, 1, 1);
+      regionsData.fill(0, 3 * d, 4 * d); // region 3 is zero: only the first term of its gradient remains
+      const wordsData = randomArray(b * q * d, 2, 1);
+      const dyData = randomArray(b * r * q, 3, 1);
+      const shiftData = randomArray(b * r, 4, 1);
+      const scaleData = randomArray(b * r, 5, 2);
+      const maskData = Int32Array.from({ length: b * q }, (_, i) => (i % 4 === 3 ? 0 : 1));
+      const [regions, words, dy, shift, scale] = [
+        Tensor.from(gpu, regionsData, [b, r, d]),
+        Tensor.from(gpu, wordsData, [b, q, d]),
+        Tensor.from(gpu, dyData, [b, r, q]),
+        Tensor.from(gpu, shiftData, [b, r, 1]),
+        Tensor.from(gpu, scaleData, [b, r]),
+      ];
+      const queryMask = Tensor.from(gpu, maskData, [b, q], 'i32');
+      const g = await kernels.regionWordSimilarityBackward(gpu, regions, words, dy, { shift, scale, queryMask });
+      const want = regionWordSimilarityBackwardReference(regionsData, wordsData, [b, r, q, d], dyData, { shift: shiftData, scale: scaleData, queryMask: maskData });
+      expect([g.regions.shape, g.words.shape, g.shift!.shape, g.scale!.shape]).toEqual([[b, r, d], [b, q, d], [b, r, 1], [b, r]]);
+      for (const key of ['regions', 'words', 'shift', 'scale'] as const) expectClose(await g[key]!.read(), want[key], { scaleTol: 1e-5, label: `owl ${key}` });
+      // CLIP style, words [1, Q, D] shared by both images.
+      const shared = Tensor.from(gpu, wordsData.subarray(0, q * d), [1, q, d]);
+      const c = await kernels.regionWordSimilarityBackward(gpu, regions, shared, dy, { logitScale: 1.5 });
+      const wantC = regionWordSimilarityBackwardReference(regionsData, wordsData.subarray(0, q * d), [b, r, q, d], dyData, { logitScale: 1.5 });
+      expect(c.words.shape).toEqual([1, q, d]);
+      expectClose(await c.regions.read(), wantC.regions, { scaleTol: 1e-5, label: 'clip regions' });
+      expectClose(await c.words.read(), wantC.words, { scaleTol: 1e-5, label: 'clip shared words' });
+      for (const t of [regions, words, dy, shift, scale, queryMask, shared, ...Object.values(g), ...Object.values(c)]) t.dispose();
+    });
+
+    it('matches PyTorch autograd: the region_word fixture (d regions, words, shift, scale)', async () => {
+      const gpu = await getGpu();
+      const fx = gradFixture('region_word');
+      expect(fx.cases).toHaveLength(1);
+      for (const c of fx.cases) {
+        const up = (n: string) => Tensor.from(gpu, fx.tensor(`${c.name}.${n}`).data, fx.tensor(`${c.name}.${n}`).shape);
+        const [regions, words, shift, scale, dy] = ['regions', 'words', 'shift', 'scale', 'dY'].map(up) as [Tensor, Tensor, Tensor, Tensor, Tensor];
+        const { logits } = await kernels.regionWordSimilarity(gpu, regions, words, { shift, scale });
+        expectClose(await logits.read(), fx.tensor(`${c.name}.Y_f64`).data, { scaleTol: 1e-5, label: `${c.name} Y` });
+        const g = await kernels.regionWordSimilarityBackward(gpu, regions, words, dy, { shift, scale });
+        for (const key of ['regions', 'words', 'shift', 'scale'] as const) {
+          expectClose(await g[key]!.read(), fx.tensor(`${c.name}.grad_${key}_f64`).data, { scaleTol: 1e-4, label: `${c.name} grad_${key}` });
+        }
+        for (const t of [regions, words, shift, scale, dy, logits, ...Object.values(g)]) t.dispose();
+      }
+    });
+
+    it('rejects bad arguments before dispatching', async () => {
+      const gpu = await getGpu();
+      const regions = Tensor.from(gpu, new Float32Array(2 * 3 * 4), [2, 3, 4]);
+      const words = Tensor.from(gpu, new Float32Array(2 * 5 * 4), [2, 5, 4]);
+      const dyBad = Tensor.from(gpu, new Float32Array(2 * 3 * 4), [2, 3, 4]);
+      const before = gpu.stats();
+      await expect(kernels.regionWordSimilarityBackward(gpu, regions, words, dyBad, { logitScale: 1 })).rejects.toThrow(/regionWordSimilarityBackward: dy must be \[2, 3, 5\] \(the logits' shape\), got \[2, 3, 4\]/);
+      const infos = [regions, words, dyBad].map((t) => ({ shape: t.shape, dtype: t.dtype }));
+      expect(() => kernels.regionWordSimilarityBackwardKernel.outputs(infos, { mode: 'clip', logitScale: 1, topK: 2 })).toThrow(/regionWordSimilarityBackward: topK is not differentiable/);
+      expect(gpu.stats()).toEqual(before);
+      for (const t of [regions, words, dyBad]) t.dispose();
     });
   });
 });
