@@ -6,6 +6,10 @@ import { openGpu } from './gpu/index.js';
 import { Tensor } from './tensor.js';
 import { elementwise, elementwiseReference, type ElementwiseOptions } from './kernels/elementwise.js';
 import { parseArgs, UsageError } from './cli/args.js';
+import { InputError } from './models/inputs.js';
+import { SafetensorsError } from './io/safetensors.js';
+import { TokenizerError } from './models/tokenizer/index.js';
+import { PreprocessError } from './models/preprocess/index.js';
 import { firstLine } from './cli/common.js';
 import { detect, DETECT_USAGE } from './cli/detect.js';
 import { classifyRegions, REGIONS_USAGE } from './cli/regions.js';
@@ -75,10 +79,22 @@ async function main(argv: string[]): Promise<void> {
   await c.run(rest);
 }
 
+/**
+ * Bad input (exit code 2): besides the CLI's own checks, input the models refuse in itself (a box
+ * outside the image, an over-long query), an unreadable checkpoint, tokenizer or image, also when
+ * a loader wrapped it.
+ */
+function isBadInput(err: unknown): boolean {
+  for (let e = err; e instanceof Error; e = e.cause) {
+    if (e instanceof UsageError || e instanceof InputError || e instanceof SafetensorsError || e instanceof TokenizerError || e instanceof PreprocessError) return true;
+  }
+  return false;
+}
+
 // Mesa's software Vulkan warns on every start without it.
 process.env.XDG_RUNTIME_DIR ??= '/tmp';
 main(process.argv.slice(2)).catch((err: unknown) => {
-  const usage = err instanceof UsageError;
+  const usage = isBadInput(err);
   console.error(`ovgpu: ${firstLine(err)}${usage ? ' (see ovgpu --help)' : ''}`);
   process.exitCode = usage ? 2 : 1;
 });

@@ -32,6 +32,7 @@ export {
   type NormalizeOptions,
   type PixelBatch,
 } from './models/preprocess/index.js';
+export { InputError } from './models/inputs.js';
 export * from './models/region/index.js';
 export * from './models/owlvit/index.js';
 export { writeRandomModel, TINY_OWLVIT, TINY_CLIP, vitB32, type RandomModelKind } from './models/random.js';

@@ -83,7 +83,7 @@ describe('ovgpu classify-regions', () => {
   });
 });
 
-describe('bad input: a non-zero exit and one line saying why', () => {
+describe('bad input: exit code 2 and one line saying why', () => {
   const cases: [string, () => string[], RegExp][] = [
     ['missing model folder', () => ['detect', SAMPLE, '--model', join(dir, 'nope'), '--query', 'a cat'], /model folder .*nope not found/],
     ['model path that is a file', () => ['detect', SAMPLE, '--model', SAMPLE, '--query', 'a cat'], /is not a folder/],
@@ -107,7 +107,7 @@ describe('bad input: a non-zero exit and one line saying why', () => {
   for (const [what, args, message] of cases) {
     it(what, () => {
       const r = ovgpu(...args());
-      expect(r.status).not.toBe(0);
+      expect(r.status, r.stderr).toBe(2);
       const lines = r.stderr.trim().split('\n');
       expect(lines, r.stderr).toHaveLength(1);
       expect(lines[0]).toMatch(/^ovgpu: /);

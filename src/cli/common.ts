@@ -1,27 +1,103 @@
 // Checks and helpers shared by the CLI commands: everything here runs before the GPU is opened,
 // so bad input fails fast with one line.
-import { existsSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import sharp from 'sharp';
+import { ClipTokenizer, TOKENIZER_FILES } from '../models/tokenizer/index.js';
+import { encodeQuery } from '../models/inputs.js';
 import { UsageError } from './args.js';
 
-/** Fails unless the path is a readable image; returns its upright size. */
+/**
+ * Fails unless the path is an image that decodes completely (a truncated file fails here, not after
+ * the model has loaded); returns its upright size.
+ */
 export async function checkImage(path: string): Promise<{ width: number; height: number }> {
   if (!existsSync(path)) throw new UsageError(`image ${path} not found`);
+  if (!statSync(path).isFile()) throw new UsageError(`image ${path} is not a file`);
   try {
-    const m = await sharp(path).metadata();
-    if (!m.width || !m.height) throw new Error('no size');
-    const swap = (m.orientation ?? 1) >= 5;
-    return swap ? { width: m.height, height: m.width } : { width: m.width, height: m.height };
+    const { info } = await sharp(path).rotate().raw().toBuffer({ resolveWithObject: true });
+    return { width: info.width, height: info.height };
   } catch (err) {
     throw new UsageError(`cannot read image ${path}: ${firstLine(err)}`);
   }
 }
 
-/** Fails unless `dir` is a model folder (holding config.json; the loaders check the weights). */
-export function checkModelDir(dir: string): void {
+/** Fails unless `dir` is a model folder: config.json, the weights and, when text is read, the tokenizer files. */
+export function checkModelDir(dir: string, needsTokenizer = true): void {
   if (!existsSync(dir)) throw new UsageError(`model folder ${dir} not found`);
   if (!statSync(dir).isDirectory()) throw new UsageError(`model ${dir} is not a folder (expected config.json + model.safetensors)`);
-  if (!existsSync(`${dir}/config.json`)) throw new UsageError(`model folder ${dir} has no config.json`);
+  const has = (f: string) => existsSync(join(dir, f));
+  if (!has('config.json')) throw new UsageError(`model folder ${dir} has no config.json`);
+  if (!has('model.safetensors') && !has('model.safetensors.index.json')) throw new UsageError(`model folder ${dir} has no weights (model.safetensors or model.safetensors.index.json)`);
+  if (needsTokenizer && !TOKENIZER_FILES.some(has)) throw new UsageError(`model folder ${dir} has no tokenizer files (one of ${TOKENIZER_FILES.join(', ')})`);
+}
+
+/**
+ * The model folder's tokenizer, with every text the command will embed checked against the context
+ * length that `contextLength` reads from config.json: an over-long query fails before the model loads.
+ */
+export function checkTexts(dir: string, contextLength: (config: Record<string, unknown>) => number | undefined, texts: readonly string[], truncate: boolean): ClipTokenizer {
+  let tokenizer: ClipTokenizer;
+  let length: number | undefined;
+  try {
+    length = contextLength(JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')));
+  } catch (err) {
+    throw new UsageError(`${join(dir, 'config.json')}: ${firstLine(err)}`);
+  }
+  try {
+    tokenizer = ClipTokenizer.load(dir);
+  } catch (err) {
+    throw new UsageError(`model folder ${dir}: ${firstLine(err)}`);
+  }
+  if (length === undefined) throw new UsageError(`${join(dir, 'config.json')}: the model has no text tower`);
+  for (const text of texts) encodeQuery('--query', tokenizer, text, length, truncate);
+  return tokenizer;
+}
+
+/**
+ * Fails unless `path` can be written: its folder exists and takes a new file (tried by creating
+ * one), and the path itself is not a folder. Run before any model work.
+ */
+export function checkOutput(flag: string, path: string): void {
+  const dir = dirname(path);
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new UsageError(`${flag} ${path}: folder ${dir} does not exist`);
+  if (existsSync(path) && statSync(path).isDirectory()) throw new UsageError(`${flag} ${path} is a folder`);
+  const probe = tempPath(path);
+  try {
+    closeSync(openSync(probe, 'wx'));
+    rmSync(probe, { force: true });
+  } catch (err) {
+    throw new UsageError(`${flag} ${path} cannot be written: ${firstLine(err)}`);
+  }
+}
+
+function tempPath(path: string): string {
+  return join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
+}
+
+/**
+ * Output files written under temporary names beside their targets and renamed only when all of them
+ * were written: a failed run leaves no half-written JSON or PNG (and no temporary file).
+ */
+export class OutputFiles {
+  #pending: { temp: string; path: string }[] = [];
+
+  /** Where to write `path` for now. */
+  temp(path: string): string {
+    const temp = tempPath(path);
+    this.#pending.push({ temp, path });
+    return temp;
+  }
+
+  /** Renames every file written into place. */
+  commit(): void {
+    for (const { temp, path } of this.#pending.splice(0)) renameSync(temp, path);
+  }
+
+  /** Removes the temporary files not committed. */
+  discard(): void {
+    for (const { temp } of this.#pending.splice(0)) rmSync(temp, { force: true });
+  }
 }
 
 /** An error's first line; an error without a message (a DOMException from WebGPU) is named by its type. */

@@ -8,9 +8,10 @@ import { fileURLToPath } from 'node:url';
 import type { Gpu } from '../gpu/gpu.js';
 import { OwlVitDetector, type Detection } from '../models/owlvit/index.js';
 import { hfConfigJson, TINY_OWLVIT, writeRandomModel } from '../models/random.js';
+import { owlVitConfigFromHf } from '../models/owlvit/config.js';
 import { MODEL_COMMAND_FLAGS, numberIn, parseArgs, UsageError } from './args.js';
 import { writeAnnotated } from './annotate.js';
-import { checkImage, checkModelDir, numberedPath, round, writeJson } from './common.js';
+import { checkImage, checkModelDir, checkOutput, checkTexts, numberedPath, OutputFiles, round, writeJson } from './common.js';
 import { weightsSize, withProgress } from './progress.js';
 
 export const DETECT_USAGE = `usage: ovgpu detect <image…> [--model <owlvit dir>] --query <text>… [options]
@@ -21,6 +22,7 @@ export const DETECT_USAGE = `usage: ovgpu detect <image…> [--model <owlvit dir
   --threshold X        keep detections scoring above X (default 0.1; 0 for --image-query)
   --nms X              class-aware NMS at IoU X (default: off for text, 0.3 for --image-query)
   --top N              keep only the N best detections per image
+  --truncate           cut queries longer than the model's context (default: refuse them)
   --dtype f32|f16      weight storage (default f32)
   --json FILE          write the detections as JSON ('-' for stdout)
   --out FILE           write the image with boxes, labels and scores (PNG; -1, -2, … for several images)`;
@@ -32,6 +34,7 @@ const FLAGS = {
   '--threshold': 'number',
   '--nms': 'number',
   '--top': 'number',
+  '--truncate': 'boolean',
   ...MODEL_COMMAND_FLAGS,
 } as const;
 
@@ -84,45 +87,53 @@ export async function detect(argv: string[], openGpu: (backend?: string, adapter
   const dtype = args.strings.get('--dtype') ?? 'f32';
   if (dtype !== 'f32' && dtype !== 'f16') throw new UsageError(`--dtype must be f32 or f16, got ${dtype}`);
   const given = args.strings.get('--model');
-  if (given) checkModelDir(given);
+  if (given) checkModelDir(given, !imageQuery);
+  const json = args.strings.get('--json');
+  const out = args.strings.get('--out');
+  if (json && json !== '-') checkOutput('--json', json);
+  const pngs = out ? images.map((_, i) => numberedPath(out, i, images.length)) : [];
+  for (const file of pngs) checkOutput('--out', file);
   const sizes: { width: number; height: number }[] = [];
   for (const image of images) sizes.push(await checkImage(image));
   if (imageQuery) await checkImage(imageQuery);
 
   const model = given ?? (await tinyModel());
+  const truncate = args.booleans.has('--truncate');
+  const tokenizer = imageQuery ? undefined : checkTexts(model, (c) => owlVitConfigFromHf(c).text.contextLength, queries, truncate);
   const gpu = await openGpu(args.strings.get('--backend'), args.strings.get('--adapter'));
   try {
-    const det = await withProgress(`loading OWL-ViT from ${model} (${weightsSize(model)})`, () => OwlVitDetector.load(gpu, model, { dtype }));
+    const det = await withProgress(`loading OWL-ViT from ${model} (${weightsSize(model)})`, () => OwlVitDetector.load(gpu, model, { dtype, tokenizer }));
     let results: Detection[][];
     try {
-      results = await det.detect(images, imageQuery ? { image: imageQuery } : queries, { threshold, nms, topK: top });
+      results = await det.detect(images, imageQuery ? { image: imageQuery } : queries, { threshold, nms, topK: top, truncate });
     } finally {
       det.dispose();
     }
-    const json = args.strings.get('--json');
     // With --json - stdout carries the JSON alone.
     if (json !== '-') results.forEach((dets, i) => {
       console.log(`${images[i]} (${sizes[i]!.width}×${sizes[i]!.height}): ${dets.length} detection${dets.length === 1 ? '' : 's'}`);
       for (const d of dets.slice(0, LISTED)) console.log(`  ${d.score.toFixed(3)}  ${d.query}  [${d.box.map((v) => round(v, 1)).join(', ')}]`);
       if (dets.length > LISTED) console.log(`  … and ${dets.length - LISTED} more (all of them in --json)`);
     });
-    if (json) {
-      writeJson(json, {
+    const files = new OutputFiles();
+    try {
+      const report = {
         model: given ?? null,
         randomWeights: !given,
         queries: imageQuery ? { image: imageQuery } : queries,
         threshold,
         nms: nms ?? null,
         images: images.map((path, i) => ({ path, ...sizes[i], detections: results[i] })),
-      });
-    }
-    const out = args.strings.get('--out');
-    if (out) {
-      for (const [i, image] of images.entries()) {
-        const file = numberedPath(out, i, images.length);
-        await writeAnnotated(image, file, results[i]!.map((d) => ({ box: d.box, text: `${d.query} ${d.score.toFixed(2)}`, color: d.label })));
-        console.error(`wrote ${file}`);
+      };
+      if (json && json !== '-') writeJson(files.temp(json), report);
+      for (const [i, file] of pngs.entries()) {
+        await writeAnnotated(images[i]!, files.temp(file), results[i]!.map((d) => ({ box: d.box, text: `${d.query} ${d.score.toFixed(2)}`, color: d.label })));
       }
+      files.commit();
+      if (json === '-') writeJson('-', report);
+      for (const file of pngs) console.error(`wrote ${file}`);
+    } finally {
+      files.discard();
     }
     if (!given) {
       console.error(

@@ -1,10 +1,12 @@
 // `ovgpu classify-regions <image> --model <clip dir> --boxes boxes.json --label … [--attribute …]`
 import { readFileSync } from 'node:fs';
 import type { Gpu } from '../gpu/gpu.js';
-import { RegionClassifier, type Box, type RegionResize } from '../models/region/index.js';
+import { DEFAULT_ATTRIBUTE_TEMPLATES, DEFAULT_TEMPLATES, promptTexts, RegionClassifier, type Box, type RegionResize } from '../models/region/index.js';
+import { clipConfigFromHf } from '../models/clip/config.js';
+import { clipBox } from '../models/inputs.js';
 import { MODEL_COMMAND_FLAGS, numberIn, parseArgs, UsageError } from './args.js';
 import { writeAnnotated } from './annotate.js';
-import { checkImage, checkModelDir, firstLine, round, writeJson } from './common.js';
+import { checkImage, checkModelDir, checkOutput, checkTexts, firstLine, OutputFiles, round, writeJson } from './common.js';
 import { weightsSize, withProgress } from './progress.js';
 
 export const REGIONS_USAGE = `usage: ovgpu classify-regions <image> --model <clip dir> --boxes <boxes.json> --label <name>… [options]
@@ -15,6 +17,7 @@ export const REGIONS_USAGE = `usage: ovgpu classify-regions <image> --model <cli
   --template T         prompt template with {} (repeatable; default "a photo of a {}.")
   --top N              categories and attributes per box (default 3)
   --resize squash|crop how the image meets the model's square input (default squash)
+  --truncate           cut prompts longer than the model's context (default: refuse them)
   --dtype f32|f16      weight storage (default f32)
   --json FILE          write the results as JSON ('-' for stdout)
   --out FILE           write the image with boxes and top labels (PNG)`;
@@ -27,6 +30,7 @@ const FLAGS = {
   '--template': 'list',
   '--top': 'number',
   '--resize': 'string',
+  '--truncate': 'boolean',
   ...MODEL_COMMAND_FLAGS,
 } as const;
 
@@ -68,38 +72,49 @@ export async function classifyRegions(argv: string[], openGpu: (backend?: string
   const topK = numberIn(args, '--top', 1, 64, 3)!;
   if (!Number.isInteger(topK)) throw new UsageError(`--top must be an integer, got ${topK}`);
   checkModelDir(model);
-  await checkImage(image);
+  const json = args.strings.get('--json');
+  const out = args.strings.get('--out');
+  if (json && json !== '-') checkOutput('--json', json);
+  if (out) checkOutput('--out', out);
+  const { width, height } = await checkImage(image);
   const boxes = readBoxes(boxesPath);
+  // Boxes and prompts the classifier would refuse, refused before the model loads.
+  boxes.forEach((b, i) => clipBox('--boxes', `${boxesPath}: box ${i}`, b, width, height));
+  const attributes = args.lists.get('--attribute') ?? [];
+  const templates = args.lists.get('--template') ?? DEFAULT_TEMPLATES;
+  const truncate = args.booleans.has('--truncate');
+  const texts = [...promptTexts(labels, templates), ...promptTexts(attributes, DEFAULT_ATTRIBUTE_TEMPLATES)];
+  const tokenizer = checkTexts(model, (c) => clipConfigFromHf(c).text?.contextLength, texts, truncate);
 
   const gpu = await openGpu(args.strings.get('--backend'), args.strings.get('--adapter'));
   try {
-    const rc = await withProgress(`loading CLIP from ${model} (${weightsSize(model)})`, () => RegionClassifier.load(gpu, model, { dtype }));
-    const results = await rc.classify(image, boxes, {
-      labels,
-      attributes: args.lists.get('--attribute'),
-      templates: args.lists.get('--template'),
-      topK,
-      resize,
-    });
-    const json = args.strings.get('--json');
+    const rc = await withProgress(`loading CLIP from ${model} (${weightsSize(model)})`, () => RegionClassifier.load(gpu, model, { dtype, tokenizer }));
+    const results = await rc.classify(image, boxes, { labels, attributes, templates, topK, resize, truncate });
     // With --json - stdout carries the JSON alone.
     if (json !== '-') for (const r of results) {
       const fmt = (xs: { name: string; score: number }[]) => xs.map((c) => `${c.name} ${c.score.toFixed(3)}`).join(', ');
       console.log(`[${r.box.map((v) => round(v, 1)).join(', ')}]  ${fmt(r.categories)}${r.attributes.length ? `  | ${fmt(r.attributes)}` : ''}`);
     }
-    if (json) writeJson(json, { model, image, resize, regions: results });
-    const out = args.strings.get('--out');
-    if (out) {
-      await writeAnnotated(
-        image,
-        out,
-        results.map((r) => {
-          const best = r.categories[0]!;
-          const attr = r.attributes[0] ? `${r.attributes[0].name} ` : '';
-          return { box: r.box, text: `${attr}${best.name} ${best.score.toFixed(2)}`, color: labels.indexOf(best.name) };
-        }),
-      );
-      console.error(`wrote ${out}`);
+    const report = { model, image, resize, regions: results };
+    const files = new OutputFiles();
+    try {
+      if (json && json !== '-') writeJson(files.temp(json), report);
+      if (out) {
+        await writeAnnotated(
+          image,
+          files.temp(out),
+          results.map((r) => {
+            const best = r.categories[0]!;
+            const attr = r.attributes[0] ? `${r.attributes[0].name} ` : '';
+            return { box: r.box, text: `${attr}${best.name} ${best.score.toFixed(2)}`, color: labels.indexOf(best.name) };
+          }),
+        );
+      }
+      files.commit();
+      if (json === '-') writeJson('-', report);
+      if (out) console.error(`wrote ${out}`);
+    } finally {
+      files.discard();
     }
     rc.dispose();
   } finally {

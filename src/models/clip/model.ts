@@ -16,6 +16,7 @@ import { poolIndices, textTower, visionTower, type TowerOutputs, type Weights } 
 import { openWeightReader } from './reader.js';
 import { ClipTokenizer, TOKENIZER_FILES } from '../tokenizer/index.js';
 import { preprocessClipBatch, type ImageInput } from '../preprocess/index.js';
+import { checkFinite, encodeQuery } from '../inputs.js';
 
 export interface ClipLoadOptions {
   /** A ClipConfig, or an HF config.json object; default: the folder's config.json, else inferred (OpenAI). */
@@ -158,8 +159,10 @@ export class ClipModel {
       if (!shape) throw new GpuError('ClipModel.encodeImage', 'pixels need their shape [B, 3, H, W]');
       return (await this.runVision(input, shape)).embeds;
     }
+    const images = Array.isArray(input) ? input : [input as ImageInput];
+    if (images.length === 0) return new Float32Array(0);
     const size = this.config.vision?.imageSize ?? 224;
-    const batch = await preprocessClipBatch(Array.isArray(input) ? input : [input as ImageInput], { size });
+    const batch = await preprocessClipBatch(images, { size });
     return (await this.runVision(batch.data, batch.shape)).embeds;
   }
 
@@ -167,10 +170,16 @@ export class ClipModel {
   async runVision(pixels: Float32Array, shape: readonly number[], options: ImageRunOptions = {}): Promise<TowerResult> {
     const v = this.config.vision;
     if (!v) throw new GpuError('ClipModel.encodeImage', 'this checkpoint has no vision tower');
-    if (shape.length !== 4 || shape[1] !== 3 || shape[2] !== v.imageSize || shape[3] !== v.imageSize) {
-      throw new GpuError('ClipModel.encodeImage', `pixels must be [B, 3, ${v.imageSize}, ${v.imageSize}], got [${shape.join(', ')}]`);
+    if (!Array.isArray(shape) || shape.length !== 4 || !Number.isInteger(shape[0]) || shape[0] < 0 || shape[1] !== 3 || shape[2] !== v.imageSize || shape[3] !== v.imageSize) {
+      throw new GpuError('ClipModel.encodeImage', `pixels must be [B, 3, ${v.imageSize}, ${v.imageSize}], got [${shape?.join?.(', ')}]`);
     }
     const b = shape[0]!;
+    if (!(pixels instanceof Float32Array) || pixels.length !== b * 3 * v.imageSize ** 2) {
+      throw new GpuError('ClipModel.encodeImage', `pixels must be a Float32Array of ${b * 3 * v.imageSize ** 2} values for [${shape.join(', ')}], got ${describeInput(pixels)}`);
+    }
+    checkFinite('ClipModel.encodeImage', 'pixels', pixels);
+    // An empty batch has nothing to run (and WebGPU cannot bind an empty buffer).
+    if (b === 0) return { embeds: new Float32Array(0), dense: options.dense ? new Float32Array(0) : undefined };
     const padded = bucket(b);
     const build = (g: GraphBuilder) => {
       const out = this.buildVision(g, g.input('pixels', [padded, 3, v.imageSize, v.imageSize], this.dtype), { dense: options.dense });
@@ -187,23 +196,36 @@ export class ClipModel {
    * from strings, tokenized with the model's tokenizer (over-long text is an error unless
    * `truncate`, as the reference).
    */
-  async encodeText(input: Int32Array | string | readonly string[], shape?: readonly [number, number], options: { truncate?: boolean } = {}): Promise<Float32Array> {
-    if (input instanceof Int32Array) {
-      if (!shape) throw new GpuError('ClipModel.encodeText', 'ids need their shape [B, L]');
-      return (await this.runText(input, shape)).embeds;
+  async encodeText(input: Int32Array | readonly number[] | string | readonly string[], shape?: readonly [number, number], options: { truncate?: boolean } = {}): Promise<Float32Array> {
+    const op = 'ClipModel.encodeText';
+    const isIds = input instanceof Int32Array || (Array.isArray(input) && input.length > 0 && input.every((v) => typeof v === 'number'));
+    const isText = typeof input === 'string' || (Array.isArray(input) && input.every((v) => typeof v === 'string'));
+    // Token ids are never tokenized as text: numbers go to the tower as ids (with their shape) or are refused.
+    if (isIds) {
+      if (!shape) throw new GpuError(op, 'input: token ids need their shape [B, L] (the second argument)');
+      const list = input as ArrayLike<number>;
+      for (let i = 0; i < list.length; i++) if (!Number.isInteger(list[i])) throw new GpuError(op, `input: token id ${i} is ${list[i]}, not an integer`);
+      return (await this.runText(input instanceof Int32Array ? input : Int32Array.from(list), shape)).embeds;
     }
-    if (!this.tokenizer) throw new GpuError('ClipModel.encodeText', `strings need a tokenizer: the model folder has none of ${TOKENIZER_FILES.join(', ')} (pass { tokenizer } to load)`);
-    const texts = typeof input === 'string' ? [input] : input;
-    const { ids, shape: idsShape } = this.tokenizer.encodeBatch(texts, { contextLength: this.config.text?.contextLength, truncate: options.truncate });
-    return (await this.runText(ids, idsShape)).embeds;
+    if (!isText) throw new GpuError(op, `input must be a string, an array of strings, or token ids (an Int32Array or an array of integers) with their shape; got ${describeInput(input)}`);
+    if (shape !== undefined) throw new GpuError(op, 'shape is for token ids: strings are tokenized to the model\'s context length');
+    const texts = typeof input === 'string' ? [input] : (input as readonly string[]);
+    if (texts.length === 0) return new Float32Array(0);
+    if (!this.tokenizer) throw new GpuError(op, `strings need a tokenizer: the model folder has none of ${TOKENIZER_FILES.join(', ')} (pass { tokenizer } to load)`);
+    const l = this.config.text?.contextLength;
+    if (!l) throw new GpuError(op, 'this checkpoint has no text tower');
+    const ids = new Int32Array(texts.length * l);
+    texts.forEach((t, i) => ids.set(encodeQuery(op, this.tokenizer!, t, l, options.truncate), i * l));
+    return (await this.runText(ids, [texts.length, l])).embeds;
   }
 
   async runText(ids: Int32Array, shape: readonly number[], options: { intermediates?: boolean } = {}): Promise<TowerResult> {
     const t = this.config.text;
     if (!t) throw new GpuError('ClipModel.encodeText', 'this checkpoint has no text tower');
-    if (shape.length !== 2 || shape[1]! > t.contextLength || shape[1]! < 1 || ids.length !== shape[0]! * shape[1]!) {
-      throw new GpuError('ClipModel.encodeText', `ids must be [B, L] with 1 ≤ L ≤ ${t.contextLength} and B·L elements, got shape [${shape.join(', ')}] with ${ids.length} ids`);
+    if (!Array.isArray(shape) || shape.length !== 2 || !shape.every((d) => Number.isInteger(d) && d >= 0) || shape[1]! > t.contextLength || shape[1]! < 1 || ids.length !== shape[0]! * shape[1]!) {
+      throw new GpuError('ClipModel.encodeText', `ids must be [B, L] with 1 ≤ L ≤ ${t.contextLength} and B·L elements, got shape [${shape?.join?.(', ')}] with ${ids.length} ids`);
     }
+    if (shape[0] === 0) return { embeds: new Float32Array(0) };
     for (const id of ids) {
       if (!Number.isInteger(id) || id < 0 || id >= t.vocabSize) throw new GpuError('ClipModel.encodeText', `token id ${id} outside the vocabulary [0, ${t.vocabSize})`);
     }
@@ -231,6 +253,13 @@ export class ClipModel {
     this.#plans.dispose();
     for (const m of [this.weights.vision, this.weights.text]) for (const t of m?.values() ?? []) t.dispose();
   }
+}
+
+/** A short description of an unexpected argument for error messages. */
+function describeInput(v: unknown): string {
+  if (v === null || typeof v !== 'object') return typeof v === 'string' ? 'a string' : String(v);
+  if (Array.isArray(v)) return `an array of ${[...new Set(v.map((x) => (x === null ? 'null' : Array.isArray(x) ? 'array' : typeof x)))].join(' and ') || 'nothing'}`;
+  return `a ${v.constructor?.name ?? 'object'}`;
 }
 
 function wanted(plan: GraphPlan, options: ImageRunOptions): string[] {

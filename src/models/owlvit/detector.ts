@@ -20,6 +20,7 @@ import { classLogits, imageHeads, textEmbeds } from './heads.js';
 import { ClipTokenizer, TOKENIZER_FILES } from '../tokenizer/index.js';
 import { preprocessOwlVitBatch, type ImageInput } from '../preprocess/index.js';
 import { batchedNms } from '../../kernels/nms.js';
+import { checkFinite, clipBox, encodeQuery } from '../inputs.js';
 import {
   postProcessImageGuided,
   postProcessObjectDetection,
@@ -65,6 +66,8 @@ export interface DetectOptions {
   topK?: number;
   /** Images per vision run (default 1). */
   batchSize?: number;
+  /** Cut text queries longer than the model's context instead of refusing them (default false). */
+  truncate?: boolean;
 }
 
 /** One detection, in the pixels of the original image. */
@@ -294,6 +297,7 @@ export class OwlVitDetector {
       () => `${what} must be [B, 3, ${s}, ${s}] (B ≥ 1), got [${shape.join(', ')}]`,
     );
     check(pixels?.length === shape[0]! * 3 * s * s, op, () => `${what} hold ${pixels?.length} values, expected ${shape[0]! * 3 * s * s} for [${shape.join(', ')}]`);
+    checkFinite(op, what, pixels);
     return shape[0]!;
   }
 
@@ -558,14 +562,7 @@ export class OwlVitDetector {
       const tokenizer = this.tokenizer;
       // Encode every distinct string once, before any image is read: a bad query fails early.
       const encoded = new Map<string, Int32Array>();
-      for (const q of lists.flat()) {
-        if (encoded.has(q)) continue;
-        try {
-          encoded.set(q, tokenizer.encode(q, { contextLength: l }));
-        } catch (err) {
-          throw new GpuError(op, `query ${JSON.stringify(q)}: ${(err as Error).message}`, { cause: err });
-        }
-      }
+      for (const q of lists.flat()) if (!encoded.has(q)) encoded.set(q, encodeQuery(op, tokenizer, q, l, options.truncate));
       const maxQ = Math.max(...lists.map((x) => x.length));
       // Images with fewer queries get rows of zeros: padding queries (-1e6) that never win.
       ids = new Int32Array(images.length * maxQ * l);
@@ -575,10 +572,9 @@ export class OwlVitDetector {
     const queryEmbedding = query ? await this.embedImage(query.data, query.shape) : undefined;
     try {
       let queryBox: number[] | undefined;
-      if (imageQuery?.box) {
+      if (imageQuery?.box !== undefined) {
         const [h, w] = query!.originalSizes[0]!;
-        const b = imageQuery.box;
-        check(Array.isArray(b) && b.length === 4 && b.every(Number.isFinite), op, () => `the query box must be [x1, y1, x2, y2] in pixels, got ${JSON.stringify(b)}`);
+        const b = clipBox(op, 'query box 0', imageQuery.box, w, h);
         queryBox = [b[0] / w, b[1] / h, b[2] / w, b[3] / h];
       }
       const results: Detection[][] = [];
@@ -625,7 +621,8 @@ export class OwlVitDetector {
       if (pre[i]) {
         const { pixelValues, originalSize } = img as { pixelValues: Float32Array; originalSize: readonly [number, number] };
         check(pixelValues?.length === 3 * size * size, op, () => `preprocessed pixels must hold 3·${size}·${size} values, got ${pixelValues?.length}`);
-        check(Array.isArray(originalSize) && originalSize.length === 2 && originalSize.every((v) => v > 0), op, () => `originalSize must be [h, w], got ${JSON.stringify(originalSize)}`);
+        checkFinite(op, `pixelValues of image ${i}`, pixelValues);
+        check(Array.isArray(originalSize) && originalSize.length === 2 && originalSize.every((v) => Number.isFinite(v) && v > 0), op, () => `originalSize must be [h, w], got ${JSON.stringify(originalSize)}`);
         data.set(pixelValues, i * 3 * size * size);
         originalSizes.push([originalSize[0], originalSize[1]]);
       } else {
@@ -663,15 +660,14 @@ export class OwlVitDetector {
   }
 }
 
-/** queryBox as one box per query image (or undefined), checked. */
+/** queryBox as one box per query image (or undefined), checked and clipped to the query image. */
 function normaliseQueryBoxes(op: string, box: ImageGuidedInputs['queryBox'], nq: number): (readonly number[])[] | undefined {
   if (box === undefined) return undefined;
-  const boxes = typeof box[0] === 'number' ? Array.from({ length: nq }, () => box as readonly number[]) : [...(box as readonly (readonly number[])[])];
+  check(Array.isArray(box), op, () => `queryBox must be [x1, y1, x2, y2] normalised to the query image, or one such box per query image; got ${typeof box}`);
+  const one = !Array.isArray(box[0]);
+  const boxes = one ? Array.from({ length: nq }, () => box as readonly number[]) : [...(box as readonly (readonly number[])[])];
   check(boxes.length === nq, op, () => `queryBox: ${boxes.length} boxes for ${nq} query images`);
-  for (const b of boxes) {
-    check(Array.isArray(b) && b.length === 4 && b.every(Number.isFinite) && b[2]! > b[0]! && b[3]! > b[1]!, op, () => `queryBox ${JSON.stringify(b)} must be (x1, y1, x2, y2) normalised to the query image, with x2 > x1 and y2 > y1`);
-  }
-  return boxes;
+  return boxes.map((b, i) => clipBox(op, `queryBox ${one ? 0 : i} (normalised to the query image)`, b, 1, 1));
 }
 
 /** The detection heads' parameters under their canonical names, checked like the towers'. */

@@ -16,12 +16,11 @@ import type { ReadArray } from '../../dtype.js';
 import { roiAlignKernel } from '../../kernels/roiAlign.js';
 import { MAX_TOP_K, regionWordSimilarityKernel } from '../../kernels/regionWordSimilarity.js';
 import { ClipModel, type ClipLoadOptions } from '../clip/model.js';
+import { checkFinite, clipBox, encodeQuery, type QueryTokenizer } from '../inputs.js';
 import { decodeImage, halfRoundedEven, preprocessClip, preprocessOwlVit, shortSideSize, type ImageInput, type PixelBatch } from '../preprocess/index.js';
 
 /** What the classifier needs from a tokenizer (ClipTokenizer has it). */
-export interface PromptTokenizer {
-  encode(text: string, options?: { contextLength?: number; truncate?: boolean }): Int32Array;
-}
+export type PromptTokenizer = QueryTokenizer;
 
 /** A box [x1, y1, x2, y2] in pixels of the original image (or of the model input for PixelBatch images). */
 export type Box = readonly [number, number, number, number];
@@ -48,6 +47,8 @@ export interface ClassifyOptions {
   /** How many categories and attributes to return per box (default 5; at most 64). */
   topK?: number;
   resize?: RegionResize;
+  /** Cut prompts longer than CLIP's context instead of refusing them (default false, as the reference). */
+  truncate?: boolean;
 }
 
 export interface ScoredName {
@@ -121,28 +122,32 @@ export class RegionClassifier {
    * Pixels and the boxes mapped into model-input pixels. For files, boxes go through the same
    * resize (and crop) as the image; PixelBatch boxes are taken as model-input pixels already.
    */
-  async #prepare(image: RegionImage, boxes: readonly Box[], resize: RegionResize): Promise<{ pixels: Float32Array; mapped: number[][] }> {
+  async #prepare(op: string, image: RegionImage, boxes: readonly Box[], resize: RegionResize): Promise<{ pixels: Float32Array; clipped: Box[]; mapped: number[][] }> {
     const size = this.imageSize;
-    checkBoxes(boxes);
+    const clip = (width: number, height: number) => boxes.map((b, i) => clipBox(op, `box ${i}`, b, width, height));
     if (isPixelBatch(image)) {
       const s = image.shape;
-      if (s.length !== 4 || s[0] !== 1 || s[1] !== 3 || s[2] !== size || s[3] !== size || image.data.length !== 3 * size * size) {
-        throw new GpuError('RegionClassifier', `pixels must be [1, 3, ${size}, ${size}], got [${s.join(', ')}] with ${image.data.length} values`);
+      if (s.length !== 4 || s[0] !== 1 || s[1] !== 3 || s[2] !== size || s[3] !== size || image.data?.length !== 3 * size * size) {
+        throw new GpuError(op, `pixels must be [1, 3, ${size}, ${size}], got [${s.join(', ')}] with ${image.data?.length} values`);
       }
-      return { pixels: image.data, mapped: boxes.map((b) => [...b]) };
+      checkFinite(op, 'pixels', image.data);
+      const clipped = clip(size, size);
+      return { pixels: image.data, clipped, mapped: clipped.map((b) => [...b]) };
     }
     if (resize === 'squash') {
       const p = await preprocessOwlVit(image, { size });
       const [h, w] = p.originalSize;
-      return { pixels: p.data, mapped: boxes.map(([x1, y1, x2, y2]) => [(x1 * size) / w, (y1 * size) / h, (x2 * size) / w, (y2 * size) / h]) };
+      const clipped = clip(w, h);
+      return { pixels: p.data, clipped, mapped: clipped.map(([x1, y1, x2, y2]) => [(x1 * size) / w, (y1 * size) / h, (x2 * size) / w, (y2 * size) / h]) };
     }
     const { width, height } = await decodeImage(image);
+    const clipped = clip(width, height);
     const [rw, rh] = shortSideSize(width, height, size);
     const [left, top] = [halfRoundedEven(rw - size), halfRoundedEven(rh - size)];
     const p = await preprocessClip(image, { size });
     const fx = rw / width;
     const fy = rh / height;
-    return { pixels: p.data, mapped: boxes.map(([x1, y1, x2, y2]) => [x1 * fx - left, y1 * fy - top, x2 * fx - left, y2 * fy - top]) };
+    return { pixels: p.data, clipped, mapped: clipped.map(([x1, y1, x2, y2]) => [x1 * fx - left, y1 * fy - top, x2 * fx - left, y2 * fy - top]) };
   }
 
   /**
@@ -177,8 +182,7 @@ export class RegionClassifier {
    * logits, top-k and softmax. Plans serve box counts padded to a power of two (the last box
    * repeated); outputs are box-major, so the first K rows are the boxes'.
    */
-  async #runBoxes(image: RegionImage, boxes: readonly Box[], resize: RegionResize, words: { labels?: Float32Array; attributes?: Float32Array }, tops: { labels: number; attributes: number }): Promise<Record<string, ReadArray>> {
-    const { pixels, mapped } = await this.#prepare(image, boxes, resize);
+  async #runBoxes({ pixels, mapped }: { pixels: Float32Array; mapped: number[][] }, words: { labels?: Float32Array; attributes?: Float32Array }, tops: { labels: number; attributes: number }): Promise<Record<string, ReadArray>> {
     const run = async () => {
       const grid = await this.#grid(pixels);
       const k = 2 ** Math.ceil(Math.log2(mapped.length));
@@ -221,9 +225,10 @@ export class RegionClassifier {
   /** Region embeddings [K, E] (unnormalised, in CLIP's joint space) of boxes on one image. */
   async embedRegions(image: RegionImage, boxes: readonly Box[], options: { resize?: RegionResize } = {}): Promise<Float32Array> {
     const e = this.clip.config.embedDim;
-    checkBoxes(boxes);
+    checkBoxList('RegionClassifier.embedRegions', boxes);
     if (boxes.length === 0) return new Float32Array(0);
-    const outputs = await this.#runBoxes(image, boxes, options.resize ?? 'squash', {}, { labels: 0, attributes: 0 });
+    const prepared = await this.#prepare('RegionClassifier.embedRegions', image, boxes, options.resize ?? 'squash');
+    const outputs = await this.#runBoxes(prepared, {}, { labels: 0, attributes: 0 });
     return (outputs.regions as Float32Array).slice(0, boxes.length * e);
   }
 
@@ -238,16 +243,18 @@ export class RegionClassifier {
     if (labels.length === 0) throw new GpuError('RegionClassifier.classify', 'give at least one label');
     const topK = options.topK ?? 5;
     if (!Number.isInteger(topK) || topK < 1 || topK > MAX_TOP_K) throw new GpuError('RegionClassifier.classify', `topK must be an integer in [1, ${MAX_TOP_K}], got ${topK}`);
-    checkBoxes(boxes);
+    checkBoxList('RegionClassifier.classify', boxes);
     const templates = checkTemplates(options.templates ?? DEFAULT_TEMPLATES);
     const attributeTemplates = checkTemplates(options.attributeTemplates ?? DEFAULT_ATTRIBUTE_TEMPLATES);
     if (boxes.length === 0) return [];
     const topL = Math.min(topK, labels.length);
     const topA = Math.min(topK, attributes.length);
-    const labelWords = await this.promptEmbeddings(labels, templates);
-    const attributeWords = attributes.length ? await this.promptEmbeddings(attributes, attributeTemplates) : undefined;
+    const prepared = await this.#prepare('RegionClassifier.classify', image, boxes, options.resize ?? 'squash');
+    const truncate = { truncate: options.truncate };
+    const labelWords = await this.promptEmbeddings(labels, templates, truncate);
+    const attributeWords = attributes.length ? await this.promptEmbeddings(attributes, attributeTemplates, truncate) : undefined;
     const words = attributeWords ? { labels: labelWords, attributes: attributeWords } : { labels: labelWords };
-    const outputs = await this.#runBoxes(image, boxes, options.resize ?? 'squash', words, { labels: topL, attributes: topA });
+    const outputs = await this.#runBoxes(prepared, words, { labels: topL, attributes: topA });
     const pick = (name: string, names: readonly string[], top: number, r: number): ScoredName[] => {
       if (top === 0) return [];
       const idx = outputs[`${name}.top`] as Int32Array;
@@ -255,20 +262,20 @@ export class RegionClassifier {
       const logits = outputs[`${name}.logits`] as Float32Array;
       return Array.from(idx.subarray(r * top, (r + 1) * top), (j) => ({ name: names[j]!, score: probs[r * names.length + j]!, logit: logits[r * names.length + j]! }));
     };
-    return boxes.map((b, r) => ({ box: [...b] as RegionResult['box'], categories: pick('labels', labels, topL, r), attributes: pick('attributes', attributes, topA, r) }));
+    return prepared.clipped.map((b, r) => ({ box: [...b] as RegionResult['box'], categories: pick('labels', labels, topL, r), attributes: pick('attributes', attributes, topA, r) }));
   }
 
   /**
    * One embedding per name: the mean of its unit-norm prompt embeddings over the templates
    * (CLIP's prompt ensembling; the similarity kernel normalises the mean again). [names, E].
    */
-  async promptEmbeddings(names: readonly string[], templates: readonly string[]): Promise<Float32Array> {
+  async promptEmbeddings(names: readonly string[], templates: readonly string[], options: { truncate?: boolean } = {}): Promise<Float32Array> {
     checkTemplates(templates);
     const e = this.clip.config.embedDim;
-    const prompts = names.flatMap((n) => templates.map((t) => t.replaceAll('{}', n)));
-    await this.#embedPrompts(prompts);
+    const texts = promptTexts(names, templates);
+    await this.#embedPrompts(texts, !!options.truncate);
     const out = new Float32Array(names.length * e);
-    prompts.forEach((p, i) => {
+    texts.forEach((p, i) => {
       const v = this.#prompts.get(p)!;
       const row = Math.floor(i / templates.length) * e;
       for (let d = 0; d < e; d++) out[row + d]! += v[d]! / templates.length;
@@ -276,15 +283,17 @@ export class RegionClassifier {
     return out;
   }
 
-  async #embedPrompts(prompts: readonly string[]): Promise<void> {
-    const missing = [...new Set(prompts.filter((p) => !this.#prompts.has(p)))];
-    if (missing.length === 0) return;
+  async #embedPrompts(prompts: readonly string[], truncate: boolean): Promise<void> {
     const text = this.clip.config.text;
     if (!text) throw new GpuError('RegionClassifier', 'the CLIP checkpoint has no text tower');
     if (!this.tokenizer) throw new GpuError('RegionClassifier', 'no tokenizer: the CLIP folder has no tokenizer files; pass { tokenizer } to the constructor or to load');
     const l = text.contextLength;
+    // Every prompt is tokenized, cached or not, so an over-long one is refused on every call.
+    const encoded = new Map([...new Set(prompts)].map((p) => [p, encodeQuery('RegionClassifier', this.tokenizer!, p, l, truncate)]));
+    const missing = [...encoded.keys()].filter((p) => !this.#prompts.has(p));
+    if (missing.length === 0) return;
     const ids = new Int32Array(missing.length * l);
-    missing.forEach((p, i) => ids.set(this.tokenizer!.encode(p, { contextLength: l, truncate: true }), i * l));
+    missing.forEach((p, i) => ids.set(encoded.get(p)!, i * l));
     const embeds = await this.clip.encodeText(ids, [missing.length, l]);
     const e = this.clip.config.embedDim;
     missing.forEach((p, i) => {
@@ -303,12 +312,13 @@ export class RegionClassifier {
   }
 }
 
-function checkBoxes(boxes: readonly Box[]): void {
-  boxes.forEach((b, i) => {
-    if (!Array.isArray(b) || b.length !== 4 || !b.every((v) => typeof v === 'number' && Number.isFinite(v))) {
-      throw new GpuError('RegionClassifier', `box ${i} must be 4 finite numbers [x1, y1, x2, y2], got ${JSON.stringify(b)}`);
-    }
-  });
+/** The prompts of names × templates, name-major: each template with `{}` replaced by the name. */
+export function promptTexts(names: readonly string[], templates: readonly string[]): string[] {
+  return names.flatMap((n) => templates.map((t) => t.replaceAll('{}', n)));
+}
+
+function checkBoxList(op: string, boxes: readonly Box[]): void {
+  if (!Array.isArray(boxes)) throw new GpuError(op, `boxes must be an array of [x1, y1, x2, y2], got ${typeof boxes}`);
 }
 
 function checkTemplates(templates: readonly string[]): readonly string[] {

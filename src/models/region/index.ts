@@ -1,5 +1,6 @@
 export {
   RegionClassifier,
+  promptTexts,
   DEFAULT_TEMPLATES,
   DEFAULT_ATTRIBUTE_TEMPLATES,
   type Box,
