@@ -201,6 +201,10 @@ export class GraphPlan {
 
   async #run(inputs: Record<string, GraphInput>, wanted: string[], profile: boolean, copyTo: Readonly<Record<string, Tensor>>): Promise<RunResult> {
     if (this.#disposed) throw new GpuError('graph run', 'the plan was disposed');
+    // A model disposed while this run waited has destroyed the weights the plan binds: say so,
+    // rather than let the submit fail validation.
+    const gone = this.#constants.find((t) => t.disposed);
+    if (gone) throw new GpuError('graph run', `constant ${gone} was disposed (its model was disposed while this call was in flight)`);
     const gpu = this.gpu;
     const timing = profile ? this.#timing : undefined;
     const started = performance.now();

@@ -4,7 +4,7 @@ import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ClipModel, GpuError, OwlVitDetector, RegionClassifier, TINY_CLIP, TINY_OWLVIT, writeRandomModel, type Gpu } from '../../src/index.js';
+import { ClipModel, GpuError, OwlVitDetector, RegionClassifier, Tensor, TINY_CLIP, TINY_OWLVIT, kernels, writeRandomModel, type Gpu } from '../../src/index.js';
 import { useGpu } from '../util/gpu.js';
 
 const getGpu = useGpu();
@@ -166,4 +166,34 @@ describe('OwlVitDetector: query length, boxes, pixels and empty batches', () => 
     await rejects(det.embedImage(pix(0), [0, 3, s, s]), /pixels must be \[B, 3, 256, 256\] \(B ≥ 1\)/);
     await rejects(det.embedText(new Int32Array(0), [0, 32]), /ids must be \[T, L\] with T ≥ 1/);
   });
+});
+
+describe('kernels: an empty batch gives an empty result, never a WebGPU validation error', () => {
+  const T = (d: ArrayLike<number>, s: number[], t: 'f32' | 'i32' = 'f32') => Tensor.from(gpu, d, s, t);
+  const cases: [string, () => Promise<Tensor | Int32Array | { logits: Tensor }>, number[]][] = [
+    ['attentionPacked, 0 sequences', () => kernels.attentionPacked(gpu, T([], [0, 3, 12]), { heads: 1 }), [0, 3, 4]],
+    ['attention, 0 sequences', () => kernels.attention(gpu, T([], [0, 3, 4]), T([], [0, 3, 4]), T([], [0, 3, 4]), { heads: 1 }), [0, 3, 4]],
+    ['matmul, 0 rows', () => kernels.matmul(gpu, T([], [0, 2]), T([1, 0, 0, 1], [2, 2])), [0, 2]],
+    ['softmax, 0 rows', () => kernels.softmax(gpu, T([], [0, 3])), [0, 3]],
+    ['layerNorm, 0 rows', () => kernels.layerNorm(gpu, T([], [0, 2]), T([1, 1], [2]), T([0, 0], [2])), [0, 2]],
+    ['patchEmbed, 0 images', () => kernels.patchEmbed(gpu, T([], [0, 3, 4, 4]), T(new Float32Array(2 * 3 * 16), [2, 3, 4, 4]), T([0, 0], [2]), T([0, 0, 0, 0], [2, 2]), { patchSize: 4 }), [0, 2, 2]],
+    ['roiAlign, 0 boxes', () => kernels.roiAlign(gpu, T(new Float32Array(16), [1, 1, 4, 4]), [], { outputSize: [1, 1], spatialScale: 1, samplingRatio: 2 }), [0, 1, 1, 1]],
+    ['regionWordSimilarity, 0 queries', () => kernels.regionWordSimilarity(gpu, T([1, 0], [1, 1, 2]), T([], [1, 0, 2]), { logitScale: 1 }), [1, 1, 0]],
+    ['regionWordSimilarity, 0 regions', () => kernels.regionWordSimilarity(gpu, T([], [1, 0, 2]), T([1, 0], [1, 1, 2]), { logitScale: 1 }), [1, 0, 1]],
+    ['boxes.iou, 0 boxes', () => kernels.boxes.iou(gpu, T([], [0, 4]), T([0, 0, 1, 1], [1, 4])), [0, 1]],
+    ['gather, 0 indices', () => kernels.gather(gpu, T([1, 2, 3, 4], [2, 2]), T([], [0], 'i32')), [0, 2]],
+    ['nms, 0 boxes', () => kernels.nms(gpu, T([], [0, 4]), T([], [0]), { iouThreshold: 0.5 }), [0]],
+    ['batchedNms, 0 boxes', () => kernels.batchedNms(gpu, T([], [0, 4]), T([], [0]), T([], [0], 'i32'), { iouThreshold: 0.5 }), [0]],
+  ];
+  for (const [what, run, shape] of cases) {
+    it(what, async () => {
+      const r = await run();
+      if (r instanceof Int32Array) expect(r.length).toBe(0);
+      else {
+        const t = r instanceof Tensor ? r : r.logits;
+        expect(t.shape).toEqual(shape);
+        expect((await t.read()).length).toBe(0);
+      }
+    });
+  }
 });
