@@ -145,3 +145,71 @@ fn d_position(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
   grad[i] = T(s);
   if (i < p.dim) { grad_class[i] = T(s); }
 }
+
+// Blocked forms when p % 4 == 0 (ViT patches), register-blocked like the forward: 4 neighbouring
+// kernel columns kx are consecutive in both the weight and a patch row of pixels.
+// d_pixels4: TM patch rows (b, patch) × 4 columns k per invocation: a vec4 of weights and TM dy
+// values give 4·TM FMAs. d_weight4: 4 channels d × 4 columns: a vec4 of dy and 4 pixels give 16.
+// Rows and channels past the end repeat the last one and are not stored.
+@compute @workgroup_size(WG)
+fn d_pixels4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+             @builtin(local_invocation_index) lid: u32) {
+  let i = index(wid, nwg, lid);
+  let kk = p.channels * p.size * p.size;
+  let patches = p.tokens - 1u;
+  let rows = p.rows * patches;
+  let row0 = (i / (kk / 4u)) * TM;
+  if (row0 >= rows) { return; }
+  let k = 4u * (i % (kk / 4u));
+  var dy_row: array<u32, TM>;
+  for (var r = 0u; r < TM; r++) {
+    let row = min(row0 + r, rows - 1u);
+    dy_row[r] = ((row / patches) * p.tokens + 1u + row % patches) * p.dim;
+  }
+  var acc: array<vec4f, TM>;
+  for (var d = 0u; d < p.dim; d++) {
+    let w = d * kk + k;
+    let wv = vec4f(f32(weight[w]), f32(weight[w + 1u]), f32(weight[w + 2u]), f32(weight[w + 3u]));
+    for (var r = 0u; r < TM; r++) { acc[r] += f32(dy[dy_row[r] + d]) * wv; }
+  }
+  let kx = k % p.size;
+  let ky = (k / p.size) % p.size;
+  let c = k / (p.size * p.size);
+  for (var r = 0u; r < min(TM, rows - row0); r++) {
+    let row = row0 + r;
+    let b = row / patches;
+    let t = row % patches;
+    let at = ((b * p.channels + c) * p.height + (t / p.grid_w) * p.size + ky) * p.width + (t % p.grid_w) * p.size + kx;
+    for (var e = 0u; e < 4u; e++) { grad[at + e] = T(acc[r][e]); }
+  }
+}
+
+@compute @workgroup_size(WG)
+fn d_weight4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+             @builtin(local_invocation_index) lid: u32) {
+  let i = index(wid, nwg, lid);
+  let kk = p.channels * p.size * p.size;
+  let groups = (p.dim + 3u) / 4u;
+  if (i >= groups * (kk / 4u)) { return; }
+  let k = 4u * (i % (kk / 4u));   // (c, ky, kx) of the first of 4 columns
+  let d0 = 4u * (i / (kk / 4u));
+  let kx = k % p.size;
+  let ky = (k / p.size) % p.size;
+  let c = k / (p.size * p.size);
+  let dl = min(vec4u(d0) + vec4u(0u, 1u, 2u, 3u), vec4u(p.dim - 1u));
+  let patches = p.tokens - 1u;
+  var acc: array<vec4f, 4>;
+  for (var b = 0u; b < p.rows; b++) {
+    let image = (b * p.channels + c) * p.height;
+    for (var t = 0u; t < patches; t++) {
+      let at = (image + (t / p.grid_w) * p.size + ky) * p.width + (t % p.grid_w) * p.size + kx;
+      let px = vec4f(f32(pixels[at]), f32(pixels[at + 1u]), f32(pixels[at + 2u]), f32(pixels[at + 3u]));
+      let row = (b * p.tokens + 1u + t) * p.dim;
+      let g = vec4f(f32(dy[row + dl.x]), f32(dy[row + dl.y]), f32(dy[row + dl.z]), f32(dy[row + dl.w]));
+      for (var j = 0u; j < 4u; j++) { acc[j] += g[j] * px; }
+    }
+  }
+  for (var j = 0u; j < min(4u, p.dim - d0); j++) {
+    for (var e = 0u; e < 4u; e++) { grad[(d0 + j) * kk + k + e] = T(acc[j][e]); }
+  }
+}

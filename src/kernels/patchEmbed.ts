@@ -108,7 +108,11 @@ export const patchEmbedBackwardKernel: Kernel<PatchEmbedOptions> = {
     });
     const k = c * p * p;
     return {
-      dispatches: [step('d_pixels', sizeOf(pixels.shape), 3), step('d_weight', d * k, 4), step('d_position', tokens * d, 6)],
+      // p % 4 == 0 (ViT-B/32 and /16): the blocked entry points (see the shader).
+      dispatches:
+        p % 4 === 0
+          ? [step('d_pixels4', Math.ceil((b * (tokens - 1)) / TM) * (k / 4), 3), step('d_weight4', Math.ceil(d / 4) * (k / 4), 4), step('d_position', tokens * d, 6)]
+          : [step('d_pixels', sizeOf(pixels.shape), 3), step('d_weight', d * k, 4), step('d_position', tokens * d, 6)],
       flops: 4 * b * (tokens - 1) * d * k,
       bytes: (2 * sizeOf(pixels.shape) + 2 * sizeOf(weight.shape) + 3 * b * tokens * d) * BYTES_PER_ELEMENT[pixels.dtype],
     };

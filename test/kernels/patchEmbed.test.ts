@@ -125,11 +125,12 @@ forEachProfile((_, getGpu) => {
     });
   });
   describe('patchEmbedBackward', () => {
-    it('matches the reference on awkward shapes (d pixels, weight, class and position embeddings)', async () => {
+    it('matches the reference on awkward shapes, blocked (p % 4 == 0) or not (d pixels, weight, class and position embeddings)', async () => {
       const gpu = await getGpu();
       const cases: Case[] = [
         { pixels: [3, 3, 6, 9], p: 3, d: 5 },
         { pixels: [2, 3, 32, 24], p: 8, d: 13 },
+        { pixels: [1, 3, 8, 12], p: 4, d: 6 },
         { pixels: [1, 1, 5, 5], p: 5, d: 1 },
       ];
       for (const [k, c] of cases.entries()) {
