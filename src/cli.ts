@@ -94,7 +94,6 @@ function isBadInput(err: unknown): boolean {
 // Mesa's software Vulkan warns on every start without it.
 process.env.XDG_RUNTIME_DIR ??= '/tmp';
 main(process.argv.slice(2)).catch((err: unknown) => {
-  const usage = isBadInput(err);
-  console.error(`ovgpu: ${firstLine(err)}${usage ? ' (see ovgpu --help)' : ''}`);
-  process.exitCode = usage ? 2 : 1;
+  console.error(`ovgpu: ${firstLine(err)}${err instanceof UsageError ? ' (see ovgpu --help)' : ''}`);
+  process.exitCode = isBadInput(err) ? 2 : 1;
 });
