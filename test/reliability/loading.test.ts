@@ -149,6 +149,12 @@ describe('the wrong checkpoint or load option', () => {
     await expectLoadError(owlLoad(d), [join(d, 'model.safetensors'), 'no OWL-ViT weights: no tensor named owlvit.*'], 0);
   });
 
+  it('Hugging Face weights without config.json are named as such (no config is inferred from HF names)', async () => {
+    const d = folder('clip_tiny');
+    rmSync(join(d, 'config.json'));
+    await expectLoadError(clipLoad(d), [join(d, 'model.safetensors'), 'Hugging Face-named weights need a config: no config.json in the folder and no options.config'], 0);
+  });
+
   it('a storage dtype other than f32/f16 is refused before loading', async () => {
     await expectLoadError(clipLoad(folder('clip_tiny'), { dtype: 'f64' as 'f32' }), ['ClipModel.load: dtype must be f32 or f16, got "f64"'], 0);
   });

@@ -100,7 +100,7 @@ export class ClipModel {
       reader = openWeightReader(pathOrDir, { allowNonFinite: options.allowNonFinite });
       const names = reader.names();
       const convention = options.convention ?? detectConvention(names, reader.path);
-      const { config, origin } = resolveConfig(pathOrDir, reader, options);
+      const { config, origin } = resolveConfig(pathOrDir, reader, convention, options);
       const ctx: LoadContext = { op, reader, conv: convention, origin, dtype, maxBytes: maxTensorBytes(gpu) };
       // Every tensor of both towers is checked before the first is read.
       const visionPlan = config.vision && planTower(ctx, 'vision', config.vision, config.embedDim);
@@ -299,11 +299,13 @@ function loadTokenizer(pathOrDir: string, given: ClipTokenizer | string | undefi
 }
 
 /** The config and where it came from: options.config, the folder's config.json, or the OpenAI tensors. */
-function resolveConfig(pathOrDir: string, reader: WeightReader, options: ClipLoadOptions): { config: ClipConfig; origin: ConfigOrigin } {
+function resolveConfig(pathOrDir: string, reader: WeightReader, convention: Convention, options: ClipLoadOptions): { config: ClipConfig; origin: ConfigOrigin } {
   const given = options.config;
   const configPath = statSync(pathOrDir).isDirectory() ? join(pathOrDir, 'config.json') : undefined;
   const source = given ? 'options.config' : configPath && existsSync(configPath) ? configPath : undefined;
   if (!source) {
+    // Only OpenAI's names let the config be inferred (as build_model does).
+    if (convention.name !== 'openai') throw new SafetensorsError(reader.path, `Hugging Face-named weights need a config: no config.json ${configPath ? 'in the folder' : 'beside a single file'} and no options.config`);
     try {
       return { config: clipConfigFromOpenAi((n) => reader.shape(n), reader.names(), options.heads), origin: clipOrigin('the config inferred from the tensors') };
     } catch (err) {
