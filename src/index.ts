@@ -3,6 +3,7 @@ export type { OpenGpuOptions, GpuInfo, GpuStats, GpuProfile } from './gpu/index.
 export { Tensor, type TensorData } from './tensor.js';
 export { type DType, DTYPES, sizeOf } from './dtype.js';
 export * as kernels from './kernels/index.js';
+export { Optimizer, Sgd, Adam, AdamW, type SgdOptions, type AdamOptions } from './optim.js';
 export * from './graph/index.js';
 export { ClipModel, clipLogits, type ClipLoadOptions, type ImageRunOptions, type TowerResult } from './models/clip/model.js';
 export { type ClipConfig, type VisionConfig, type TextConfig, clipConfigFromHf, clipConfigFromOpenAi } from './models/clip/config.js';

@@ -14,6 +14,7 @@ export { cases as losses } from './losses.js';
 export { cases as matmul } from './matmul.js';
 export { cases as matmulBackward } from './matmulBackward.js';
 export { cases as nms } from './nms.js';
+export { cases as optimizerStep } from './optimizerStep.js';
 export { cases as patchEmbed } from './patchEmbed.js';
 export { cases as reduce } from './reduce.js';
 export { cases as regionWordSimilarity } from './regionWordSimilarity.js';

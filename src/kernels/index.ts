@@ -18,4 +18,5 @@ export * from './nms.js';
 export * from './matmul.js';
 export * from './attention.js';
 export * from './attentionBackward.js';
+export * from './optimizerStep.js';
 export * from './matmulBackward.js';

@@ -40,21 +40,23 @@ function readAll(path: string): Map<string, GradTensor> {
   return out;
 }
 
+/** A getter for the tensors of any fixture file with F64 tensors (e.g. coop/coop.safetensors), read once. */
+export function fixtureTensors(...parts: string[]): (name: string) => GradTensor {
+  const path = fixturePath(...parts);
+  let tensors = files.get(path);
+  if (!tensors) files.set(path, (tensors = readAll(path)));
+  const all = tensors;
+  return (name) => {
+    const t = all.get(name);
+    if (!t) throw new Error(`fixture tensor ${name} not in ${parts.join('/')}`);
+    return t;
+  };
+}
+
 /** The cases of one op in index.json, and a getter for its tensors (`<case>.<name>`). */
 export function gradFixture(op: string): { cases: GradCase[]; tensor: (name: string) => GradTensor } {
   const index = JSON.parse(readFileSync(fixturePath('grad', 'index.json'), 'utf8')) as { ops: Record<string, { file: string; cases: GradCase[] }> };
   const entry = index.ops[op];
   if (!entry) throw new Error(`grad fixture op ${op} not in index.json`);
-  const path = fixturePath('grad', entry.file);
-  let tensors = files.get(path);
-  if (!tensors) files.set(path, (tensors = readAll(path)));
-  const all = tensors;
-  return {
-    cases: entry.cases,
-    tensor(name) {
-      const t = all.get(name);
-      if (!t) throw new Error(`grad fixture tensor ${name} not in ${entry.file}`);
-      return t;
-    },
-  };
+  return { cases: entry.cases, tensor: fixtureTensors('grad', entry.file) };
 }
