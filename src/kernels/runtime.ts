@@ -135,8 +135,8 @@ export async function runKernel<O>(gpu: Gpu, kernel: Kernel<O>, inputs: readonly
   const inputInfos = infosOf(inputs);
   const outputInfos = kernel.outputs(inputInfos, options);
   // An empty result (a batch of 0) needs no dispatch; WebGPU would refuse the 4-byte buffers of
-  // empty tensors where a shader reads whole vectors.
-  if (outputInfos.every((o) => sizeOf(o.shape) === 0)) return outputInfos.map((o) => Tensor.empty(gpu, o.shape, o.dtype));
+  // empty tensors where a shader reads whole vectors. (In-place kernels have no outputs at all.)
+  if (outputInfos.length > 0 && outputInfos.every((o) => sizeOf(o.shape) === 0)) return outputInfos.map((o) => Tensor.empty(gpu, o.shape, o.dtype));
   const plan = kernel.plan(gpu, inputInfos, outputInfos, options);
   const outputs: Tensor[] = [];
   const scratch: Tensor[] = [];
