@@ -6,7 +6,7 @@ import { closeSync, copyFileSync, mkdirSync, mkdtempSync, openSync, readFileSync
 import { freemem, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it, vi } from 'vitest';
-import { ClipModel, GpuError, OwlVitDetector, SafetensorsError, SafetensorsFile, Tensor, openCheckpoint, uploadTensor } from '../../src/index.js';
+import { ClipModel, GpuError, InputError, OwlVitDetector, SafetensorsError, SafetensorsFile, Tensor, openCheckpoint, uploadTensor } from '../../src/index.js';
 import { useGpu } from '../util/gpu.js';
 import { fixturePath } from '../util/fixtures.js';
 import { bytesOf, readRawSafetensors, writeSafetensors, type RawTensor } from '../util/safetensors.js';
@@ -92,8 +92,10 @@ describe('config.json against the weights', () => {
   ];
   it.each(clipCases)('CLIP %s: fails within a second, naming config.json, the field and the tensor, before any upload', async (_, edit, field, tensor) => {
     const d = folder('clip_tiny', { config: edit });
-    const { ms } = await expectLoadError(clipLoad(d), [join(d, 'config.json'), field, tensor, join(d, 'model.safetensors')], 0);
+    const { error, ms } = await expectLoadError(clipLoad(d), [join(d, 'config.json'), field, tensor, join(d, 'model.safetensors')], 0);
     expect(ms).toBeLessThan(1000);
+    // Bad input, as the CLI's exit code 2 needs.
+    expect(error).toBeInstanceOf(InputError);
   });
 
   it('a head count the width cannot split is refused, naming both fields', async () => {
@@ -115,7 +117,8 @@ describe('config.json against the weights', () => {
   ];
   it.each(typeCases)('CLIP config with %s is an error, not a ViT-B/32 default', async (_, edit, message) => {
     const d = folder('clip_tiny', { config: edit });
-    await expectLoadError(clipLoad(d), [join(d, 'config.json'), message], 0);
+    const { error } = await expectLoadError(clipLoad(d), [join(d, 'config.json'), message], 0);
+    expect(error).toBeInstanceOf(InputError);
   });
 
   it('a config.json that is not an object, and a ClipConfig object that disagrees, are named too', async () => {

@@ -16,7 +16,7 @@ import { poolIndices, textTower, visionTower, type TowerOutputs, type Weights } 
 import { openWeightReader } from './reader.js';
 import { ClipTokenizer, TOKENIZER_FILES } from '../tokenizer/index.js';
 import { preprocessClipBatch, type ImageInput } from '../preprocess/index.js';
-import { checkFinite, encodeQuery } from '../inputs.js';
+import { InputError, checkFinite, encodeQuery } from '../inputs.js';
 
 export interface ClipLoadOptions {
   /** A ClipConfig, or an HF config.json object; default: the folder's config.json, else inferred (OpenAI). */
@@ -320,6 +320,6 @@ function resolveConfig(pathOrDir: string, reader: WeightReader, convention: Conv
     const json = given ?? (JSON.parse(readFileSync(source, 'utf8')) as Record<string, unknown>);
     return { config: clipConfigFromHf(json), origin: hfOrigin(source, json) };
   } catch (err) {
-    throw new GpuError('ClipModel.load', `${source}: ${(err as Error).message}`, { cause: err });
+    throw new InputError('ClipModel.load', `${source}: ${(err as Error).message}`, { cause: err });
   }
 }

@@ -1,6 +1,7 @@
 import type { Gpu } from '../../gpu/gpu.js';
 import { GpuError } from '../../gpu/errors.js';
 import { SafetensorsError, f16OverflowIndex } from '../../io/safetensors.js';
+import { InputError } from '../inputs.js';
 import { Tensor, paddedByteLength } from '../../tensor.js';
 import type { DType } from '../../dtype.js';
 import type { ConfigKey, ConfigOrigin, TextConfig, TowerConfig, VisionConfig } from './config.js';
@@ -121,7 +122,8 @@ function layersPresent(reader: WeightReader, layerPrefix: string): { count: numb
 }
 
 /**
- * Checks a tower's config against the checkpoint header, then every tensor's presence, dtype, shape
+ * Checks a tower's config against the checkpoint header (a disagreement is an InputError: a bad
+ * config.json is bad input, like a bad checkpoint), then every tensor's presence, dtype, shape
  * and size, before anything is read or allocated. The sizes the config gives (layers, width, MLP
  * width, patch and image size, context, vocabulary, projection) are compared first with the tensor
  * that fixes each, so a wrong config is named as such (with the field and the tensor), and a huge
@@ -136,7 +138,7 @@ export function planTower(ctx: LoadContext, tower: 'vision' | 'text', config: Vi
     const evidence = config.layers > layers.count
       ? `no tensor ${JSON.stringify(layerTensor(layers.count))}`
       : `tensor ${JSON.stringify(layers.example)} is of layer ${layers.count - 1}`;
-    throw new GpuError(ctx.op, `${origin.source}: ${origin.field(tower, 'layers')} is ${config.layers}, but ${reader.path} has ${layers.count} ${tower} layers (${evidence})`);
+    throw new InputError(ctx.op, `${origin.source}: ${origin.field(tower, 'layers')} is ${config.layers}, but ${reader.path} has ${layers.count} ${tower} layers (${evidence})`);
   }
   if (layers.gap !== undefined) {
     throw new SafetensorsError(reader.path, `missing tensor ${JSON.stringify(layerTensor(layers.gap))}: no tensor of ${tower} layer ${layers.gap}, though ${JSON.stringify(layers.example)} is of layer ${layers.count - 1}`);
@@ -159,7 +161,7 @@ export function planTower(ctx: LoadContext, tower: 'vision' | 'text', config: Vi
     // A missing or low-rank tensor is reported by the full check below.
     if (!shape || shape.length <= axis || shape[axis] === want) continue;
     const value = key === 'embedDim' ? embedDim : (config as unknown as Record<string, number>)[key];
-    throw new GpuError(ctx.op, `${origin.source}: ${origin.field(tower, key)} is ${value}, but tensor ${JSON.stringify(name)} in ${reader.path} has shape ${fmt(shape)} (expected ${why ?? want}${why ? ` = ${want}` : ''} at axis ${axis})`);
+    throw new InputError(ctx.op, `${origin.source}: ${origin.field(tower, key)} is ${value}, but tensor ${JSON.stringify(name)} in ${reader.path} has shape ${fmt(shape)} (expected ${why ?? want}${why ? ` = ${want}` : ''} at axis ${axis})`);
   }
   const out: PlannedParam[] = [];
   for (const [param, shape] of towerShapes(tower, config, embedDim, conv.projectionLayout)) {

@@ -20,7 +20,7 @@ import { classLogits, imageHeads, textEmbeds } from './heads.js';
 import { ClipTokenizer, TOKENIZER_FILES } from '../tokenizer/index.js';
 import { preprocessOwlVitBatch, type ImageInput } from '../preprocess/index.js';
 import { batchedNms } from '../../kernels/nms.js';
-import { checkFinite, clipBox, encodeQuery } from '../inputs.js';
+import { InputError, checkFinite, clipBox, encodeQuery } from '../inputs.js';
 import {
   postProcessImageGuided,
   postProcessObjectDetection,
@@ -235,7 +235,7 @@ export class OwlVitDetector {
       else throw new Error('no config.json in this folder');
       config = owlVitConfigFromHf(json);
     } catch (err) {
-      throw new GpuError(op, `${source}: ${(err as Error).message}`, { cause: err });
+      throw new InputError(op, `${source}: ${(err as Error).message}`, { cause: err });
     }
     let tokenizer: ClipTokenizer | undefined;
     try {
