@@ -5,7 +5,9 @@
 // 100 do not overflow, in f32 or f16 storage.
 // Values at or below MASKED (-Infinity included) are clamped to it, so a masked entry contributes
 // exp(MASKED - max) = 0 and no inf - inf ever reaches the arithmetic; a row with nothing above
-// MASKED is fully masked and gets zeros rather than NaN.
+// MASKED is fully masked and gets zeros rather than NaN. A NaN anywhere in a row (x or mask) makes
+// the whole row NaN, as PyTorch: it is found from its bits (WGSL's max and comparisons may drop
+// NaN) and carried as a negative sum, which no real sum of exponentials can be.
 alias T = f32;
 
 struct Params {
@@ -24,26 +26,34 @@ const MASKED = -1e30;
 @group(0) @binding(2) var<storage, read> mask: array<T>;  // x itself when there is no mask
 @group(0) @binding(3) var<storage, read_write> y: array<T>;
 
-// Running max m and s = sum of exp(v - m).
+// Running max m and s = sum of exp(v - m); s < 0: the row holds a NaN.
 struct Acc { m: f32, s: f32 }
+
+fn is_nan(v: f32) -> bool {
+  return (bitcast<u32>(v) & 0x7fffffffu) > 0x7f800000u;
+}
 
 fn merge(a: Acc, b: Acc) -> Acc {
   let m = max(a.m, b.m);
+  if (a.s < 0.0 || b.s < 0.0) { return Acc(m, -1.0); }
   return Acc(m, a.s * exp(a.m - m) + b.s * exp(b.m - m));
 }
 
 // One more value: rescale only when the max grows, so most values cost a single exp.
-fn push(a: Acc, v: f32) -> Acc {
+fn push(a: Acc, raw: f32) -> Acc {
+  if (a.s < 0.0 || is_nan(raw)) { return Acc(a.m, -1.0); }
+  let v = max(raw, MASKED);
   if (v > a.m) { return Acc(v, a.s * exp(a.m - v) + 1.0); }
   return Acc(a.m, a.s + exp(v - a.m));
 }
 
 var<workgroup> partial: array<Acc, WG>;
 
+// x + mask, not yet clamped to MASKED (push and the output clamp it, after looking for NaN).
 fn value(base: u32, mask_base: u32, j: u32) -> f32 {
   var v = f32(x[base + j]);
   if (HAS_MASK) { v += f32(mask[mask_base + j]); }
-  return max(v, MASKED);
+  return v;
 }
 
 @compute @workgroup_size(WG)
@@ -66,8 +76,13 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     }
     total = partial[lid - slot];
   }
+  if (total.s < 0.0) {
+    var nan_bits = 0x7fc00000u;  // a var: WGSL refuses NaN as a constant expression
+    for (var j = slot; j < n; j += TPR) { y[base + j] = T(bitcast<f32>(nan_bits)); }
+    return;
+  }
   let inv = select(1.0 / total.s, 0.0, total.m <= MASKED);
   for (var j = slot; j < n; j += TPR) {
-    y[base + j] = T(exp(value(base, mask_base, j) - total.m) * inv);
+    y[base + j] = T(exp(max(value(base, mask_base, j), MASKED) - total.m) * inv);
   }
 }

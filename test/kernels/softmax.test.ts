@@ -69,6 +69,27 @@ forEachProfile((_, getGpu) => {
       tx.dispose();
     });
 
+    it('a NaN in x or in the mask makes its whole row NaN (as PyTorch), other rows untouched; few rows and many', async () => {
+      const gpu = await getGpu();
+      for (const rows of [4, 300]) {
+        const L = 7;
+        const x = randomArray(rows * L, 41, 3);
+        x[L + 3] = NaN; // row 1
+        const m = new Float32Array(rows * L);
+        m[3 * L] = NaN; // row 3, through the mask
+        const tx = Tensor.from(gpu, x, [rows, L]);
+        const tm = Tensor.from(gpu, m, [rows, L]);
+        const y = await kernels.softmax(gpu, tx, { mask: tm });
+        const got = await y.read();
+        const ref = softmaxReference(x, L, m);
+        for (const r of [1, 3]) expect(Array.from(got.subarray(r * L, (r + 1) * L)).every(Number.isNaN), `row ${r} of ${rows}`).toBe(true);
+        for (const r of [1, 3]) expect(Array.from(ref.subarray(r * L, (r + 1) * L)).every(Number.isNaN)).toBe(true);
+        const keep = [...Array(rows).keys()].filter((r) => r !== 1 && r !== 3).flatMap((r) => [...Array(L).keys()].map((j) => r * L + j));
+        expectClose(keep.map((i) => got[i]!), keep.map((i) => ref[i]!), { scaleTol: 1e-5, label: `NaN rows, ${rows} rows` });
+        for (const t of [tx, tm, y]) t.dispose();
+      }
+    });
+
     it('rows masked with -Infinity: no NaN where any element is finite, zeros where none is', async () => {
       const gpu = await getGpu();
       const L = 5;
