@@ -71,7 +71,16 @@ export class PlanCache {
     this.#entries.set(key, entry);
     entry.users++;
     try {
-      return await work(await entry.promise);
+      const plan = await entry.promise;
+      if (this.#disposed) throw new GpuError(this.owner, 'it was disposed while this call was in flight');
+      return await work(plan);
+    } catch (err) {
+      // A dispose() during the call destroys weights the plan binds; whatever WebGPU then reports
+      // (a destroyed buffer in a submit, an aborted map), the cause is the disposal: say so.
+      if (this.#disposed && !(err instanceof GpuError && /disposed/.test(err.message))) {
+        throw new GpuError(this.owner, 'it was disposed while this call was in flight', { cause: err });
+      }
+      throw err;
     } finally {
       entry.users--;
       if (entry.evicted && entry.users === 0) entry.plan?.dispose();
