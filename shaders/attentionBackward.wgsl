@@ -39,37 +39,47 @@ const LOWEST = -3.4028234663852886e38;  // below every finite logit: marks maske
 const LOG2E = 1.4426950408889634;
 
 @group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> q: array<T>;
-@group(0) @binding(2) var<storage, read> k: array<T>;
-@group(0) @binding(3) var<storage, read> v: array<T>;
-@group(0) @binding(4) var<storage, read> o: array<T>;
-@group(0) @binding(5) var<storage, read> dout: array<T>;
+// q, k, v, out and dout elements: vec4<T> when DH % 4 == 0 (one load per chunk), else T
+// (attentionBackward.ts swaps this line). The loaders below type-check with either.
+alias QKV = vec4<T>;
+@group(0) @binding(1) var<storage, read> q: array<QKV>;
+@group(0) @binding(2) var<storage, read> k: array<QKV>;
+@group(0) @binding(3) var<storage, read> v: array<QKV>;
+@group(0) @binding(4) var<storage, read> o: array<QKV>;
+@group(0) @binding(5) var<storage, read> dout: array<QKV>;
 @group(0) @binding(6) var<storage, read> mask: array<f32>;  // q again without a mask tensor
 
-// Chunk c (elements 4c..4c+3, zeros past DH) of a head row starting at element `base`.
+// Chunk c (elements 4c..4c+3, zeros past DH) of a head row starting at element `base`; the
+// branches fold away for a given DH.
+override VEC: bool = DH % 4u == 0u;  // must agree with the QKV alias
 fn chunkQ(base: u32, c: u32) -> vec4f {
+  if (VEC) { return vec4f(q[base / 4u + c]); }
   var r = vec4f(0.0);
-  for (var t = 0u; t < 4u; t++) { if (4u * c + t < DH) { r[t] = f32(q[base + 4u * c + t]); } }
+  for (var t = 0u; t < 4u; t++) { if (4u * c + t < DH) { r[t] = vec4f(q[base + 4u * c + t]).x; } }
   return r;
 }
 fn chunkK(base: u32, c: u32) -> vec4f {
+  if (VEC) { return vec4f(k[base / 4u + c]); }
   var r = vec4f(0.0);
-  for (var t = 0u; t < 4u; t++) { if (4u * c + t < DH) { r[t] = f32(k[base + 4u * c + t]); } }
+  for (var t = 0u; t < 4u; t++) { if (4u * c + t < DH) { r[t] = vec4f(k[base + 4u * c + t]).x; } }
   return r;
 }
 fn chunkV(base: u32, c: u32) -> vec4f {
+  if (VEC) { return vec4f(v[base / 4u + c]); }
   var r = vec4f(0.0);
-  for (var t = 0u; t < 4u; t++) { if (4u * c + t < DH) { r[t] = f32(v[base + 4u * c + t]); } }
+  for (var t = 0u; t < 4u; t++) { if (4u * c + t < DH) { r[t] = vec4f(v[base + 4u * c + t]).x; } }
   return r;
 }
 fn chunkO(base: u32, c: u32) -> vec4f {
+  if (VEC) { return vec4f(o[base / 4u + c]); }
   var r = vec4f(0.0);
-  for (var t = 0u; t < 4u; t++) { if (4u * c + t < DH) { r[t] = f32(o[base + 4u * c + t]); } }
+  for (var t = 0u; t < 4u; t++) { if (4u * c + t < DH) { r[t] = vec4f(o[base + 4u * c + t]).x; } }
   return r;
 }
 fn chunkDO(base: u32, c: u32) -> vec4f {
+  if (VEC) { return vec4f(dout[base / 4u + c]); }
   var r = vec4f(0.0);
-  for (var t = 0u; t < 4u; t++) { if (4u * c + t < DH) { r[t] = f32(dout[base + 4u * c + t]); } }
+  for (var t = 0u; t < 4u; t++) { if (4u * c + t < DH) { r[t] = vec4f(dout[base + 4u * c + t]).x; } }
   return r;
 }
 
@@ -134,15 +144,17 @@ fn dq_pass(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3
     if (s > m) { l = l * exp2(m - s) + 1.0; m = s; } else if (s > LOWEST) { l += exp2(s - m); }
   }
   let lse = select(m + log2(l), LOWEST, m <= LOWEST);
+  var kr: array<vec4f, MAXV>;  // key j's row, loaded once per key
   for (var j = 0u; j < kEnd; j++) {
     var d = vec4f(0.0);
     var dp = vec4f(0.0);
     for (var c = 0u; c < DV; c++) {
-      d += qv[c] * chunkK(inBase(j, p.kOff, bl), c);
+      kr[c] = chunkK(inBase(j, p.kOff, bl), c);
+      d += qv[c] * kr[c];
       dp += dov[c] * chunkV(inBase(j, p.vOff, bl), c);
     }
     let ds = prob(logit(dot(d, vec4f(1.0)), ii, j, bl), lse) * (dot(dp, vec4f(1.0)) - D);
-    for (var c = 0u; c < DV; c++) { acc[c] += ds * chunkK(inBase(j, p.kOff, bl), c); }
+    for (var c = 0u; c < DV; c++) { acc[c] += ds * kr[c]; }
   }
   if (i >= p.L) { return; }
   let base = inBase(i, p.qOff, bl);
@@ -179,19 +191,23 @@ fn dkv_pass(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec
     dka[c] = vec4f(0.0);
     dva[c] = vec4f(0.0);
   }
+  var qr: array<vec4f, MAXV>;  // query i's q and dout rows, loaded once per query
+  var dr: array<vec4f, MAXV>;
   for (var i = iStart; i < p.L; i++) {
     var d = vec4f(0.0);
     var dp = vec4f(0.0);
     for (var c = 0u; c < DV; c++) {
-      d += chunkQ(inBase(i, p.qOff, bl), c) * kv[c];
-      dp += chunkDO(outBase(i, bl), c) * vv[c];
+      qr[c] = chunkQ(inBase(i, p.qOff, bl), c);
+      dr[c] = chunkDO(outBase(i, bl), c);
+      d += qr[c] * kv[c];
+      dp += dr[c] * vv[c];
     }
     let st = rstats[statsIndex(i, bl)];
     let pr = prob(logit(dot(d, vec4f(1.0)) * p.scale, i, jj, bl), st.x);
     let ds = pr * (dot(dp, vec4f(1.0)) - st.y);
     for (var c = 0u; c < DV; c++) {
-      dva[c] += pr * chunkDO(outBase(i, bl), c);
-      dka[c] += ds * chunkQ(inBase(i, p.qOff, bl), c);
+      dva[c] += pr * dr[c];
+      dka[c] += ds * qr[c];
     }
   }
   if (j >= p.L) { return; }

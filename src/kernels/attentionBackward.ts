@@ -23,6 +23,7 @@ export interface AttentionBackwardOptions {
 }
 
 const NAME = 'attentionBackward';
+const QKV_LINE = 'alias QKV = vec4<T>;';
 /** Rows per workgroup. */
 const WG = 16;
 
@@ -82,6 +83,8 @@ export const attentionBackwardKernel: Kernel<AttentionBackwardOptions> = {
     const maskStride = maskInput && maskInput.shape.length === 3 ? L * L : 0;
     const u = uniforms(L, o.heads, blocks, total, rowStride, qOff, kOff, vOff, { f32: scale * Math.LOG2E }, { none: 0, causal: 1, tensor: 2 }[maskKind], maskStride, { f32: scale });
     const n = packed ? 1 : 3;
+    // Head rows are read as vec4s when they are whole vec4s (then so are all offsets).
+    const vec = headDim % 4 === 0;
     // [...inputs, ...outputs, stats, a dummy for dkv_pass's unused dv binding when packed].
     const qkv = packed ? [0, 0, 0] : [0, 1, 2];
     const [out, dOut] = [n, n + 1];
@@ -90,8 +93,8 @@ export const attentionBackwardKernel: Kernel<AttentionBackwardOptions> = {
     const stats = inputs.length + outputs.length;
     const program = (entryPoint: string, bindings: ('read' | 'write')[]) => ({
       name: `${NAME}.${entryPoint}`,
-      key: x.dtype,
-      code: specialize(attentionBackwardWgsl, x.dtype),
+      key: `${x.dtype}|${vec ? 'vec4' : 'scalar'}`,
+      code: specialize(vec ? attentionBackwardWgsl : attentionBackwardWgsl.replace(QKV_LINE, 'alias QKV = T;'), x.dtype),
       entryPoint,
       constants: { DH: headDim, WG, ...(entryPoint === 'dkv_pass' ? { PACKED: packed ? 1 : 0 } : {}) },
       bindings,
