@@ -1,13 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { Tensor, kernels, type Gpu } from '../../src/index.js';
-import { useGpu } from '../util/gpu.js';
+import { forEachProfile } from '../util/gpu.js';
 import { expectClose } from '../util/check.js';
 import { randomArray } from '../util/random.js';
 import { gradFixture } from '../util/grad.js';
 import { matmulBackwardReference, type MatmulGradients } from '../../src/kernels/matmulBackward.js';
 import type { MatmulActivation } from '../../src/kernels/matmul.js';
-
-const getGpu = useGpu();
 
 interface Case {
   aShape: number[];
@@ -51,7 +49,7 @@ async function checkCase(gpu: Gpu, c: Case, seed: number): Promise<void> {
   for (const t of [a, b, bias, dOut, ...returned]) t?.dispose();
 }
 
-describe('matmulBackward', () => {
+forEachProfile((_profile, getGpu) => describe('matmulBackward', () => {
   it('matches the reference: shared and batched b, both layouts, every activation, with and without bias', async () => {
     const gpu = await getGpu();
     let i = 0;
@@ -129,4 +127,4 @@ describe('matmulBackward', () => {
     expect(gpu.stats()).toEqual(before);
     for (const t of [a, b, dOut, bad]) t.dispose();
   });
-});
+}));
