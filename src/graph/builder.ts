@@ -18,6 +18,8 @@ import { patchEmbedKernel } from '../kernels/patchEmbed.js';
 import { compileGraph, type GraphPlan } from './plan.js';
 import { markOwned } from './constants.js';
 import { buildGradients, type GradientOptions } from './grad/index.js';
+import { optimizerStepKernel } from '../kernels/optimizerStep.js';
+import type { Optimizer } from '../optim.js';
 
 /** Where a value's bytes come from. */
 export type ValueSource =
@@ -335,6 +337,31 @@ export class GraphBuilder {
     wrt.forEach((w, i) => this.#own(w, `gradients: wrt[${i}]`));
     if (options.seed) this.#own(options.seed, 'gradients: seed');
     return buildGradients(this, loss, wrt, options);
+  }
+
+  /**
+   * One optimizer update (kernels.optimizerStepKernel) of `params`, parameters of this graph that
+   * are among the optimizer's tensors, from `grads`, in place at this point of the plan: forward,
+   * backward and update then run as one submit. Nodes added later that read the parameters see the
+   * updated values.
+   */
+  optimizerStep(optimizer: Optimizer, params: readonly Value[], grads: readonly Value[], label?: string): void {
+    const name = label ?? `optimizerStep#${this.nodes.length}`;
+    const fail = (message: string): never => {
+      throw new GpuError(`graph node ${name}`, message);
+    };
+    if (params.length !== grads.length) fail(`${params.length} params but ${grads.length} grads`);
+    const seen = new Set<number>();
+    const inputs = params.flatMap((p, i) => {
+      this.#own(p, `node ${name}: params[${i}]`);
+      this.#own(grads[i]!, `node ${name}: grads[${i}]`);
+      const k = p.source.kind === 'constant' ? optimizer.params.indexOf(p.source.tensor) : -1;
+      if (k < 0) fail(`params[${i}] ${p} is not one of the optimizer's parameter tensors`);
+      if (seen.has(k)) fail(`params[${i}] repeats a parameter`);
+      seen.add(k);
+      return optimizer.inputsOf(k, grads[i]!).map((x, j) => (j === 0 ? p : x instanceof Value ? x : this.constant(x)));
+    });
+    this.op(optimizerStepKernel, inputs, optimizer.update, name);
   }
 
   /** Marks a value as a named output that run() can read back. */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { GpuError, GraphBuilder, Tensor, kernels, type Value } from '../../src/index.js';
+import { Adam, GpuError, GraphBuilder, Sgd, Tensor, kernels, type Value } from '../../src/index.js';
 import { useGpu } from '../util/gpu.js';
 import { expectClose } from '../util/check.js';
 import { gradFixture, type GradCase } from '../util/grad.js';
@@ -117,6 +117,55 @@ describe('GraphBuilder.gradients', () => {
     expect(Array.from(outputs.dc!)).toEqual([0, 0, 0, 0]);
     w.dispose();
     c.dispose();
+  });
+
+  it('optimizerStep: forward, backward and an Adam or SGD update in one submit, as the eager step', async () => {
+    const gpu = await getGpu();
+    const [wData, bData, xData] = [randomArray(5 * 4, 11), randomArray(5, 12), randomArray(6 * 4, 13)];
+    const labels = Int32Array.from([0, 3, 1, 4, 2, 2]);
+    for (const make of [
+      (ps: Tensor[]) => new Adam(gpu, ps, { lr: 0.05, weightDecay: 0.01 }),
+      (ps: Tensor[]) => new Sgd(gpu, ps, { lr: 0.1, momentum: 0.9, nesterov: true }),
+    ]) {
+      // The graph trains its own copy of the weights; the eager optimizer steps another from the graph's gradients.
+      const [w, b, w2, b2] = [wData, bData, wData, bData].map((d, i) => Tensor.from(gpu, d, i % 2 ? [5] : [5, 4]));
+      const [opt, eager] = [make([w!, b!]), make([w2!, b2!])];
+      const build = (update: boolean) => {
+        const g = new GraphBuilder();
+        const params = [g.parameter(update ? w! : w2!, 'w'), g.parameter(update ? b! : b2!, 'b')];
+        const loss = g.crossEntropy(g.matmul(g.input('x', [6, 4]), params[0]!, { transposeB: true, bias: params[1] }), g.input('labels', [6], 'i32'));
+        const grads = g.gradients(loss, params);
+        g.output('loss', loss);
+        if (update) g.optimizerStep(opt, params, grads);
+        else grads.forEach((d, i) => g.output(`g${i}`, d));
+        return g.compile(gpu);
+      };
+      const [train, gradsOnly] = await Promise.all([build(true), build(false)]);
+      for (let step = 0; step < 3; step++) {
+        const submits = gpu.stats().submits;
+        const { outputs } = await train.run({ x: xData, labels });
+        expect(gpu.stats().submits).toBe(submits + 1);
+        const ref = await gradsOnly.run({ x: xData, labels });
+        expect(outputs.loss![0]).toBeCloseTo(ref.outputs.loss![0]!, 6);
+        const grads = [Tensor.from(gpu, ref.outputs.g0!, [5, 4]), Tensor.from(gpu, ref.outputs.g1!, [5])];
+        await eager.step(grads);
+        for (const t of grads) t.dispose();
+        expectClose(await w!.read(), await w2!.read(), { scaleTol: 1e-6, label: `${opt.constructor.name} step ${step + 1} weight` });
+        expectClose(await b!.read(), await b2!.read(), { scaleTol: 1e-6, label: `${opt.constructor.name} step ${step + 1} bias` });
+      }
+      expect(Array.from(await w!.read())).not.toEqual(Array.from(wData));
+      for (const x of [train, gradsOnly, opt, eager, w!, b!, w2!, b2!]) x.dispose();
+    }
+    const g = new GraphBuilder();
+    const t = Tensor.from(gpu, [1, 2], [2]);
+    const opt = new Sgd(gpu, [t], { lr: 0.1 });
+    const p = g.parameter(t, 'p');
+    const c = g.input('c', [2]);
+    expect(() => g.optimizerStep(opt, [c], [c], 'update')).toThrow(/graph node update: params\[0\] value #\d+ \(f32 \[2\]\) is not one of the optimizer's parameter tensors/);
+    expect(() => g.optimizerStep(opt, [p, p], [c, c], 'update')).toThrow(/params\[1\] repeats a parameter/);
+    expect(() => g.optimizerStep(opt, [p], [], 'update')).toThrow(/1 params but 0 grads/);
+    opt.dispose();
+    t.dispose();
   });
 
   it('fails at build time naming the node on non-differentiable paths and bad requests', () => {
