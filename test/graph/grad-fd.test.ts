@@ -146,6 +146,23 @@ const STEPS: Record<string, Step> = {
     const qkv = r.g.matmul(r.g.reshape(x, [-1, L, x.shape.at(-1)!]), r.input([3 * H * 2, x.shape.at(-1)!]), { transposeB: true });
     return r.g.attentionPacked(qkv, { heads: H, mask: r.pick([undefined, 'causal'] as const) });
   },
+  roiAlign: (r) => {
+    const x = r.recent();
+    // The value as a 1 x C x H x W feature map, and two boxes inside it (coordinates: no gradient).
+    const [h, w] = [x.shape.length > 2 ? x.shape.at(-2)! : 1, x.shape.at(-1)!];
+    const features = r.g.reshape(x, [1, -1, h, w]);
+    const boxes = r.input([2, 5], 1, false);
+    r.data[(boxes.source as { name: string }).name] = Float32Array.from([0, 0.2, 0.1, w - 0.7, h - 0.4, 0, 0.6, 0.3, w - 1.2, h - 0.1]);
+    return r.g.roiAlign(features, boxes, { outputSize: [2, 2], samplingRatio: r.pick([2, -1]), aligned: r.rand() < 0.5 });
+  },
+  regionWordSimilarity: (r) => {
+    const x = r.recent();
+    const regions = x.shape.length === 3 ? x : r.g.reshape(x, [1, ...x.shape.slice(-2)]);
+    const [b, n, d] = regions.shape as [number, number, number];
+    const words = r.input([r.pick([1, b]), r.int(1, 3), d]);
+    const owl = r.rand() < 0.5;
+    return r.g.regionWordSimilarity(regions, words, owl ? { shift: r.input([b, n]), scale: r.input([b, n, 1]) } : { logitScale: 1.5 }).logits;
+  },
   gather: (r) => {
     const table = r.matrix();
     return r.g.gather(table, r.indices([r.int(1, 3), r.int(1, 4)], table.shape[0]!));

@@ -25,6 +25,11 @@ const OPS: Record<string, { build: Build; pending?: (c: GradCase) => string | un
     build: (g, { q, k, v }, c) => g.attention(q!, k!, v!, { heads: c.params.heads as number, scale: c.params.scale as number, mask: c.params.mask === 'causal' ? 'causal' : undefined }),
     pending: (c) => (c.params.mask === 'additive' ? 'the forward attention kernel takes an [L, L] mask, this case a per-batch [B, L, L] one' : undefined),
   },
+  roi_align: {
+    build: (g, { feat, boxes }, c) =>
+      g.roiAlign(feat!, boxes!, { outputSize: c.params.output_size as [number, number], spatialScale: c.params.spatial_scale as number, samplingRatio: c.params.sampling_ratio as number, aligned: c.params.aligned as boolean }),
+  },
+  region_word: { build: (g, { regions, words, shift, scale }) => g.regionWordSimilarity(regions!, words!, { shift, scale }).logits },
   embedding: { build: (g, { table, ids }) => g.gather(table!, ids!) },
   softmax: { build: (g, { x }) => g.softmax(x!) },
   losses: {

@@ -6,6 +6,8 @@ import {
   elementwiseReference,
   attentionReference,
   gatherReference,
+  regionWordSimilarityReference,
+  roiAlignReference,
   layerNormReference,
   patchEmbedReference,
   lossesReference,
@@ -16,6 +18,8 @@ import {
   stridedCopyReference,
   type AttentionOptions,
   type ElementwiseOptions,
+  type RegionWordSimilarityOptions,
+  type RoiAlignOptions,
   type LayerNormOptions,
   type PatchEmbedOptions,
   type MatmulOptions,
@@ -74,6 +78,13 @@ const EVALUATORS: Record<string, Evaluator> = {
   logSoftmax: ([x]) => [lossesReference.logSoftmax(x!.data, x!.value.shape.at(-1)!)],
   crossEntropy: ([logits, labels]) => [Float64Array.of(lossesReference.crossEntropy(logits!.data, labels!.data, logits!.value.shape[1]!))],
   binaryCrossEntropyWithLogits: ([logits, targets]) => [Float64Array.of(lossesReference.binaryCrossEntropyWithLogits(logits!.data, targets!.data))],
+  roiAlign: ([features, boxes], o) => [roiAlignReference(features!.data, features!.value.shape as [number, number, number, number], boxes!.data, o as RoiAlignOptions)],
+  regionWordSimilarity: ([regions, words, shift, scale], options) => {
+    const o = options as RegionWordSimilarityOptions;
+    const [b, r, d] = regions!.value.shape as [number, number, number];
+    const dims: [number, number, number, number] = [b, r, words!.value.shape[1]!, d];
+    return [regionWordSimilarityReference(regions!.data, words!.data, dims, o.mode === 'owl' ? { shift: shift!.data, scale: scale!.data } : { logitScale: o.logitScale })];
+  },
   gather: ([table, ids]) => [Float64Array.from(gatherReference(table!.data, table!.value.shape[1]!, ids!.data))],
 };
 

@@ -8,6 +8,8 @@ import { layerNormKernel } from '../../kernels/layerNorm.js';
 import { patchEmbedKernel } from '../../kernels/patchEmbed.js';
 import { attentionKernel } from '../../kernels/attention.js';
 import { gatherKernel } from '../../kernels/gather.js';
+import { roiAlignKernel } from '../../kernels/roiAlign.js';
+import { regionWordSimilarityKernel } from '../../kernels/regionWordSimilarity.js';
 import { binaryCrossEntropyWithLogitsKernel, crossEntropyKernel, logSoftmaxKernel } from '../../kernels/losses.js';
 import type { GradRule } from './index.js';
 import { elementwiseGrad } from './elementwise.js';
@@ -19,6 +21,8 @@ import { layerNormGrad } from './layerNorm.js';
 import { patchEmbedGrad } from './patchEmbed.js';
 import { attentionGrad } from './attention.js';
 import { gatherGrad } from './gather.js';
+import { roiAlignGrad } from './roiAlign.js';
+import { regionWordSimilarityGrad } from './regionWordSimilarity.js';
 import { binaryCrossEntropyWithLogitsGrad, crossEntropyGrad } from './losses.js';
 
 /** The backward rule of each kernel that has one. */
@@ -33,6 +37,8 @@ export const RULES = new Map<Kernel<unknown>, GradRule>([
   [patchEmbedKernel, patchEmbedGrad],
   [attentionKernel, attentionGrad],
   [gatherKernel, gatherGrad],
+  [roiAlignKernel, roiAlignGrad],
+  [regionWordSimilarityKernel, regionWordSimilarityGrad],
   [logSoftmaxKernel, logSoftmaxGrad],
   [crossEntropyKernel, crossEntropyGrad],
   [binaryCrossEntropyWithLogitsKernel, binaryCrossEntropyWithLogitsGrad],
