@@ -1,6 +1,7 @@
 import { Float16Array } from '@petamoriken/float16';
 import type { Gpu } from './gpu/gpu.js';
 import { GpuError, check } from './gpu/errors.js';
+import { readBuffer } from './gpu/readback.js';
 import { BYTES_PER_ELEMENT, DTYPES, f32ToF16Bits, isDType, shapeString, sizeOf, type DType, type ReadArray } from './dtype.js';
 
 export type TensorData = ArrayLike<number> | ArrayBufferView;
@@ -142,20 +143,8 @@ export class Tensor<D extends DType = DType> {
 
   /** Copies the data back: Float32Array for f32/f16, Int32Array for i32, Uint32Array for u32. */
   async read(): Promise<ReadArray<D>> {
-    const source = this.buffer;
-    const gpu = this.gpu;
-    const staging = gpu.createBuffer({ size: this.byteLength, usage: 0x01 | 0x08 /* MAP_READ | COPY_DST */ }, 'Tensor.read');
-    try {
-      await gpu.scoped('Tensor.read', () => {
-        const encoder = gpu.device.createCommandEncoder();
-        encoder.copyBufferToBuffer(source, 0, staging, 0, this.byteLength);
-        gpu.submit([encoder.finish()]);
-      });
-      const bytes = await gpu.mapRead('Tensor.read', staging);
-      return decodeTensorData(bytes, this.dtype, this.size) as ReadArray<D>;
-    } finally {
-      gpu.destroyBuffer(staging);
-    }
+    const bytes = await readBuffer(this.gpu, this.buffer, this.byteLength, 'Tensor.read');
+    return decodeTensorData(bytes, this.dtype, this.size) as ReadArray<D>;
   }
 
   /** Frees the GPU buffer. Calling it twice is fine; any other use afterwards throws. */

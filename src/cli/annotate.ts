@@ -2,7 +2,7 @@
 // an SVG overlay of boxes and "label score" tags, composited by sharp and written as PNG.
 import sharp from 'sharp';
 
-export interface Annotation {
+interface Annotation {
   box: readonly [number, number, number, number];
   text: string;
   /** Index into the colour cycle (e.g. the query index). */
@@ -14,7 +14,7 @@ const COLORS = ['#e6194b', '#3cb44b', '#4363d8', '#f58231', '#911eb4', '#42d4f4'
 const escapeXml = (s: string) => s.replace(/[<>&"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 /** The SVG overlay for an image of width × height. */
-export function overlaySvg(width: number, height: number, annotations: readonly Annotation[]): string {
+function overlaySvg(width: number, height: number, annotations: readonly Annotation[]): string {
   const stroke = Math.max(2, Math.round(Math.min(width, height) / 200));
   const font = Math.max(10, Math.round(Math.min(width, height) / 30));
   const parts = annotations.map(({ box, text, color }) => {

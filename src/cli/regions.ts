@@ -35,7 +35,7 @@ const FLAGS = {
 } as const;
 
 /** Boxes from a JSON file in one of the accepted forms. */
-export function readBoxes(path: string): Box[] {
+function readBoxes(path: string): Box[] {
   let json: unknown;
   try {
     json = JSON.parse(readFileSync(path, 'utf8'));

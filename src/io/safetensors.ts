@@ -108,7 +108,7 @@ export function parseSafetensorsHeader(
  * tensor (or of its dtype). Scans already-valid JSON text for the first object with a repeated key:
  * returns [key] for a repeated top-level key, [top-level key, key] for one deeper, else undefined.
  */
-export function duplicateJsonKey(text: string): string[] | undefined {
+function duplicateJsonKey(text: string): string[] | undefined {
   // One set of seen keys per open object (null for arrays).
   const open: (Set<string> | null)[] = [];
   let top = '';
@@ -296,8 +296,8 @@ export interface TensorSource {
 }
 
 /** The names a Hugging Face folder uses: one file, or shards listed by an index. */
-export const SINGLE_FILE_NAME = 'model.safetensors';
-export const INDEX_FILE_NAME = 'model.safetensors.index.json';
+const SINGLE_FILE_NAME = 'model.safetensors';
+const INDEX_FILE_NAME = 'model.safetensors.index.json';
 
 /**
  * A checkpoint: one .safetensors file, or every shard a `model.safetensors.index.json` lists

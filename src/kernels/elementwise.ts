@@ -45,7 +45,7 @@ const vec4Config = (gpu: Gpu) => (isCpuAdapter(gpu) ? { WG: 64, E: 32 } : { WG: 
 export const ELEMENTWISE_MAX_RANK = 8;
 
 /** numpy's broadcast of two shapes, or undefined when they are incompatible. */
-export function broadcastShapes(a: readonly number[], b: readonly number[]): number[] | undefined {
+function broadcastShapes(a: readonly number[], b: readonly number[]): number[] | undefined {
   const rank = Math.max(a.length, b.length);
   const out: number[] = [];
   for (let d = 0; d < rank; d++) {

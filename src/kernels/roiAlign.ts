@@ -157,7 +157,7 @@ export const roiAlignBackwardKernel: Kernel<RoiAlignBackwardOptions> = {
 };
 
 /** Throws before dispatch unless every box has an integer batch index in [0, n) and finite coordinates. */
-export function validateRoiBoxes(data: ArrayLike<number>, n: number): void {
+function validateRoiBoxes(data: ArrayLike<number>, n: number): void {
   for (let i = 0; i * 5 < data.length; i++) {
     const b = data[5 * i]!;
     check(Number.isInteger(b) && b >= 0 && b < n, NAME, () => `box ${i}: batch index ${b} must be an integer in [0, ${n - 1}] (features hold ${n} images)`);

@@ -62,9 +62,6 @@ export async function scopedWithPipelines<T>(gpu: Gpu, op: string, plans: readon
   }
 }
 
-/** Where each tensor of a kernel lives: a whole buffer or a range of one (graph views). */
-export type BufferRange = GPUBufferBinding;
-
 /** Uniform data of every dispatch of a plan packed into one buffer at aligned offsets. */
 export function packUniforms(gpu: Gpu, plans: readonly KernelPlan[]): { data: Uint8Array; offsets: number[][] } {
   const align = gpu.limits.minUniformBufferOffsetAlignment ?? 256;
@@ -85,13 +82,14 @@ export function packUniforms(gpu: Gpu, plans: readonly KernelPlan[]): { data: Ui
 }
 
 /**
- * Bind groups for one plan's dispatches. `ranges` holds [...inputs, ...outputs, ...scratch];
+ * Bind groups for one plan's dispatches. `ranges` holds [...inputs, ...outputs, ...scratch], each a
+ * whole buffer or a range of one (graph views);
  * `uniformOffsets` are this plan's offsets inside `uniformBuffer`.
  */
 export function createBindGroups(
   gpu: Gpu,
   plan: KernelPlan,
-  ranges: readonly BufferRange[],
+  ranges: readonly GPUBufferBinding[],
   uniformBuffer: GPUBuffer,
   uniformOffsets: readonly number[],
 ): { pipeline: GPUComputePipeline; bindGroup: GPUBindGroup; workgroups: readonly [number, number, number] }[] {

@@ -18,7 +18,7 @@ const WG = 128;
  * Values at or below this (-Infinity included) count as masked: they get probability 0, and a row
  * with every value masked gets zeros (PyTorch would give NaN). A NaN in a row makes the row NaN.
  */
-export const SOFTMAX_MASKED = -1e30;
+const SOFTMAX_MASKED = -1e30;
 
 /**
  * Softmax over the last dimension, max-subtracted. Inputs [x [..., N]] or [x, mask] where the

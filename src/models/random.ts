@@ -9,7 +9,7 @@ import type { ClipConfig, TowerConfig } from './clip/config.js';
 export type RandomModelKind = 'clip' | 'owlvit';
 
 /** 256 byte tokens, the same with '</w>', SOT and EOT: CLIP's BPE with no merges (see byteTokenizerFiles). */
-export const BYTE_VOCAB_SIZE = 2 * 256 + 2;
+const BYTE_VOCAB_SIZE = 2 * 256 + 2;
 
 /**
  * The tiny OWL-ViT the CLI uses when no --model is given: 256-px input, patch 32 (an 8 × 8 grid, 64
@@ -163,7 +163,7 @@ export function hfConfigJson(kind: RandomModelKind, c: ClipConfig, seed = 1): Re
  * Writes a safetensors file tensor by tensor (never the whole file in memory): every parameter
  * drawn from its own seeded stream, F32.
  */
-export function writeRandomSafetensors(path: string, params: readonly Param[], seed: number): number {
+function writeRandomSafetensors(path: string, params: readonly Param[], seed: number): number {
   const header: Record<string, unknown> = { __metadata__: { format: 'pt', ovgpu: 'random weights' } };
   let offset = 0;
   for (const p of params) {
@@ -199,7 +199,7 @@ export function writeRandomSafetensors(path: string, params: readonly Param[], s
  * The byte-level tokenizer files (HF vocab.json + merges.txt with no merges): every UTF-8 byte is a
  * token, so any text tokenizes, one id per byte (CLIP's BPE with an empty merge list).
  */
-export function byteTokenizerFiles(): { vocab: Record<string, number>; merges: string } {
+function byteTokenizerFiles(): { vocab: Record<string, number>; merges: string } {
   const bytes = bytesToUnicode();
   const ordered = [...bytes.filter((ch) => ch.codePointAt(0)! < 256), ...bytes.filter((ch) => ch.codePointAt(0)! >= 256)];
   const tokens = [...ordered, ...ordered.map((ch) => `${ch}</w>`), '<|startoftext|>', '<|endoftext|>'];

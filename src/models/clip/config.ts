@@ -104,7 +104,7 @@ function object(o: Json, key: string): Json | undefined {
 }
 
 /** HF CLIPVisionConfig, with the library's defaults for missing fields (ViT-B/32). `where` prefixes field names. */
-export function visionConfigFromHf(o: Json, where = ''): VisionConfig {
+function visionConfigFromHf(o: Json, where = ''): VisionConfig {
   return {
     width: int(o, 'hidden_size', 768, where),
     layers: int(o, 'num_hidden_layers', 12, where),
@@ -121,7 +121,7 @@ export function visionConfigFromHf(o: Json, where = ''): VisionConfig {
  * HF CLIPTextConfig. `pooling` follows the model class: CLIP (transformers ≥ 4.31) pools at the
  * first eos_token_id unless that is the legacy 2; OWL-ViT always pools at the argmax of the ids.
  */
-export function textConfigFromHf(o: Json, pooling: 'clip' | 'argmax' = 'clip', where = ''): TextConfig {
+function textConfigFromHf(o: Json, pooling: 'clip' | 'argmax' = 'clip', where = ''): TextConfig {
   const eos = o.eos_token_id ?? 2;
   if (typeof eos !== 'number' || !Number.isSafeInteger(eos) || eos < 0) throw new Error(`${where}eos_token_id must be a non-negative integer, got ${JSON.stringify(eos)}`);
   return {

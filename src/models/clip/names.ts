@@ -99,7 +99,7 @@ export function hfNames(root = ''): Convention {
 }
 
 /** OpenAI clip/model.py state-dict names. */
-export const OPENAI_NAMES: Convention = {
+const OPENAI_NAMES: Convention = {
   name: 'openai',
   projectionLayout: 'KN',
   layer: OPENAI_LAYER,

@@ -1,0 +1,162 @@
+// OwlVitDetector.detect: images and query strings (or an example image) in, plain detections in
+// each original image's pixels out. Built only on the detector's public calls: embedImage,
+// queryText / queryImage and the post-processing.
+import type { Gpu } from '../../gpu/gpu.js';
+import { check } from '../../gpu/errors.js';
+import { Tensor } from '../../tensor.js';
+import { batchedNms } from '../../kernels/nms.js';
+import { TOKENIZER_FILES } from '../tokenizer/index.js';
+import { preprocessOwlVitBatch, type ImageInput } from '../preprocess/index.js';
+import { checkFinite, clipBox, encodeQuery } from '../inputs.js';
+import type { OwlVitDetector } from './detector.js';
+import type { Detections } from './postprocess.js';
+
+/** An image for detect: a path or encoded bytes, or pixels already preprocessed to the model's size. */
+export type DetectImage = ImageInput | { pixelValues: Float32Array; originalSize: readonly [number, number] };
+
+/**
+ * What detect looks for: strings (the same for every image), one list of strings per image, or
+ * an example image (with an optional box around the object, in that image's pixels).
+ */
+export type DetectQueries = readonly string[] | readonly (readonly string[])[] | { image: DetectImage; box?: readonly [number, number, number, number] };
+
+export interface DetectOptions {
+  /** Minimum score (default 0.1; for an image query the score is the reference's rescaled one). */
+  threshold?: number;
+  /**
+   * IoU above which a lower-scoring box of the same query is dropped. Text queries: off by default,
+   * like the reference; an image query: 0.3 by default, as the reference's image-guided post-processing.
+   */
+  nms?: number;
+  /** At most this many detections per image, best first. */
+  topK?: number;
+  /** Images per vision run (default 1). */
+  batchSize?: number;
+  /** Cut text queries longer than the model's context instead of refusing them (default false). */
+  truncate?: boolean;
+}
+
+/** One detection, in the pixels of the original image. */
+export interface Detection {
+  box: [number, number, number, number];
+  score: number;
+  /** Index of the query in the image's list (0 for an image query). */
+  label: number;
+  /** The query text (or, for an image query, the query image's path, else 'image'). */
+  query: string;
+}
+
+
+/**
+ * Finds what the queries describe in each image: per image, detections with boxes in its
+ * original pixels, best first. Text queries are tokenized with the detector's tokenizer; images
+ * of a call are embedded `batchSize` at a time, each once whatever the number of queries.
+ */
+export async function detect(det: OwlVitDetector, images: readonly DetectImage[], queries: DetectQueries, options: DetectOptions = {}): Promise<Detection[][]> {
+  const op = 'OwlVitDetector.detect';
+  check(!det.disposed, op, 'the detector was disposed');
+  check(Array.isArray(images) && images.length > 0, op, 'expected a non-empty array of images');
+  const { threshold = 0.1, topK, batchSize = 1 } = options;
+  check(Number.isFinite(threshold), op, `threshold must be a finite number, got ${threshold}`);
+  check(options.nms === undefined || Number.isFinite(options.nms), op, `nms must be a finite number, got ${options.nms}`);
+  check(topK === undefined || (Number.isInteger(topK) && topK >= 1), op, `topK must be a positive integer, got ${topK}`);
+  check(Number.isInteger(batchSize) && batchSize >= 1, op, `batchSize must be a positive integer, got ${batchSize}`);
+  const size = det.config.vision.imageSize;
+  const imageQuery = !Array.isArray(queries) ? (queries as Exclude<DetectQueries, readonly unknown[]>) : undefined;
+  let lists: string[][] = [];
+  let ids: Int32Array | undefined;
+  if (!imageQuery) {
+    check((queries as readonly unknown[]).length > 0, op, 'no queries: give at least one string');
+    const perImage = (queries as readonly unknown[]).every((q) => Array.isArray(q));
+    lists = perImage ? (queries as string[][]).map((l) => [...l]) : images.map(() => [...(queries as string[])]);
+    check(lists.length === images.length, op, () => `${lists.length} query lists for ${images.length} images`);
+    check(lists.every((l) => l.length > 0 && l.every((q) => typeof q === 'string' && q.trim() !== '')), op, 'every image needs at least one query, and queries must be non-empty strings');
+    check(det.tokenizer, op, 'string queries need a tokenizer: the model folder has none of ' + TOKENIZER_FILES.join(', ') + ' (pass { tokenizer } to load)');
+    const l = det.config.text.contextLength;
+    const tokenizer = det.tokenizer;
+    // Encode every distinct string once, before any image is read: a bad query fails early.
+    const encoded = new Map<string, Int32Array>();
+    for (const q of lists.flat()) if (!encoded.has(q)) encoded.set(q, encodeQuery(op, tokenizer, q, l, options.truncate));
+    const maxQ = Math.max(...lists.map((x) => x.length));
+    // Images with fewer queries get rows of zeros: padding queries (-1e6) that never win.
+    ids = new Int32Array(images.length * maxQ * l);
+    lists.forEach((list, img) => list.forEach((q, j) => ids!.set(encoded.get(q)!, (img * maxQ + j) * l)));
+  }
+  const query = imageQuery ? await detectInputs(op, [imageQuery.image], size) : undefined;
+  const queryEmbedding = query ? await det.embedImage(query.data, query.shape) : undefined;
+  try {
+    let queryBox: number[] | undefined;
+    if (imageQuery?.box !== undefined) {
+      const [h, w] = query!.originalSizes[0]!;
+      const b = clipBox(op, 'query box 0', imageQuery.box, w, h);
+      queryBox = [b[0] / w, b[1] / h, b[2] / w, b[3] / h];
+    }
+    const results: Detection[][] = [];
+    for (let first = 0; first < images.length; first += batchSize) {
+      const chunk = images.slice(first, first + batchSize);
+      const pixels = await detectInputs(op, chunk, size);
+      const image = await det.embedImage(pixels.data, pixels.shape);
+      try {
+        let found: Detections[];
+        if (queryEmbedding) {
+          const scored = await det.queryImage(image, queryEmbedding, { queryBox });
+          found = await det.postProcessImageGuided({ logits: scored.logits, targetPredBoxes: image.predBoxes }, { threshold, nmsThreshold: options.nms ?? 0.3, targetSizes: pixels.originalSizes });
+        } else {
+          const l = det.config.text.contextLength;
+          const rows = ids!.length / l / images.length;
+          const chunkIds = ids!.subarray(first * rows * l, (first + chunk.length) * rows * l);
+          const { logits } = await det.queryText(image, { inputIds: chunkIds, idsShape: [chunk.length * rows, l] });
+          found = det.postProcess({ logits, predBoxes: image.predBoxes }, { threshold, targetSizes: pixels.originalSizes });
+          if (options.nms !== undefined) found = await Promise.all(found.map((d) => classNms(det.gpu, d, options.nms!)));
+        }
+        found.forEach((d, i) => {
+          const name = (label: number) => (imageQuery ? (typeof imageQuery.image === 'string' ? imageQuery.image : 'image') : lists[first + i]![label]!);
+          const list = Array.from(d.scores, (score, k) => ({ box: Array.from(d.boxes.subarray(4 * k, 4 * k + 4)) as Detection['box'], score, label: d.labels[k]!, query: name(d.labels[k]!) }));
+          list.sort((a, b) => b.score - a.score);
+          results.push(topK === undefined ? list : list.slice(0, topK));
+        });
+      } finally {
+        image.dispose();
+      }
+    }
+    return results;
+  } finally {
+    queryEmbedding?.dispose();
+  }
+}
+
+/** Preprocessed pixels of detect's images, with their original (h, w). */
+async function detectInputs(op: string, images: readonly DetectImage[], size: number): Promise<{ data: Float32Array; shape: number[]; originalSizes: [number, number][] }> {
+  const pre = images.map((img) => typeof img === 'object' && img !== null && 'pixelValues' in img);
+  if (pre.every((p) => !p)) return preprocessOwlVitBatch(images as ImageInput[], { size });
+  const data = new Float32Array(images.length * 3 * size * size);
+  const originalSizes: [number, number][] = [];
+  for (const [i, img] of images.entries()) {
+    if (pre[i]) {
+      const { pixelValues, originalSize } = img as { pixelValues: Float32Array; originalSize: readonly [number, number] };
+      check(pixelValues?.length === 3 * size * size, op, () => `preprocessed pixels must hold 3·${size}·${size} values, got ${pixelValues?.length}`);
+      checkFinite(op, `pixelValues of image ${i}`, pixelValues);
+      check(Array.isArray(originalSize) && originalSize.length === 2 && originalSize.every((v) => Number.isFinite(v) && v > 0), op, () => `originalSize must be [h, w], got ${JSON.stringify(originalSize)}`);
+      data.set(pixelValues, i * 3 * size * size);
+      originalSizes.push([originalSize[0], originalSize[1]]);
+    } else {
+      const one = await preprocessOwlVitBatch([img as ImageInput], { size });
+      data.set(one.data, i * 3 * size * size);
+      originalSizes.push(one.originalSizes[0]!);
+    }
+  }
+  return { data, shape: [images.length, 3, size, size], originalSizes };
+}
+
+/** Class-aware NMS of one image's detections on the GPU (boxes of different labels never suppress each other). */
+async function classNms(gpu: Gpu, d: Detections, iouThreshold: number): Promise<Detections> {
+  const k = d.scores.length;
+  if (k === 0) return d;
+  const tensors = [Tensor.from(gpu, d.boxes, [k, 4]), Tensor.from(gpu, d.scores, [k]), Tensor.from(gpu, d.labels, [k], 'i32')] as const;
+  try {
+    const keep = Array.from(await batchedNms(gpu, tensors[0], tensors[1], tensors[2], { iouThreshold })).sort((a, b) => a - b);
+    return { scores: Float32Array.from(keep, (i) => d.scores[i]!), labels: Int32Array.from(keep, (i) => d.labels[i]!), boxes: Float32Array.from(keep.flatMap((i) => Array.from(d.boxes.subarray(4 * i, 4 * i + 4)))) };
+  } finally {
+    for (const t of tensors) t.dispose();
+  }
+}
