@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { ClipTokenizer, OwlVitDetector, preprocessOwlVit, selectImageQuery, type Gpu } from '../../src/index.js';
+import { ClipTokenizer, OwlVitDetector, kernels, preprocessOwlVit, selectImageQuery, type Gpu } from '../../src/index.js';
 import { readSafetensors } from '../../src/io/safetensors.js';
 import { useGpu } from '../util/gpu.js';
 import { expectClose } from '../util/check.js';
@@ -197,6 +197,24 @@ describe('OwlVitDetector on owlvit_tiny', () => {
       one.dispose();
     }
     batched.dispose();
+  });
+
+  it('nms: a cached plan per power-of-two box count, equal to the batched NMS reference', async () => {
+    let seed = 7;
+    const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    for (const k of [1, 5, 37]) {
+      const boxes = Float32Array.from({ length: 4 * k }, (_, i) => (i % 4 < 2 ? 40 * rand() : 40 + 40 * rand()));
+      const scores = Float32Array.from({ length: k }, () => rand());
+      const labels = Int32Array.from({ length: k }, () => Math.floor(3 * rand()));
+      for (const scoreThreshold of [undefined, 0.5]) {
+        const want = new Int32Array(kernels.batchedNmsReference(boxes, scores, labels, { iouThreshold: 0.3, scoreThreshold }));
+        expect(await det.nms(boxes, scores, labels, { iouThreshold: 0.3, scoreThreshold })).toEqual(want);
+      }
+    }
+    const before = gpu.stats();
+    await det.nms(new Float32Array([0, 0, 1, 1, 0, 0, 1, 1, 5, 5, 6, 6]), new Float32Array([0.5, 0.9, 0.1]), new Int32Array(3), { iouThreshold: 0.3 }); // one submit: the plan run, no eager uploads or reads
+    expect(gpu.stats().submits - before.submits).toBe(1);
+    await expect(det.nms(new Float32Array(4), new Float32Array(2), new Int32Array(2), { iouThreshold: 0.3 })).rejects.toThrow(/expected boxes \[K, 4\], scores \[K\] and labels \[K\]/);
   });
 
   it('repeated predicts allocate nothing that stays', async () => {

@@ -1,10 +1,7 @@
 // OwlVitDetector.detect: images and query strings (or an example image) in, plain detections in
 // each original image's pixels out. Built only on the detector's public calls: embedImage,
 // queryText / queryImage and the post-processing.
-import type { Gpu } from '../../gpu/gpu.js';
 import { check } from '../../gpu/errors.js';
-import { Tensor } from '../../tensor.js';
-import { batchedNms } from '../../kernels/nms.js';
 import { TOKENIZER_FILES } from '../tokenizer/index.js';
 import { preprocessOwlVitBatch, type ImageInput } from '../preprocess/index.js';
 import { checkFinite, clipBox, encodeQuery } from '../inputs.js';
@@ -107,7 +104,7 @@ export async function detect(det: OwlVitDetector, images: readonly DetectImage[]
           const chunkIds = ids!.subarray(first * rows * l, (first + chunk.length) * rows * l);
           const { logits } = await det.queryText(image, { inputIds: chunkIds, idsShape: [chunk.length * rows, l] });
           found = det.postProcess({ logits, predBoxes: image.predBoxes }, { threshold, targetSizes: pixels.originalSizes });
-          if (options.nms !== undefined) found = await Promise.all(found.map((d) => classNms(det.gpu, d, options.nms!)));
+          if (options.nms !== undefined) found = await Promise.all(found.map((d) => classNms(det, d, options.nms!)));
         }
         found.forEach((d, i) => {
           const name = (label: number) => (imageQuery ? (typeof imageQuery.image === 'string' ? imageQuery.image : 'image') : lists[first + i]![label]!);
@@ -148,15 +145,8 @@ async function detectInputs(op: string, images: readonly DetectImage[], size: nu
   return { data, shape: [images.length, 3, size, size], originalSizes };
 }
 
-/** Class-aware NMS of one image's detections on the GPU (boxes of different labels never suppress each other). */
-async function classNms(gpu: Gpu, d: Detections, iouThreshold: number): Promise<Detections> {
-  const k = d.scores.length;
-  if (k === 0) return d;
-  const tensors = [Tensor.from(gpu, d.boxes, [k, 4]), Tensor.from(gpu, d.scores, [k]), Tensor.from(gpu, d.labels, [k], 'i32')] as const;
-  try {
-    const keep = Array.from(await batchedNms(gpu, tensors[0], tensors[1], tensors[2], { iouThreshold })).sort((a, b) => a - b);
-    return { scores: Float32Array.from(keep, (i) => d.scores[i]!), labels: Int32Array.from(keep, (i) => d.labels[i]!), boxes: Float32Array.from(keep.flatMap((i) => Array.from(d.boxes.subarray(4 * i, 4 * i + 4)))) };
-  } finally {
-    for (const t of tensors) t.dispose();
-  }
+/** Class-aware NMS of one image's detections (boxes of different labels never suppress each other), kept in index order. */
+async function classNms(det: OwlVitDetector, d: Detections, iouThreshold: number): Promise<Detections> {
+  const keep = Array.from(await det.nms(d.boxes, d.scores, d.labels, { iouThreshold })).sort((a, b) => a - b);
+  return { scores: Float32Array.from(keep, (i) => d.scores[i]!), labels: Int32Array.from(keep, (i) => d.labels[i]!), boxes: Float32Array.from(keep.flatMap((i) => Array.from(d.boxes.subarray(4 * i, 4 * i + 4)))) };
 }

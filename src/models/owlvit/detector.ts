@@ -17,6 +17,7 @@ import { poolIndices, type Weights } from '../clip/towers.js';
 import { owlVitConfigFromHf, type OwlVitConfig } from './config.js';
 import { headShapes, UNUSED_BY_DETECTION } from './names.js';
 import { classLogits, imageHeads, textEmbeds } from './heads.js';
+import { nmsKernel } from '../../kernels/nms.js';
 import { ClipTokenizer, TOKENIZER_FILES } from '../tokenizer/index.js';
 import { InputError, checkFinite, clipBox } from '../inputs.js';
 import { detect, type Detection, type DetectImage, type DetectOptions, type DetectQueries } from './detect.js';
@@ -140,6 +141,7 @@ export class OwlVitImageEmbedding {
 }
 
 const OP = 'OwlVitDetector';
+const F32_MAX = 3.4028234663852886e38;
 const TEXT_CACHE_SIZE = 4096;
 
 /**
@@ -477,16 +479,41 @@ export class OwlVitDetector {
     return postProcessObjectDetection(outputs.logits, outputs.predBoxes, [b, n, q], options);
   }
 
-  /** HF post_process_image_guided_detection of imageGuided's outputs, NMS on the GPU (see postprocess.ts). */
+  /** HF post_process_image_guided_detection of imageGuided's outputs, NMS on the GPU (see postprocess.ts and nms). */
   postProcessImageGuided(outputs: Pick<ImageGuidedOutputs, 'logits' | 'targetPredBoxes'>, options: ImageGuidedPostProcessOptions = {}): Promise<Detections[]> {
     const op = `${OP}.postProcessImageGuided`;
     try {
       this.#assertUsable(op);
       const shape = this.#outputShape(op, outputs.logits, outputs.targetPredBoxes);
-      return postProcessImageGuided(this.gpu, outputs.logits, outputs.targetPredBoxes, shape, options);
+      return postProcessImageGuided((...args) => this.nms(...args), outputs.logits, outputs.targetPredBoxes, shape, options);
     } catch (err) {
       return Promise.reject(err);
     }
+  }
+
+  /**
+   * torchvision's batched_nms of boxes [K, 4] (x1, y1, x2, y2), scores [K] and labels [K] (boxes of
+   * different labels never suppress each other), as a graph plan per power-of-two K (padded rows
+   * never take part): the kept indices, best first. Only boxes with score > `scoreThreshold` take
+   * part (default: every box with a score that is not NaN).
+   */
+  async nms(boxes: Float32Array, scores: Float32Array, labels: Int32Array, options: { iouThreshold: number; scoreThreshold?: number }): Promise<Int32Array> {
+    const op = `${OP}.nms`;
+    this.#assertUsable(op);
+    const k = scores?.length;
+    check(boxes?.length === 4 * k && labels?.length === k, op, () => `expected boxes [K, 4], scores [K] and labels [K], got ${boxes?.length}, ${k} and ${labels?.length} values`);
+    if (k === 0) return new Int32Array(0);
+    const padded = bucket(k);
+    // Padded rows score -Infinity, which no threshold lets through.
+    const nmsOptions = { batched: true, iouThreshold: options.iouThreshold, scoreThreshold: options.scoreThreshold ?? -F32_MAX };
+    const build = (g: GraphBuilder) => {
+      g.output('keep', g.op(nmsKernel, [g.input('boxes', [padded, 4]), g.input('scores', [padded]), g.input('labels', [padded], 'i32')], nmsOptions, 'owl.nms')[0]!);
+    };
+    const inputs = { boxes: padRows(boxes, k, padded), scores: Float32Array.from({ length: padded }, (_, i) => (i < k ? scores[i]! : -Infinity)), labels: padRows(labels, k, padded) };
+    const { outputs } = await this.#plans.use(`nms:${padded}:${nmsOptions.iouThreshold}:${nmsOptions.scoreThreshold}`, build, (plan) => plan.run(inputs));
+    const keep = outputs.keep as Int32Array;
+    const count = keep.indexOf(-1);
+    return count < 0 ? keep : keep.slice(0, count);
   }
 
   #outputShape(op: string, logits: ArrayLike<number>, boxes: ArrayLike<number>): [number, number, number] {

@@ -1,11 +1,9 @@
 // OWL-ViT post-processing as Hugging Face's OwlViTImageProcessor (v4.35) does it, and the choice of
 // an image query's embedding (OwlViTForObjectDetection.embed_image_query). Arithmetic is rounded
 // to f32 where the reference computes in f32, so thresholds decide the same way. The NMS of
-// image-guided detection runs on the GPU (kernels.batchedNms, one dispatch chain for all images).
-import type { Gpu } from '../../gpu/gpu.js';
+// image-guided detection is a function the caller gives (the detector runs it as a graph plan).
 import { check } from '../../gpu/errors.js';
-import { Tensor } from '../../tensor.js';
-import { batchedNms, NMS_MAX_BOXES } from '../../kernels/nms.js';
+import { NMS_MAX_BOXES } from '../../kernels/nms.js';
 
 const f = Math.fround;
 
@@ -22,6 +20,12 @@ export interface PostProcessOptions {
   /** (h, w) of each image: boxes come out in its pixels (x scaled by w, y by h); default: normalised. */
   targetSizes?: readonly (readonly [number, number])[];
 }
+
+/**
+ * Class-aware NMS as torchvision's batched_nms: boxes [K, 4] xyxy, scores [K], labels [K]; only
+ * boxes with score > scoreThreshold take part. Resolves to the kept indices.
+ */
+export type BatchedNms = (boxes: Float32Array, scores: Float32Array, labels: Int32Array, options: { iouThreshold: number; scoreThreshold?: number }) => Promise<Int32Array>;
 
 export interface ImageGuidedPostProcessOptions extends PostProcessOptions {
   /** IoU above which a lower-scoring box is suppressed (default 0.3); 1 or more: no NMS. */
@@ -97,14 +101,14 @@ export function postProcessObjectDetection(logits: ArrayLike<number>, predBoxes:
  * the best query (0 with one image query). Unlike the reference, an image whose scores are all 0
  * gives an empty entry instead of being left out of the list.
  */
-export async function postProcessImageGuided(gpu: Gpu, logits: ArrayLike<number>, predBoxes: ArrayLike<number>, shape: readonly [number, number, number], options: ImageGuidedPostProcessOptions = {}): Promise<Detections[]> {
+export async function postProcessImageGuided(nms: BatchedNms, logits: ArrayLike<number>, predBoxes: ArrayLike<number>, shape: readonly [number, number, number], options: ImageGuidedPostProcessOptions = {}): Promise<Detections[]> {
   const [b, n, q] = shape;
   checkShapes('OwlVit.postProcessImageGuided', logits, predBoxes, shape, options.targetSizes);
   const nmsThreshold = options.nmsThreshold ?? 0.3;
   check(Number.isFinite(nmsThreshold), 'OwlVit.postProcessImageGuided', `nmsThreshold must be a finite number, got ${nmsThreshold}`);
   const threshold = f(options.threshold ?? 0);
   const best = Array.from({ length: b }, (_, img) => bestQueries(logits, img, n, q));
-  if (nmsThreshold < 1) await suppress(gpu, predBoxes, best.map((x) => x.scores), n, nmsThreshold);
+  if (nmsThreshold < 1) await suppress(nms, predBoxes, best.map((x) => x.scores), n, nmsThreshold);
   return best.map(({ scores, labels }, img) => {
     let max = 0;
     for (const s of scores) max = Math.max(max, s);
@@ -126,28 +130,20 @@ export async function postProcessImageGuided(gpu: Gpu, logits: ArrayLike<number>
 }
 
 /**
- * Zeroes the scores of suppressed boxes, every image in one batchedNms call (the image index is
+ * Zeroes the scores of suppressed boxes, every image in one NMS call (the image index is
  * the label, so images never suppress each other) while they fit in one. Only boxes scoring > 0
  * take part, as the reference skips zero scores.
  */
-async function suppress(gpu: Gpu, predBoxes: ArrayLike<number>, scores: Float32Array[], n: number, iouThreshold: number): Promise<void> {
+async function suppress(nms: BatchedNms, predBoxes: ArrayLike<number>, scores: Float32Array[], n: number, iouThreshold: number): Promise<void> {
   const perCall = Math.max(1, Math.floor(NMS_MAX_BOXES / Math.max(n, 1)));
   for (let first = 0; first < scores.length; first += perCall) {
     const images = scores.slice(first, first + perCall);
     const k = images.length * n;
     const boxData = new Float32Array(4 * k);
     for (let i = 0; i < k; i++) boxData.set(corners(predBoxes, first * n + i), 4 * i);
-    const tensors = [
-      Tensor.from(gpu, boxData, [k, 4]),
-      Tensor.from(gpu, Float32Array.from(images.flatMap((s) => Array.from(s))), [k]),
-      Tensor.from(gpu, Int32Array.from({ length: k }, (_, i) => Math.floor(i / n)), [k], 'i32'),
-    ] as const;
-    try {
-      const kept = new Set(await batchedNms(gpu, tensors[0], tensors[1], tensors[2], { iouThreshold, scoreThreshold: 0 }));
-      images.forEach((s, img) => s.forEach((_, i) => !kept.has(img * n + i) && (s[i] = 0)));
-    } finally {
-      for (const t of tensors) t.dispose();
-    }
+    const labels = Int32Array.from({ length: k }, (_, i) => Math.floor(i / n));
+    const kept = new Set(await nms(boxData, Float32Array.from(images.flatMap((s) => Array.from(s))), labels, { iouThreshold, scoreThreshold: 0 }));
+    images.forEach((s, img) => s.forEach((_, i) => !kept.has(img * n + i) && (s[i] = 0)));
   }
 }
 
