@@ -25,9 +25,11 @@ interface Entry {
 /**
  * Compiled plans by key (a batch size, a box count, …), each built and compiled once: what models
  * keep, since a plan serves one set of input shapes. Least recently used plans are freed once the
- * cache holds more than `maxPlans` plans or `maxBytes` bytes; a plan in use (inside `use`) is
- * never freed under its caller, so the cache may exceed its limits while every plan is busy.
- * `dispose()` frees every idle plan at once and the busy ones as their calls finish.
+ * cache holds more than `maxPlans` plans or `maxBytes` bytes; eviction never frees a plan in use
+ * (inside `use`), so the cache may exceed its limits while every plan is busy. `dispose()` frees
+ * every plan at once, busy ones included (their runs reject saying the plan was disposed: the
+ * owner is going away, with the weights those runs read); a plan still compiling frees itself
+ * when it finishes.
  */
 export class PlanCache {
   readonly gpu: Gpu;
@@ -84,7 +86,7 @@ export class PlanCache {
     } finally {
       entry.users--;
       if (entry.evicted && entry.users === 0) entry.plan?.dispose();
-      this.#trim();
+      if (!this.#disposed) this.#trim();
     }
   }
 
@@ -93,7 +95,7 @@ export class PlanCache {
     build(g);
     const e: Entry = { promise: g.compile(this.gpu), users: 0, evicted: false };
     e.promise.then(
-      (plan) => (e.plan = plan),
+      (plan) => (this.#disposed ? plan.dispose() : (e.plan = plan)),
       () => this.#entries.get(key) === e && this.#entries.delete(key),
     );
     return e;
@@ -116,10 +118,7 @@ export class PlanCache {
 
   dispose(): void {
     this.#disposed = true;
-    for (const e of this.#entries.values()) {
-      e.evicted = true;
-      if (e.users === 0) e.plan?.dispose();
-    }
+    for (const e of this.#entries.values()) e.plan?.dispose();
     this.#entries.clear();
   }
 }

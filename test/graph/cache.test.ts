@@ -49,7 +49,7 @@ describe('PlanCache', () => {
     cache.dispose();
   });
 
-  it('never frees a plan under a running call: eviction and dispose wait for it', async () => {
+  it('never evicts a plan under a running call; dispose frees it at once and the call rejects', async () => {
     const gpu = await getGpu();
     const before = gpu.stats().liveBytes;
     const cache = new PlanCache(gpu, 'test', { maxPlans: 1 });
@@ -68,9 +68,12 @@ describe('PlanCache', () => {
     expect((await run('2')).outputs.y![0]).toBe(2);
     expect((await run('3')).outputs.y![0]).toBe(3);
     expect(cache.size).toBe(1);
-    cache.dispose(); // '7' is freed when its call is done
     release();
     expect((await slow).outputs.y![0]).toBe(7);
+    // The owner goes away during a run: the plan is freed at once, the run says so.
+    const busy = cache.use('7', build('7'), (plan) => plan.run({ x: new Float32Array(64).fill(1) }));
+    cache.dispose();
+    await expect(busy).rejects.toThrow(/disposed/);
     expect(gpu.stats().liveBytes).toBe(before);
   });
 

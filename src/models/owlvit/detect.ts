@@ -80,7 +80,7 @@ export async function detect(det: OwlVitDetector, images: readonly DetectImage[]
     lists.forEach((list, img) => list.forEach((q, j) => ids!.set(encoded.get(q)!, (img * maxQ + j) * l)));
   }
   const query = imageQuery ? await detectInputs(op, [imageQuery.image], size) : undefined;
-  const queryEmbedding = query ? await det.embedImage(query.data, query.shape) : undefined;
+  const queryEmbedding = query ? await det.embedImage(query.data, query.shape, { classEmbedsRaw: true }) : undefined;
   try {
     let queryBox: number[] | undefined;
     if (imageQuery?.box !== undefined) {

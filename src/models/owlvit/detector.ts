@@ -113,6 +113,8 @@ export class OwlVitImageEmbedding {
   readonly predBoxes: Float32Array;
   /** [B, g, g, D], when embedImage was asked for it. */
   readonly imageEmbeds?: Float32Array;
+  /** [B, N, Dt] class_head.dense0 outputs, when embedImage was asked for them (what queryImage picks a query from). */
+  readonly classEmbedsRaw?: Float32Array;
   /**
    * class_head inputs [P, N, Dt], [P, N, 1], [P, N, 1] in the detector's dtype, where P is the batch
    * rounded up to a power of two (plans serve such buckets; rows past `batch` are padding).
@@ -121,10 +123,11 @@ export class OwlVitImageEmbedding {
   readonly #onDispose: (e: OwlVitImageEmbedding) => void;
 
   /** @internal made by OwlVitDetector.embedImage */
-  constructor(init: { batch: number; predBoxes: Float32Array; imageEmbeds?: Float32Array; tensors: OwlVitImageEmbedding['tensors']; onDispose: (e: OwlVitImageEmbedding) => void }) {
+  constructor(init: { batch: number; predBoxes: Float32Array; imageEmbeds?: Float32Array; classEmbedsRaw?: Float32Array; tensors: OwlVitImageEmbedding['tensors']; onDispose: (e: OwlVitImageEmbedding) => void }) {
     this.batch = init.batch;
     this.predBoxes = init.predBoxes;
     this.imageEmbeds = init.imageEmbeds;
+    this.classEmbedsRaw = init.classEmbedsRaw;
     this.tensors = init.tensors;
     this.#onDispose = init.onDispose;
   }
@@ -270,9 +273,10 @@ export class OwlVitDetector {
   /**
    * Runs the vision tower and the query-independent heads once: boxes, and the class head's inputs
    * kept on the GPU for scoring queries later (queryText / queryImage). With `imageEmbeds` the
-   * feature map is also read back.
+   * feature map is also read back, with `classEmbedsRaw` the class embeddings (in the same run: what
+   * an image used as a query needs).
    */
-  async embedImage(pixelValues: Float32Array, pixelShape: readonly number[], options: { imageEmbeds?: boolean } = {}): Promise<OwlVitImageEmbedding> {
+  async embedImage(pixelValues: Float32Array, pixelShape: readonly number[], options: { imageEmbeds?: boolean; classEmbedsRaw?: boolean } = {}): Promise<OwlVitImageEmbedding> {
     const op = `${OP}.embedImage`;
     this.#assertUsable(op);
     const b = this.#checkPixels(op, pixelValues, pixelShape);
@@ -290,12 +294,13 @@ export class OwlVitDetector {
       logitScale: Tensor.empty(this.gpu, [padded, n, 1], this.dtype),
     };
     try {
-      const run = (plan: GraphPlan) => plan.run({ pixels: padRows(pixelValues, b, padded) }, { outputs: ['predBoxes', ...(options.imageEmbeds ? ['imageEmbeds'] : [])], copyTo: tensors });
+      const run = (plan: GraphPlan) => plan.run({ pixels: padRows(pixelValues, b, padded) }, { outputs: ['predBoxes', 'imageEmbeds', 'classEmbedsRaw'].filter((o) => o === 'predBoxes' || options[o as 'imageEmbeds']), copyTo: tensors });
       const { outputs } = await this.#plans.use(`vision:${padded}`, build, run);
       const e = new OwlVitImageEmbedding({
         batch: b,
         predBoxes: firstRows(outputs.predBoxes as Float32Array, b, padded),
         imageEmbeds: outputs.imageEmbeds && firstRows(outputs.imageEmbeds as Float32Array, b, padded),
+        classEmbedsRaw: outputs.classEmbedsRaw && firstRows(outputs.classEmbedsRaw as Float32Array, b, padded),
         tensors,
         onDispose: (x) => this.#embeddings.delete(x),
       });
@@ -334,19 +339,19 @@ export class OwlVitDetector {
     // must not lose its own first ones.
     const found = new Map(keys.map((k) => [k, this.#textCache.get(k)]));
     if (missing.length) {
-      const bucket = 2 ** Math.ceil(Math.log2(missing.length));
+      const padded = bucket(missing.length);
       const build = (g: GraphBuilder) => {
-        g.output('textEmbeds', textEmbeds(g, this.#weights(this.weights.text, g), this.config, g.input('ids', [bucket, l], 'i32'), g.input('pool', [bucket], 'i32')));
+        g.output('textEmbeds', textEmbeds(g, this.#weights(this.weights.text, g), this.config, g.input('ids', [padded, l], 'i32'), g.input('pool', [padded], 'i32')));
       };
-      const ids = new Int32Array(bucket * l);
-      const poolAt = new Int32Array(bucket);
+      const ids = new Int32Array(padded * l);
+      const poolAt = new Int32Array(padded);
       missing.forEach((k, i) => {
         const r = keys.indexOf(k);
         ids.set(inputIds.subarray(r * l, (r + 1) * l), i * l);
         poolAt[i] = i * l + (pool[r]! - r * l);
       });
-      for (let i = missing.length; i < bucket; i++) poolAt[i] = i * l;
-      const out = (await this.#plans.use(`text:${bucket}:${l}`, build, (plan) => plan.run({ ids, pool: poolAt }))).outputs.textEmbeds as Float32Array;
+      for (let i = missing.length; i < padded; i++) poolAt[i] = i * l;
+      const out = (await this.#plans.use(`text:${padded}:${l}`, build, (plan) => plan.run({ ids, pool: poolAt }))).outputs.textEmbeds as Float32Array;
       const e = this.config.embedDim;
       missing.forEach((k, i) => {
         const v = out.slice(i * e, (i + 1) * e);
@@ -438,7 +443,8 @@ export class OwlVitDetector {
     const boxes = normaliseQueryBoxes(op, options.queryBox, nq);
     const n = this.numPatches;
     const dt = this.config.text.width;
-    const raw = (await query.tensors.classEmbedsRaw.read()) as Float32Array;
+    // The query is picked on the host: embeddings made with { classEmbedsRaw } brought them back in their run.
+    const raw = query.classEmbedsRaw ?? ((await query.tensors.classEmbedsRaw.read()) as Float32Array);
     const bestBoxIndices = new Int32Array(nq);
     const queryEmbeds = new Float32Array(nq * dt);
     for (let i = 0; i < nq; i++) {
@@ -464,7 +470,7 @@ export class OwlVitDetector {
     const target = await this.embedImage(inputs.pixelValues, inputs.pixelShape, { imageEmbeds: true });
     let query: OwlVitImageEmbedding | undefined;
     try {
-      query = await this.embedImage(inputs.queryPixelValues, inputs.queryShape, { imageEmbeds: true });
+      query = await this.embedImage(inputs.queryPixelValues, inputs.queryShape, { imageEmbeds: true, classEmbedsRaw: true });
       const out = await this.queryImage(target, query, { queryBox: inputs.queryBox });
       return { ...out, imageEmbeds: target.imageEmbeds!, queryImageEmbeds: query.imageEmbeds! };
     } finally {

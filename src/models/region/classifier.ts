@@ -13,6 +13,7 @@ import type { GraphBuilder } from '../../graph/builder.js';
 import type { GraphInput } from '../../graph/plan.js';
 import { Tensor } from '../../tensor.js';
 import type { ReadArray } from '../../dtype.js';
+import { bucket } from '../buckets.js';
 import { roiAlignKernel } from '../../kernels/roiAlign.js';
 import { MAX_TOP_K, regionWordSimilarityKernel } from '../../kernels/regionWordSimilarity.js';
 import { ClipModel, type ClipLoadOptions } from '../clip/model.js';
@@ -185,7 +186,7 @@ export class RegionClassifier {
   async #runBoxes({ pixels, mapped }: { pixels: Float32Array; mapped: number[][] }, words: { labels?: Float32Array; attributes?: Float32Array }, tops: { labels: number; attributes: number }): Promise<Record<string, ReadArray>> {
     const run = async () => {
       const grid = await this.#grid(pixels);
-      const k = 2 ** Math.ceil(Math.log2(mapped.length));
+      const k = bucket(mapped.length);
       const rows = boxRows(Array.from({ length: k }, (_, i) => mapped[Math.min(i, mapped.length - 1)]!));
       const nl = (words.labels?.length ?? 0) / this.clip.config.embedDim;
       const na = (words.attributes?.length ?? 0) / this.clip.config.embedDim;
