@@ -2,7 +2,7 @@
 // compare with the fused kernel in the same run). `sequenceKernel` turns a list of steps into one
 // Kernel whose plan is the steps' dispatches in order, with the intermediate tensors (and the
 // steps' own scratch) as its scratch: the harness prepares it once and times it as any other case.
-import type { Kernel, TensorInfo } from '../src/kernels/program.js';
+import { remapDispatch, type Kernel, type TensorInfo } from '../src/kernels/program.js';
 import type { BenchStep, StepInput } from './types.js';
 
 /** Shapes of every step's outputs, validated by the steps' own kernels. */
@@ -46,7 +46,7 @@ export function sequenceKernel(name: string, steps: readonly BenchStep[]): Kerne
         const plan = s.kernel.plan(gpu, s.inputs.map(infoOf), outs[i]!, s.options);
         // The step's tensor indices ([...its inputs, ...its outputs, ...its scratch]) in ours.
         const map = [...s.inputs.map(at), ...mine, ...(plan.scratch ?? []).map(addScratch)];
-        for (const d of plan.dispatches) dispatches.push({ ...d, tensors: d.tensors.map((t) => map[t]!) });
+        for (const d of plan.dispatches) dispatches.push(remapDispatch(d, map));
         stepTensors.push(mine);
         flops += plan.flops ?? 0;
         bytes += plan.bytes ?? 0;

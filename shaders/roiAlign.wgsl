@@ -27,6 +27,8 @@ struct Params {
 
 override NHWC: bool = false;
 override WG: u32 = 256u;
+// Cap on adaptive samples per bin axis (ROI_ALIGN_MAX_SAMPLES in the TS module).
+override MAX_SAMPLES: f32 = 64.0;
 // vec4s of channels per invocation (a constant: private arrays cannot be override-sized).
 const E = 4u;
 
@@ -86,8 +88,9 @@ fn box_of(k: u32) -> Box {
   r.bin_h = roi_h / f32(p.ph);
   r.bin_w = roi_w / f32(p.pw);
   // Negative (inverted aligned boxes) or zero grids sample nothing and divide by 1, as torchvision.
-  r.grid_h = select(i32(ceil(roi_h / f32(p.ph))), p.sampling_ratio, p.sampling_ratio > 0);
-  r.grid_w = select(i32(ceil(roi_w / f32(p.pw))), p.sampling_ratio, p.sampling_ratio > 0);
+  // Adaptive grids are capped (in f32, before the i32 conversion of a possibly huge count).
+  r.grid_h = select(i32(min(ceil(roi_h / f32(p.ph)), MAX_SAMPLES)), p.sampling_ratio, p.sampling_ratio > 0);
+  r.grid_w = select(i32(min(ceil(roi_w / f32(p.pw)), MAX_SAMPLES)), p.sampling_ratio, p.sampling_ratio > 0);
   r.samples = f32(max(r.grid_h * r.grid_w, 1));
   r.batch = u32(batch);
   r.valid = true;
@@ -142,6 +145,18 @@ fn sample_axis(v_in: f32, n: u32) -> AxisSample {
   return AxisSample(true, low, high, v - f32(low));
 }
 
+// The samples [x, y) of one axis of a bin that can fall in [-1, n]: each is still checked, so the
+// range only needs to be conservative (a margin of 1 to 2 covers rounding). A box far larger than
+// the map then costs what its part on the map costs. Full range where the math might not stay
+// finite (a step under 0.5 happens only with 1 adaptive sample or an explicit sampling ratio).
+fn sample_range(v0: f32, bin: f32, grid: i32, n: u32) -> vec2i {
+  let step = bin / f32(grid);
+  if (grid <= 1 || !(step >= 0.5 && step < 1e30 && abs(v0) < 1e30)) { return vec2i(0, max(grid, 0)); }
+  let lo = (-1.0 - v0) / step - 0.5;
+  let hi = (f32(n) - v0) / step - 0.5;
+  return vec2i(i32(clamp(floor(lo) - 1.0, 0.0, f32(grid))), i32(clamp(ceil(hi) + 2.0, 0.0, f32(grid))));
+}
+
 // Sample (iy, ix) of a bin: whether it is inside, the offsets of its 4 taps (top-left, top-right,
 // bottom-left, bottom-right) from a channel's pixel 0, and its x and y fractions.
 struct Sample { inside: bool, at: vec4u, fx: f32, fy: f32 }
@@ -181,8 +196,10 @@ fn main(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     base[e] = b.plane + min(vec4u(b.ch + 4u * e) + vec4u(0u, 1u, 2u, 3u), vec4u(p.c - 1u)) * cstride;
   }
   var sum: array<vec4f, E>;
-  for (var iy = 0; iy < b.grid_h; iy++) {
-    for (var ix = 0; ix < b.grid_w; ix++) {
+  let ry = sample_range(b.y0, b.bin_h, b.grid_h, p.h);
+  let rx = sample_range(b.x0, b.bin_w, b.grid_w, p.w);
+  for (var iy = ry.x; iy < ry.y; iy++) {
+    for (var ix = rx.x; ix < rx.y; ix++) {
       let s = sample_of(b, iy, ix);
       if (!s.inside) { continue; }
       for (var e = 0u; e < E; e++) {
@@ -207,8 +224,10 @@ fn main_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: ve
   let b = bin_of(i);
   let last = p.c / 4u - 1u;
   var sum: array<vec4f, E>;
-  for (var iy = 0; iy < b.grid_h; iy++) {
-    for (var ix = 0; ix < b.grid_w; ix++) {
+  let ry = sample_range(b.y0, b.bin_h, b.grid_h, p.h);
+  let rx = sample_range(b.x0, b.bin_w, b.grid_w, p.w);
+  for (var iy = ry.x; iy < ry.y; iy++) {
+    for (var ix = rx.x; ix < rx.y; ix++) {
       let s = sample_of(b, iy, ix);
       if (!s.inside) { continue; }
       let at = (b.plane + s.at) / 4u;

@@ -21,18 +21,22 @@ function validateShape(op: string, shape: readonly number[]): void {
   }
 }
 
-/** The largest tensor buffer the device creates and binds, in bytes. */
+/**
+ * The largest tensor a kernel can bind whole, in bytes: weight loaders refuse larger ones (kernels
+ * split activations by rows, boxes or queries at the binding limit, but bind weights whole).
+ */
 export function maxTensorBytes(gpu: Gpu): number {
   return Math.min(gpu.limits.maxStorageBufferBindingSize ?? Infinity, gpu.limits.maxBufferSize ?? Infinity);
 }
 
 function validateSize(gpu: Gpu, op: string, shape: readonly number[], dtype: DType): number {
   const bytes = paddedByteLength(shape, dtype);
-  const limit = maxTensorBytes(gpu);
+  // Tensors may exceed the binding limit: kernels that split their work bind slices of them.
+  const limit = gpu.limits.maxBufferSize ?? Infinity;
   check(
     bytes <= limit,
     op,
-    () => `a ${dtype} tensor of shape ${shapeString(shape)} needs ${bytes} bytes, above the device's binding limit of ${limit} bytes`,
+    () => `a ${dtype} tensor of shape ${shapeString(shape)} needs ${bytes} bytes, above the device's maxBufferSize of ${limit} bytes`,
   );
   return bytes;
 }

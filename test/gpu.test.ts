@@ -74,6 +74,27 @@ describe('openGpu', () => {
     x.dispose();
   });
 
+  it('limits: lowers a max… limit as kernels see it, and refuses anything else', async () => {
+    const { openGpu } = await import('../src/index.js');
+    const small = await openGpu({ limits: { maxStorageBufferBindingSize: 4096 } });
+    try {
+      expect(small.limits.maxStorageBufferBindingSize).toBe(4096);
+      // A kernel that binds a tensor whole says so before dispatch, with the sizes and the limit.
+      const x = Tensor.from(small, new Float32Array(2048), [2, 1024]);
+      await expect(kernels.softmax(small, x)).rejects.toThrow(
+        /softmax: input 0 \(f32 \[2, 1024\], 8192 bytes\) is bound whole, above the device's maxStorageBufferBindingSize of 4096 bytes; softmax does not split it: call it on smaller pieces/,
+      );
+      x.dispose();
+    } finally {
+      small.close();
+    }
+    const gpu = await getGpu();
+    const max = gpu.limits.maxStorageBufferBindingSize!;
+    await expect(openGpu({ limits: { maxStorageBufferBindingSize: max + 1 } })).rejects.toThrow(/limits.maxStorageBufferBindingSize: expected a positive integer no larger than the adapter's/);
+    await expect(openGpu({ limits: { minStorageBufferOffsetAlignment: 4 } })).rejects.toThrow(/limits.minStorageBufferOffsetAlignment/);
+    await expect(openGpu({ limits: { maxBufferSize: 0 } })).rejects.toThrow(/got 0/);
+  });
+
   it('keeps the errors of concurrent scoped() calls apart', async () => {
     const gpu = await getGpu();
     // A texture of 8192 x 8192 x 256 rgba32float texels (275 GB): an out-of-memory error, not a validation one.

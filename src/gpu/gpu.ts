@@ -17,6 +17,12 @@ export interface OpenGpuOptions {
    * 'gpu' on a CPU adapter runs, and tests, the code that real GPUs run.
    */
   profile?: 'auto' | GpuProfile;
+  /**
+   * Lowers `max…` limits as ovgpu sees them, e.g. `{ maxStorageBufferBindingSize: 4096 }`: kernels
+   * then split their work as they would at a real limit of that size, so tests reach the chunked
+   * paths with small tensors. A value above the device's limit is refused.
+   */
+  limits?: Readonly<Record<string, number>>;
 }
 
 /** The kernel settings a Gpu was opened with; see OpenGpuOptions.profile. */
@@ -106,6 +112,12 @@ export async function openGpu(options: OpenGpuOptions = {}): Promise<Gpu> {
         '. On a machine without a GPU run scripts/setup to install a software Vulkan driver.',
     );
   }
+  for (const [key, v] of Object.entries(options.limits ?? {})) {
+    const max = (adapter.limits as unknown as Record<string, number | undefined>)[key];
+    if (!key.startsWith('max') || typeof max !== 'number' || !Number.isInteger(v) || v <= 0 || v > max) {
+      throw new GpuError('openGpu', `limits.${key}: expected a positive integer no larger than the adapter's ${key} (${max ?? 'no such max… limit'}), got ${v}`);
+    }
+  }
   const disabled = new Set(options.disableFeatures ?? []);
   const requiredFeatures = WANTED_FEATURES.filter((f) => adapter.features.has(f) && !disabled.has(f));
   const requiredLimits: Record<string, number> = {};
@@ -121,7 +133,7 @@ export async function openGpu(options: OpenGpuOptions = {}): Promise<Gpu> {
   } catch (err) {
     throw new GpuError('openGpu', `requesting a device failed: ${(err as Error).message}`, { cause: err });
   }
-  return new Gpu(device, adapter, keepAlive, profile);
+  return new Gpu(device, adapter, keepAlive, profile, options.limits);
 }
 
 /** One WebGPU device with buffer and submit accounting and error capture. */
@@ -142,7 +154,8 @@ export class Gpu {
   #lost: string | undefined;
   #uncaptured: GPUError[] = [];
 
-  constructor(device: GPUDevice, adapter: GPUAdapter, keepAlive: unknown, profile: 'auto' | GpuProfile = 'auto') {
+  /** `lowered`: limits to report below the device's (OpenGpuOptions.limits, checked by openGpu). */
+  constructor(device: GPUDevice, adapter: GPUAdapter, keepAlive: unknown, profile: 'auto' | GpuProfile = 'auto', lowered: Readonly<Record<string, number>> = {}) {
     this.device = device;
     this.#keepAlive = keepAlive;
     const i = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean; subgroupMinSize?: number; subgroupMaxSize?: number };
@@ -162,7 +175,7 @@ export class Gpu {
       const v = (device.limits as unknown as Record<string, unknown>)[key];
       if (typeof v === 'number') limits[key] = v;
     }
-    this.limits = Object.freeze(limits);
+    this.limits = Object.freeze({ ...limits, ...lowered });
     void device.lost.then((info) => {
       this.#lost = info.reason === 'destroyed' ? 'the GPU was closed' : `the device was lost (${info.message})`;
     });

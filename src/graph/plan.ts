@@ -4,7 +4,7 @@ import { BYTES_PER_ELEMENT, shapeString, sizeOf, type ReadArray } from '../dtype
 import { Tensor, decodeTensorData, encodeTensorData, type TensorData } from '../tensor.js';
 import type { Kernel, KernelPlan, TensorInfo } from '../kernels/program.js';
 import { contiguousStrides, stridedCopyKernel } from '../kernels/copy.js';
-import { createBindGroups, encodeDispatches, packUniforms, scopedWithPipelines } from '../kernels/runtime.js';
+import { checkBindings, createBindGroups, encodeDispatches, packUniforms, scopedWithPipelines } from '../kernels/runtime.js';
 import type { GraphBuilder, Value } from './builder.js';
 import { planMemory } from './memory.js';
 import { releaseConstant, retainConstant } from './constants.js';
@@ -337,7 +337,9 @@ export async function compileGraph(gpu: Gpu, graph: GraphBuilder): Promise<Graph
 
   const addNode = (label: string, kernel: Kernel<unknown>, inputRefs: Ref[], options: unknown, outputInfos: TensorInfo[]): Ref[] => {
     const index = nodes.length;
-    const plan = kernel.plan(gpu, inputRefs.map((r) => r.info), outputInfos, options);
+    const inputInfos = inputRefs.map((r) => r.info);
+    const plan = kernel.plan(gpu, inputInfos, outputInfos, options);
+    checkBindings(gpu, `graph node ${label}`, kernel.name, plan, [...inputInfos, ...outputInfos, ...(plan.scratch ?? [])], inputInfos.length, outputInfos.length);
     for (const r of inputRefs) r.slot.last = Math.max(r.slot.last, index);
     const outputs = outputInfos.map((info) => ({ slot: newSlot('shared', bytesOf(info), index), byteOffset: 0, info }));
     const scratch = (plan.scratch ?? []).map((info) => ({ slot: newSlot('shared', bytesOf(info), index), byteOffset: 0, info }));

@@ -2,7 +2,7 @@ import type { Gpu } from '../gpu/gpu.js';
 import { check } from '../gpu/errors.js';
 import { BYTES_PER_ELEMENT, shapeString, sizeOf } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
-import { grid1d, specialize, uniforms, type Kernel, type TensorInfo } from './program.js';
+import { checkBindable, grid1d, specialize, splitUnits, uniforms, type Kernel, type Program, type TensorInfo } from './program.js';
 import { runKernel } from './runtime.js';
 import gatherWgsl from '../../shaders/gather.wgsl';
 
@@ -19,18 +19,24 @@ export const gatherKernel: Kernel<Record<string, never>> = {
     return [{ shape: [...indices.shape, table.shape[1]!], dtype: table.dtype }];
   },
   plan(gpu, inputs, outputs) {
-    const table = inputs[0]!;
+    const [table, indices] = inputs as [TensorInfo, TensorInfo];
     const out = outputs[0]!;
     const count = sizeOf(out.shape);
+    const width = table.shape[1]!;
+    checkBindable(gpu, 'gather', 'table', table, 'gather splits indices, not the table: gather from row ranges of the table that fit, and add the pieces');
+    const program: Program = { name: 'gather', key: table.dtype, code: specialize(gatherWgsl, table.dtype), constants: { WG }, bindings: ['read', 'read', 'write'] };
+    // Chunks of indices, each with its indices and output rows, under the binding limit.
+    const chunks = splitUnits(gpu, 'gather', 'indices', sizeOf(indices.shape), [
+      { tensor: 1, name: 'indices', info: indices, unitBytes: 4 },
+      { tensor: 2, name: 'output', info: out, unitBytes: width * BYTES_PER_ELEMENT[table.dtype] },
+    ]);
     return {
-      dispatches: [
-        {
-          program: { name: 'gather', key: table.dtype, code: specialize(gatherWgsl, table.dtype), constants: { WG }, bindings: ['read', 'read', 'write'] },
-          tensors: [0, 1, 2],
-          uniforms: uniforms(count, table.shape[1]!, table.shape[0]!),
-          workgroups: grid1d(gpu, count, WG),
-        },
-      ],
+      dispatches: chunks.map((chunk) => ({
+        program,
+        tensors: [0, chunk.bind(1), chunk.bind(2)],
+        uniforms: uniforms(chunk.count * width, width, table.shape[0]!),
+        workgroups: grid1d(gpu, chunk.count * width, WG),
+      })),
       bytes: 2 * count * BYTES_PER_ELEMENT[table.dtype],
     };
   },

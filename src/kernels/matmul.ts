@@ -2,7 +2,7 @@ import type { Gpu } from '../gpu/gpu.js';
 import { check } from '../gpu/errors.js';
 import { BYTES_PER_ELEMENT, shapeString, sizeOf } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
-import { grid2d, isCpuAdapter, specialize, uniforms, type Kernel } from './program.js';
+import { checkBindable, grid2d, isCpuAdapter, specialize, splitUnits, uniforms, type Kernel, type Program, type SplitTensor, type TensorInfo, type UnitChunk } from './program.js';
 import { runKernel } from './runtime.js';
 import { geluReference, quickGeluReference } from './elementwise.js';
 import activationsWgsl from '../../shaders/activations.wgsl';
@@ -62,6 +62,32 @@ const CONFIGS: Record<'cpu' | 'gpu', { variant: MatmulVariant; register: { ROWS:
 /** The tile constants of both variants on this adapter, and the variant used by default. */
 export function matmulConfig(gpu: Gpu) {
   return CONFIGS[isCpuAdapter(gpu) ? 'cpu' : 'gpu'];
+}
+
+/**
+ * Chunks under the binding limit: rows of a, out and residual when b is shared (b and bias stay
+ * whole), whole batches of every operand when b is batched. a stored transposed ([K, M]) with a
+ * shared b has no contiguous rows: it is bound whole.
+ */
+function rowChunks(gpu: Gpu, inputs: readonly TensorInfo[], out: TensorInfo, o: MatmulOptions, d: { batched: boolean; batch: number; M: number; K: number; N: number }): UnitChunk[] {
+  const bytes = BYTES_PER_ELEMENT[out.dtype];
+  const residual = o.hasResidual ? 2 + (o.hasBias ? 1 : 0) : -1;
+  const at = (tensor: number, name: string, unitBytes: number): SplitTensor => ({ tensor, name, info: tensor === inputs.length ? out : inputs[tensor]!, unitBytes });
+  if (d.batched) {
+    return splitUnits(gpu, NAME, 'batches', d.batch, [
+      at(0, 'a', d.M * d.K * bytes),
+      at(1, 'b', d.K * d.N * bytes),
+      at(inputs.length, 'output', d.M * d.N * bytes),
+      ...(residual > 0 ? [at(residual, 'residual', d.M * d.N * bytes)] : []),
+    ]);
+  }
+  checkBindable(gpu, NAME, 'b', inputs[1]!, 'matmul splits the rows of a, not b: multiply by column blocks of b (row blocks with transposeB) and concatenate the outputs');
+  if (o.transposeA) return splitUnits(gpu, NAME, 'rows', d.M, []);
+  return splitUnits(gpu, NAME, 'rows', d.M, [
+    at(0, 'a', d.K * bytes),
+    at(inputs.length, 'output', d.N * bytes),
+    ...(residual > 0 ? [at(residual, 'residual', d.N * bytes)] : []),
+  ]);
 }
 
 /**
@@ -137,36 +163,39 @@ export const matmulKernel: Kernel<MatmulOptions> = {
     const isTiled = (o.variant ?? config.variant) === 'tiled';
     const entryPoint = isTiled ? 'tiled' : vec4 ? 'register_vec4' : 'register_scalar';
     const constants = isTiled ? tiled : register;
-    const workgroups = isTiled
-      ? grid2d(gpu, Math.ceil(N / (4 * tiled.WG_X)), batch * Math.ceil(M / (4 * tiled.WG_Y)))
-      : grid2d(gpu, Math.ceil(N / (4 * register.WG)), batch * Math.ceil(M / register.ROWS));
     // Absent bias / residual bindings are filled by a, which the shader then never reads.
     const bias = o.hasBias ? 2 : 0;
     const residual = o.hasResidual ? 2 + (o.hasBias ? 1 : 0) : 0;
+    const chunks = rowChunks(gpu, inputs, out, o, { batched, batch, M, K, N });
+    const program: Program = {
+      name: `${NAME}.${entryPoint}`,
+      key: a.dtype,
+      code: specialize(activationsWgsl + matmulWgsl, a.dtype),
+      entryPoint,
+      constants: {
+        ...constants,
+        TRANS_A: transposeA ? 1 : 0,
+        TRANS_B: transposeB ? 1 : 0,
+        HAS_BIAS: o.hasBias ? 1 : 0,
+        HAS_RESIDUAL: o.hasResidual ? 1 : 0,
+        ACTIVATION: ACTIVATION_CODE[o.activation ?? 'none'],
+        ACTIVATION_GRAD: o.activationGrad ? 1 : 0,
+      },
+      bindings: ['read', 'read', 'read', 'read', 'write'],
+    };
     return {
-      dispatches: [
-        {
-          program: {
-            name: `${NAME}.${entryPoint}`,
-            key: a.dtype,
-            code: specialize(activationsWgsl + matmulWgsl, a.dtype),
-            entryPoint,
-            constants: {
-              ...constants,
-              TRANS_A: transposeA ? 1 : 0,
-              TRANS_B: transposeB ? 1 : 0,
-              HAS_BIAS: o.hasBias ? 1 : 0,
-              HAS_RESIDUAL: o.hasResidual ? 1 : 0,
-              ACTIVATION: ACTIVATION_CODE[o.activation ?? 'none'],
-              ACTIVATION_GRAD: o.activationGrad ? 1 : 0,
-            },
-            bindings: ['read', 'read', 'read', 'read', 'write'],
-          },
-          tensors: [0, 1, bias, residual, inputs.length],
-          uniforms: uniforms(M, N, K, batch),
-          workgroups,
-        },
-      ],
+      dispatches: chunks.map((chunk) => {
+        // A chunk is `count` rows of M (shared b) or `count` whole batches (batched b).
+        const [rows, batches] = batched ? [M, chunk.count] : [chunk.count, 1];
+        return {
+          program,
+          tensors: [0, 1, bias, residual, inputs.length].map((t) => chunk.bind(t)),
+          uniforms: uniforms(rows, N, K, batches),
+          workgroups: isTiled
+            ? grid2d(gpu, Math.ceil(N / (4 * tiled.WG_X)), batches * Math.ceil(rows / (4 * tiled.WG_Y)))
+            : grid2d(gpu, Math.ceil(N / (4 * register.WG)), batches * Math.ceil(rows / register.ROWS)),
+        };
+      }),
       flops: 2 * batch * M * N * K,
       bytes,
     };

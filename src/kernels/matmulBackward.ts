@@ -2,7 +2,7 @@ import type { Gpu } from '../gpu/gpu.js';
 import { GpuError, check } from '../gpu/errors.js';
 import { shapeString, sizeOf } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
-import type { Dispatch, Kernel, KernelPlan, TensorInfo } from './program.js';
+import { remapDispatch, type Dispatch, type Kernel, type KernelPlan, type TensorInfo } from './program.js';
 import { runKernel } from './runtime.js';
 import { matmulKernel, matmulReference, type MatmulActivation, type MatmulOptions } from './matmul.js';
 import { reduceKernel } from './reduce.js';
@@ -91,7 +91,7 @@ export const matmulBackwardKernel: Kernel<MatmulBackwardOptions> = {
     // A sub-kernel's plan, its [...inputs, ...outputs] mapped to ours by `map`, its scratch added to ours.
     const run = (plan: KernelPlan, map: number[]) => {
       const all = [...map, ...(plan.scratch ?? []).map(addScratch)];
-      dispatches.push(...plan.dispatches.map((d) => ({ ...d, tensors: d.tensors.map((t) => all[t]!) })));
+      dispatches.push(...plan.dispatches.map((d) => remapDispatch(d, all)));
       flops += plan.flops ?? 0;
       bytes += plan.bytes ?? 0;
     };

@@ -1,6 +1,8 @@
 import type { Gpu } from '../gpu/gpu.js';
 import type { DType } from '../dtype.js';
 import { check } from '../gpu/errors.js';
+import { paddedByteLength } from '../tensor.js';
+import { shapeString } from '../dtype.js';
 
 /**
  * Whether kernels use their CPU-adapter settings: the one rule every kernel chooses its variant,
@@ -51,13 +53,33 @@ export interface Program {
   readonly entryPoint?: string;
 }
 
+/**
+ * Bytes [offset, offset + size) of one of a kernel's tensors, bound in place of the whole tensor:
+ * one chunk of a kernel split at the binding limit (see `splitUnits`).
+ */
+export interface TensorSlice {
+  /** An index into [...inputs, ...outputs, ...scratch]. */
+  readonly tensor: number;
+  /** From the tensor's start; a multiple of the device's minStorageBufferOffsetAlignment. */
+  readonly offset: number;
+  readonly size: number;
+}
+
 /** One dispatch of a program over a kernel's tensors. */
 export interface Dispatch {
   readonly program: Program;
-  /** For each storage binding, an index into [...inputs, ...outputs, ...scratch]. */
-  readonly tensors: readonly number[];
+  /** For each storage binding, an index into [...inputs, ...outputs, ...scratch], or a slice of one. */
+  readonly tensors: readonly (number | TensorSlice)[];
   readonly uniforms: ArrayBuffer;
   readonly workgroups: readonly [number, number, number];
+}
+
+/**
+ * A sub-kernel's dispatch inside another kernel's plan: its tensor indices (and those of its
+ * slices) mapped through `map` to the other plan's [...inputs, ...outputs, ...scratch].
+ */
+export function remapDispatch(d: Dispatch, map: readonly number[]): Dispatch {
+  return { ...d, tensors: d.tensors.map((t) => (typeof t === 'number' ? map[t]! : { ...t, tensor: map[t.tensor]! })) };
 }
 
 /** What a kernel does for given inputs on a given device. */
@@ -131,4 +153,87 @@ export function grid2d(gpu: Gpu, x: number, y: number): [number, number, number]
   if (y <= max) return [Math.max(1, x), Math.max(1, y), 1];
   const z = Math.ceil(y / max);
   return [Math.max(1, x), Math.ceil(y / z), z];
+}
+
+/**
+ * The largest storage binding in bytes, rounded down to whole words: WebGPU's
+ * maxStorageBufferBindingSize, or the lower value `openGpu({ limits })` forces for tests.
+ */
+export function bindingLimit(gpu: Gpu): number {
+  return Math.floor((gpu.limits.maxStorageBufferBindingSize ?? 134217728) / 4) * 4;
+}
+
+/** Bytes the binding of a whole tensor covers. */
+export const bindingBytes = (t: TensorInfo): number => paddedByteLength(t.shape, t.dtype);
+
+/** Throws before dispatch, naming the op and saying what to do, unless `t` fits one binding. */
+export function checkBindable(gpu: Gpu, op: string, name: string, t: TensorInfo, advice: string): void {
+  const limit = bindingLimit(gpu);
+  check(
+    bindingBytes(t) <= limit,
+    op,
+    () => `${name} (${t.dtype} ${shapeString(t.shape)}, ${bindingBytes(t)} bytes) is bound whole and exceeds the device's maxStorageBufferBindingSize of ${limit} bytes: ${advice}`,
+  );
+}
+
+/** A tensor of a kernel split along its leading axis of units (rows, boxes, queries, indices). */
+export interface SplitTensor {
+  /** An index into [...inputs, ...outputs, ...scratch]. */
+  readonly tensor: number;
+  /** For error messages: 'boxes', 'output', … */
+  readonly name: string;
+  readonly info: TensorInfo;
+  /** Bytes per unit: the tensor holds units · unitBytes bytes. */
+  readonly unitBytes: number;
+}
+
+/** Units [first, first + count) of a split kernel, and how to bind each split tensor for them. */
+export interface UnitChunk {
+  readonly first: number;
+  readonly count: number;
+  /** The binding of split tensor `tensor` for this chunk: the plain index when there is one chunk. */
+  bind(tensor: number): number | TensorSlice;
+}
+
+const gcd = (a: number, b: number): number => (b === 0 ? a : gcd(b, a % b));
+
+/**
+ * Splits `units` units (of `what`: 'boxes', 'rows', …) into chunks in which every split tensor's
+ * range fits the binding limit and starts at an offset the device can bind. A single chunk binding
+ * whole tensors when everything fits, so small calls dispatch exactly as before. Throws before
+ * dispatch, naming the op, when even the smallest aligned chunk does not fit.
+ */
+export function splitUnits(gpu: Gpu, op: string, what: string, units: number, tensors: readonly SplitTensor[]): UnitChunk[] {
+  const limit = bindingLimit(gpu);
+  if (tensors.every((t) => bindingBytes(t.info) <= limit)) return [{ first: 0, count: units, bind: (t) => t }];
+  // The fewest units whose bytes are a multiple of the offset alignment in every split tensor.
+  const align = Math.max(4, gpu.limits.minStorageBufferOffsetAlignment ?? 256);
+  const step = tensors.reduce((s, t) => {
+    const own = align / gcd(t.unitBytes, align);
+    return (s * own) / gcd(s, own);
+  }, 1);
+  const widest = tensors.reduce((a, t) => (t.unitBytes > a.unitBytes ? t : a));
+  const per = Math.floor(Math.floor(limit / widest.unitBytes) / step) * step;
+  check(
+    per > 0,
+    op,
+    () =>
+      `${widest.name} (${widest.info.dtype} ${shapeString(widest.info.shape)}) exceeds the device's maxStorageBufferBindingSize of ${limit} bytes, ` +
+      `and splitting it by ${what} cannot help: ${step} ${what} (the fewest that keep chunks aligned) take ${step * widest.unitBytes} bytes of it. ` +
+      `Make the other dimensions smaller (or use f16).`,
+  );
+  const chunks: UnitChunk[] = [];
+  for (let first = 0; first < units; first += per) {
+    const count = Math.min(per, units - first);
+    const slices = new Map(
+      tensors.map((t) => {
+        const offset = first * t.unitBytes;
+        // The last chunk also covers the tensor's padding to whole words.
+        const size = first + count === units ? bindingBytes(t.info) - offset : count * t.unitBytes;
+        return [t.tensor, { tensor: t.tensor, offset, size }] as const;
+      }),
+    );
+    chunks.push({ first, count, bind: (t) => slices.get(t) ?? t });
+  }
+  return chunks;
 }

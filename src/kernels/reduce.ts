@@ -2,7 +2,7 @@ import type { Gpu } from '../gpu/gpu.js';
 import { check } from '../gpu/errors.js';
 import { BYTES_PER_ELEMENT, shapeString, sizeOf } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
-import { grid1d, specialize, uniforms, type Dispatch, type Kernel, type KernelPlan, type TensorInfo } from './program.js';
+import { grid1d, remapDispatch, specialize, uniforms, type Dispatch, type Kernel, type KernelPlan, type TensorInfo } from './program.js';
 import { runKernel } from './runtime.js';
 import { contiguousStrides } from './copy.js';
 import reduceWgsl from '../../shaders/reduce.wgsl';
@@ -127,7 +127,7 @@ export const reduceKernel: Kernel<ReduceOptions> = {
 export function reduceStep(gpu: Gpu, x: TensorInfo, options: ReduceOptions, at: { x: number; y: number; scratch: number }): Pick<KernelPlan, 'dispatches' | 'scratch'> {
   const plan = reduceKernel.plan(gpu, [x], reduceKernel.outputs([x], options), options);
   const map = [at.x, at.y, at.scratch];
-  return { dispatches: plan.dispatches.map((d) => ({ ...d, tensors: d.tensors.map((t) => map[t]!) })), scratch: plan.scratch ?? [] };
+  return { dispatches: plan.dispatches.map((d) => remapDispatch(d, map)), scratch: plan.scratch ?? [] };
 }
 
 /** Sum of x over `axes` (negative axes count from the end); reduced axes are dropped unless keepDims. */

@@ -2,7 +2,7 @@ import type { Gpu } from '../gpu/gpu.js';
 import { check } from '../gpu/errors.js';
 import { shapeString, sizeOf } from '../dtype.js';
 import { Tensor } from '../tensor.js';
-import { grid1d, specialize, uniforms, type Kernel } from './program.js';
+import { checkBindable, grid1d, specialize, splitUnits, uniforms, type Kernel } from './program.js';
 import { infosOf, runKernel } from './runtime.js';
 import roiAlignWgsl from '../../shaders/roiAlign.wgsl';
 
@@ -11,7 +11,10 @@ export interface RoiAlignOptions {
   outputSize: number | readonly [number, number];
   /** Image → feature coordinates factor (1 / stride). Default 1. */
   spatialScale?: number;
-  /** Samples per bin side; <= 0 means adaptive ceil(roi size / bins). Default -1, as torchvision. */
+  /**
+   * Samples per bin side; <= 0 means adaptive: ceil(roi size / bins), as torchvision, at most
+   * ROI_ALIGN_MAX_SAMPLES. Default -1.
+   */
   samplingRatio?: number;
   /** Pixel-center alignment (shift by -0.5, no RoI size clamp). Default false, as torchvision. */
   aligned?: boolean;
@@ -20,6 +23,15 @@ export interface RoiAlignOptions {
 }
 
 const NAME = 'roiAlign';
+/**
+ * Most adaptive samples per bin axis. torchvision samples ceil(roi / bins) per axis, which is
+ * unbounded: a box of 1e9 feature pixels would loop ~1e16 times per output. Up to 64 · bins
+ * feature pixels per side (448 at 7×7; 64 with one bin, wider than any ViT grid here: OWL-ViT
+ * B/16 at 960 px has 60) the grid is torchvision's; larger boxes average 64 × 64 evenly spaced
+ * samples per bin. The shader also skips the samples that fall off the map (torchvision counts
+ * them as zeros, and so do we), so a huge box costs what its part on the map costs.
+ */
+export const ROI_ALIGN_MAX_SAMPLES = 64;
 const WG = 256;
 /**
  * Channels per invocation (the shader's 4 · E), which share one computation of each sample's taps
@@ -80,27 +92,36 @@ export const roiAlignKernel: Kernel<RoiAlignOptions> = {
     const [oh, ow] = outputHW(o);
     const count = sizeOf(out.shape);
     const k = out.shape[0]!;
-    const invocations = k * Math.ceil(c / CHANNELS) * oh * ow;
     const entryPoint = layout === 'nhwc' && c % 4 === 0 ? 'main_vec4' : 'main';
     const ratio = o.samplingRatio ?? -1;
     const bytesPer = features.dtype === 'f16' ? 2 : 4;
-    const dispatch = {
-      program: {
-        name: `${NAME}.${layout}`,
-        entryPoint,
-        key: features.dtype,
-        code: specialize(roiAlignWgsl, features.dtype),
-        constants: { NHWC: layout === 'nhwc' ? 1 : 0, WG },
-        bindings: ['read', 'read', 'write'] as const,
-      },
-      tensors: [0, 1, 2],
-      uniforms: uniforms(invocations, n, c, h, w, oh, ow, o.aligned ? 1 : 0, { f32: o.spatialScale ?? 1 }, { i32: ratio }),
-      workgroups: grid1d(gpu, invocations, WG),
+    checkBindable(gpu, NAME, 'features', features, 'roiAlign splits boxes, not the feature map: call it per image (one image of features with its boxes)');
+    const program = {
+      name: `${NAME}.${layout}`,
+      entryPoint,
+      key: features.dtype,
+      code: specialize(roiAlignWgsl, features.dtype),
+      constants: { NHWC: layout === 'nhwc' ? 1 : 0, WG, MAX_SAMPLES: ROI_ALIGN_MAX_SAMPLES },
+      bindings: ['read', 'read', 'write'] as const,
     };
+    // Chunks of boxes, each with its rows of boxes and of the output, under the binding limit.
+    const chunks = splitUnits(gpu, NAME, 'boxes', k, [
+      { tensor: 1, name: 'boxes', info: inputs[1]!, unitBytes: 20 },
+      { tensor: 2, name: 'output', info: out, unitBytes: c * oh * ow * bytesPer },
+    ]);
+    const dispatches = chunks.map((chunk) => {
+      const invocations = chunk.count * Math.ceil(c / CHANNELS) * oh * ow;
+      return {
+        program,
+        tensors: [0, chunk.bind(1), chunk.bind(2)],
+        uniforms: uniforms(invocations, n, c, h, w, oh, ow, o.aligned ? 1 : 0, { f32: o.spatialScale ?? 1 }, { i32: ratio }),
+        workgroups: grid1d(gpu, invocations, WG),
+      };
+    });
     // Nominal: 4 taps (2 flops each) per sample, at the given ratio or 2×2 samples when adaptive.
     const samples = ratio > 0 ? ratio * ratio : 4;
     return {
-      dispatches: count === 0 ? [] : [dispatch],
+      dispatches: count === 0 ? [] : dispatches,
       flops: count * samples * 8,
       bytes: count * bytesPer + k * 20 + Math.min(sizeOf(features.shape), count * samples * 4) * bytesPer,
     };
@@ -143,7 +164,7 @@ export const roiAlignBackwardKernel: Kernel<RoiAlignBackwardOptions> = {
         entryPoint: 'backward',
         key: dy.dtype,
         code: specialize(roiAlignWgsl, dy.dtype),
-        constants: { NHWC: layout === 'nhwc' ? 1 : 0, WG },
+        constants: { NHWC: layout === 'nhwc' ? 1 : 0, WG, MAX_SAMPLES: ROI_ALIGN_MAX_SAMPLES },
         bindings: ['read', 'read', 'read', 'write'] as const,
       },
       // Binding 1 (the forward's features) is unused: dy fills it.
@@ -200,7 +221,10 @@ export async function roiAlignBackward(gpu: Gpu, dy: Tensor, boxes: Tensor, opti
   return (await runKernel(gpu, roiAlignBackwardKernel, [dy, boxes], options))[0]!;
 }
 
-// ---- CPU reference (tests only): torchvision's algorithm in float64, NCHW features ----
+// ---- CPU reference (tests only): torchvision's algorithm in float64 (with our sampling cap), NCHW features ----
+
+/** Samples per bin along one axis: the ratio, or torchvision's adaptive count under our cap. */
+const sampleGrid = (roi: number, bins: number, ratio: number) => (ratio > 0 ? ratio : Math.min(Math.ceil(roi / bins), ROI_ALIGN_MAX_SAMPLES));
 
 export function roiAlignReference(
   features: ArrayLike<number>,
@@ -223,8 +247,7 @@ export function roiAlignReference(
     const roiH = o.aligned ? y2 - y1 : Math.max(y2 - y1, 1);
     const binH = roiH / oh;
     const binW = roiW / ow;
-    const gridH = ratio > 0 ? ratio : Math.ceil(roiH / oh);
-    const gridW = ratio > 0 ? ratio : Math.ceil(roiW / ow);
+    const [gridH, gridW] = [sampleGrid(roiH, oh, ratio), sampleGrid(roiW, ow, ratio)];
     const count = Math.max(gridH * gridW, 1);
     for (let ch = 0; ch < c; ch++) {
       for (let ph = 0; ph < oh; ph++) {
@@ -288,8 +311,7 @@ export function roiAlignBackwardReference(
     const roiW = o.aligned ? x2 - x1 : Math.max(x2 - x1, 1);
     const roiH = o.aligned ? y2 - y1 : Math.max(y2 - y1, 1);
     const [binH, binW] = [roiH / oh, roiW / ow];
-    const gridH = ratio > 0 ? ratio : Math.ceil(roiH / oh);
-    const gridW = ratio > 0 ? ratio : Math.ceil(roiW / ow);
+    const [gridH, gridW] = [sampleGrid(roiH, oh, ratio), sampleGrid(roiW, ow, ratio)];
     const count = Math.max(gridH * gridW, 1);
     for (let ch = 0; ch < c; ch++) {
       const plane = (b * c + ch) * height * width;

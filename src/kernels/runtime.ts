@@ -2,7 +2,7 @@ import type { Gpu } from '../gpu/gpu.js';
 import { GpuError } from '../gpu/errors.js';
 import { Tensor } from '../tensor.js';
 import { shapeString, sizeOf } from '../dtype.js';
-import type { Kernel, KernelPlan, Program, TensorInfo } from './program.js';
+import { bindingBytes, bindingLimit, type Kernel, type KernelPlan, type Program, type TensorInfo, type TensorSlice } from './program.js';
 
 /**
  * Cache key of a program: its specialisation, never its shapes. The source text is part of it, so
@@ -81,6 +81,37 @@ export function packUniforms(gpu: Gpu, plans: readonly KernelPlan[]): { data: Ui
   return { data, offsets };
 }
 
+/** A dispatch's binding of a whole tensor or of a slice of it, within the tensor's own range. */
+function bindingOf(ranges: readonly BufferRange[], t: number | TensorSlice): BufferRange {
+  if (typeof t === 'number') return ranges[t]!;
+  const r = ranges[t.tensor]!;
+  return { buffer: r.buffer, offset: (r.offset ?? 0) + t.offset, size: t.size };
+}
+
+/**
+ * Throws before anything is dispatched if one of a plan's bindings exceeds the binding limit:
+ * kernels that split their work bind slices under it; any other tensor is bound whole. `op` names
+ * the call or graph node; `infos` are [...inputs, ...outputs, ...scratch].
+ */
+export function checkBindings(gpu: Gpu, op: string, kernel: string, plan: KernelPlan, infos: readonly TensorInfo[], inputs: number, outputs: number): void {
+  const limit = bindingLimit(gpu);
+  for (const d of plan.dispatches) {
+    for (const t of d.tensors) {
+      const i = typeof t === 'number' ? t : t.tensor;
+      const bytes = typeof t === 'number' ? bindingBytes(infos[i]!) : t.size;
+      if (bytes <= limit) continue;
+      const role = i < inputs ? `input ${i}` : i < inputs + outputs ? `output ${i - inputs}` : `scratch tensor ${i - inputs - outputs}`;
+      const what = typeof t === 'number' ? 'bound whole' : `a ${bytes}-byte slice of it is bound`;
+      const info = infos[i]!;
+      throw new GpuError(
+        op,
+        `${role} (${info.dtype} ${shapeString(info.shape)}, ${bindingBytes(info)} bytes) is ${what}, above the device's maxStorageBufferBindingSize of ${limit} bytes; ` +
+          `${kernel} does not split it: call it on smaller pieces (fewer rows or a smaller batch) and join the results`,
+      );
+    }
+  }
+}
+
 /**
  * Bind groups for one plan's dispatches. `ranges` holds [...inputs, ...outputs, ...scratch], each a
  * whole buffer or a range of one (graph views);
@@ -97,7 +128,7 @@ export function createBindGroups(
     const pipeline = getPipeline(gpu, d.program);
     const entries: GPUBindGroupEntry[] = [
       { binding: 0, resource: { buffer: uniformBuffer, offset: uniformOffsets[i]!, size: d.uniforms.byteLength } },
-      ...d.tensors.map((t, b) => ({ binding: b + 1, resource: ranges[t]! })),
+      ...d.tensors.map((t, b) => ({ binding: b + 1, resource: bindingOf(ranges, t) })),
     ];
     const bindGroup = gpu.device.createBindGroup({ label: d.program.name, layout: pipeline.getBindGroupLayout(0), entries });
     return { pipeline, bindGroup, workgroups: d.workgroups };
@@ -136,6 +167,7 @@ export async function runKernel<O>(gpu: Gpu, kernel: Kernel<O>, inputs: readonly
   // empty tensors where a shader reads whole vectors. (In-place kernels have no outputs at all.)
   if (outputInfos.length > 0 && outputInfos.every((o) => sizeOf(o.shape) === 0)) return outputInfos.map((o) => Tensor.empty(gpu, o.shape, o.dtype));
   const plan = kernel.plan(gpu, inputInfos, outputInfos, options);
+  checkBindings(gpu, kernel.name, kernel.name, plan, [...inputInfos, ...outputInfos, ...(plan.scratch ?? [])], inputs.length, outputInfos.length);
   const outputs: Tensor[] = [];
   const scratch: Tensor[] = [];
   let uniformBuffer: GPUBuffer | undefined;

@@ -3,10 +3,12 @@ import { Tensor, kernels } from '../../src/index.js';
 import { gatherBackwardReference, gatherReference } from '../../src/kernels/gather.js';
 import { expectClose } from '../util/check.js';
 import { gradFixture } from '../util/grad.js';
-import { forEachProfile } from '../util/gpu.js';
+import { forEachProfile, requireF16, useGpu } from '../util/gpu.js';
+import { firstDifference, runEagerAndGraph } from '../util/chunks.js';
 import { randomArray } from '../util/random.js';
 
-forEachProfile((_, getGpu) => {
+forEachProfile((profile, getGpu) => {
+  const getSmallGpu = useGpu(profile, { limits: { maxStorageBufferBindingSize: 8192 } });
   describe('gather', () => {
     it('picks rows by index, zero rows for out-of-range indices, any index shape', async () => {
       const gpu = await getGpu();
@@ -34,6 +36,38 @@ forEachProfile((_, getGpu) => {
       await expect(kernels.gather(gpu, flat, idx)).rejects.toThrow(/table must be \[rows, width\], got \[12\]/);
       expect(gpu.stats().submits).toBe(before.submits);
       for (const x of [t, f, flat, idx]) x.dispose();
+    });
+    // 3000 indices into a [50, 33] table: output rows of 132 (f32) or 66 (f16) bytes, so chunks of
+    // 60 or 120 indices under an 8 KiB binding limit (f16: 8-index steps keep offsets aligned).
+    for (const dtype of ['f32', 'f16'] as const) {
+      it(`splits indices into chunks under the binding limit, eager and in a graph (${dtype})`, async (ctx) => {
+        const gpu = await getGpu();
+        const small = await getSmallGpu();
+        if (dtype === 'f16') requireF16(ctx, small);
+        const table = randomArray(50 * 33, 4);
+        const idx = Array.from({ length: 3000 }, (_, i) => ((i * 37) % 53) - 1);
+        const t = Tensor.from(gpu, table, [50, 33], dtype);
+        const i = Tensor.from(gpu, idx, [30, 100], 'i32');
+        const unsplit = await kernels.gather(gpu, t, i);
+        const want = await unsplit.read();
+        const inputs = [Tensor.from(small, table, [50, 33], dtype), Tensor.from(small, idx, [30, 100], 'i32')];
+        const { eager, graph, dispatches } = await runEagerAndGraph(small, kernels.gatherKernel, inputs, {});
+        expect(dispatches).toBeGreaterThanOrEqual(25);
+        expect(firstDifference(eager[0]!, want), 'eager').toBe(-1);
+        expect(firstDifference(graph[0]!, want), 'graph').toBe(-1);
+        for (const x of [t, i, unsplit, ...inputs]) x.dispose();
+      });
+    }
+
+    it('a table over the binding limit fails before dispatch, saying what to do', async () => {
+      const small = await getSmallGpu();
+      const t = Tensor.empty(small, [100, 33]);
+      const i = Tensor.from(small, [1], [1], 'i32');
+      await expect(kernels.gather(small, t, i)).rejects.toThrow(
+        /gather: table \(f32 \[100, 33\], 13200 bytes\) is bound whole and exceeds the device's maxStorageBufferBindingSize of 8192 bytes: gather splits indices, not the table/,
+      );
+      t.dispose();
+      i.dispose();
     });
   });
 

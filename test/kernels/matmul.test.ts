@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { GpuError, Tensor, kernels, type DType, type Gpu } from '../../src/index.js';
-import { forEachProfile, requireF16 } from '../util/gpu.js';
+import { forEachProfile, requireF16, useGpu } from '../util/gpu.js';
+import { firstDifference, runEagerAndGraph } from '../util/chunks.js';
 import { expectClose } from '../util/check.js';
 import { randomArray } from '../util/random.js';
 import { matmulReference, type MatmulActivation, type MatmulVariant } from '../../src/kernels/matmul.js';
@@ -74,7 +75,9 @@ const BATCHED_SHAPES: Array<[number[], number]> = [
 const ACTIVATIONS: MatmulActivation[] = ['none', 'gelu', 'quick_gelu'];
 const VARIANTS: MatmulVariant[] = ['register', 'tiled'];
 
-forEachProfile((_, getGpu) => {
+forEachProfile((profile, getGpu) => {
+  /** A 4 KiB binding limit: a few dozen rows fill one binding. */
+  const getSmallGpu = useGpu(profile, { limits: { maxStorageBufferBindingSize: 4096 } });
   describe('matmul', () => {
     for (const variant of VARIANTS) {
       for (const transposeB of [false, true]) {
@@ -120,6 +123,35 @@ forEachProfile((_, getGpu) => {
         }
         await checkCase(gpu, { aShape: [24, 13], N: 12, transposeA: true, bias: true, activation: 'gelu', residual: true }, variant, 'f32', 650);
         await checkCase(gpu, { aShape: [3, 9, 12], N: 8, transposeA: true, transposeB: true, batchedB: true, bias: true, activation: 'quick_gelu', residual: true }, variant, 'f32', 651);
+      });
+
+      it(`${variant}: splits rows (shared b) or batches (batched b) under the binding limit, eager and in a graph`, async () => {
+        const small = await getSmallGpu();
+        // Rows of 80 / 96 bytes: 42 rows a chunk; batches of 432 bytes of a: 9 a chunk.
+        await checkCase(small, { aShape: [300, 20], N: 24, bias: true, activation: 'gelu', residual: true }, variant, 'f32', 700);
+        await checkCase(small, { aShape: [3, 100, 20], N: 24, transposeB: true, residual: true }, variant, 'f32', 701);
+        await checkCase(small, { aShape: [30, 9, 12], N: 8, batchedB: true, residual: true }, variant, 'f32', 702);
+        await checkCase(small, { aShape: [30, 9, 12], N: 8, batchedB: true, transposeA: true, transposeB: true, bias: true }, variant, 'f32', 703);
+        // The graph binds the same slices; both equal one unsplit call bit for bit.
+        const gpu = await getGpu();
+        const [a, b, residual] = [randomArray(300 * 20, 704), randomArray(20 * 24, 705), randomArray(300 * 24, 706)];
+        const options = { hasResidual: true, activation: 'quick_gelu' as const, variant };
+        const whole = [Tensor.from(gpu, a, [300, 20]), Tensor.from(gpu, b, [20, 24]), Tensor.from(gpu, residual, [300, 24])];
+        const [unsplit] = await kernels.runKernel(gpu, kernels.matmulKernel, whole, options);
+        const inputs = [Tensor.from(small, a, [300, 20]), Tensor.from(small, b, [20, 24]), Tensor.from(small, residual, [300, 24])];
+        const { eager, graph, dispatches } = await runEagerAndGraph(small, kernels.matmulKernel, inputs, options);
+        expect(dispatches).toBe(8);
+        const want = await unsplit!.read();
+        expect(firstDifference(eager[0]!, want), 'eager').toBe(-1);
+        expect(firstDifference(graph[0]!, want), 'graph').toBe(-1);
+        for (const t of [...whole, unsplit!, ...inputs]) t.dispose();
+      });
+
+      it(`${variant}: splits f16 rows of odd byte lengths under the binding limit`, async (ctx) => {
+        const small = await getSmallGpu();
+        requireF16(ctx, small);
+        // Rows of 26 / 34 bytes: chunks start at multiples of 8 rows to stay aligned.
+        await checkCase(small, { aShape: [301, 13], N: 17, bias: true, residual: true }, variant, 'f16', 710);
       });
 
       it(`${variant}: f16 storage matches the reference within 1e-2`, async (ctx) => {

@@ -1,12 +1,16 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { GpuError, Tensor, kernels } from '../../src/index.js';
-import { roiAlignBackwardReference, roiAlignReference, type RoiAlignOptions } from '../../src/kernels/roiAlign.js';
+import { ROI_ALIGN_MAX_SAMPLES, roiAlignBackwardReference, roiAlignReference, type RoiAlignOptions } from '../../src/kernels/roiAlign.js';
 import { gradFixture } from '../util/grad.js';
-import { forEachProfile, requireF16 } from '../util/gpu.js';
+import { forEachProfile, requireF16, useGpu } from '../util/gpu.js';
 import { compareClose, expectClose } from '../util/check.js';
+import { firstDifference, runEagerAndGraph } from '../util/chunks.js';
 import { randomArray, rng } from '../util/random.js';
 import { fixturePath, fixtureTensor, loadFixture } from '../util/fixtures.js';
+
+/** Binding limit of the devices that test chunking: a few boxes of output fill one binding. */
+const SMALL_LIMIT = 65536;
 
 interface Variant {
   output: string;
@@ -44,7 +48,8 @@ function randomBoxes(n: number, images: number, width: number, height: number, s
   return out;
 }
 
-forEachProfile((_, getGpu) => {
+forEachProfile((profile, getGpu) => {
+  const getSmallGpu = useGpu(profile, { limits: { maxStorageBufferBindingSize: SMALL_LIMIT } });
   describe('roiAlign', () => {
     it('matches torchvision on all 24 fixture variants (NCHW and NHWC give the same numbers)', async () => {
       const gpu = await getGpu();
@@ -215,6 +220,120 @@ forEachProfile((_, getGpu) => {
       expect(compareClose(got.subarray(5 * per), roiAlignReference(await x.read(), [2, 3, 4, 5], [1, 0, 0, 3, 3], { outputSize: 2, samplingRatio: 0 }), { scaleTol: 1e-5 }).ok).toBe(true);
       expect(got.subarray(5 * per).every((v) => v > 0)).toBe(true);
       for (const t of [x, boxes, y!]) t.dispose();
+    });
+    // f32 with C = 40 (vec4 path, 7840 output bytes a box: 8 boxes a chunk, 19 chunks) and f16 with
+    // C = 5 (490 bytes a box: chunks start at multiples of 8 boxes to stay 16-byte aligned, 8
+    // chunks, the last one covering the padding of an odd element count).
+    for (const [c, dtype, k] of [[40, 'f32', 150], [5, 'f16', 1000]] as const) {
+      it(`splits boxes into chunks under the binding limit, eager and in a graph, equal to one unsplit call (${dtype})`, async (ctx) => {
+        const gpu = await getGpu();
+        const small = await getSmallGpu();
+        if (dtype === 'f16') requireF16(ctx, small);
+        expect(small.limits.maxStorageBufferBindingSize).toBe(SMALL_LIMIT);
+        const [n, h, w] = [2, 6, 6];
+        const data = randomArray(n * h * w * c, 80 + c, 2);
+        const boxes = randomBoxes(k, n, 96, 96, 90 + c);
+        const options: RoiAlignOptions = { outputSize: 7, spatialScale: 1 / 16, samplingRatio: 0, aligned: true, layout: 'nhwc' };
+        const whole = Tensor.from(gpu, data, [n, h, w, c], dtype);
+        const unsplit = await kernels.roiAlign(gpu, whole, boxes, options);
+        const want = await unsplit.read();
+        const inputs = [Tensor.from(small, data, [n, h, w, c], dtype), Tensor.from(small, boxes, [k, 5])];
+        const { eager, graph, dispatches } = await runEagerAndGraph(small, kernels.roiAlignKernel, inputs, options);
+        expect(dispatches).toBeGreaterThanOrEqual(7);
+        expect(firstDifference(eager[0]!, want), 'eager').toBe(-1);
+        expect(firstDifference(graph[0]!, want), 'graph').toBe(-1);
+        for (const t of [whole, unsplit, ...inputs]) t.dispose();
+      });
+    }
+
+    it('what cannot be split fails before dispatch, naming the op, the sizes, the limit and what to do', async () => {
+      const small = await getSmallGpu();
+      const before = small.stats();
+      // Features are bound whole: 2 x 32 x 32 x 16 f32 is 128 KiB.
+      const big = Tensor.empty(small, [2, 32, 32, 16]);
+      await expect(kernels.roiAlign(small, big, [0, 0, 0, 4, 4], { outputSize: 2, layout: 'nhwc' })).rejects.toThrow(
+        /roiAlign: features \(f32 \[2, 32, 32, 16\], 131072 bytes\) is bound whole and exceeds the device's maxStorageBufferBindingSize of 65536 bytes: .*call it per image/,
+      );
+      // One box of output (4096 x 2 x 2 f32 = 64 KiB + 4 channels) is more than a binding.
+      const wide = Tensor.empty(small, [1, 1, 1, 4100]);
+      await expect(kernels.roiAlign(small, wide, [0, 0, 0, 1, 1, 0, 0, 0, 1, 1], { outputSize: 2, layout: 'nhwc' })).rejects.toThrow(
+        /roiAlign: output \(f32 \[2, 4100, 2, 2\]\) exceeds the device's maxStorageBufferBindingSize of 65536 bytes, and splitting it by boxes cannot help: 4 boxes .* take 262400 bytes/,
+      );
+      big.dispose();
+      wide.dispose();
+      expect(small.stats().liveBuffers).toBe(before.liveBuffers);
+    });
+
+    it('1000 and 5000 boxes at 7x7 on a 24x24x768 map (150 and 753 MB outputs) equal smaller calls, at every chunk boundary', async (ctx) => {
+      // Some 10 s of lavapipe time, once: roiAlign has no profile-dependent settings, and the
+      // small-limit test above runs the chunked path under both profiles.
+      ctx.skip(profile === 'gpu', 'roiAlign has no profile-dependent settings; the chunked path runs under both profiles above');
+      const gpu = await getGpu();
+      const [h, w, c] = [24, 24, 768];
+      const limit = gpu.limits.maxStorageBufferBindingSize!;
+      const x = Tensor.from(gpu, randomArray(h * w * c, 5, 1), [1, h, w, c]);
+      // One sample a bin keeps the boxes of this test affordable on a shared CPU adapter.
+      const options: RoiAlignOptions = { outputSize: 7, spatialScale: 1 / 32, samplingRatio: 1, aligned: true, layout: 'nhwc' };
+      const boxes = randomBoxes(5000, 1, 768, 768, 6);
+      const boxBytes = c * 49 * 4;
+      const call = async (first: number, count: number) => {
+        const y = await kernels.roiAlign(gpu, x, boxes.slice(5 * first, 5 * (first + count)), options);
+        const data = await y.read();
+        y.dispose();
+        return data;
+      };
+      // 1000 boxes: all of it against two 500-box calls (75 MB, one binding everywhere).
+      expect(1000 * boxBytes, 'the output exceeds one binding').toBeGreaterThan(limit);
+      const got = await call(0, 1000);
+      for (const i of [0, 1]) expect(firstDifference(got, await call(500 * i, 500), 500 * i * c * 49), `1000 boxes, part ${i}`).toBe(-1);
+      // 5000 boxes: the boxes around each chunk boundary and the last ones, copied out on the GPU
+      // (reading all 753 MB back would take most of this test's time), against calls on just them.
+      const y = await kernels.roiAlign(gpu, x, boxes, options);
+      expect(y.shape).toEqual([5000, c, 7, 7]);
+      const infos = [{ shape: x.shape, dtype: x.dtype }, { shape: [5000, 5], dtype: 'f32' as const }];
+      const plan = kernels.roiAlignKernel.plan(gpu, infos, kernels.roiAlignKernel.outputs(infos, options), options);
+      const starts = plan.dispatches.map((d) => (d.tensors[2] as kernels.TensorSlice).offset / boxBytes);
+      expect(starts.length).toBeGreaterThanOrEqual(Math.ceil((5000 * boxBytes) / limit));
+      for (const first of [...starts.slice(1).map((b) => b - 4), 4992]) {
+        const part = Tensor.empty(gpu, [8, c, 7, 7]);
+        const encoder = gpu.device.createCommandEncoder();
+        encoder.copyBufferToBuffer(y.buffer, first * boxBytes, part.buffer, 0, 8 * boxBytes);
+        gpu.submit([encoder.finish()]);
+        expect(firstDifference(await part.read(), await call(first, 8)), `5000 boxes, boxes ${first}..${first + 7}`).toBe(-1);
+        part.dispose();
+      }
+      y.dispose();
+      x.dispose();
+    }, 600_000);
+
+    it(`caps adaptive sampling at ${ROI_ALIGN_MAX_SAMPLES} per bin axis: a box of 1e9 pixels takes milliseconds`, async () => {
+      const gpu = await getGpu();
+      const [h, w, c] = [24, 24, 768];
+      const data = randomArray(h * w * c, 11, 1);
+      const x = Tensor.from(gpu, data, [1, h, w, c]);
+      // Huge boxes over the map, partly on it, and one exactly at the cap (64 x 7 = 448 feature pixels).
+      const boxes = [0, -1e9, -1e9, 1e9, 1e9, 0, 0, 0, 1e9, 1e9, 0, 3, 5, 1e9, 9, 0, -420, -420, 28, 28];
+      const options: RoiAlignOptions = { outputSize: 7, samplingRatio: 0 };
+      const warm = await kernels.roiAlign(gpu, x, boxes, { ...options, layout: 'nhwc' });
+      warm.dispose();
+      const started = performance.now();
+      const y = await kernels.roiAlign(gpu, x, boxes, { ...options, layout: 'nhwc' });
+      const got = await y.read();
+      const ms = performance.now() - started;
+      console.log(`4 boxes up to 1e9 px, 24x24x768 → 7x7: ${ms.toFixed(1)} ms`);
+      // Uncapped, the first box alone would loop ~4e14 samples per output (some 2 ms unloaded; the
+      // bound leaves room for a CPU adapter shared with other work).
+      expect(ms).toBeLessThan(2000);
+      // The reference (NCHW) on the first 16 channels: up to 4096 samples a bin are slow on the host.
+      const nchw = new Float32Array(16 * h * w);
+      for (let i = 0; i < h * w; i++) for (let ch = 0; ch < 16; ch++) nchw[ch * h * w + i] = data[i * c + ch]!;
+      const ref = roiAlignReference(nchw, [1, 16, h, w], boxes, options);
+      const firstChannels = Array.from({ length: 4 }, (_, k) => Array.from(got.subarray(k * c * 49, (k * c + 16) * 49))).flat();
+      expectClose(firstChannels, ref, { scaleTol: 1e-5 });
+      // The box at the cap is sampled as torchvision samples it, and is not all zero.
+      expect(got.subarray(3 * c * 49).some((v) => v !== 0)).toBe(true);
+      x.dispose();
+      y.dispose();
     });
   });
   describe('roiAlignBackward', () => {

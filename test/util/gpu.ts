@@ -1,13 +1,16 @@
 import { afterAll, describe, type TestContext } from 'vitest';
 import { openGpu, type Gpu, type GpuProfile, type OpenGpuOptions } from '../../src/index.js';
 
-/** One Gpu per test file (or per `forEachProfile` suite), closed after its tests. */
-export function useGpu(profile: OpenGpuOptions['profile'] = 'auto'): () => Promise<Gpu> {
+/**
+ * One Gpu per test file (or per `forEachProfile` suite), closed after its tests. `options` adds
+ * other openGpu options, e.g. `limits` to reach the chunked paths of kernels with small tensors.
+ */
+export function useGpu(profile: OpenGpuOptions['profile'] = 'auto', options: OpenGpuOptions = {}): () => Promise<Gpu> {
   let opened: Promise<Gpu> | undefined;
   afterAll(async () => {
     if (opened) (await opened).close();
   });
-  return () => (opened ??= openGpu({ profile }));
+  return () => (opened ??= openGpu({ ...options, profile }));
 }
 
 /** Both kernel profiles: every kernel test runs its suite under each on whatever adapter runs the tests. */
