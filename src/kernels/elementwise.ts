@@ -3,7 +3,7 @@ import type { Gpu } from '../gpu/gpu.js';
 import { check } from '../gpu/errors.js';
 import { BYTES_PER_ELEMENT, shapeString, sizeOf, type DType } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
-import { grid1d, isCpuAdapter, rowLayout, specialize, uniforms, type Kernel, type TensorInfo } from './program.js';
+import { grid1d, isCpuAdapter, rowLayout, specialize, splitUnits, uniforms, type Kernel, type Program, type SplitTensor, type TensorInfo } from './program.js';
 import { runKernel } from './runtime.js';
 import activationsWgsl from '../../shaders/activations.wgsl';
 import elementwiseWgsl from '../../shaders/elementwise.wgsl';
@@ -131,15 +131,16 @@ export const elementwiseKernel: Kernel<ElementwiseOptions> = {
       const { WG: wg, TPR } = rowLayout(gpu, rows, WG);
       const grad = o.op === 'l2norm_grad';
       const entryPoint = grad ? 'l2norm_grad' : row % 4 === 0 ? 'l2norm_vec4' : 'l2norm';
+      const program: Program = { name: `${NAME}.${entryPoint}`, key, code: code(x.dtype, y.dtype), entryPoint, constants: { WG: wg, TPR }, bindings: ['read', 'read', 'write'] };
+      // Chunks of whole rows of every tensor.
+      const chunks = splitUnits(gpu, `${NAME}.${o.op}`, 'rows', rows, [...inputs, y].map((info, tensor) => ({ tensor, name: tensor < inputs.length ? `input ${tensor}` : 'output', info, unitBytes: row * BYTES_PER_ELEMENT[info.dtype] })));
       return {
-        dispatches: [
-          {
-            program: { name: `${NAME}.${entryPoint}`, key, code: code(x.dtype, y.dtype), entryPoint, constants: { WG: wg, TPR }, bindings: ['read', 'read', 'write'] },
-            tensors: grad ? [0, 1, 2] : [0, 0, 1],
-            uniforms: params(count, 1, row, o.eps ?? 1e-6),
-            workgroups: grid1d(gpu, rows, wg / TPR),
-          },
-        ],
+        dispatches: chunks.map((chunk) => ({
+          program,
+          tensors: (grad ? [0, 1, 2] : [0, 0, 1]).map((t) => chunk.bind(t)),
+          uniforms: params(chunk.count * row, 1, row, o.eps ?? 1e-6),
+          workgroups: grid1d(gpu, chunk.count, wg / TPR),
+        })),
         flops: (grad ? 7 : 3) * count,
         bytes: (grad ? 3 : 2) * elementBytes(x),
       };
@@ -165,18 +166,41 @@ export const elementwiseKernel: Kernel<ElementwiseOptions> = {
     const vec4 = whole4(count) && whole4(sizeOf(x.shape)) && whole4(bCount) && (!broadcast || whole4(y.shape[y.shape.length - 1]!));
     const v4 = vec4Config(gpu);
     const constants = { OP: OP_CODE[o.op as keyof typeof OP_CODE], BROADCAST: broadcast ? 1 : 0, ...(vec4 ? v4 : { WG }) };
+    const program: Program = { name: `${NAME}.${o.op}`, key, code: code(x.dtype, y.dtype), entryPoint: vec4 ? 'main_vec4' : 'main', constants, bindings: ['read', 'read', 'write'] };
+    const tensors = [0, b ? 1 : 0, b ? 2 : 1];
+    // Chunks under the binding limit. Broadcasting: slices of the output's first dimension, with
+    // each input split where it is not broadcast along it. Otherwise runs of elements: whole rows
+    // of b when b is a shorter row repeated (then bound whole), whole vec4s on the vec4 path.
+    const unitBytes = (t: TensorInfo, elements: number) => elements * BYTES_PER_ELEMENT[t.dtype];
+    let units: number;
+    let unitElements: number;
+    const split: SplitTensor[] = [];
+    if (broadcast) {
+      units = y.shape[0]!;
+      unitElements = count / Math.max(1, units);
+      for (const [t, info] of [[0, x], [1, b!]] as const) {
+        const strides = broadcastStrides(info.shape, y.shape);
+        if (strides[0] !== 0) split.push({ tensor: t, name: t === 0 ? 'x' : 'b', info, unitBytes: unitBytes(info, strides[0]!) });
+      }
+    } else {
+      unitElements = b && bCount < count ? bCount : vec4 ? 4 : 1;
+      units = count / Math.max(1, unitElements);
+      split.push({ tensor: 0, name: 'x', info: x, unitBytes: unitBytes(x, unitElements) });
+      if (b && bCount === count) split.push({ tensor: 1, name: 'b', info: b, unitBytes: unitBytes(b, unitElements) });
+    }
+    split.push({ tensor: tensors[2]!, name: 'output', info: y, unitBytes: unitBytes(y, unitElements) });
+    const chunks = count === 0 ? [] : splitUnits(gpu, `${NAME}.${o.op}`, broadcast ? 'slices of the first dimension' : 'elements', units, split);
     return {
-      dispatches:
-        count === 0
-          ? []
-          : [
-              {
-                program: { name: `${NAME}.${o.op}`, key, code: code(x.dtype, y.dtype), entryPoint: vec4 ? 'main_vec4' : 'main', constants, bindings: ['read', 'read', 'write'] },
-                tensors: [0, b ? 1 : 0, b ? 2 : 1],
-                uniforms: uniformData,
-                workgroups: vec4 ? grid1d(gpu, Math.ceil(count / 4 / v4.E), v4.WG) : grid1d(gpu, count, WG),
-              },
-            ],
+      dispatches: chunks.map((chunk) => {
+        const n = chunk.count * unitElements;
+        const data =
+          chunks.length === 1
+            ? uniformData
+            : broadcast
+              ? params(n, 1, 0, 1, { shape: [chunk.count, ...y.shape.slice(1)], x: broadcastStrides(x.shape, y.shape), b: broadcastStrides(b!.shape, y.shape) })
+              : params(n, Math.max(1, bCount === count ? n : bCount), 0, o.scalar ?? 1);
+        return { program, tensors: tensors.map((t) => chunk.bind(t)), uniforms: data, workgroups: vec4 ? grid1d(gpu, Math.ceil(n / 4 / v4.E), v4.WG) : grid1d(gpu, n, WG) };
+      }),
       flops: count,
       bytes: elementBytes(x) + (b ? elementBytes(b) : 0) + elementBytes(y),
     };

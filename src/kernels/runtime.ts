@@ -82,7 +82,7 @@ export function packUniforms(gpu: Gpu, plans: readonly KernelPlan[]): { data: Ui
 }
 
 /** A dispatch's binding of a whole tensor or of a slice of it, within the tensor's own range. */
-function bindingOf(ranges: readonly BufferRange[], t: number | TensorSlice): BufferRange {
+function bindingOf(ranges: readonly GPUBufferBinding[], t: number | TensorSlice): GPUBufferBinding {
   if (typeof t === 'number') return ranges[t]!;
   const r = ranges[t.tensor]!;
   return { buffer: r.buffer, offset: (r.offset ?? 0) + t.offset, size: t.size };

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { GpuError, Tensor, kernels } from '../../src/index.js';
-import { forEachProfile, requireF16 } from '../util/gpu.js';
+import { forEachProfile, requireF16, useGpu } from '../util/gpu.js';
+import { firstDifference, runEagerAndGraph } from '../util/chunks.js';
 import { gradFixture } from '../util/grad.js';
 import { expectClose } from '../util/check.js';
 import { randomArray } from '../util/random.js';
@@ -12,7 +13,9 @@ import { elementwiseReference, erfReference, type ElementwiseOptions } from '../
 const SHAPES = [[1], [7], [3, 5], [2, 13, 31], [4, 1025], [300, 77], [3, 1364], [260, 36], [5, 8]];
 const UNARY: ElementwiseOptions[] = [{ op: 'gelu' }, { op: 'quick_gelu' }, { op: 'scale', scalar: -0.37 }, { op: 'l2norm' }, { op: 'l2norm', eps: 0.5 }];
 
-forEachProfile((_, getGpu) => {
+forEachProfile((profile, getGpu) => {
+  /** A 4 KiB binding limit: a few hundred elements fill one binding. */
+  const getSmallGpu = useGpu(profile, { limits: { maxStorageBufferBindingSize: 4096 } });
   describe('elementwise', () => {
     it('erfReference matches known values', () => {
       // Tabulated erf values (Abramowitz & Stegun table 7.1 / high-precision sources).
@@ -173,6 +176,34 @@ forEachProfile((_, getGpu) => {
         const y = await kernels.mul(gpu, x, b);
         expectClose(await y.read(), elementwiseReference(await x.read(), xShape, { op: 'mul' }, await b.read(), bShape), { scaleTol: 1e-2 });
         for (const t of [x, b, y]) t.dispose();
+      }
+    });
+
+    it('splits rows, elements or first-dimension slices under the binding limit, eager and in a graph', async () => {
+      const gpu = await getGpu();
+      const small = await getSmallGpu();
+      const cases: { options: ElementwiseOptions; shapes: number[][]; chunks: number }[] = [
+        { options: { op: 'add' }, shapes: [[200, 12], [12]], chunks: 3 }, // rows of a repeated bias, bound whole
+        { options: { op: 'mul' }, shapes: [[3000], [3000]], chunks: 3 }, // vec4 runs of both inputs
+        { options: { op: 'add' }, shapes: [[40, 1, 12], [7, 12]], chunks: 4 }, // broadcast: b bound whole
+        { options: { op: 'mul' }, shapes: [[30, 7, 1], [30, 1, 5]], chunks: 2 }, // broadcast: both split
+        { options: { op: 'cast', dtype: 'f16' }, shapes: [[1001, 3]], chunks: 3 }, // 4- and 2-byte elements
+        { options: { op: 'gelu' }, shapes: [[5001]], chunks: 5 }, // scalar path
+        { options: { op: 'l2norm' }, shapes: [[300, 10]], chunks: 3 },
+        { options: { op: 'l2norm_grad' }, shapes: [[300, 12], [300, 12]], chunks: 4 },
+      ];
+      for (const [i, c] of cases.entries()) {
+        const data = c.shapes.map((shape, j) => randomArray(shape.reduce((a, d) => a * d, 1), 900 + 2 * i + j));
+        const whole = c.shapes.map((shape, j) => Tensor.from(gpu, data[j]!, shape));
+        const [unsplit] = await kernels.runKernel(gpu, kernels.elementwiseKernel, whole, c.options);
+        const want = await unsplit!.read();
+        const inputs = c.shapes.map((shape, j) => Tensor.from(small, data[j]!, shape));
+        const { eager, graph, dispatches } = await runEagerAndGraph(small, kernels.elementwiseKernel, inputs, c.options);
+        const label = `${c.options.op} ${c.shapes.map((sh) => `[${sh}]`).join(' ')}`;
+        expect(dispatches, label).toBe(c.chunks);
+        expect(firstDifference(eager[0]!, want), `eager ${label}`).toBe(-1);
+        expect(firstDifference(graph[0]!, want), `graph ${label}`).toBe(-1);
+        for (const t of [...whole, unsplit!, ...inputs]) t.dispose();
       }
     });
 
