@@ -1,9 +1,11 @@
 // `npm run bench -- <suite...> [--filter <substring>] [--quick] [--no-peers] [--write|--no-write]
-//  [--backend <name>] [--adapter <name>] [--note <text>]`, bundled and started by scripts/bench.mjs.
+//  [--backend <name>] [--adapter <name>] [--profile gpu|cpu] [--note <text>]`, bundled and started by scripts/bench.mjs.
 // Suites: see SUITES below ('all' runs every one). --note adds a line to the results section
 // (e.g. 'machine under load'). Results go to bench/RESULTS.md and
-// bench/results/<suite>-<adapter>.json (not for --quick runs unless --write is given).
-import { openGpu } from '../src/gpu/gpu.js';
+// bench/results/<suite>-<adapter>.json (not for --quick runs unless --write is given). --profile
+// forces the kernels' settings (openGpu's profile); a profile other than the adapter's own is
+// recorded as its own suite, '<suite>-profile-<name>', beside the default one.
+import { detectProfile, openGpu, type GpuProfile } from '../src/gpu/gpu.js';
 import type { Gpu } from '../src/gpu/gpu.js';
 import { FULL, matches, QUICK, runCases, type BenchRow, type TimingSettings } from './harness.js';
 import { measurePeak, PEAK_FULL, PEAK_QUICK, type Peak } from './peak.js';
@@ -49,6 +51,7 @@ interface Args {
   write?: boolean;
   backend?: string;
   adapter?: string;
+  profile?: GpuProfile;
   notes: string[];
 }
 
@@ -69,6 +72,11 @@ function parseArgs(argv: string[]): Args {
     else if (a === '--backend') args.backend = value(++i, a);
     else if (a === '--adapter') args.adapter = value(++i, a);
     else if (a === '--note') args.notes.push(value(++i, a));
+    else if (a === '--profile') {
+      const p = value(++i, a);
+      if (p !== 'gpu' && p !== 'cpu') throw new Error(`--profile must be gpu or cpu, got ${JSON.stringify(p)}`);
+      args.profile = p;
+    }
     else if (a.startsWith('--')) throw new Error(`unknown option ${a}`);
     else args.suites.push(a);
   }
@@ -84,16 +92,17 @@ async function main(): Promise<number> {
     args = parseArgs(process.argv.slice(2));
   } catch (err) {
     console.error(`bench: ${(err as Error).message}`);
-    console.error('usage: npm run bench -- <suite...|all> [--filter <substring>] [--quick] [--no-peers] [--write|--no-write] [--backend <name>] [--adapter <name>] [--note <text>]');
+    console.error('usage: npm run bench -- <suite...|all> [--filter <substring>] [--quick] [--no-peers] [--write|--no-write] [--backend <name>] [--adapter <name>] [--profile gpu|cpu] [--note <text>]');
     return 2;
   }
   const settings = args.quick ? QUICK : FULL;
   const write = args.write ?? !args.quick;
-  const gpu = await openGpu({ backend: args.backend, adapter: args.adapter });
+  const gpu = await openGpu({ backend: args.backend, adapter: args.adapter, profile: args.profile });
+  const suffix = gpu.profile === detectProfile(gpu.info) ? '' : `-profile-${gpu.profile}`;
   let failed = false;
   try {
     const log = (line: string) => console.log(line);
-    log(`adapter: ${gpu.info.description} (${gpu.info.vendor}, ${gpu.info.architecture}); timing: ${gpu.features.has('timestamp-query') ? 'timestamp queries' : 'wall clock'}${args.quick ? ' (quick: numbers are not meaningful)' : ''}`);
+    log(`adapter: ${gpu.info.description} (${gpu.info.vendor}, ${gpu.info.architecture}); profile ${gpu.profile}; timing: ${gpu.features.has('timestamp-query') ? 'timestamp queries' : 'wall clock'}${args.quick ? ' (quick: numbers are not meaningful)' : ''}`);
     const peak = await measurePeak(gpu, settings, args.quick ? PEAK_QUICK : PEAK_FULL);
     log(`peak: f32 FMA ${peak.gflops.toPrecision(3)} GFLOP/s, copy ${peak.gbps.toPrecision(3)} GB/s (shader ${peak.shaderCopyGbps.toPrecision(3)}, copyBufferToBuffer ${peak.bufferCopyGbps.toPrecision(3)})`);
     let tfjs: TfjsPeer | undefined;
@@ -119,7 +128,7 @@ async function main(): Promise<number> {
       const written = writeResults(
         'bench',
         {
-          suite,
+          suite: suite + suffix,
           adapter: gpu.info,
           date: new Date().toISOString(),
           timing: { source: gpu.features.has('timestamp-query') ? 'timestamp' : 'wall', minSeconds: settings.minSeconds, trials: settings.trials },

@@ -9,6 +9,8 @@
 //   register_vec4    !TRANS_A, K % 4 == 0 and (TRANS_B or N % 4 == 0): vec4 loads, no workgroup memory.
 //   register_scalar  any shape: the same blocking with scalar loads.
 //   tiled            any shape: workgroup-memory tiles, for GPUs.
+//   gemv             M <= MAX_ROWS (pooled tokens, batch-1 heads), for GPUs: all rows at once,
+//                    the K loop split over the invocations of a workgroup.
 // The register kernels suit CPU adapters (lavapipe, SwiftShader), where barriers and workgroup
 // memory are expensive and one workgroup runs as SIMD lanes on one thread: each invocation keeps
 // ROWS rows x 4 columns of the output in registers, and all invocations of a workgroup share their
@@ -29,6 +31,8 @@ override WG: u32 = 16u;           // register: invocations per workgroup, 4 outp
 override WG_X: u32 = 16u;         // tiled: workgroup width; each invocation computes 4x4 outputs
 override WG_Y: u32 = 16u;         // tiled: workgroup height
 override TILE_K: u32 = 16u;       // tiled: depth of the tiles staged in workgroup memory
+override KS: u32 = 32u;           // gemv: slices of K per workgroup
+override CQ: u32 = 8u;            // gemv: groups of 4 columns per workgroup
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
 override HAS_BIAS: bool = false;
@@ -75,6 +79,14 @@ fn row_block(wid: vec3u, nwg: vec3u, rows: u32) -> Block {
   return Block(y / per_batch, (y % per_batch) * rows);
 }
 
+// acc[r] for a run-time r, by constant indices only: indexing the array with r itself would move
+// the whole accumulator out of registers, for the main loop too. `n` is a constant (ROWS, 4).
+fn pick(acc: array<vec4f, MAX_ROWS>, r: u32, n: u32) -> vec4f {
+  var v = acc[0];
+  for (var t = 1u; t < n; t++) { if (t == r) { v = acc[t]; } }
+  return v;
+}
+
 @compute @workgroup_size(WG)
 fn register_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
                  @builtin(local_invocation_index) lid: u32) {
@@ -108,7 +120,7 @@ fn register_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
   // One rolled loop with a run-time bound: unrolled per element, the epilogue (exp in the
   // activations) made pipelines up to 5x slower to compile on lavapipe, for no speed gain.
   let rows = min(ROWS, p.M - blk.row0);
-  for (var i = 0u; i < rows * 4u; i++) { store(row0 + i / 4u, col + i % 4u, acc[i / 4u][i % 4u]); }
+  for (var i = 0u; i < rows * 4u; i++) { store(row0 + i / 4u, col + i % 4u, pick(acc, i / 4u, ROWS)[i % 4u]); }
 }
 
 // Element (row, k) of batch `batch`'s a, in either layout.
@@ -142,7 +154,7 @@ fn register_scalar(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n
     }
   }
   let rows = min(ROWS, p.M - blk.row0);
-  for (var i = 0u; i < rows * 4u; i++) { store(row0 + i / 4u, col + i % 4u, acc[i / 4u][i % 4u]); }
+  for (var i = 0u; i < rows * 4u; i++) { store(row0 + i / 4u, col + i % 4u, pick(acc, i / 4u, ROWS)[i % 4u]); }
 }
 
 // Tiled: a workgroup computes a (4 WG_Y) x (4 WG_X) output tile, staging TILE_K-deep slices of a
@@ -163,7 +175,7 @@ fn tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let a0 = blk.batch * p.M;       // the batch's first row of a and out
   let b0 = blk.batch * p.N * p.K;
   let threads = WG_X * WG_Y;
-  var acc: array<vec4f, 4>;
+  var acc: array<vec4f, MAX_ROWS>;  // 4 used
   for (var k0 = 0u; k0 < p.K; k0 += TILE_K) {
     // Cooperative loads, consecutive invocations reading consecutive addresses; zeros outside.
     for (var i = li; i < TILE_M * TILE_K; i += threads) {
@@ -198,5 +210,56 @@ fn tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let col = col0 + lid.x * 4u;
   let row = row0 + lid.y * 4u;
   let rows = select(0u, min(4u, p.M - row), row < p.M);
-  for (var i = 0u; i < rows * 4u; i++) { store(a0 + row + i / 4u, col + i % 4u, acc[i / 4u][i % 4u]); }
+  for (var i = 0u; i < rows * 4u; i++) { store(a0 + row + i / 4u, col + i % 4u, pick(acc, i / 4u, 4u)[i % 4u]); }
+}
+
+// gemv: a workgroup computes ROWS (>= M) rows x 4·CQ columns. Its KS·CQ invocations each own 4
+// columns and every KS-th k (consecutive invocations read consecutive addresses of b: along the
+// columns, or along k when TRANS_B), then the KS partial sums are added through workgroup memory,
+// one row at a time. Rows and columns past the end are computed from clamped reads, never stored.
+// (Not tuned on hardware here.)
+var<workgroup> partial: array<vec4f, KS * CQ>;
+
+@compute @workgroup_size(KS * CQ)
+fn gemv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_index) li: u32) {
+  let blk = row_block(wid, nwg, ROWS);
+  // Uniform per workgroup, so returning early keeps the barriers uniform.
+  if (blk.batch >= p.batch) { return; }
+  var ks: u32;
+  var cq: u32;
+  if (TRANS_B) { ks = li % KS; cq = li / KS; } else { ks = li / CQ; cq = li % CQ; }
+  let col = (wid.x * CQ + cq) * 4u;
+  let b0 = blk.batch * p.N * p.K;
+  let last = p.N - 1u;
+  let cols = vec4u(min(col, last), min(col + 1u, last), min(col + 2u, last), min(col + 3u, last));
+  var acc: array<vec4f, MAX_ROWS>;
+  for (var k = ks; k < p.K; k += KS) {
+    var bv: vec4f;
+    if (TRANS_B) {
+      let i = b0 + cols * p.K + k;
+      bv = vec4f(f32(b[i.x]), f32(b[i.y]), f32(b[i.z]), f32(b[i.w]));
+    } else {
+      let i = b0 + k * p.N + cols;
+      bv = vec4f(f32(b[i.x]), f32(b[i.y]), f32(b[i.z]), f32(b[i.w]));
+    }
+    for (var r = 0u; r < ROWS; r++) {
+      acc[r] += a_at(blk.batch, min(blk.row0 + r, p.M - 1u), k) * bv;
+    }
+  }
+  // A rolled loop (rows is uniform across the workgroup, so its barriers are too): unrolled, the
+  // epilogue and the KS-long sum would be repeated ROWS times.
+  let rows = min(ROWS, p.M - blk.row0);
+  for (var r = 0u; r < rows; r++) {
+    partial[li] = pick(acc, r, ROWS);
+    workgroupBarrier();
+    if (ks == 0u && col < p.N) {
+      var sum = vec4f(0.0);
+      for (var s = 0u; s < KS; s++) {
+        if (TRANS_B) { sum += partial[cq * KS + s]; } else { sum += partial[s * CQ + cq]; }
+      }
+      for (var t = 0u; t < 4u; t++) { store(blk.batch * p.M + blk.row0 + r, col + t, sum[t]); }
+    }
+    workgroupBarrier();
+  }
 }

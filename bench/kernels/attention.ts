@@ -1,4 +1,4 @@
-// Fused attention at the shapes CLIP ViT-B/32, CLIP's text tower and OWL-ViT B/32 (768 px) run.
+// Fused attention at the shapes CLIP ViT-B/32 and B/16, CLIP's text tower and OWL-ViT B/32 (768 px) run.
 // The TF.js peer is the four-op attention (matMul q·kᵀ, mul scale, softmax, matMul ·v) on
 // [B·H, L, Dh] tensors; it also pays for splitting heads out of the [B, L, H·Dh] rows (two
 // transposes in, one out), which the fused kernel does by indexing.
@@ -65,6 +65,7 @@ function unfusedCase(label: string, batch: number, tokens: number, heads: number
 export const cases: KernelBenchCase[] = [
   packedCase('CLIP B/32 b1 attention, packed qkv, 50 tokens, 12 heads of 64', 1, 50, 12),
   packedCase('CLIP B/32 b8 attention, packed qkv, 50 tokens, 12 heads of 64', 8, 50, 12),
+  packedCase('CLIP B/16 b1 attention, packed qkv, 197 tokens, 12 heads of 64', 1, 197, 12),
   {
     kernel: attentionKernel,
     label: 'CLIP B/32 b8 attention, separate q/k/v, 50 tokens, 12 heads of 64',

@@ -1,6 +1,6 @@
 // Matmul at the shapes of CLIP ViT-B/32 (50 tokens, width 768, MLP 3072; batch 1 and 8) and of
 // OWL-ViT B/32 at 768 px (577 tokens). Weights are PyTorch Linear [out, in] (transposeB), with the
-// epilogue each layer fuses; the TF.js peer computes the same with fused.matMul and elementwise ops.
+// epilogue each layer fuses (the projections of pooled tokens, M = 1 and 8, with a bias here); the TF.js peer computes the same with fused.matMul and elementwise ops.
 import type { KernelBenchCase } from '../types.js';
 import { matmulKernel, type MatmulActivation, type MatmulOptions } from '../../src/kernels/matmul.js';
 
@@ -43,7 +43,12 @@ function linearCase(label: string, [batch, rows]: [number, number], layer: Layer
   };
 }
 
+/** Small-M products: the pooled-token projections (image: 1 or 8 class tokens, 768 → 512). */
+const PROJECTION: Layer = { name: 'visual projection', K: 768, N: 512 };
+
 export const cases: KernelBenchCase<MatmulOptions>[] = [
+  linearCase('CLIP B/32 b1', [1, 1], PROJECTION),
+  linearCase('CLIP B/32 b8', [8, 1], PROJECTION),
   ...LAYERS.map((layer) => linearCase('CLIP B/32 b1', [1, 50], layer)),
   ...LAYERS.map((layer) => linearCase('CLIP B/32 b8', [8, 50], layer)),
   linearCase('OWL-ViT B/32 768px', [1, 577], LAYERS[2]!),

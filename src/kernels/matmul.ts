@@ -10,7 +10,11 @@ import matmulWgsl from '../../shaders/matmul.wgsl';
 
 export type MatmulActivation = 'none' | 'gelu' | 'quick_gelu';
 /** 'register': register-blocked, no workgroup memory (CPU adapters); 'tiled': workgroup-memory tiles (GPUs). */
-export type MatmulVariant = 'register' | 'tiled';
+/** 'gemv': at most MATMUL_GEMV_MAX_ROWS rows per product, K split over a workgroup (GPUs). */
+export type MatmulVariant = 'register' | 'tiled' | 'gemv';
+
+/** Most rows per product (M) the gemv variant takes; the gpu profile uses it up to there. */
+export const MATMUL_GEMV_MAX_ROWS = 16;
 
 /** Kernel options: plain data. Inputs are [a, b, bias if hasBias, residual if hasResidual]. */
 export interface MatmulOptions {
@@ -29,7 +33,7 @@ export interface MatmulOptions {
    * pre-activation when `residual` is the upstream gradient; the pre-activation is recomputed.
    */
   activationGrad?: boolean;
-  /** Forces a variant; by default it is chosen per adapter (see `matmulConfig`). */
+  /** Forces a variant; by default it is chosen per profile and M (see `matmulConfig`). */
   variant?: MatmulVariant;
 }
 
@@ -54,12 +58,22 @@ const ACTIVATION_CODE: Record<MatmulActivation, number> = { none: 0, gelu: 1, qu
  * variant reached about 3 there. The GPU row is the usual 64x64 tile with 16-deep slices, not
  * tuned on hardware here.
  */
-const CONFIGS: Record<'cpu' | 'gpu', { variant: MatmulVariant; register: { ROWS: number; WG: number }; tiled: { WG_X: number; WG_Y: number; TILE_K: number } }> = {
-  cpu: { variant: 'register', register: { ROWS: 8, WG: 16 }, tiled: { WG_X: 8, WG_Y: 8, TILE_K: 16 } },
-  gpu: { variant: 'tiled', register: { ROWS: 8, WG: 64 }, tiled: { WG_X: 16, WG_Y: 16, TILE_K: 16 } },
+const CONFIGS: Record<'cpu' | 'gpu', {
+  variant: MatmulVariant;
+  register: { ROWS: number; WG: number };
+  tiled: { WG_X: number; WG_Y: number; TILE_K: number };
+  gemv: { KS: number; CQ: number };
+}> = {
+  cpu: { variant: 'register', register: { ROWS: 8, WG: 16 }, tiled: { WG_X: 8, WG_Y: 8, TILE_K: 16 }, gemv: { KS: 8, CQ: 8 } },
+  gpu: { variant: 'tiled', register: { ROWS: 8, WG: 64 }, tiled: { WG_X: 16, WG_Y: 16, TILE_K: 16 }, gemv: { KS: 32, CQ: 8 } },
 };
 
-/** The tile constants of both variants on this adapter, and the variant used by default. */
+/**
+ * The tile constants of the variants under this Gpu's profile, and its default variant for large
+ * M. Shapes refine it in `plan`: under the gpu profile, products of at most MATMUL_GEMV_MAX_ROWS
+ * rows take 'gemv' instead of 64-row tiles that would be mostly empty; the register and gemv
+ * variants take row blocks of the next power of two >= M when that is smaller than their own.
+ */
 export function matmulConfig(gpu: Gpu) {
   return CONFIGS[isCpuAdapter(gpu) ? 'cpu' : 'gpu'];
 }
@@ -100,7 +114,7 @@ export const matmulKernel: Kernel<MatmulOptions> = {
     check(o && typeof o === 'object', NAME, 'options must be an object');
     const act = o.activation ?? 'none';
     check(Object.hasOwn(ACTIVATION_CODE, act), NAME, () => `unknown activation ${JSON.stringify(o.activation)}; expected none, gelu or quick_gelu`);
-    check(o.variant === undefined || o.variant === 'register' || o.variant === 'tiled', NAME, () => `unknown variant ${JSON.stringify(o.variant)}; expected register or tiled`);
+    check(o.variant === undefined || o.variant === 'register' || o.variant === 'tiled' || o.variant === 'gemv', NAME, () => `unknown variant ${JSON.stringify(o.variant)}; expected register, tiled or gemv`);
     check(!o.activationGrad || o.hasResidual, NAME, 'activationGrad needs the upstream gradient as the residual input (hasResidual)');
     const expected = 2 + (o.hasBias ? 1 : 0) + (o.hasResidual ? 1 : 0);
     check(inputs.length === expected, NAME, `expected ${expected} inputs [a, b${o.hasBias ? ', bias' : ''}${o.hasResidual ? ', residual' : ''}], got ${inputs.length}`);
@@ -160,16 +174,19 @@ export const matmulKernel: Kernel<MatmulOptions> = {
     const { register, tiled } = config;
     // vec4 reads need every row of a and b (and every batch of b) to start on a vec4, and a non-empty binding.
     const vec4 = !transposeA && K > 0 && K % 4 === 0 && (transposeB || N % 4 === 0);
-    const isTiled = (o.variant ?? config.variant) === 'tiled';
-    const entryPoint = isTiled ? 'tiled' : vec4 ? 'register_vec4' : 'register_scalar';
-    const constants = isTiled ? tiled : register;
+    const variant = o.variant ?? (config.variant === 'tiled' && M <= MATMUL_GEMV_MAX_ROWS ? 'gemv' : config.variant);
+    check(variant !== 'gemv' || M <= MATMUL_GEMV_MAX_ROWS, NAME, () => `variant 'gemv' takes at most ${MATMUL_GEMV_MAX_ROWS} rows per product, got M = ${M}`);
+    // Rows per block: no more than the next power of two >= M (few pipelines, no empty rows).
+    const blockRows = Math.min(variant === 'gemv' ? MATMUL_GEMV_MAX_ROWS : register.ROWS, 2 ** Math.ceil(Math.log2(M)));
+    const entryPoint = variant === 'register' ? (vec4 ? 'register_vec4' : 'register_scalar') : variant;
+    const constants = variant === 'tiled' ? tiled : variant === 'gemv' ? { ...config.gemv, ROWS: blockRows } : { ...register, ROWS: blockRows };
     // Absent bias / residual bindings are filled by a, which the shader then never reads.
     const bias = o.hasBias ? 2 : 0;
     const residual = o.hasResidual ? 2 + (o.hasBias ? 1 : 0) : 0;
     const chunks = rowChunks(gpu, inputs, out, o, { batched, batch, M, K, N });
     const program: Program = {
       name: `${NAME}.${entryPoint}`,
-      key: a.dtype,
+      key: variant === 'tiled' ? a.dtype : `${a.dtype}|rows${blockRows}`,
       code: specialize(activationsWgsl + matmulWgsl, a.dtype),
       entryPoint,
       constants: {
@@ -191,9 +208,10 @@ export const matmulKernel: Kernel<MatmulOptions> = {
           program,
           tensors: [0, 1, bias, residual, inputs.length].map((t) => chunk.bind(t)),
           uniforms: uniforms(rows, N, K, batches),
-          workgroups: isTiled
-            ? grid2d(gpu, Math.ceil(N / (4 * tiled.WG_X)), batches * Math.ceil(rows / (4 * tiled.WG_Y)))
-            : grid2d(gpu, Math.ceil(N / (4 * register.WG)), batches * Math.ceil(rows / register.ROWS)),
+          workgroups:
+            variant === 'tiled' ? grid2d(gpu, Math.ceil(N / (4 * tiled.WG_X)), batches * Math.ceil(rows / (4 * tiled.WG_Y)))
+            : variant === 'gemv' ? grid2d(gpu, Math.ceil(N / (4 * config.gemv.CQ)), batches * Math.ceil(rows / blockRows))
+            : grid2d(gpu, Math.ceil(N / (4 * register.WG)), batches * Math.ceil(rows / blockRows)),
         };
       }),
       flops: 2 * batch * M * N * K,

@@ -196,12 +196,47 @@ forEachProfile((profile, getGpu) => {
       // Millions of rows (the gpu profile's 64-row tiles double them): about a minute on lavapipe.
     }, 300_000);
 
-    it('chooses the register variant on CPU adapters and the tiled one elsewhere', async () => {
+    it('gemv (at most 16 rows per product) matches the reference: shared and batched b, both layouts of a and b, epilogues, f16', async (ctx) => {
       const gpu = await getGpu();
-      const plan = kernels.matmulKernel.plan(gpu, [{ shape: [8, 8], dtype: 'f32' }, { shape: [8, 8], dtype: 'f32' }], [{ shape: [8, 8], dtype: 'f32' }], {});
-      expect(plan.dispatches[0]!.program.entryPoint).toBe(kernels.isCpuAdapter(gpu) ? 'register_vec4' : 'tiled');
-      expect(plan.flops).toBe(2 * 8 * 8 * 8);
+      const cases: Case[] = [
+        { aShape: [1, 1], N: 1 },
+        { aShape: [1, 768], N: 37, transposeB: true, bias: true },
+        { aShape: [2, 19], N: 17, bias: true, activation: 'gelu', residual: true },
+        { aShape: [3, 40], N: 64, transposeB: true, activation: 'quick_gelu' },
+        { aShape: [8, 512], N: 36, transposeB: true, bias: true, residual: true },
+        { aShape: [2, 8, 13], N: 9 },
+        { aShape: [13, 3], N: 5, transposeA: true, residual: true },
+        { aShape: [16, 100], N: 33, transposeB: true },
+        { aShape: [4, 5, 12], N: 7, batchedB: true, transposeB: true, bias: true },
+        { aShape: [3, 16, 9], N: 6, batchedB: true, transposeA: true },
+        { aShape: [2, 1, 70], N: 11, batchedB: true },
+      ];
+      for (const [i, c] of cases.entries()) await checkCase(gpu, c, 'gemv', 'f32', 600 + i);
+      requireF16(ctx, gpu);
+      await checkCase(gpu, { aShape: [5, 64], N: 24, transposeB: true, bias: true, activation: 'gelu', residual: true }, 'gemv', 'f16', 620);
+      // A dozen pipelines to compile, up to 10 s each on a loaded lavapipe.
+    }, 300_000);
+
+    it('chooses the variant by profile and M: register (rows to the next power of two) under cpu; gemv up to 16 rows, then tiled, under gpu', async () => {
+      const gpu = await getGpu();
       const info = (shape: number[]) => ({ shape, dtype: 'f32' as const });
+      const plan = (M: number, o = {}) => kernels.matmulKernel.plan(gpu, [info([M, 8]), info([8, 8])], [info([M, 8])], o).dispatches[0]!.program;
+      const cpu = kernels.isCpuAdapter(gpu);
+      for (const [M, rows] of [[1, 1], [3, 4], [8, 8], [16, 16], [17, 0], [50, 0]] as const) {
+        const program = plan(M);
+        if (cpu) {
+          expect(program.entryPoint).toBe('register_vec4');
+          expect(program.constants!.ROWS).toBe(Math.min(8, rows || 8));
+        } else {
+          expect(program.entryPoint).toBe(rows ? 'gemv' : 'tiled');
+          if (rows) expect(program.constants!.ROWS).toBe(rows);
+        }
+        // The cache key names the row specialisation.
+        if (program.entryPoint !== 'tiled') expect(program.key).toBe(`f32|rows${program.constants!.ROWS}`);
+      }
+      expect(() => plan(17, { variant: 'gemv' })).toThrow(/matmul: variant 'gemv' takes at most 16 rows per product, got M = 17/);
+      expect(plan(1, { variant: 'tiled' }).entryPoint).toBe('tiled');
+      expect(kernels.matmulKernel.plan(gpu, [info([8, 8]), info([8, 8])], [info([8, 8])], {}).flops).toBe(2 * 8 * 8 * 8);
       const batched = kernels.matmulKernel.plan(gpu, [info([2, 3, 5, 7]), info([2, 3, 11, 7])], [info([2, 3, 5, 11])], { transposeB: true });
       expect(batched.flops).toBe(2 * 6 * 5 * 11 * 7);
       expect(batched.bytes).toBe(4 * 6 * (5 * 7 + 11 * 7 + 5 * 11));

@@ -6,7 +6,7 @@ import sharp from 'sharp';
 import { ClipModel, ClipTokenizer, GraphBuilder, preprocessClipBatch } from '../../src/index.js';
 import { poolIndices as poolOf } from '../../src/models/clip/towers.js';
 import { readSafetensors } from '../../src/io/safetensors.js';
-import { useGpu } from '../util/gpu.js';
+import { requireF16, useGpu } from '../util/gpu.js';
 import { expectClose } from '../util/check.js';
 import { fixturePath, fixtureTensor, loadFixture } from '../util/fixtures.js';
 import { writeSafetensors } from '../util/write-safetensors.js';
@@ -180,4 +180,25 @@ describe('ClipModel on clip_tiny', () => {
     await expect(model.encodeText(new Int32Array(17), [1, 17])).rejects.toThrow(/1 ≤ L ≤ 16/);
     model.dispose();
   });
+});
+
+describe("ClipModel on clip_tiny under profile 'gpu' (the kernel settings real GPUs run)", () => {
+  const getProfileGpu = useGpu('gpu');
+  it('f32 embeddings, logits and intermediates within 1e-4 of the reference', async () => {
+    const gpu = await getProfileGpu();
+    expect(gpu.profile).toBe('gpu');
+    const model = await ClipModel.load(gpu, hfDir);
+    await checkModel(model, 1e-4);
+    model.dispose();
+  }, 300_000);
+
+  it('f16 weights and activations within 2e-2 of the reference', async (ctx) => {
+    const gpu = await getProfileGpu();
+    requireF16(ctx, gpu);
+    const half = await ClipModel.load(gpu, hfDir, { dtype: 'f16' });
+    expectClose(await half.encodeImage(pixels(), [2, 3, 32, 32]), f32('image_embeds_f64'), { scaleTol: 2e-2 });
+    expectClose(await half.encodeText(ids(), [3, 16]), f32('text_embeds_f64'), { scaleTol: 2e-2 });
+    half.dispose();
+    // Every f16 pipeline compiles anew: minutes on a loaded lavapipe.
+  }, 600_000);
 });

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { ClipTokenizer, OwlVitDetector, kernels, preprocessOwlVit, selectImageQuery, type Gpu } from '../../src/index.js';
 import { readSafetensors } from '../../src/io/safetensors.js';
-import { useGpu } from '../util/gpu.js';
+import { requireF16, useGpu } from '../util/gpu.js';
 import { expectClose } from '../util/check.js';
 import { fixturePath, fixtureTensor, loadFixture } from '../util/fixtures.js';
 import { writeSafetensors } from '../util/write-safetensors.js';
@@ -441,4 +441,28 @@ describe('OwlVitDetector.detect', () => {
     plain.dispose();
     expect(gpu.stats()).toEqual(before);
   });
+});
+
+describe("OwlVitDetector on owlvit_tiny under profile 'gpu' (the kernel settings real GPUs run)", () => {
+  const getProfileGpu = useGpu('gpu');
+  it('predict and imageGuided match the reference within 1e-4 of scale (f32)', async () => {
+    const gpu = await getProfileGpu();
+    expect(gpu.profile).toBe('gpu');
+    const det = await OwlVitDetector.load(gpu, DIR);
+    for (const m of checkPredict(await det.predict(predictInputs()), 1e-4)) console.log(`gpu profile ${m}`);
+    const guided = await det.imageGuided(guidedInputs());
+    expect(Array.from(guided.bestBoxIndices)).toEqual(Array.from(want('ig_best_box_indices')));
+    console.log(`gpu profile ${expectClose(guided.logits, f32('ig_logits'), { scaleTol: 1e-4, label: 'ig_logits' }).message}`);
+    expectClose(guided.targetPredBoxes, f32('ig_target_pred_boxes'), { scaleTol: 1e-4, label: 'ig_target_pred_boxes' });
+    det.dispose();
+  }, 300_000);
+
+  it('predict with f16 weights and activations within 2e-2 of the reference', async (ctx) => {
+    const gpu = await getProfileGpu();
+    requireF16(ctx, gpu);
+    const half = await OwlVitDetector.load(gpu, DIR, { dtype: 'f16' });
+    for (const m of checkPredict(await half.predict(predictInputs()), 2e-2)) console.log(`gpu profile f16 ${m}`);
+    half.dispose();
+    // Every f16 pipeline compiles anew: minutes on a loaded lavapipe.
+  }, 600_000);
 });
