@@ -129,6 +129,12 @@ fn a_at(batch: u32, row: u32, k: u32) -> f32 {
   return f32(a[(batch * p.M + row) * p.K + k]);
 }
 
+// Four columns of b at depth k, one element each (no vec4 alignment needed), in either layout.
+fn b_cols(b0: u32, cols: vec4u, k: u32) -> vec4f {
+  let i = select(b0 + k * p.N + cols, b0 + cols * p.K + k, TRANS_B);
+  return vec4f(f32(b[i.x]), f32(b[i.y]), f32(b[i.z]), f32(b[i.w]));
+}
+
 @compute @workgroup_size(WG)
 fn register_scalar(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
                    @builtin(local_invocation_index) lid: u32) {
@@ -141,14 +147,7 @@ fn register_scalar(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n
   let cols = vec4u(col, min(col + 1u, last), min(col + 2u, last), min(col + 3u, last));
   var acc: array<vec4f, MAX_ROWS>;
   for (var k = 0u; k < p.K; k++) {
-    var bv: vec4f;
-    if (TRANS_B) {
-      let i = b0 + cols * p.K + k;
-      bv = vec4f(f32(b[i.x]), f32(b[i.y]), f32(b[i.z]), f32(b[i.w]));
-    } else {
-      let i = b0 + k * p.N + cols;
-      bv = vec4f(f32(b[i.x]), f32(b[i.y]), f32(b[i.z]), f32(b[i.w]));
-    }
+    let bv = b_cols(b0, cols, k);
     for (var r = 0u; r < ROWS; r++) {
       acc[r] += a_at(blk.batch, min(blk.row0 + r, p.M - 1u), k) * bv;
     }
@@ -235,14 +234,7 @@ fn gemv(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   let cols = vec4u(min(col, last), min(col + 1u, last), min(col + 2u, last), min(col + 3u, last));
   var acc: array<vec4f, MAX_ROWS>;
   for (var k = ks; k < p.K; k += KS) {
-    var bv: vec4f;
-    if (TRANS_B) {
-      let i = b0 + cols * p.K + k;
-      bv = vec4f(f32(b[i.x]), f32(b[i.y]), f32(b[i.z]), f32(b[i.w]));
-    } else {
-      let i = b0 + k * p.N + cols;
-      bv = vec4f(f32(b[i.x]), f32(b[i.y]), f32(b[i.z]), f32(b[i.w]));
-    }
+    let bv = b_cols(b0, cols, k);
     for (var r = 0u; r < ROWS; r++) {
       acc[r] += a_at(blk.batch, min(blk.row0 + r, p.M - 1u), k) * bv;
     }
