@@ -4,15 +4,15 @@ import type { Gpu } from '../../gpu/gpu.js';
 import { GpuError, check } from '../../gpu/errors.js';
 import type { DType, ReadArray } from '../../dtype.js';
 import { bucket, firstRows, padRows } from '../buckets.js';
-import { GraphBuilder, type Value } from '../../graph/builder.js';
+import { GraphBuilder, Value } from '../../graph/builder.js';
 import type { GraphPlan } from '../../graph/plan.js';
 import { PlanCache, type PlanCacheLimits } from '../../graph/cache.js';
 import { SafetensorsError } from '../../io/safetensors.js';
-import { maxTensorBytes, type Tensor } from '../../tensor.js';
+import { Tensor, maxTensorBytes } from '../../tensor.js';
 import { checkClipConfig, clipConfigFromHf, clipConfigFromOpenAi, clipOrigin, hfOrigin, type ClipConfig, type ConfigOrigin } from './config.js';
 import { detectConvention, type Convention } from './names.js';
 import { loadError, planTower, readLogitScale, uploadPlanned, type LoadContext, type WeightReader } from './weights.js';
-import { poolIndices, textTower, visionTower, type TowerOutputs, type Weights } from './towers.js';
+import { poolIndices, textFromEmbeddings, textTower, visionTower, type TowerOutputs, type Weights } from './towers.js';
 import { openWeightReader } from './reader.js';
 import { ClipTokenizer, TOKENIZER_FILES } from '../tokenizer/index.js';
 import { preprocessClipBatch, type ImageInput } from '../preprocess/index.js';
@@ -150,6 +150,66 @@ export class ClipModel {
     return textTower(g, this.#weights('text', g), this.config.text!, this.convention.projectionLayout, ids, poolIndex);
   }
 
+  /** Token embeddings [..., width] of i32 ids (CLIP's token_embedding lookup) in a graph. */
+  buildTokenEmbeddings(g: GraphBuilder, ids: Value): Value {
+    return g.gather(this.#weights('text', g)('tok'), ids, 'text.tokens');
+  }
+
+  /**
+   * The text tower from token embeddings [B, L, width] instead of ids (CoOp's TextEncoder):
+   * position embedding, causal blocks, ln_final, the row at each prompt's end token, projection.
+   * `eotIndex` is a graph value of flat b·L + t positions (as buildText's poolIndex), or the end
+   * token's position t in each row (uploaded as a constant). Gradients flow back to `embeds`.
+   */
+  buildTextFromEmbeddings(g: GraphBuilder, embeds: Value, eotIndex: Value | ArrayLike<number>): TowerOutputs {
+    const op = 'ClipModel.buildTextFromEmbeddings';
+    const t = this.#textConfig(op);
+    const [b, l, d] = embeds.shape;
+    if (embeds.shape.length !== 3 || d !== t.width || l! < 1 || l! > t.contextLength) throw new GpuError(op, `embeds must be [B, L, ${t.width}] with 1 ≤ L ≤ ${t.contextLength}, got ${embeds}`);
+    let pool: Value;
+    if (eotIndex instanceof Value) {
+      if (eotIndex.dtype !== 'i32' || eotIndex.shape.length !== 1 || eotIndex.shape[0] !== b) throw new GpuError(op, `eotIndex must be i32 [${b}] (flat b·L + t positions), got ${eotIndex}`);
+      pool = eotIndex;
+    } else {
+      pool = g.constant(Tensor.from(this.gpu, flatEotIndex(op, eotIndex, b!, l!), [b!], 'i32'), { owned: true });
+    }
+    return textFromEmbeddings(g, this.#weights('text', g), t, this.convention.projectionLayout, g.cast(embeds, this.dtype as 'f32' | 'f16'), pool);
+  }
+
+  #textConfig(op: string) {
+    const t = this.config.text;
+    if (!t) throw new GpuError(op, 'this checkpoint has no text tower');
+    return t;
+  }
+
+  /**
+   * Text embeddings [B, embed] (unnormalised) from token embeddings `embeds` [B, L, width]
+   * (row-major, L ≤ the context length) and each row's end-token position `eotIndex` [B]: the
+   * text tower without the token lookup, for learned prompt vectors (see buildTextFromEmbeddings).
+   */
+  async encodeTextEmbeddings(embeds: Float32Array, eotIndex: ArrayLike<number>): Promise<Float32Array> {
+    const op = 'ClipModel.encodeTextEmbeddings';
+    const t = this.#textConfig(op);
+    if (!(embeds instanceof Float32Array)) throw new InputError(op, `embeds must be a Float32Array [B, L, ${t.width}], got ${describeInput(embeds)}`);
+    const b = eotIndex?.length;
+    if (!Number.isInteger(b)) throw new InputError(op, `eotIndex must be an array of positions, one per row, got ${describeInput(eotIndex)}`);
+    if (b === 0) return new Float32Array(0);
+    const l = embeds.length / (b * t.width);
+    if (!Number.isInteger(l) || l < 1 || l > t.contextLength) {
+      throw new InputError(op, `embeds must be [B, L, ${t.width}] with B = ${b} (eotIndex's length) and 1 ≤ L ≤ ${t.contextLength}: ${embeds.length} values is not B·L·${t.width}`);
+    }
+    checkFinite(op, 'embeds', embeds);
+    const flat = flatEotIndex(op, eotIndex, b, l);
+    const padded = bucket(b);
+    const build = (g: GraphBuilder) => {
+      const out = this.buildTextFromEmbeddings(g, g.input('embeds', [padded, l, t.width], this.dtype), g.input('pool', [padded], 'i32'));
+      g.output('embeds', out.embeds);
+    };
+    // Padded rows pool their own first position.
+    const pool = Int32Array.from({ length: padded }, (_, r) => (r < b ? flat[r]! : r * l));
+    return collect(await this.#plans.use(`textEmbeds:${padded}:${l}`, build, (plan) => plan.run({ embeds: padRows(embeds, b, padded), pool }, { outputs: ['embeds'] })), b, padded).embeds;
+  }
+
   /**
    * Image embeddings [B, embed] (unnormalised, as HF get_image_features) from normalised NCHW
    * pixels with their shape, or from images (paths or encoded bytes), preprocessed as CLIP does.
@@ -253,6 +313,16 @@ export class ClipModel {
     this.#plans.dispose();
     for (const m of [this.weights.vision, this.weights.text]) for (const t of m?.values() ?? []) t.dispose();
   }
+}
+
+/** Per-row end-token positions t ∈ [0, L) → flat b·L + t, refusing anything else with its row. */
+function flatEotIndex(op: string, eotIndex: ArrayLike<number>, b: number, l: number): Int32Array {
+  if (eotIndex.length !== b) throw new InputError(op, `eotIndex must hold ${b} positions (one per row), got ${eotIndex.length}`);
+  return Int32Array.from({ length: b }, (_, r) => {
+    const t = eotIndex[r]!;
+    if (!Number.isInteger(t) || t < 0 || t >= l) throw new InputError(op, `eotIndex[${r}] is ${t}: each must be an integer position in [0, ${l})`);
+    return r * l + t;
+  });
 }
 
 /** A short description of an unexpected argument for error messages. */

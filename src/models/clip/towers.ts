@@ -60,10 +60,18 @@ export function visionTower(g: GraphBuilder, w: Weights, c: VisionConfig, layout
 
 /** ids [B, L] (i32) and the pooled position of each row as flat indices b·L + t → text embeddings. */
 export function textTower(g: GraphBuilder, w: Weights, c: TextConfig, layout: 'NK' | 'KN', ids: Value, poolIndex: Value): TowerOutputs {
-  const [b, l] = ids.shape as [number, number];
+  return textFromEmbeddings(g, w, c, layout, g.gather(w('tok'), ids, 'text.tokens'), poolIndex);
+}
+
+/**
+ * Token embeddings [B, L, width] (ids looked up, or learned prompt vectors) → text embeddings:
+ * position embedding, causal blocks, ln_final, the rows at `poolIndex` (flat b·L + t), projection.
+ */
+export function textFromEmbeddings(g: GraphBuilder, w: Weights, c: TextConfig, layout: 'NK' | 'KN', embeds: Value, poolIndex: Value): TowerOutputs {
+  const [b, l] = embeds.shape as [number, number];
   const inter: Record<string, Value> = {};
   const pos = l === c.contextLength ? w('pos') : g.slice(w('pos'), [0], [l]);
-  let x = g.add(g.gather(w('tok'), ids, 'text.tokens'), pos, 'text.pos');
+  let x = g.add(embeds, pos, 'text.pos');
   for (let i = 0; i < c.layers; i++) x = inter[`block${i}_out`] = transformerBlock(g, w, i, c, x, 'causal', `text.block${i}`);
   x = inter.ln_final_out = g.layerNorm(x, w('ln_final.weight'), w('ln_final.bias'), { eps: c.eps }, 'text.ln_final');
   const pooled = (inter.pooled = g.gather(g.reshape(x, [b * l, c.width]), poolIndex, 'text.pool'));
