@@ -1,7 +1,7 @@
 // The gradient oracles of ../shared/fixtures/grad (see its README, section grad/): one file per op
 // plus index.json. Their `_f64` tensors are F64, which the library's reader does not load (weights
 // never are), so this reads the files itself: F64 as Float64Array, F32 as Float32Array, I32 / I64
-// as Int32Array.
+// as Int32Array, U8 as Uint8Array.
 import { readFileSync } from 'node:fs';
 import { fixturePath } from './fixtures.js';
 
@@ -15,7 +15,7 @@ export interface GradCase {
 
 export interface GradTensor {
   shape: number[];
-  data: Float64Array | Float32Array | Int32Array;
+  data: Float64Array | Float32Array | Int32Array | Uint8Array;
 }
 
 const files = new Map<string, Map<string, GradTensor>>();
@@ -34,6 +34,7 @@ function readAll(path: string): Map<string, GradTensor> {
     else if (e.dtype === 'F32') data = new Float32Array(aligned);
     else if (e.dtype === 'I32') data = new Int32Array(aligned);
     else if (e.dtype === 'I64') data = Int32Array.from(new BigInt64Array(aligned), Number);
+    else if (e.dtype === 'U8') data = new Uint8Array(aligned);
     else throw new Error(`${path}: tensor ${name} has dtype ${e.dtype}, not read by this helper`);
     out.set(name, { shape: e.shape, data });
   }

@@ -119,7 +119,7 @@ function visionConfigFromHf(o: Json, where = ''): VisionConfig {
 
 /**
  * HF CLIPTextConfig. `pooling` follows the model class: CLIP (transformers ≥ 4.31) pools at the
- * first eos_token_id unless that is the legacy 2; OWL-ViT always pools at the argmax of the ids.
+ * first eos_token_id unless that is the legacy 2; OWL-ViT and OWLv2 always pool at the argmax of the ids.
  */
 function textConfigFromHf(o: Json, pooling: 'clip' | 'argmax' = 'clip', where = ''): TextConfig {
   const eos = o.eos_token_id ?? 2;
@@ -145,7 +145,7 @@ function textConfigFromHf(o: Json, pooling: 'clip' | 'argmax' = 'clip', where = 
 export function clipConfigFromHf(o: Json): ClipConfig {
   if (typeof o !== 'object' || o === null || Array.isArray(o)) throw new Error(`config must be a JSON object, got ${JSON.stringify(o)}`);
   const type = o.model_type;
-  const pooling = type === 'owlvit' ? 'argmax' : 'clip';
+  const pooling = type === 'owlvit' || type === 'owlv2' ? 'argmax' : 'clip';
   const embedDim = int(o, 'projection_dim', 512, '');
   let config: ClipConfig;
   if (isVisionOnly(o)) {

@@ -63,7 +63,7 @@ const OPENAI_LAYER = {
   'fc2.bias': 'mlp.c_proj.bias',
 } as const;
 
-/** Hugging Face CLIPModel / OwlViTModel names; `root` is 'owlvit.' inside OwlViTForObjectDetection. */
+/** Hugging Face CLIPModel / OwlViTModel / Owlv2Model names; `root` is 'owlvit.' ('owlv2.') inside OwlViTForObjectDetection (Owlv2ForObjectDetection). */
 export function hfNames(root = ''): Convention {
   return {
     name: 'hf',
@@ -135,7 +135,7 @@ const OPENAI_NAMES: Convention = {
 export function detectConvention(names: readonly string[], file = 'checkpoint'): Convention {
   const has = (n: string) => names.includes(n);
   if (has('visual.conv1.weight') || has('token_embedding.weight')) return OPENAI_NAMES;
-  for (const root of ['', 'owlvit.', 'clip.']) {
+  for (const root of ['', 'owlvit.', 'owlv2.', 'clip.']) {
     if (has(`${root}vision_model.embeddings.class_embedding`) || has(`${root}text_model.embeddings.token_embedding.weight`)) return hfNames(root);
   }
   throw new SafetensorsError(file, 'no CLIP weights found: expected OpenAI names (visual.conv1.weight, …) or Hugging Face names (vision_model.embeddings.…)');

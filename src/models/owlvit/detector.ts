@@ -14,8 +14,8 @@ import { hfOrigin } from '../clip/config.js';
 import { openWeightReader } from '../clip/reader.js';
 import { SafetensorsError } from '../../io/safetensors.js';
 import { poolIndices, type Weights } from '../clip/towers.js';
-import { owlVitConfigFromHf, type OwlVitConfig } from './config.js';
-import { headShapes, UNUSED_BY_DETECTION } from './names.js';
+import { owlVitConfigFromHf, type OwlModelType, type OwlVitConfig } from './config.js';
+import { headShapes, towerRoot, unusedByDetection } from './names.js';
 import { classLogits, imageHeads, textEmbeds } from './heads.js';
 import { nmsKernel } from '../../kernels/nms.js';
 import { ClipTokenizer, TOKENIZER_FILES } from '../tokenizer/index.js';
@@ -56,7 +56,7 @@ export interface PredictInputs {
   attentionMask?: ArrayLike<number>;
 }
 
-/** HF OwlViTObjectDetectionOutput's tensors, flattened row-major. */
+/** HF OwlViTObjectDetectionOutput's (Owlv2ObjectDetectionOutput's) tensors, flattened row-major. */
 export interface PredictOutputs {
   /** [B, N, Q] class logits; padded queries -1e6. */
   logits: Float32Array;
@@ -68,6 +68,8 @@ export interface PredictOutputs {
   imageEmbeds: Float32Array;
   /** [B, Q, E] L2-normalised query embeddings. */
   textEmbeds: Float32Array;
+  /** [B, N] OWLv2's objectness logits (sigmoid gives the probability that a box holds an object); OWL-ViT v1 has none. */
+  objectnessLogits?: Float32Array;
 }
 
 export interface ImageGuidedInputs {
@@ -115,6 +117,8 @@ export class OwlVitImageEmbedding {
   readonly imageEmbeds?: Float32Array;
   /** [B, N, Dt] class_head.dense0 outputs, when embedImage was asked for them (what queryImage picks a query from). */
   readonly classEmbedsRaw?: Float32Array;
+  /** [B, N] objectness logits (OWLv2 only). */
+  readonly objectnessLogits?: Float32Array;
   /**
    * class_head inputs [P, N, Dt], [P, N, 1], [P, N, 1] in the detector's dtype, where P is the batch
    * rounded up to a power of two (plans serve such buckets; rows past `batch` are padding).
@@ -123,11 +127,12 @@ export class OwlVitImageEmbedding {
   readonly #onDispose: (e: OwlVitImageEmbedding) => void;
 
   /** @internal made by OwlVitDetector.embedImage */
-  constructor(init: { batch: number; predBoxes: Float32Array; imageEmbeds?: Float32Array; classEmbedsRaw?: Float32Array; tensors: OwlVitImageEmbedding['tensors']; onDispose: (e: OwlVitImageEmbedding) => void }) {
+  constructor(init: { batch: number; predBoxes: Float32Array; imageEmbeds?: Float32Array; classEmbedsRaw?: Float32Array; objectnessLogits?: Float32Array; tensors: OwlVitImageEmbedding['tensors']; onDispose: (e: OwlVitImageEmbedding) => void }) {
     this.batch = init.batch;
     this.predBoxes = init.predBoxes;
     this.imageEmbeds = init.imageEmbeds;
     this.classEmbedsRaw = init.classEmbedsRaw;
+    this.objectnessLogits = init.objectnessLogits;
     this.tensors = init.tensors;
     this.#onDispose = init.onDispose;
   }
@@ -148,8 +153,8 @@ const F32_MAX = 3.4028234663852886e38;
 const TEXT_CACHE_SIZE = 4096;
 
 /**
- * OWL-ViT open-vocabulary detection (Hugging Face OwlViTForObjectDetection checkpoints) on the
- * graph executor. Graph plans (vision + heads per batch bucket, text per batch bucket and length,
+ * OWL-ViT and OWLv2 open-vocabulary detection (Hugging Face OwlViTForObjectDetection and
+ * Owlv2ForObjectDetection checkpoints, told apart by config.json's model_type) on the graph executor. Graph plans (vision + heads per batch bucket, text per batch bucket and length,
  * class logits per batch and query-count bucket; buckets are powers of two, padded) are compiled
  * once and cached; image embeddings and text
  * query embeddings can be kept and reused.
@@ -158,7 +163,7 @@ export class OwlVitDetector {
   readonly gpu: Gpu;
   readonly config: OwlVitConfig;
   readonly dtype: DType;
-  /** Checkpoint tensors that detection does not read, besides OwlViTModel's logit_scale and visual_projection. */
+  /** Checkpoint tensors that detection does not read, besides OwlViTModel's (Owlv2Model's) logit_scale and visual_projection. */
   readonly unusedWeights: readonly string[];
   readonly weights: { readonly vision: ReadonlyMap<string, Tensor>; readonly text: ReadonlyMap<string, Tensor>; readonly head: ReadonlyMap<string, Tensor> };
   /** Tokenizes string queries (detect); undefined when the folder had none and none was given. */
@@ -185,7 +190,10 @@ export class OwlVitDetector {
     return this.config.gridSize ** 2;
   }
 
-  /** Loads a folder holding config.json and model.safetensors (or shards). */
+  /**
+   * Loads a folder holding config.json and model.safetensors (or shards): OWL-ViT or OWLv2, as the
+   * config's model_type says (without one, as the weight names say).
+   */
   static async load(gpu: Gpu, dir: string, options: OwlVitLoadOptions = {}): Promise<OwlVitDetector> {
     const op = `${OP}.load`;
     const dtype = options.dtype ?? 'f32';
@@ -202,7 +210,7 @@ export class OwlVitDetector {
       if (options.config) json = options.config;
       else if (existsSync(configPath)) json = JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>;
       else throw new Error('no config.json in this folder');
-      config = owlVitConfigFromHf(json);
+      config = owlVitConfigFromHf(json, json?.model_type === undefined ? typeFromWeights(dir) : undefined);
     } catch (err) {
       throw new InputError(op, `${source}: ${(err as Error).message}`, { cause: err });
     }
@@ -218,17 +226,20 @@ export class OwlVitDetector {
     const loaded: Map<string, Tensor>[] = [];
     try {
       reader = openWeightReader(dir, { allowNonFinite: options.allowNonFinite });
-      const conv = hfNames('owlvit.');
-      if (!reader.names().some((n) => n.startsWith('owlvit.'))) {
-        throw new SafetensorsError(reader.path, `no OWL-ViT weights: no tensor named owlvit.* (OwlViTForObjectDetection), e.g. "${conv.vision.prefix}embeddings.class_embedding"`);
+      const root = towerRoot(config);
+      const conv = hfNames(root);
+      if (!reader.names().some((n) => n.startsWith(root))) {
+        const model = config.modelType === 'owlv2' ? 'OWLv2 weights: no tensor named owlv2.* (Owlv2ForObjectDetection)' : 'OWL-ViT weights: no tensor named owlvit.* (OwlViTForObjectDetection)';
+        throw new SafetensorsError(reader.path, `no ${model}, e.g. "${conv.vision.prefix}embeddings.class_embedding" (config.json's model_type is ${JSON.stringify(config.modelType)})`);
       }
       const ctx: LoadContext = { op, reader, conv, origin: hfOrigin(source, json), dtype, maxBytes: maxTensorBytes(gpu) };
       // Every tensor is checked against the config before the first is read.
       const plans = [planTower(ctx, 'vision', config.vision, config.embedDim, ['proj']), planTower(ctx, 'text', config.text, config.embedDim), planHead(ctx, config)];
       const used = new Set<string>();
       for (const plan of plans) loaded.push(uploadPlanned(gpu, reader, plan, dtype, used));
-      const unused = reader.names().filter((n) => !used.has(n) && !UNUSED_BY_DETECTION.includes(n));
-      if (unused.length) console.warn(`ovgpu: ${unused.length} tensor(s) in ${reader.path} not used by OWL-ViT: ${unused.slice(0, 5).join(', ')}${unused.length > 5 ? ', …' : ''}`);
+      const skipped = unusedByDetection(config);
+      const unused = reader.names().filter((n) => !used.has(n) && !skipped.includes(n));
+      if (unused.length) console.warn(`ovgpu: ${unused.length} tensor(s) in ${reader.path} not used by ${config.modelType === 'owlv2' ? 'OWLv2' : 'OWL-ViT'}: ${unused.slice(0, 5).join(', ')}${unused.length > 5 ? ', …' : ''}`);
       const [vision, text, head] = loaded as [Map<string, Tensor>, Map<string, Tensor>, Map<string, Tensor>];
       return new OwlVitDetector(gpu, { config, dtype, unused, vision, text, head, tokenizer, textCacheSize, plans: options.plans });
     } catch (err) {
@@ -294,13 +305,18 @@ export class OwlVitDetector {
       logitScale: Tensor.empty(this.gpu, [padded, n, 1], this.dtype),
     };
     try {
-      const run = (plan: GraphPlan) => plan.run({ pixels: padRows(pixelValues, b, padded) }, { outputs: ['predBoxes', 'imageEmbeds', 'classEmbedsRaw'].filter((o) => o === 'predBoxes' || options[o as 'imageEmbeds']), copyTo: tensors });
+      // Boxes (and OWLv2's objectness) always come back; the rest when asked.
+      const wanted = ['imageEmbeds', 'classEmbedsRaw'].filter((o) => options[o as 'imageEmbeds']);
+      const always = ['predBoxes', ...(this.config.modelType === 'owlv2' ? ['objectnessLogits'] : [])];
+      const run = (plan: GraphPlan) => plan.run({ pixels: padRows(pixelValues, b, padded) }, { outputs: [...always, ...wanted], copyTo: tensors });
       const { outputs } = await this.#plans.use(`vision:${padded}`, build, run);
+      const rows = (name: string) => outputs[name] && firstRows(outputs[name] as Float32Array, b, padded);
       const e = new OwlVitImageEmbedding({
         batch: b,
-        predBoxes: firstRows(outputs.predBoxes as Float32Array, b, padded),
-        imageEmbeds: outputs.imageEmbeds && firstRows(outputs.imageEmbeds as Float32Array, b, padded),
-        classEmbedsRaw: outputs.classEmbedsRaw && firstRows(outputs.classEmbedsRaw as Float32Array, b, padded),
+        predBoxes: rows('predBoxes')!,
+        imageEmbeds: rows('imageEmbeds'),
+        classEmbedsRaw: rows('classEmbedsRaw'),
+        objectnessLogits: rows('objectnessLogits'),
         tensors,
         onDispose: (x) => this.#embeddings.delete(x),
       });
@@ -412,7 +428,7 @@ export class OwlVitDetector {
     return { ...scored, textEmbeds };
   }
 
-  /** OwlViTForObjectDetection.forward: text-queried detection of a batch of images. */
+  /** OwlViTForObjectDetection.forward (Owlv2ForObjectDetection.forward): text-queried detection of a batch of images. */
   async predict(inputs: PredictInputs): Promise<PredictOutputs> {
     const op = `${OP}.predict`;
     this.#assertUsable(op);
@@ -424,7 +440,7 @@ export class OwlVitDetector {
     const image = await this.embedImage(inputs.pixelValues, inputs.pixelShape, { imageEmbeds: true });
     try {
       const scored = await this.queryText(image, inputs);
-      return { logits: scored.logits, predBoxes: image.predBoxes, classEmbeds: scored.classEmbeds, imageEmbeds: image.imageEmbeds!, textEmbeds: scored.textEmbeds };
+      return { logits: scored.logits, predBoxes: image.predBoxes, classEmbeds: scored.classEmbeds, imageEmbeds: image.imageEmbeds!, textEmbeds: scored.textEmbeds, ...(image.objectnessLogits && { objectnessLogits: image.objectnessLogits }) };
     } finally {
       image.dispose();
     }
@@ -565,11 +581,26 @@ function normaliseQueryBoxes(op: string, box: ImageGuidedInputs['queryBox'], nq:
   return boxes.map((b, i) => clipBox(op, `queryBox ${one ? 0 : i} (normalised to the query image)`, b, 1, 1));
 }
 
+/** The model type a folder's weights imply, for a config without model_type: OWLv2 when they are named owlv2.*. */
+function typeFromWeights(dir: string): OwlModelType {
+  try {
+    const reader = openWeightReader(dir);
+    try {
+      return reader.names().some((n) => n.startsWith('owlv2.')) ? 'owlv2' : 'owlvit';
+    } finally {
+      reader.close();
+    }
+  } catch {
+    return 'owlvit'; // the load opens the weights again and reports what is wrong with them
+  }
+}
+
 /** The detection heads' parameters under their canonical names, checked like the towers'. */
 function planHead(ctx: LoadContext, config: OwlVitConfig): PlannedParam[] {
   return [...headShapes(config)].map(([param, { name, shape }]) => {
-    checkTensor(ctx.reader, name, shape, 'detection head');
-    checkSize(ctx, name, shape, 'detection head');
+    const what = param.startsWith('objectness_head.') ? "OWLv2's objectness head" : 'detection head';
+    checkTensor(ctx.reader, name, shape, what);
+    checkSize(ctx, name, shape, what);
     return { param, shape, names: [name] };
   });
 }

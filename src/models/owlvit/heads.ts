@@ -15,6 +15,8 @@ export interface ImageHeadOutputs {
   /** [B, N, 1]: class_head.logit_shift(x) and class_head.logit_scale(x) (before elu + 1). */
   logitShift: Value;
   logitScale: Value;
+  /** [B, N] f32: OWLv2's objectness_head(x)[..., 0]; absent for OWL-ViT v1. */
+  objectnessLogits?: Value;
 }
 
 /**
@@ -33,9 +35,11 @@ export function imageHeads(g: GraphBuilder, vision: Weights, head: Weights, c: O
 
   const linear = (x: Value, name: string, activation?: 'gelu') =>
     g.matmul(x, head(`${name}.weight`), { transposeB: true, bias: head(`${name}.bias`), activation }, `owl.${name}`);
-  const box = linear(linear(linear(imageEmbeds, 'box_head.dense0', 'gelu'), 'box_head.dense1', 'gelu'), 'box_head.dense2');
+  // HF's BoxPredictionHead: dense0 → GELU → dense1 → GELU → dense2 (the box head, and OWLv2's objectness head).
+  const mlp = (name: string) => linear(linear(linear(imageEmbeds, `${name}.dense0`, 'gelu'), `${name}.dense1`, 'gelu'), `${name}.dense2`);
   const bias = g.op(boxesKernel, [], { op: 'owl_bias', gridSize: c.gridSize }, 'owl.box_bias')[0]!;
-  const predBoxes = g.op(boxesKernel, [g.cast(box, 'f32', 'owl.box_f32'), bias], { op: 'decode' }, 'owl.box_decode')[0]!;
+  const predBoxes = g.op(boxesKernel, [g.cast(mlp('box_head'), 'f32', 'owl.box_f32'), bias], { op: 'decode' }, 'owl.box_decode')[0]!;
+  const objectness = c.modelType === 'owlv2' ? g.reshape(g.cast(mlp('objectness_head'), 'f32', 'owl.objectness_f32'), [b, c.gridSize * c.gridSize]) : undefined;
 
   return {
     imageEmbeds,
@@ -43,6 +47,7 @@ export function imageHeads(g: GraphBuilder, vision: Weights, head: Weights, c: O
     classEmbedsRaw: linear(imageEmbeds, 'class_head.dense0'),
     logitShift: linear(imageEmbeds, 'class_head.logit_shift'),
     logitScale: linear(imageEmbeds, 'class_head.logit_scale'),
+    ...(objectness && { objectnessLogits: objectness }),
   };
 }
 

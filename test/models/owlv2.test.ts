@@ -1,0 +1,149 @@
+// OWLv2 (Owlv2ForObjectDetection, Owlv2ImageProcessor) against Hugging Face transformers v4.35.2 on
+// ../shared/fixtures/owlv2_tiny (see its README): float outputs against the float64 run.
+import { describe, expect, it, beforeAll, afterAll } from 'vitest';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { readSafetensors } from '../../src/io/safetensors.js';
+import { writeSafetensors } from '../util/write-safetensors.js';
+import { ClipModel, GraphBuilder, OwlVitDetector, kernels, type Gpu } from '../../src/index.js';
+import { useGpu } from '../util/gpu.js';
+import { expectClose } from '../util/check.js';
+import { fixturePath } from '../util/fixtures.js';
+import { fixtureTensors } from '../util/grad.js';
+
+const getGpu = useGpu();
+const DIR = fixturePath('owlv2_tiny');
+const input = fixtureTensors('owlv2_tiny', 'inputs.safetensors');
+const expected = fixtureTensors('owlv2_tiny', 'expected.safetensors');
+/** The float64 run of a tensor (as f64 numbers). */
+const f64 = (name: string) => Array.from(expected(`${name}_f64`).data);
+
+const B = 2;
+const N = 16;
+const Q = 3;
+const PADDED = { image: 1, query: 2 }; // input_ids row 5 starts with 0
+const pixelValues = () => input('pixel_values').data as Float32Array;
+const inputIds = () => input('input_ids').data as Int32Array;
+const predictInputs = () => ({ pixelValues: pixelValues(), pixelShape: [B, 3, 32, 32], inputIds: inputIds(), idsShape: [B * Q, 16], attentionMask: input('attention_mask').data as Int32Array });
+
+function close(got: ArrayLike<number>, name: string, tol = 1e-4, ref = f64(name)): string {
+  return expectClose(got, ref, { scaleTol: tol, label: name }).message;
+}
+
+/** Logits with the padded query's column checked apart: it is exactly -1e6, and would set the scale of the rest. */
+function checkLogits(got: Float32Array, tol: number): string {
+  const ref = f64('logits');
+  const isPadded = (i: number) => Math.floor(i / (N * Q)) === PADDED.image && i % Q === PADDED.query;
+  const idx = [...ref.keys()];
+  expect(idx.filter(isPadded).map((i) => got[i])).toEqual(new Array(N).fill(-1e6));
+  const live = idx.filter((i) => !isPadded(i));
+  return close(live.map((i) => got[i]!), 'logits', tol, live.map((i) => ref[i]!));
+}
+
+describe('OWLv2 on owlv2_tiny: Owlv2ForObjectDetection', () => {
+  let gpu: Gpu;
+  let det: OwlVitDetector;
+  let baseline: ReturnType<Gpu['stats']>;
+  beforeAll(async () => {
+    gpu = await getGpu();
+    baseline = gpu.stats();
+    det = await OwlVitDetector.load(gpu, DIR);
+  });
+
+  it('load detects OWLv2 from config.json and reads the objectness head', () => {
+    expect(det.config).toMatchObject({ modelType: 'owlv2', gridSize: 4, embedDim: 48, vision: { width: 64, imageSize: 32, patchSize: 8 }, text: { width: 48, contextLength: 16 } });
+    expect(det.unusedWeights).toEqual([]);
+    expect(det.weights.head.get('objectness_head.dense2.weight')?.shape).toEqual([1, 64]);
+  });
+
+  it('predict matches forward: logits, boxes, objectness, embeddings (f32, 1e-4 of scale vs float64)', async () => {
+    const out = await det.predict(predictInputs());
+    expect(out.objectnessLogits?.length).toBe(B * N);
+    for (const m of [
+      checkLogits(out.logits, 1e-4),
+      close(out.predBoxes, 'pred_boxes'),
+      close(out.objectnessLogits!, 'objectness_logits'),
+      close(out.classEmbeds, 'class_embeds'),
+      close(out.imageEmbeds, 'image_embeds'),
+      close(out.textEmbeds, 'text_embeds'),
+    ]) console.log(m);
+  });
+
+  it('box bias and the first layer of the objectness head match compute_box_bias and objectness_head.dense0', async () => {
+    const bias = await kernels.boxes.owlBoxBias(gpu, 4);
+    close(await bias.read(), 'box_bias');
+    bias.dispose();
+    // objectness_head.dense0 of the reference's own feature map.
+    const g = new GraphBuilder();
+    const x = g.input('x', [B, N, 64]);
+    const w = (n: string) => g.constant(det.weights.head.get(`objectness_head.dense0.${n}`)!);
+    g.output('y', g.matmul(x, w('weight'), { transposeB: true, bias: w('bias') }));
+    const plan = await g.compile(gpu);
+    const { outputs } = await plan.run({ x: Float32Array.from(f64('image_embeds')) });
+    console.log(close(outputs.y as Float32Array, 'objectness_head_dense0'));
+    plan.dispose();
+  });
+
+  it('the towers read as a CLIP model give the reference intermediates and Owlv2Model outputs', async () => {
+    const clip = await ClipModel.load(gpu, DIR);
+    const vision = await clip.runVision(pixelValues(), [B, 3, 32, 32], { dense: true, intermediates: true });
+    console.log(close(vision.intermediates!.tokens_pre_ln_post!, 'vision_last_hidden_state'));
+    const post = vision.intermediates!.tokens_post_ln_post!;
+    close(Float32Array.from({ length: B * 64 }, (_, i) => post[Math.floor(i / 64) * 17 * 64 + (i % 64)]!), 'vision_pooler_output');
+    const text = await clip.runText(inputIds(), [B * Q, 16], { intermediates: true });
+    // Positions the attention mask hides (padding after EOS) differ, as the causal tower here reads no mask; none reaches the pooled row.
+    const mask = input('attention_mask').data;
+    const seen = (i: number) => mask[Math.floor(i / 48)] === 1;
+    const ref = f64('text_last_hidden_state');
+    close(text.intermediates!.ln_final_out!.filter((_, i) => seen(i)), 'text_last_hidden_state', 1e-4, ref.filter((_, i) => seen(i)));
+    close(text.intermediates!.pooled!, 'text_pooler_output');
+    console.log(close(clip.similarity(vision.embeds, text.embeds), 'owlv2_logits_per_image'));
+    clip.dispose();
+  });
+
+  it('dispose frees everything load and the runs made', () => {
+    const after = det.dispose();
+    expect({ liveBuffers: after.liveBuffers, liveBytes: after.liveBytes }).toEqual({ liveBuffers: baseline.liveBuffers, liveBytes: baseline.liveBytes });
+  });
+});
+
+describe('OWLv2 load errors', () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), 'ovgpu-owlv2-'));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  /** A copy of the fixture checkpoint with some tensors left out and the config edited. */
+  function checkpoint(name: string, drop: (tensor: string) => boolean, editConfig: (c: Record<string, any>) => void = () => undefined): string {
+    const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
+    for (const [k, t] of readSafetensors(join(DIR, 'model.safetensors'))) if (!drop(k)) tensors[k] = { shape: [...t.shape], data: t.data as Float32Array };
+    const config = JSON.parse(readFileSync(join(DIR, 'config.json'), 'utf8')) as Record<string, any>;
+    editConfig(config);
+    const d = join(dir, name);
+    mkdirSync(d);
+    writeFileSync(join(d, 'config.json'), JSON.stringify(config));
+    writeSafetensors(join(d, 'model.safetensors'), tensors);
+    return d;
+  }
+
+  it('names what is missing or disagrees, and leaves nothing allocated', async () => {
+    const gpu = await getGpu();
+    const before = gpu.stats();
+    const noObjectness = checkpoint('no-objectness', (k) => k.startsWith('objectness_head.'));
+    await expect(OwlVitDetector.load(gpu, noObjectness)).rejects.toThrow(/missing tensor "objectness_head.dense0.weight" \(OWLv2's objectness head\), expected shape \[64, 64\]/);
+    const patch = checkpoint('patch', () => false, (c) => (c.vision_config.patch_size = 16));
+    await expect(OwlVitDetector.load(gpu, patch)).rejects.toThrow(/config.json.*patch_size.*owlv2.vision_model.embeddings.patch_embedding.weight|owlv2.vision_model.embeddings.patch_embedding.weight.*patch_size/);
+    const size = checkpoint('size', () => false, (c) => (c.vision_config.image_size = 64));
+    await expect(OwlVitDetector.load(gpu, size)).rejects.toThrow(/config.json.*image_size.*owlv2.vision_model.embeddings.position_embedding.weight|position_embedding.weight.*image_size/);
+    const v1Config = checkpoint('v1-config', () => false, (c) => (c.model_type = 'owlvit'));
+    await expect(OwlVitDetector.load(gpu, v1Config)).rejects.toThrow(/no OWL-ViT weights: no tensor named owlvit\.\*.*model_type is "owlvit"/);
+    // Without model_type the weight names decide.
+    const untyped = checkpoint('untyped', () => false, (c) => delete c.model_type);
+    const det = await OwlVitDetector.load(gpu, untyped);
+    expect(det.config.modelType).toBe('owlv2');
+    det.dispose();
+    expect(gpu.stats()).toEqual(before);
+  });
+});
