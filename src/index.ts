@@ -35,5 +35,6 @@ export {
 } from './models/preprocess/index.js';
 export { InputError } from './models/inputs.js';
 export * from './models/region/index.js';
+export * from './models/prompts/index.js';
 export * from './models/owlvit/index.js';
 export { writeRandomModel, TINY_OWLVIT, TINY_CLIP, vitB32, type RandomModelKind } from './models/random.js';

@@ -46,6 +46,20 @@ function uniform(seed: number): () => number {
   };
 }
 
+/** `count` seeded draws from N(0, std²) (Box–Muller on the uniform stream). */
+export function normal(count: number, std: number, seed: number): Float32Array {
+  const r = uniform(seed);
+  const out = new Float32Array(count);
+  for (let i = 0; i < count; i += 2) {
+    const u = (r() + 1) / 2 || Number.MIN_VALUE;
+    const v = (r() + 1) / 2;
+    const m = std * Math.sqrt(-2 * Math.log(u));
+    out[i] = m * Math.cos(2 * Math.PI * v);
+    if (i + 1 < count) out[i + 1] = m * Math.sin(2 * Math.PI * v);
+  }
+  return out;
+}
+
 /** How one parameter is drawn: `center + spread · U(-1, 1)`. */
 interface Param {
   name: string;
