@@ -20,3 +20,5 @@ export * from './attention.js';
 export * from './attentionBackward.js';
 export * from './optimizerStep.js';
 export * from './matmulBackward.js';
+export * from './permutohedral.js';
+export * from './meanField.js';
