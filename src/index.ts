@@ -25,6 +25,8 @@ export {
   preprocessClipBatch,
   preprocessOwlVit,
   preprocessOwlVitBatch,
+  preprocessOwlv2,
+  preprocessOwlv2Batch,
   decodeImage,
   PreprocessError,
   CLIP_MEAN,

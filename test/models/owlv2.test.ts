@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readSafetensors } from '../../src/io/safetensors.js';
 import { writeSafetensors } from '../util/write-safetensors.js';
-import { ClipModel, GraphBuilder, OwlVitDetector, kernels, type Gpu } from '../../src/index.js';
+import { ClipModel, GraphBuilder, OwlVitDetector, decodeImage, kernels, preprocessOwlv2, preprocessOwlv2Batch, type Gpu } from '../../src/index.js';
+import { resizeOwlv2 } from '../../src/models/preprocess/index.js';
 import { useGpu } from '../util/gpu.js';
 import { expectClose } from '../util/check.js';
 import { fixturePath } from '../util/fixtures.js';
@@ -145,5 +146,83 @@ describe('OWLv2 load errors', () => {
     expect(det.config.modelType).toBe('owlv2');
     det.dispose();
     expect(gpu.stats()).toEqual(before);
+  });
+});
+
+describe('preprocessOwlv2 = Owlv2ImageProcessor (rescale, pad with 0.5, gaussian + order-1 zoom, clip, normalise)', () => {
+  const pre = fixtureTensors('owlv2_tiny', 'preprocess.safetensors');
+  const manifest = JSON.parse(readFileSync(join(DIR, 'manifest.json'), 'utf8')) as { images: { name: string; mode: string; h: number; w: number; file: string }[] };
+
+  it.each(manifest.images.map((m) => [m.name, m] as const))('%s: decoded pixels, padded, resized and pixel_values at 32 and 80 px within 1e-5', async (name, m) => {
+    const file = join(DIR, m.file);
+    const decoded = await decodeImage(file);
+    expect([decoded.height, decoded.width]).toEqual([m.h, m.w]);
+    // PIL's convert('RGB'): alpha dropped, gray replicated.
+    const rgb = decoded.channels === 3 ? decoded.data : decoded.data.filter((_, i) => i % 4 !== 3);
+    expect(Array.from(rgb)).toEqual(Array.from(pre(`${name}.rgb_u8`).data));
+    // A resize to the padded side itself is the identity: the padded image.
+    const side = Math.max(m.h, m.w);
+    expectClose(resizeOwlv2(decoded, side), pre(`${name}.padded`).data, { atol: 1e-7, label: `${name}.padded` });
+    console.log(expectClose(resizeOwlv2(decoded, 32), pre(`${name}.resized_f64`).data, { atol: 1e-5, label: `${name}.resized` }).message);
+    const px = await preprocessOwlv2(file, { size: 32 });
+    expect(px.shape).toEqual([1, 3, 32, 32]);
+    expect(px.originalSize).toEqual([m.h, m.w]);
+    console.log(expectClose(px.data, pre(`${name}.pixel_values_f64`).data, { atol: 1e-5, label: `${name}.pixel_values` }).message);
+    const up = await preprocessOwlv2Batch([file, file], { size: 80 });
+    expect(up.originalSizes).toEqual([[m.h, m.w], [m.h, m.w]]);
+    const ref = pre(`${name}.pixel_values_s2_f64`).data;
+    console.log(expectClose(up.data, [...ref, ...ref], { atol: 1e-5, label: `${name}.pixel_values_s2` }).message);
+  });
+
+  it('large downscaling factors (wide kernels, rows and columns read sparsely) equal filtering every pixel first, as scipy does', () => {
+    // A plain scipy-order reference: gaussian_filter on the whole padded image (axis 0 then 1, f32 between), then zoom.
+    const reference = (img: { data: Uint8Array; width: number; height: number }, size: number) => {
+      const side = Math.max(img.width, img.height);
+      const px = (y: number, x: number, c: number) => (y < img.height && x < img.width ? Math.fround(img.data[(y * img.width + x) * 3 + c]! * (1 / 255)) : 0.5);
+      const mirror = (i: number) => (i < 0 ? -i : i >= side ? 2 * side - 2 - i : i);
+      const sigma = Math.max(0, (side / size - 1) / 2);
+      const r = Math.trunc(4 * sigma + 0.5);
+      const k = Array.from({ length: 2 * r + 1 }, (_, j) => Math.exp((-0.5 / (sigma * sigma)) * (j - r) ** 2));
+      const sum = k.reduce((a, b) => a + b);
+      const pass = (get: (y: number, x: number, c: number) => number, axis: 0 | 1) => {
+        const out = new Float32Array(side * side * 3);
+        for (let y = 0; y < side; y++) for (let x = 0; x < side; x++) for (let c = 0; c < 3; c++) {
+          let s = get(y, x, c) * (k[r]! / sum);
+          for (let j = r; j >= 1; j--) s += (axis === 0 ? get(mirror(y - j), x, c) + get(mirror(y + j), x, c) : get(y, mirror(x - j), c) + get(y, mirror(x + j), c)) * (k[r + j]! / sum);
+          out[(y * side + x) * 3 + c] = s;
+        }
+        return (y: number, x: number, c: number) => out[(y * side + x) * 3 + c]!;
+      };
+      const filtered = pass(pass(px, 0), 1);
+      const at = (o: number) => {
+        const cc = (o + 0.5) * (side / size) - 0.5;
+        const lo = Math.floor(cc);
+        return [lo, Math.min(lo + 1, side - 1), 1 - (cc - lo)] as const;
+      };
+      const out = new Float32Array(size * size * 3);
+      for (let i = 0; i < size; i++) for (let j = 0; j < size; j++) for (let c = 0; c < 3; c++) {
+        const [y0, y1, wy] = at(i);
+        const [x0, x1, wx] = at(j);
+        out[(i * size + j) * 3 + c] = filtered(y0, x0, c) * wy * wx + filtered(y0, x1, c) * wy * (1 - wx) + filtered(y1, x0, c) * (1 - wy) * wx + filtered(y1, x1, c) * (1 - wy) * (1 - wx);
+      }
+      return out;
+    };
+    let seed = 3;
+    const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    for (const [width, height, size] of [[157, 90, 12], [31, 200, 17], [64, 64, 9]] as const) {
+      const img = { data: Uint8Array.from({ length: width * height * 3 }, () => Math.floor(256 * rand())), width, height, channels: 3 as const };
+      expectClose(resizeOwlv2(img, size), reference(img, size), { atol: 1e-6, label: `${width}x${height} → ${size}` });
+    }
+  });
+
+  it('the model inputs are these images preprocessed', async () => {
+    const files = manifest.images.slice(0, 2).map((m) => join(DIR, m.file));
+    expectClose((await preprocessOwlv2Batch(files, { size: 32 })).data, pixelValues(), { atol: 1e-5 });
+    expectClose((await preprocessOwlv2(join(DIR, manifest.images[2]!.file), { size: 32 })).data, input('query_pixel_values').data, { atol: 1e-5 });
+  });
+
+  it('refuses a bad size or an unreadable image, naming it', async () => {
+    await expect(preprocessOwlv2(join(DIR, manifest.images[0]!.file), { size: 0 })).rejects.toThrow(/preprocessOwlv2: size must be a positive integer, got 0/);
+    await expect(preprocessOwlv2(join(DIR, 'nope.png'))).rejects.toThrow(/nope.png: cannot read the image/);
   });
 });

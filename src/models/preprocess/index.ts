@@ -15,3 +15,4 @@ export {
   type NormalizeOptions,
   type PixelBatch,
 } from './image.js';
+export { preprocessOwlv2, preprocessOwlv2Batch, resizeOwlv2 } from './owlv2.js';
