@@ -3,7 +3,7 @@ import type { Gpu } from '../gpu/gpu.js';
 import { isDType, shapeString, sizeOf, type DType } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
 import type { Kernel, TensorInfo } from '../kernels/program.js';
-import { concatKernel, contiguousStrides, sliceView, stridedCopyKernel, transposeView, type StridedView } from '../kernels/copy.js';
+import { concatKernel, contiguousStrides, sliceBounds, sliceView, stridedCopyKernel, transposeView, type StridedView } from '../kernels/copy.js';
 import { elementwiseKernel } from '../kernels/elementwise.js';
 import { gatherKernel } from '../kernels/gather.js';
 import { matmulKernel, type MatmulActivation } from '../kernels/matmul.js';
@@ -71,6 +71,12 @@ export class Value implements TensorInfo {
   }
 }
 
+/**
+ * The operation a strided window (a view or a copy node) came from: export writes it as that op
+ * (ONNX Slice / Transpose), which keeps batch dimensions symbolic, rather than as raw strides.
+ */
+export type ViewOrigin = { op: 'slice'; starts: readonly number[]; ends: readonly number[] } | { op: 'transpose'; perm: readonly number[] };
+
 /** One kernel invocation recorded in a graph. */
 export interface GraphNode {
   readonly index: number;
@@ -105,6 +111,8 @@ export class GraphBuilder {
   readonly outputs = new Map<string, Value>();
   /** Trainable weights by name (see `parameter`). */
   readonly parameters = new Map<string, Value>();
+  /** What `slice` and `transpose` results (views or copies) were made by (see ViewOrigin). */
+  readonly viewOrigins = new Map<Value, ViewOrigin>();
 
   #add(info: TensorInfo, source: ValueSource): Value {
     const v = new Value(this, this.values.length, info, source);
@@ -184,24 +192,27 @@ export class GraphBuilder {
   }
 
   /** A strided window as its own value: a view when it is a contiguous range, else a copy node. */
-  #window(x: Value, view: StridedView, label: string): Value {
+  #window(x: Value, view: StridedView, origin: ViewOrigin, label: string): Value {
     const contiguous = contiguousStrides(view.shape);
-    if (view.shape.every((n, d) => n <= 1 || view.strides[d] === contiguous[d])) {
-      return this.#add({ shape: view.shape, dtype: x.dtype }, { kind: 'view', base: x, offset: view.offset });
-    }
-    return this.op(stridedCopyKernel, [x], view, label)[0]!;
+    const out = view.shape.every((n, d) => n <= 1 || view.strides[d] === contiguous[d])
+      ? this.#add({ shape: view.shape, dtype: x.dtype }, { kind: 'view', base: x, offset: view.offset })
+      : this.op(stridedCopyKernel, [x], view, label)[0]!;
+    this.viewOrigins.set(out, origin);
+    return out;
   }
 
   /** x[starts[0]:ends[0], …]; a view (no copy) when the result is contiguous. */
   slice(x: Value, starts: readonly number[], ends?: readonly (number | undefined)[], label?: string): Value {
     this.#own(x, 'slice input');
-    return this.#window(x, sliceView(x.shape, starts, ends), label ?? `slice#${this.nodes.length}`);
+    const bounds = sliceBounds(x.shape, starts, ends ?? []);
+    const origin = { op: 'slice' as const, starts: bounds.map(([s]) => s), ends: bounds.map(([, e]) => e) };
+    return this.#window(x, sliceView(x.shape, starts, ends), origin, label ?? `slice#${this.nodes.length}`);
   }
 
   /** Permutes dimensions (a copy unless the permutation leaves the layout unchanged). */
   transpose(x: Value, perm: readonly number[], label?: string): Value {
     this.#own(x, 'transpose input');
-    return this.#window(x, transposeView(x.shape, perm), label ?? `transpose#${this.nodes.length}`);
+    return this.#window(x, transposeView(x.shape, perm), { op: 'transpose', perm: [...perm] }, label ?? `transpose#${this.nodes.length}`);
   }
 
   concat(xs: readonly Value[], axis: number, label?: string): Value {

@@ -1,4 +1,4 @@
-export { GraphBuilder, Value, type GraphNode, type ValueSource, type RegionWordSimilarityGraphOptions } from './builder.js';
+export { GraphBuilder, Value, type GraphNode, type ValueSource, type ViewOrigin, type RegionWordSimilarityGraphOptions } from './builder.js';
 export type { GradientOptions, GradContext, GradRule } from './grad/index.js';
 export { GraphPlan, type RunOptions, type RunResult, type RunProfile, type NodeTiming, type MemoryReport, type GraphInput } from './plan.js';
 export { formatProfile } from './profile.js';

@@ -103,6 +103,8 @@ export class GraphPlan {
   readonly inputInfos: ReadonlyMap<string, TensorInfo>;
   readonly outputInfos: ReadonlyMap<string, TensorInfo>;
   readonly nodeCount: number;
+  /** The graph this plan was compiled from (exportOnnx reads it). */
+  readonly graph: GraphBuilder;
   readonly #nodes: CompiledNode[];
   readonly #prepared: ReturnType<typeof createBindGroups>[];
   readonly #inputs: Map<string, Ref>;
@@ -124,6 +126,7 @@ export class GraphPlan {
       buffers: GPUBuffer[];
       constants: Tensor[];
       memory: MemoryReport;
+      graph: GraphBuilder;
       timing?: { querySet: GPUQuerySet; resolve: GPUBuffer; staging: GPUBuffer };
     },
   ) {
@@ -136,6 +139,7 @@ export class GraphPlan {
     this.#constants = parts.constants;
     this.#timing = parts.timing;
     this.memory = parts.memory;
+    this.graph = parts.graph;
     this.nodeCount = parts.nodes.length;
     this.inputInfos = new Map([...parts.inputs].map(([k, r]) => [k, r.info]));
     this.outputInfos = new Map([...parts.outputs].map(([k, o]) => [k, o.ref.info]));
@@ -430,6 +434,7 @@ export async function compileGraph(gpu: Gpu, graph: GraphBuilder): Promise<Graph
       outputs,
       buffers,
       constants: constantTensors,
+      graph,
       timing,
       memory: { intermediateBytes: mem.totalBytes, intermediateBuffers: mem.bufferBytes.length, unsharedBytes: mem.unsharedBytes, largestBytes: mem.largestBytes, inputBytes, constantBytes, fillBytes, ownedBytes: buffers.reduce((sum, b) => sum + b.size, 0) },
     });

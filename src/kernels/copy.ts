@@ -116,7 +116,7 @@ export function transposeView(shape: readonly number[], perm: readonly number[])
 }
 
 /** [start, end) per axis of `shape`, negative and missing ends as in Python, clamped to the axis. */
-function sliceBounds(shape: readonly number[], starts: readonly number[], ends: readonly (number | undefined)[]): [number, number][] {
+export function sliceBounds(shape: readonly number[], starts: readonly number[], ends: readonly (number | undefined)[]): [number, number][] {
   check(starts.length <= shape.length, 'slice', `${starts.length} starts for a tensor of rank ${shape.length}`);
   return shape.map((n, d) => {
     const norm = (v: number) => Math.min(Math.max(v < 0 ? v + n : v, 0), n);

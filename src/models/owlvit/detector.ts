@@ -16,7 +16,7 @@ import { SafetensorsError } from '../../io/safetensors.js';
 import { poolIndices, type Weights } from '../clip/towers.js';
 import { owlVitConfigFromHf, type OwlModelType, type OwlVitConfig } from './config.js';
 import { headShapes, towerRoot, unusedByDetection } from './names.js';
-import { classLogits, imageHeads, textEmbeds } from './heads.js';
+import { classLogits, imageHeads, textEmbeds, type ImageHeadOutputs } from './heads.js';
 import { nmsKernel } from '../../kernels/nms.js';
 import { ClipTokenizer, TOKENIZER_FILES } from '../tokenizer/index.js';
 import { InputError, checkFinite, clipBox } from '../inputs.js';
@@ -269,6 +269,19 @@ export class OwlVitDetector {
   }
 
 
+  /**
+   * Adds the image side to a graph (for export or composition, as ClipModel.buildVision): pixels
+   * [B, 3, S, S] → boxes, image embeddings and the class head's per-patch inputs.
+   */
+  buildImage(g: GraphBuilder, pixels: Value): ImageHeadOutputs {
+    return imageHeads(g, this.#weights(this.weights.vision, g), this.#weights(this.weights.head, g), this.config, pixels);
+  }
+
+  /** Adds the text side to a graph: ids [T, L] (i32) and pooled positions as flat t·L + l → query embeddings [T, embed]. */
+  buildText(g: GraphBuilder, ids: Value, pool: Value): Value {
+    return textEmbeds(g, this.#weights(this.weights.text, g), this.config, ids, pool);
+  }
+
   #checkPixels(op: string, pixels: Float32Array, shape: readonly number[], what = 'pixels'): number {
     const s = this.config.vision.imageSize;
     check(
@@ -296,7 +309,7 @@ export class OwlVitDetector {
     const padded = bucket(b);
     const size = this.config.vision.imageSize;
     const build = (gb: GraphBuilder) => {
-      const out = imageHeads(gb, this.#weights(this.weights.vision, gb), this.#weights(this.weights.head, gb), this.config, gb.input('pixels', [padded, 3, size, size], this.dtype));
+      const out = this.buildImage(gb, gb.input('pixels', [padded, 3, size, size], this.dtype));
       for (const [name, v] of Object.entries(out)) gb.output(name, v);
     };
     const tensors = {
@@ -357,7 +370,7 @@ export class OwlVitDetector {
     if (missing.length) {
       const padded = bucket(missing.length);
       const build = (g: GraphBuilder) => {
-        g.output('textEmbeds', textEmbeds(g, this.#weights(this.weights.text, g), this.config, g.input('ids', [padded, l], 'i32'), g.input('pool', [padded], 'i32')));
+        g.output('textEmbeds', this.buildText(g, g.input('ids', [padded, l], 'i32'), g.input('pool', [padded], 'i32')));
       };
       const ids = new Int32Array(padded * l);
       const poolAt = new Int32Array(padded);
