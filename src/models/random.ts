@@ -35,7 +35,7 @@ export function vitB32(kind: RandomModelKind): ClipConfig {
 }
 
 /** Seeded uniform [-1, 1) (mulberry32). */
-function uniform(seed: number): () => number {
+export function uniform(seed: number): () => number {
   let s = seed >>> 0;
   return () => {
     s = (s + 0x6d2b79f5) >>> 0;

@@ -17,7 +17,8 @@ import { bucket } from '../buckets.js';
 import { roiAlignKernel } from '../../kernels/roiAlign.js';
 import { MAX_TOP_K, regionWordSimilarityKernel } from '../../kernels/regionWordSimilarity.js';
 import { ClipModel, type ClipLoadOptions } from '../clip/model.js';
-import { checkFinite, clipBox, encodeQuery, type QueryTokenizer } from '../inputs.js';
+import { InputError, checkFinite, clipBox, encodeQuery, type QueryTokenizer } from '../inputs.js';
+import { encodePrompts, readPrompts, type LearnedPrompts } from '../prompts/file.js';
 import { decodeImage, halfRoundedEven, preprocessClip, preprocessOwlVit, shortSideSize, type ImageInput, type PixelBatch } from '../preprocess/index.js';
 
 /** What the classifier needs from a tokenizer (ClipTokenizer has it). */
@@ -37,8 +38,17 @@ export type Box = readonly [number, number, number, number];
 export type RegionResize = 'squash' | 'crop';
 
 export interface ClassifyOptions {
-  /** Category names, each put into every template (`{}` is replaced). */
-  labels: readonly string[];
+  /**
+   * Category names, each put into every template (`{}` is replaced). With learned `prompts` holding
+   * categories, leave it out: the file's names are used.
+   */
+  labels?: readonly string[];
+  /**
+   * Learned prompts (a file written by savePrompts / `ovgpu train-prompts`, or readPrompts' result):
+   * its categories and attributes replace the templates. Learned attribute scores are sigmoid
+   * probabilities (they were trained with binary cross-entropy), not a softmax over attributes.
+   */
+  prompts?: string | LearnedPrompts;
   /** Attribute names (colours, materials, states, …), scored separately from the categories. */
   attributes?: readonly string[];
   /** Prompt templates for the labels, averaged after normalisation (prompt ensembling). */
@@ -54,7 +64,7 @@ export interface ClassifyOptions {
 
 export interface ScoredName {
   name: string;
-  /** Softmax probability over the labels (or over the attributes). */
+  /** Softmax probability over the labels (or over the attributes; a sigmoid for learned attribute prompts). */
   score: number;
   /** exp(logitScale) · cos(region, prompt embedding). */
   logit: number;
@@ -87,6 +97,8 @@ export class RegionClassifier {
   /** The last image's pixels and its dense patch grid [1, g, g, E]. */
   #image?: { pixels: Float32Array; grid: Tensor };
   #queue: Promise<unknown> = Promise.resolve();
+  /** Learned prompt files' names and re-encoded text features, by path or object. */
+  readonly #learned = new Map<string | LearnedPrompts, Promise<LearnedWords>>();
   #ownsClip = false;
 
   /**
@@ -239,8 +251,11 @@ export class RegionClassifier {
    * logits of ~20–30 would saturate a per-attribute sigmoid, which needs a trained bias).
    */
   async classify(image: RegionImage, boxes: readonly Box[], options: ClassifyOptions): Promise<RegionResult[]> {
-    const labels = options.labels ?? [];
-    const attributes = options.attributes ?? [];
+    const learned = options.prompts === undefined ? {} : await this.learnedPrompts(options.prompts);
+    if (learned.categories && options.labels?.length) throw new InputError('RegionClassifier.classify', 'labels come from the learned prompts: leave labels out (or use a prompt file without categories)');
+    if (learned.attributes && options.attributes?.length) throw new InputError('RegionClassifier.classify', 'attributes come from the learned prompts: leave attributes out');
+    const labels = learned.categories?.names ?? options.labels ?? [];
+    const attributes = learned.attributes?.names ?? options.attributes ?? [];
     if (labels.length === 0) throw new GpuError('RegionClassifier.classify', 'give at least one label');
     const topK = options.topK ?? 5;
     if (!Number.isInteger(topK) || topK < 1 || topK > MAX_TOP_K) throw new GpuError('RegionClassifier.classify', `topK must be an integer in [1, ${MAX_TOP_K}], got ${topK}`);
@@ -252,8 +267,8 @@ export class RegionClassifier {
     const topA = Math.min(topK, attributes.length);
     const prepared = await this.#prepare('RegionClassifier.classify', image, boxes, options.resize ?? 'squash');
     const truncate = { truncate: options.truncate };
-    const labelWords = await this.promptEmbeddings(labels, templates, truncate);
-    const attributeWords = attributes.length ? await this.promptEmbeddings(attributes, attributeTemplates, truncate) : undefined;
+    const labelWords = learned.categories?.features ?? (await this.promptEmbeddings(labels, templates, truncate));
+    const attributeWords = learned.attributes?.features ?? (attributes.length ? await this.promptEmbeddings(attributes, attributeTemplates, truncate) : undefined);
     const words = attributeWords ? { labels: labelWords, attributes: attributeWords } : { labels: labelWords };
     const outputs = await this.#runBoxes(prepared, words, { labels: topL, attributes: topA });
     const pick = (name: string, names: readonly string[], top: number, r: number): ScoredName[] => {
@@ -261,9 +276,35 @@ export class RegionClassifier {
       const idx = outputs[`${name}.top`] as Int32Array;
       const probs = outputs[`${name}.probs`] as Float32Array;
       const logits = outputs[`${name}.logits`] as Float32Array;
-      return Array.from(idx.subarray(r * top, (r + 1) * top), (j) => ({ name: names[j]!, score: probs[r * names.length + j]!, logit: logits[r * names.length + j]! }));
+      const sigmoid = name === 'attributes' && !!learned.attributes;
+      return Array.from(idx.subarray(r * top, (r + 1) * top), (j) => {
+        const logit = logits[r * names.length + j]!;
+        return { name: names[j]!, score: sigmoid ? 1 / (1 + Math.exp(-logit)) : probs[r * names.length + j]!, logit };
+      });
     };
     return prepared.clipped.map((b, r) => ({ box: [...b] as RegionResult['box'], categories: pick('labels', labels, topL, r), attributes: pick('attributes', attributes, topA, r) }));
+  }
+
+  /**
+   * A prompt file (path or readPrompts' result) re-encoded on this classifier's CLIP, once per
+   * file: its names and text features; a file trained on another CLIP is an InputError.
+   */
+  learnedPrompts(prompts: string | LearnedPrompts): Promise<LearnedWords> {
+    let entry = this.#learned.get(prompts);
+    if (!entry) {
+      const load = async (): Promise<LearnedWords> => {
+        const data = typeof prompts === 'string' ? readPrompts(prompts) : prompts;
+        const features = await encodePrompts(this.clip, data, { tokenizer: this.tokenizer, source: typeof prompts === 'string' ? prompts : undefined });
+        const out: LearnedWords = {};
+        if (data.categories) out.categories = { names: data.categories.names, features: features.categories! };
+        if (data.attributes) out.attributes = { names: data.attributes.names, features: features.attributes! };
+        return out;
+      };
+      entry = load();
+      this.#learned.set(prompts, entry);
+      entry.catch(() => this.#learned.delete(prompts));
+    }
+    return entry;
   }
 
   /**
@@ -311,6 +352,12 @@ export class RegionClassifier {
     this.#image = undefined;
     if (this.#ownsClip) this.clip.dispose();
   }
+}
+
+/** Learned prompts' names and text features [names, embed] per vocabulary. */
+export interface LearnedWords {
+  categories?: { names: readonly string[]; features: Float32Array };
+  attributes?: { names: readonly string[]; features: Float32Array };
 }
 
 /** The prompts of names × templates, name-major: each template with `{}` replaced by the name. */

@@ -10,4 +10,5 @@ export {
   type RegionResize,
   type RegionResult,
   type ScoredName,
+  type LearnedWords,
 } from './classifier.js';
