@@ -6,6 +6,9 @@
 // `main`: each invocation computes a 4 × 4 tile of (region, query) pairs, accumulating the dot
 // products and both rows' squared norms in one pass over D. `top_k`: one invocation per (b, r)
 // row keeps the k largest logits (ties: lower query index first) by insertion.
+// Both run over one chunk: images [b_first, b_end), regions [r_first, r_end), queries
+// [q_first, q_end), all of them unless the host split the call at the binding limit; then the
+// tensors may be bound from an element `*_base` on, which indices subtract (0 when bound whole).
 alias T = f32;
 
 struct Params {
@@ -17,6 +20,17 @@ struct Params {
   mask_stride: u32,   // Q, or 0 when the mask is shared
   top_k: u32,
   multiplier: f32,
+  b_first: u32,
+  b_end: u32,
+  r_first: u32,
+  r_end: u32,
+  q_first: u32,
+  q_end: u32,
+  regions_base: u32,  // regions
+  words_base: u32,    // words
+  rows_base: u32,     // shift and scale
+  logits_base: u32,   // logits
+  top_base: u32,      // top_values and top_indices
 }
 
 override OWL: bool = false;
@@ -42,16 +56,16 @@ fn elu(x: f32) -> f32 {
 
 @compute @workgroup_size(WGX, WGY)
 fn main(@builtin(global_invocation_id) gid: vec3u) {
-  let q0 = gid.x * TILE;
-  let r0 = gid.y * TILE;
-  let b = gid.z;
-  if (q0 >= p.queries || r0 >= p.regions) { return; }
+  let q0 = p.q_first + gid.x * TILE;
+  let r0 = p.r_first + gid.y * TILE;
+  let b = p.b_first + gid.z;
+  if (q0 >= p.q_end || r0 >= p.r_end) { return; }
   // Rows past the end re-read the last row; their results are not written.
   var rrow: array<u32, 4>;
   var qrow: array<u32, 4>;
   for (var i = 0u; i < TILE; i++) {
-    rrow[i] = (b * p.regions + min(r0 + i, p.regions - 1u)) * p.dim;
-    qrow[i] = b * p.words_stride + min(q0 + i, p.queries - 1u) * p.dim;
+    rrow[i] = (b * p.regions + min(r0 + i, p.r_end - 1u)) * p.dim - p.regions_base;
+    qrow[i] = b * p.words_stride + min(q0 + i, p.q_end - 1u) * p.dim - p.words_base;
   }
   var acc: array<vec4f, 4>;
   var rnorm = vec4f(0.0);
@@ -67,19 +81,19 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
   let qinv = 1.0 / (sqrt(qnorm) + 1e-6);
   for (var i = 0u; i < TILE; i++) {
     let r = r0 + i;
-    if (r >= p.regions) { break; }
+    if (r >= p.r_end) { break; }
     var add = 0.0;
     var mul = p.multiplier;
     if (OWL) {
-      add = f32(shift[b * p.regions + r]);
-      mul = elu(f32(scale[b * p.regions + r])) + 1.0;
+      add = f32(shift[b * p.regions + r - p.rows_base]);
+      mul = elu(f32(scale[b * p.regions + r - p.rows_base])) + 1.0;
     }
     for (var j = 0u; j < TILE; j++) {
       let q = q0 + j;
-      if (q >= p.queries) { break; }
+      if (q >= p.q_end) { break; }
       var v = (acc[i][j] * rinv[i] * qinv[j] + add) * mul;
       if (HAS_MASK && mask[b * p.mask_stride + q] == 0u) { v = -1e6; }
-      logits[(b * p.regions + r) * p.queries + q] = v;
+      logits[(b * p.regions + r) * p.queries + q - p.logits_base] = v;
     }
   }
 }
@@ -87,13 +101,15 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
 @compute @workgroup_size(64)
 fn top_k(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
          @builtin(local_invocation_index) lid: u32) {
-  let row = (wid.y * nwg.x + wid.x) * 64u + lid;
-  if (row >= p.batch * p.regions) { return; }
+  let at_chunk = (wid.y * nwg.x + wid.x) * 64u + lid;
+  let chunk_regions = p.r_end - p.r_first;
+  if (at_chunk >= (p.b_end - p.b_first) * chunk_regions) { return; }
+  let row = (p.b_first + at_chunk / chunk_regions) * p.regions + p.r_first + at_chunk % chunk_regions;
   var vals: array<f32, MAX_K>;
   var idx: array<i32, MAX_K>;
   var n = 0u;
   for (var q = 0u; q < p.queries; q++) {
-    let v = logits[row * p.queries + q];
+    let v = logits[row * p.queries + q - p.logits_base];
     if (n == p.top_k && !(v > vals[n - 1u])) { continue; }
     // Shift smaller entries down (dropping the last when full), then insert.
     var at = min(n, p.top_k - 1u);
@@ -107,8 +123,8 @@ fn top_k(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
     n = min(n + 1u, p.top_k);
   }
   for (var i = 0u; i < p.top_k; i++) {
-    top_values[row * p.top_k + i] = vals[i];
-    top_indices[row * p.top_k + i] = idx[i];
+    top_values[row * p.top_k + i - p.top_base] = vals[i];
+    top_indices[row * p.top_k + i - p.top_base] = idx[i];
   }
 }
 

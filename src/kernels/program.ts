@@ -2,7 +2,7 @@ import type { Gpu } from '../gpu/gpu.js';
 import type { DType } from '../dtype.js';
 import { check } from '../gpu/errors.js';
 import { paddedByteLength } from '../tensor.js';
-import { shapeString } from '../dtype.js';
+import { BYTES_PER_ELEMENT, shapeString } from '../dtype.js';
 
 /**
  * Whether kernels use their CPU-adapter settings: the one rule every kernel chooses its variant,
@@ -174,6 +174,27 @@ export function checkBindable(gpu: Gpu, op: string, name: string, t: TensorInfo,
     op,
     () => `${name} (${t.dtype} ${shapeString(t.shape)}, ${bindingBytes(t)} bytes) is bound whole and exceeds the device's maxStorageBufferBindingSize of ${limit} bytes: ${advice}`,
   );
+}
+
+/**
+ * The binding of elements [first, end) of a kernel's tensor `tensor` (an index into [...inputs,
+ * ...outputs, ...scratch]), for a shader that subtracts `base` from the element indices it computes:
+ * the whole tensor (base 0) when it fits the binding limit, otherwise a slice starting at the
+ * aligned offset at or before `first`. The slice spans at most (end - first) elements plus the
+ * offset alignment; callers size their ranges to leave that room (see `sliceCapacity`).
+ */
+export function elementSlice(gpu: Gpu, tensor: number, info: TensorInfo, first: number, end: number): { bind: number | TensorSlice; base: number } {
+  if (bindingBytes(info) <= bindingLimit(gpu)) return { bind: tensor, base: 0 };
+  const bytes = BYTES_PER_ELEMENT[info.dtype];
+  const align = Math.max(4, gpu.limits.minStorageBufferOffsetAlignment ?? 256);
+  const offset = Math.floor((first * bytes) / align) * align;
+  const size = Math.min(bindingBytes(info), Math.ceil((end * bytes) / 4) * 4) - offset;
+  return { bind: { tensor, offset, size }, base: offset / bytes };
+}
+
+/** Bytes of a range that `elementSlice` can always bind: the binding limit less one offset alignment. */
+export function sliceCapacity(gpu: Gpu): number {
+  return bindingLimit(gpu) - Math.max(4, gpu.limits.minStorageBufferOffsetAlignment ?? 256);
 }
 
 /** A tensor of a kernel split along its leading axis of units (rows, boxes, queries, indices). */

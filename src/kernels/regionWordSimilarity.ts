@@ -1,8 +1,8 @@
 import type { Gpu } from '../gpu/gpu.js';
 import { check } from '../gpu/errors.js';
-import { shapeString } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
-import { grid1d, specialize, uniforms, type Dispatch, type Kernel, type TensorInfo } from './program.js';
+import { BYTES_PER_ELEMENT, shapeString } from '../dtype.js';
+import { bindingBytes, bindingLimit, checkBindable, elementSlice, grid1d, sliceCapacity, specialize, uniforms, type Dispatch, type Kernel, type Program, type TensorInfo, type TensorSlice } from './program.js';
 import { runKernel } from './runtime.js';
 import { elementwiseReference } from './elementwise.js';
 import similarityWgsl from '../../shaders/regionWordSimilarity.wgsl';
@@ -101,32 +101,41 @@ export const regionWordSimilarityKernel: Kernel<RegionWordSimilarityOptions> = {
     const code = specialize(similarityWgsl, regions.dtype);
     const constants = { OWL: owl ? 1 : 0, HAS_MASK: o.queryMask ? 1 : 0, WGX, WGY };
     const key = regions.dtype;
-    const params = uniforms(
-      b,
-      r,
-      q,
-      d,
-      words.shape[0] === 1 ? 0 : q * d,
-      o.queryMask && inputs[maskIndex]!.shape[0] !== 1 ? q : 0,
-      k,
-      { f32: owl ? 1 : Math.exp(o.logitScale!) },
-    );
-    // Absent optional inputs are bound to regions (never read: OWL / HAS_MASK fold them away).
-    const readTensors = [0, 1, owl ? 2 : 0, owl ? 3 : 0, maskIndex];
+    const shape = { b, r, q, d, wordsShared: words.shape[0] === 1, maskShared: o.queryMask === true && inputs[maskIndex]!.shape[0] === 1, k, multiplier: owl ? 1 : Math.exp(o.logitScale!) };
+    if (o.queryMask) checkBindable(gpu, NAME, 'queryMask', inputs[maskIndex]!, `${NAME} splits regions and queries, not the mask: call it on fewer queries`);
+    const main: Program = { name: `${NAME}.${o.mode}`, key, code, constants, bindings: ['read', 'read', 'read', 'read', 'read', 'write'] };
+    const topK: Program = { name: `${NAME}.top_k`, key, code, entryPoint: 'top_k', constants, bindings: ['read', 'read', 'read', 'read', 'read', 'write', 'write', 'write'] };
     const dispatches: Dispatch[] = [];
-    if (b * r * q > 0) {
-      dispatches.push({
-        program: { name: `${NAME}.${o.mode}`, key, code, constants, bindings: ['read', 'read', 'read', 'read', 'read', 'write'] },
-        tensors: [...readTensors, n],
-        uniforms: params,
-        workgroups: [Math.ceil(Math.ceil(q / TILE) / WGX), Math.ceil(Math.ceil(r / TILE) / WGY), b],
-      });
+    for (const chunk of b * r * q > 0 ? chunks(gpu, inputs, outputs, owl) : []) {
+      // This chunk's rows [first, end) of regions, shift, scale, logits and the top-k outputs, and
+      // its queries' rows of words (a slice of one image's words when they are per image).
+      const first = chunk.b[0] * r + chunk.r[0];
+      const end = (chunk.b[1] - 1) * r + chunk.r[1];
+      const reg = elementSlice(gpu, 0, regions, first * d, end * d);
+      const rows = owl ? [2, 3].map((t) => elementSlice(gpu, t, inputs[t]!, first, end)) : [reg, reg];
+      const logits = elementSlice(gpu, n, outputs[0]!, first * q, end * q);
+      const top = k > 0 ? [n + 1, n + 2].map((t) => elementSlice(gpu, t, outputs[t - n]!, first * k, end * k)) : [];
+      const mask = o.queryMask ? maskIndex : reg.bind;
+      const wordRow = (image: number, query: number) => ((shape.wordsShared ? 0 : image) * q + query) * d;
+      const bases = (w: number) => [reg.base, w, rows[0]!.base, logits.base, top[0]?.base ?? 0];
+      let wordsBind: number | TensorSlice = 1;
+      for (const queries of chunk.q) {
+        const w = elementSlice(gpu, 1, words, wordRow(chunk.b[0], queries[0]), wordRow(chunk.b[1] - 1, queries[1]));
+        wordsBind = w.bind;
+        dispatches.push({
+          program: main,
+          tensors: [reg.bind, w.bind, rows[0]!.bind, rows[1]!.bind, mask, logits.bind],
+          uniforms: params(shape, { ...chunk, q: queries }, bases(w.base)),
+          workgroups: [Math.ceil(Math.ceil((queries[1] - queries[0]) / TILE) / WGX), Math.ceil(Math.ceil((chunk.r[1] - chunk.r[0]) / TILE) / WGY), chunk.b[1] - chunk.b[0]],
+        });
+      }
+      // After every query chunk of these rows: top_k reads whole rows of logits.
       if (k > 0) {
         dispatches.push({
-          program: { name: `${NAME}.top_k`, key, code, entryPoint: 'top_k', constants, bindings: ['read', 'read', 'read', 'read', 'read', 'write', 'write', 'write'] },
-          tensors: [...readTensors, n, n + 1, n + 2],
-          uniforms: params,
-          workgroups: grid1d(gpu, b * r, 64),
+          program: topK,
+          tensors: [reg.bind, wordsBind, rows[0]!.bind, rows[1]!.bind, mask, logits.bind, top[0]!.bind, top[1]!.bind],
+          uniforms: params(shape, { ...chunk, q: [0, q] }, bases(0)),
+          workgroups: grid1d(gpu, (chunk.b[1] - chunk.b[0]) * (chunk.r[1] - chunk.r[0]), 64),
         });
       }
     }
@@ -138,6 +147,67 @@ export const regionWordSimilarityKernel: Kernel<RegionWordSimilarityOptions> = {
     };
   },
 };
+
+/** Sizes and scalars of a call, as the shader's Params need them. */
+interface CallShape {
+  b: number;
+  r: number;
+  q: number;
+  d: number;
+  wordsShared: boolean;
+  maskShared: boolean;
+  k: number;
+  multiplier: number;
+}
+
+/** Images [b0, b1), regions [r0, r1) of each and ranges of queries: one chunk of a split call. */
+interface Chunk {
+  b: readonly [number, number];
+  r: readonly [number, number];
+  q: readonly (readonly [number, number])[];
+}
+
+/**
+ * The shader's Params for one chunk (`q` a single range of queries), with the first element bound
+ * of regions, words, shift / scale, logits and the top-k outputs (`bases`, in that order).
+ */
+function params(s: CallShape, chunk: { b: readonly [number, number]; r: readonly [number, number]; q: readonly [number, number] }, bases: readonly number[]): ArrayBuffer {
+  return uniforms(s.b, s.r, s.q, s.d, s.wordsShared ? 0 : s.q * s.d, s.maskShared ? 0 : s.q, s.k, { f32: s.multiplier }, ...chunk.b, ...chunk.r, ...chunk.q, ...bases);
+}
+
+/**
+ * How a call is split at the binding limit: one chunk of everything when every tensor fits a
+ * binding. Otherwise rows of regions (with their shift, scale, logits and top-k rows; whole images
+ * when one image's rows fit) by whatever fits, and, when words do not fit, ranges of queries; words
+ * per image (not shared) then bind one image's queries, so such chunks hold one image.
+ */
+function chunks(gpu: Gpu, inputs: readonly TensorInfo[], outputs: readonly TensorInfo[], owl: boolean): Chunk[] {
+  const [regions, words] = inputs as [TensorInfo, TensorInfo];
+  const [b, r, d] = regions.shape as [number, number, number];
+  const [bw, q] = words.shape as [number, number];
+  const limit = bindingLimit(gpu);
+  const room = sliceCapacity(gpu);
+  const byRow = [regions, ...(owl ? inputs.slice(2, 4) : []), ...outputs];
+  const rowsFit = byRow.every((t) => bindingBytes(t) <= limit);
+  const wordsFit = bindingBytes(words) <= limit;
+  const rowBytes = Math.max(...byRow.map((t) => (t.shape[2] ?? 1) * BYTES_PER_ELEMENT[t.dtype]));
+  const wordBytes = d * BYTES_PER_ELEMENT[words.dtype];
+  const tooWide = (what: string, bytes: number) =>
+    `one ${what} (${bytes} bytes) does not fit the device's maxStorageBufferBindingSize of ${limit} bytes (less ${limit - room} for alignment), so splitting by regions and queries cannot help: use fewer queries or a smaller D`;
+  check(rowsFit || rowBytes <= room, NAME, () => tooWide('row of regions or logits', rowBytes));
+  check(wordsFit || wordBytes <= room, NAME, () => tooWide('query of words', wordBytes));
+  const rowsPer = rowsFit ? b * r : Math.floor(room / rowBytes);
+  const queriesPer = wordsFit ? q : Math.floor(room / wordBytes);
+  const queries: [number, number][] = [];
+  for (let q0 = 0; q0 < q; q0 += queriesPer) queries.push([q0, Math.min(q, q0 + queriesPer)]);
+  const imagesPer = !wordsFit && bw > 1 ? 1 : Math.max(1, Math.floor(rowsPer / r));
+  const out: Chunk[] = [];
+  for (let b0 = 0; b0 < b; b0 += imagesPer) {
+    if (r <= rowsPer) out.push({ b: [b0, Math.min(b, b0 + imagesPer)], r: [0, r], q: queries });
+    else for (let r0 = 0; r0 < r; r0 += rowsPer) out.push({ b: [b0, b0 + 1], r: [r0, Math.min(r, r0 + rowsPer)], q: queries });
+  }
+  return out;
+}
 
 /**
  * The backward of `regionWordSimilarityKernel`'s logits (options as the forward's; `topK` is not
@@ -171,7 +241,8 @@ export const regionWordSimilarityBackwardKernel: Kernel<RegionWordSimilarityOpti
     const maskIndex = o.queryMask ? n - 2 : 0;
     const [dRegions, dWords, dShift, dScale] = [n, n + 1, n + 2, n + 3];
     const work = n + outputs.length;
-    const params = uniforms(b, r, q, d, bw === 1 ? 0 : q * d, o.queryMask && inputs[maskIndex]!.shape[0] !== 1 ? q : 0, 0, { f32: owl ? 1 : Math.exp(o.logitScale!) });
+    const shape = { b, r, q, d, wordsShared: bw === 1, maskShared: o.queryMask === true && inputs[maskIndex]!.shape[0] === 1, k: 0, multiplier: owl ? 1 : Math.exp(o.logitScale!) };
+    const whole = params(shape, { b: [0, b], r: [0, r], q: [0, q] }, [0, 0, 0, 0, 0]);
     const code = specialize(similarityWgsl, regions.dtype);
     const reads = [0, 1, owl ? 2 : 0, owl ? 3 : 0, maskIndex, n - 1];
     const step = (entryPoint: string, count: number, out: number, out2: number): Dispatch => ({
@@ -184,7 +255,7 @@ export const regionWordSimilarityBackwardKernel: Kernel<RegionWordSimilarityOpti
         bindings: ['read', 'read', 'read', 'read', 'read', 'read', 'write', 'write', 'write'],
       },
       tensors: [...reads, work, out, out2],
-      uniforms: params,
+      uniforms: whole,
       workgroups: grid1d(gpu, count, 64),
     });
     const pairs = b * r * q;

@@ -2,12 +2,14 @@ import { describe, expect, it } from 'vitest';
 import { GpuError, Tensor, kernels } from '../../src/index.js';
 import { regionWordSimilarityBackwardReference, regionWordSimilarityReference, topKReference } from '../../src/kernels/regionWordSimilarity.js';
 import { gradFixture } from '../util/grad.js';
-import { forEachProfile, requireF16 } from '../util/gpu.js';
+import { forEachProfile, requireF16, useGpu } from '../util/gpu.js';
+import { firstDifference, runEagerAndGraph } from '../util/chunks.js';
 import { expectClose } from '../util/check.js';
 import { randomArray } from '../util/random.js';
 import { fixtureTensor, loadFixture } from '../util/fixtures.js';
 
-forEachProfile((_, getGpu) => {
+forEachProfile((profile, getGpu) => {
+  const getSmallGpu = useGpu(profile, { limits: { maxStorageBufferBindingSize: 4096 } });
   describe('regionWordSimilarity', () => {
     it('OWL-ViT style reproduces HF logits from the fixture class embeddings (padded query row 5 → -1e6)', async () => {
       const gpu = await getGpu();
@@ -122,6 +124,62 @@ forEachProfile((_, getGpu) => {
       expect(Array.from(await out.topValues!.read())).toEqual(top.values);
       expectClose(logits, regionWordSimilarityReference(reg, wor, [b, r, q, d], { logitScale: 0 }), { scaleTol: 1e-5 });
       for (const t of [regions, words, out.logits, out.topValues!, out.topIndices!]) t.dispose();
+    });
+
+    // Under a 4 KiB binding limit: (a) rows of regions and logits split inside each image (22 of 37
+    // rows per chunk on lavapipe's 16-byte offset alignment) and shared words split by queries
+    // (42 of 45 at f32), with a shared mask and top-k; (b) words per image split by queries, one
+    // image per chunk; (c) whole images per chunk (4 of 20 at f32, 9 at f16), a per-image mask,
+    // words bound whole. Chunks start mid-row of the bound slices (element bases), not only at
+    // aligned rows.
+    const splitCases = [
+      { name: 'rows within images, shared words by queries', mode: 'owl', b: 3, r: 37, q: 45, d: 24, wb: 1, mask: 1, k: 5 },
+      { name: 'per-image words by queries', mode: 'clip', b: 4, r: 5, q: 60, d: 20, wb: 4, mask: 0, k: 3 },
+      { name: 'whole images per chunk', mode: 'owl', b: 20, r: 7, q: 10, d: 30, wb: 1, mask: 20, k: 0 },
+    ] as const;
+    for (const dtype of ['f32', 'f16'] as const) {
+      it(`splits regions and queries under the binding limit, eager and in a graph, equal to one unsplit call (${dtype})`, async (ctx) => {
+        const gpu = await getGpu();
+        const small = await getSmallGpu();
+        if (dtype === 'f16') requireF16(ctx, small);
+        for (const [i, c] of splitCases.entries()) {
+          const data = [
+            { data: randomArray(c.b * c.r * c.d, 50 + i, 2), shape: [c.b, c.r, c.d], dtype },
+            { data: randomArray(c.wb * c.q * c.d, 60 + i, 2), shape: [c.wb, c.q, c.d], dtype },
+            ...(c.mode === 'owl'
+              ? [
+                  { data: randomArray(c.b * c.r, 70 + i, 1), shape: [c.b, c.r], dtype },
+                  { data: randomArray(c.b * c.r, 80 + i, 2), shape: [c.b, c.r, 1], dtype },
+                ]
+              : []),
+            ...(c.mask ? [{ data: Int32Array.from({ length: c.mask * c.q }, (_, j) => (j % 7 === 2 ? 0 : 1)), shape: [c.mask, c.q], dtype: 'i32' as const }] : []),
+          ];
+          const options = { mode: c.mode, logitScale: c.mode === 'clip' ? 2.6592 : undefined, queryMask: c.mask > 0, topK: c.k || undefined };
+          const whole = data.map((t) => Tensor.from(gpu, t.data, t.shape, t.dtype));
+          const unsplit = await kernels.runKernel(gpu, kernels.regionWordSimilarityKernel, whole, options);
+          const want = await Promise.all(unsplit.map((t) => t.read()));
+          const inputs = data.map((t) => Tensor.from(small, t.data, t.shape, t.dtype));
+          const { eager, graph, dispatches } = await runEagerAndGraph(small, kernels.regionWordSimilarityKernel, inputs, options);
+          expect(dispatches, c.name).toBeGreaterThanOrEqual(3);
+          want.forEach((w, o) => {
+            expect(firstDifference(eager[o]!, w), `${c.name}: eager output ${o}`).toBe(-1);
+            expect(firstDifference(graph[o]!, w), `${c.name}: graph output ${o}`).toBe(-1);
+          });
+          for (const t of [...whole, ...unsplit, ...inputs]) t.dispose();
+        }
+      });
+    }
+
+    it('a query or row too wide for one binding fails before dispatch, naming the op, the sizes and the limit', async () => {
+      const small = await getSmallGpu();
+      const regions = Tensor.from(small, new Float32Array(2 * 1100), [1, 2, 1100]);
+      const words = Tensor.from(small, new Float32Array(3 * 1100), [1, 3, 1100]);
+      const before = small.stats();
+      await expect(kernels.regionWordSimilarity(small, regions, words, { logitScale: 1 })).rejects.toThrow(
+        /regionWordSimilarity: one row of regions or logits \(4400 bytes\) does not fit the device's maxStorageBufferBindingSize of 4096 bytes \(less \d+ for alignment\), so splitting by regions and queries cannot help/,
+      );
+      expect(small.stats().submits).toBe(before.submits);
+      for (const t of [regions, words]) t.dispose();
     });
 
     it('rejects bad input before dispatching', async () => {
