@@ -6,7 +6,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readSafetensors } from '../../src/io/safetensors.js';
 import { writeSafetensors } from '../util/write-safetensors.js';
-import { ClipModel, GraphBuilder, OwlVitDetector, decodeImage, kernels, preprocessOwlv2, preprocessOwlv2Batch, type Gpu } from '../../src/index.js';
+import sharp from 'sharp';
+import { ClipModel, ClipTokenizer, GraphBuilder, OwlVitDetector, decodeImage, kernels, preprocessOwlv2, preprocessOwlv2Batch, type Gpu } from '../../src/index.js';
 import { resizeOwlv2 } from '../../src/models/preprocess/index.js';
 import { useGpu } from '../util/gpu.js';
 import { expectClose } from '../util/check.js';
@@ -26,6 +27,8 @@ const Q = 3;
 const PADDED = { image: 1, query: 2 }; // input_ids row 5 starts with 0
 const pixelValues = () => input('pixel_values').data as Float32Array;
 const inputIds = () => input('input_ids').data as Int32Array;
+/** The original (h, w) of the model's two input images (45×71 and 61×38); the fixture's target sizes are their padded squares. */
+const ORIGINAL: [number, number][] = [[45, 71], [61, 38]];
 const predictInputs = () => ({ pixelValues: pixelValues(), pixelShape: [B, 3, 32, 32], inputIds: inputIds(), idsShape: [B * Q, 16], attentionMask: input('attention_mask').data as Int32Array });
 
 function close(got: ArrayLike<number>, name: string, tol = 1e-4, ref = f64(name)): string {
@@ -101,6 +104,50 @@ describe('OWLv2 on owlv2_tiny: Owlv2ForObjectDetection', () => {
     close(text.intermediates!.pooled!, 'text_pooler_output');
     console.log(close(clip.similarity(vision.embeds, text.embeds), 'owlv2_logits_per_image'));
     clip.dispose();
+  });
+
+  /** The reference's boxes (in pixels of the padded square) in the original image's pixels: clipped to it. */
+  const clipped = (boxes: number[], [h, w]: readonly [number, number]) => boxes.map((v, i) => Math.min(Math.max(v, 0), i % 2 ? h : w));
+
+  it('postProcess gives post_process_object_detection boxes in original-image pixels (padding removed, clipped), with objectness', async () => {
+    const out = await det.predict(predictInputs());
+    const results = det.postProcess(out, { threshold: 0, targetSizes: ORIGINAL });
+    const labels = Array.from(expected('post_labels').data);
+    const objectness = f64('objectness_logits').map((v) => 1 / (1 + Math.exp(-v)));
+    results.forEach((r, img) => {
+      expect(Array.from(r.labels)).toEqual(labels.slice(img * N, (img + 1) * N));
+      expect(Array.from(r.indices)).toEqual([...Array(N).keys()]);
+      close(r.scores, 'post_scores', 1e-4, f64('post_scores').slice(img * N, (img + 1) * N));
+      console.log(close(r.boxes, `post_boxes ${img}`, 1e-4, clipped(f64('post_boxes').slice(img * N * 4, (img + 1) * N * 4), ORIGINAL[img]!)));
+      close(r.objectness!, 'objectness', 1e-4, objectness.slice(img * N, (img + 1) * N));
+    });
+    // Some boxes do reach into the padding or past the image (so the clipping is tested).
+    expect(f64('post_boxes').some((v, i) => v > ORIGINAL[Math.floor(i / (N * 4))]![i % 2 ? 0 : 1])).toBe(true);
+    const t05 = det.postProcess(out, { threshold: 0.5, targetSizes: ORIGINAL });
+    t05.forEach((r, img) => {
+      expect(Array.from(r.labels)).toEqual(Array.from(expected(`post_t05_labels_${img}`).data));
+      close(r.scores, `post_t05_scores_${img}`);
+      console.log(close(r.boxes, `post_t05_boxes_${img}`, 1e-4, clipped(f64(`post_t05_boxes_${img}`), ORIGINAL[img]!)));
+    });
+  });
+
+  it('imageGuided and postProcessImageGuided match image_guided_detection and its NMS-0.3 post-processing (boxes in original pixels)', async () => {
+    const out = await det.imageGuided({ pixelValues: pixelValues(), pixelShape: [B, 3, 32, 32], queryPixelValues: input('query_pixel_values').data as Float32Array, queryShape: [1, 3, 32, 32] });
+    expect(Array.from(out.bestBoxIndices)).toEqual(Array.from(expected('ig_best_box_indices').data));
+    for (const m of [
+      close(out.queryEmbeds, 'ig_query_embeds'),
+      close(out.logits, 'ig_logits'),
+      close(out.targetPredBoxes, 'ig_target_pred_boxes'),
+      close(out.queryPredBoxes, 'ig_query_pred_boxes'),
+      close(out.classEmbeds, 'ig_class_embeds'),
+      close(out.imageEmbeds, 'ig_image_embeds'),
+      close(out.queryImageEmbeds, 'ig_query_image_embeds'),
+    ]) console.log(m);
+    const post = await det.postProcessImageGuided(out, { targetSizes: ORIGINAL });
+    post.forEach((p, img) => {
+      close(p.scores, `ig_post_scores_${img}`);
+      console.log(close(p.boxes, `ig_post_boxes_${img}`, 1e-4, clipped(f64(`ig_post_boxes_${img}`), ORIGINAL[img]!)));
+    });
   });
 
   it('dispose frees everything load and the runs made', () => {
@@ -224,5 +271,91 @@ describe('preprocessOwlv2 = Owlv2ImageProcessor (rescale, pad with 0.5, gaussian
   it('refuses a bad size or an unreadable image, naming it', async () => {
     await expect(preprocessOwlv2(join(DIR, manifest.images[0]!.file), { size: 0 })).rejects.toThrow(/preprocessOwlv2: size must be a positive integer, got 0/);
     await expect(preprocessOwlv2(join(DIR, 'nope.png'))).rejects.toThrow(/nope.png: cannot read the image/);
+  });
+});
+
+describe('OWLv2 boxes in original-image pixels and detect', () => {
+  // A tokenizer small enough for the tiny model's 512 ids: single letters, no merges, SOT 510 / EOT 511 as the fixture.
+  const vocab: Record<string, number> = { '<|startoftext|>': 510, '<|endoftext|>': 511 };
+  [...'acdgot'].forEach((c, i) => ((vocab[c] = 1 + 2 * i), (vocab[`${c}</w>`] = 2 + 2 * i)));
+  const tokenizer = ClipTokenizer.fromHuggingFace(vocab, '#version: 0.2\n');
+  let det: OwlVitDetector;
+  let dir: string;
+  beforeAll(async () => {
+    det = await OwlVitDetector.load(await getGpu(), DIR, { tokenizer });
+    dir = mkdtempSync(join(tmpdir(), 'ovgpu-owlv2-detect-'));
+  });
+  afterAll(() => {
+    det.dispose();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('a shape drawn in a non-square image sits where the padded frame puts it, and a box there maps back onto it', async () => {
+    // 80×40 (wide) and 30×60 (tall) images, one red rectangle each at a known place.
+    for (const [w, h, rect] of [[80, 40, [40, 10, 60, 30]], [30, 60, [4, 36, 20, 56]]] as const) {
+      const raw = Buffer.alloc(w * h * 3, 255);
+      for (let y = rect[1]; y < rect[3]; y++) for (let x = rect[0]; x < rect[2]; x++) raw.set([255, 0, 0], (y * w + x) * 3);
+      const file = join(dir, `shape-${w}x${h}.png`);
+      await sharp(raw, { raw: { width: w, height: h, channels: 3 } }).png().toFile(file);
+      const size = 32;
+      const side = Math.max(w, h);
+      const px = await preprocessOwlv2(file, { size });
+      // The rectangle's centre, in the model's pixels: x · size / side on both axes (padding at the bottom/right).
+      const [cx, cy] = [((rect[0] + rect[2]) / 2) * (size / side), ((rect[1] + rect[3]) / 2) * (size / side)];
+      const at = (c: number, x: number, y: number) => px.data[c * size * size + Math.floor(y) * size + Math.floor(x)]!;
+      expect(at(1, cx, cy)).toBeLessThan(-1.4); // green channel: red there (normalised 0 ≈ -1.75)
+      expect(at(1, (rect[2] * size) / side + 1.5, cy)).toBeGreaterThan(1.5); // white just right of it
+      // A predicted box (cxcywh, normalised to the padded square) on the rectangle, and one reaching into the padding.
+      const n = det.numPatches;
+      const predBoxes = new Float32Array(n * 4);
+      predBoxes.set([(rect[0] + rect[2]) / 2 / side, (rect[1] + rect[3]) / 2 / side, (rect[2] - rect[0]) / side, (rect[3] - rect[1]) / side], 0);
+      predBoxes.set([0.9, 0.9, 0.4, 0.4], 4);
+      const logits = Float32Array.from({ length: n }, (_, i) => (i < 2 ? 5 : -5));
+      const [found] = det.postProcess({ logits, predBoxes }, { targetSizes: [[h, w]] });
+      expectClose(found!.boxes.subarray(0, 4), rect, { atol: 1e-4 });
+      // HF's output for the same box (scaled to the padded square) is the same point: the padding is after it.
+      expect(Array.from(found!.boxes.subarray(4, 8))).toEqual([0.7 * side, 0.7 * side, w, h].map((v, i) => Math.min(Math.fround(v), [w, h][i % 2]!)).map(Math.fround));
+    }
+  });
+
+  it('detect: images read and preprocessed as OWLv2, the predict → postProcess pipeline, objectness per detection', async () => {
+    const files = ['img0_rgb_45x71.png', 'img1_rgb_61x38.png'].map((f) => join(DIR, 'images', f));
+    const got = await det.detect(files, ['a cat', 'a dog'], { threshold: 0 });
+    const pre = await preprocessOwlv2Batch(files, { size: 32 });
+    const ids = new Int32Array(4 * 16);
+    for (const [i, q] of ['a cat', 'a dog', 'a cat', 'a dog'].entries()) ids.set(tokenizer.encode(q, { contextLength: 16 }), i * 16);
+    const out = await det.predict({ pixelValues: pre.data, pixelShape: pre.shape, inputIds: ids, idsShape: [4, 16] });
+    const ref = det.postProcess(out, { threshold: 0, targetSizes: ORIGINAL });
+    ref.forEach((r, img) => {
+      const want = Array.from(r.scores, (score, k) => ({ box: Array.from(r.boxes.subarray(4 * k, 4 * k + 4)), score, label: r.labels[k]!, query: ['a cat', 'a dog'][r.labels[k]!], objectness: r.objectness![k]! }));
+      expect(got[img]).toEqual(want.sort((a, b) => b.score - a.score));
+      expect(got[img]!.every((d) => d.box[2] <= ORIGINAL[img]![1] && d.box[3] <= ORIGINAL[img]![0])).toBe(true);
+    });
+    // objectnessThreshold keeps exactly the detections whose objectness passes it.
+    const all = got.flat().map((d) => d.objectness!).sort();
+    const cut = all[Math.floor(all.length / 2)]!;
+    const kept = await det.detect(files, ['a cat', 'a dog'], { threshold: 0, objectnessThreshold: cut });
+    kept.forEach((k, img) => expect(k).toEqual(got[img]!.filter((d) => d.objectness! > cut)));
+    expect(kept.flat().length).toBeLessThan(got.flat().length);
+    await expect(det.detect(files, ['a cat'], { objectnessThreshold: Number.NaN })).rejects.toThrow(/objectnessThreshold must be a finite number/);
+  });
+
+  it('detect with an image query: the query box is in its pixels, relative to its padded square', async () => {
+    const query = join(DIR, 'images', 'img2_rgba_33x50.png');
+    const target = join(DIR, 'images', 'img0_rgb_45x71.png');
+    const box = [5, 20, 30, 32] as const; // in the 50×33 query image
+    const got = await det.detect([target], { image: query, box });
+    const q = await preprocessOwlv2(query, { size: 32 });
+    const t = await preprocessOwlv2(target, { size: 32 });
+    const ref = await det.imageGuided({ pixelValues: t.data, pixelShape: t.shape, queryPixelValues: q.data, queryShape: q.shape, queryBox: box.map((v) => v / 50) });
+    const [post] = await det.postProcessImageGuided(ref, { threshold: 0.1, targetSizes: [t.originalSize] });
+    expect(got[0]!.map((d) => d.score)).toEqual(Array.from(post!.scores).sort((a, b) => b - a));
+    expect(got[0]!.every((d) => d.objectness !== undefined)).toBe(true);
+  });
+
+  it('OWL-ViT (v1) refuses objectnessThreshold', async () => {
+    const v1 = await OwlVitDetector.load(await getGpu(), fixturePath('owlvit_tiny'), { tokenizer });
+    await expect(v1.detect([join(DIR, 'images', 'img0_rgb_45x71.png')], ['a cat'], { objectnessThreshold: 0.5 })).rejects.toThrow(/objectnessThreshold needs an OWLv2 model/);
+    v1.dispose();
   });
 });

@@ -3,7 +3,7 @@
 // queryText / queryImage and the post-processing.
 import { check } from '../../gpu/errors.js';
 import { TOKENIZER_FILES } from '../tokenizer/index.js';
-import { preprocessOwlVitBatch, type ImageInput } from '../preprocess/index.js';
+import { preprocessOwlVitBatch, preprocessOwlv2Batch, type ImageInput } from '../preprocess/index.js';
 import { checkFinite, clipBox, encodeQuery } from '../inputs.js';
 import type { OwlVitDetector } from './detector.js';
 import type { Detections } from './postprocess.js';
@@ -31,6 +31,8 @@ export interface DetectOptions {
   batchSize?: number;
   /** Cut text queries longer than the model's context instead of refusing them (default false). */
   truncate?: boolean;
+  /** OWLv2: keep only detections whose objectness (sigmoid of the objectness logit) is above this. */
+  objectnessThreshold?: number;
 }
 
 /** One detection, in the pixels of the original image. */
@@ -41,6 +43,8 @@ export interface Detection {
   label: number;
   /** The query text (or, for an image query, the query image's path, else 'image'). */
   query: string;
+  /** OWLv2: the probability that the box holds an object at all (sigmoid of its objectness logit). */
+  objectness?: number;
 }
 
 
@@ -58,6 +62,10 @@ export async function detect(det: OwlVitDetector, images: readonly DetectImage[]
   check(options.nms === undefined || Number.isFinite(options.nms), op, `nms must be a finite number, got ${options.nms}`);
   check(topK === undefined || (Number.isInteger(topK) && topK >= 1), op, `topK must be a positive integer, got ${topK}`);
   check(Number.isInteger(batchSize) && batchSize >= 1, op, `batchSize must be a positive integer, got ${batchSize}`);
+  const { objectnessThreshold } = options;
+  const v2 = det.config.modelType === 'owlv2';
+  check(objectnessThreshold === undefined || Number.isFinite(objectnessThreshold), op, `objectnessThreshold must be a finite number, got ${objectnessThreshold}`);
+  check(objectnessThreshold === undefined || v2, op, 'objectnessThreshold needs an OWLv2 model: OWL-ViT (v1) has no objectness head');
   const size = det.config.vision.imageSize;
   const imageQuery = !Array.isArray(queries) ? (queries as Exclude<DetectQueries, readonly unknown[]>) : undefined;
   let lists: string[][] = [];
@@ -79,36 +87,48 @@ export async function detect(det: OwlVitDetector, images: readonly DetectImage[]
     ids = new Int32Array(images.length * maxQ * l);
     lists.forEach((list, img) => list.forEach((q, j) => ids!.set(encoded.get(q)!, (img * maxQ + j) * l)));
   }
-  const query = imageQuery ? await detectInputs(op, [imageQuery.image], size) : undefined;
+  const query = imageQuery ? await detectInputs(op, [imageQuery.image], size, v2) : undefined;
   const queryEmbedding = query ? await det.embedImage(query.data, query.shape, { classEmbedsRaw: true }) : undefined;
   try {
     let queryBox: number[] | undefined;
     if (imageQuery?.box !== undefined) {
       const [h, w] = query!.originalSizes[0]!;
       const b = clipBox(op, 'query box 0', imageQuery.box, w, h);
-      queryBox = [b[0] / w, b[1] / h, b[2] / w, b[3] / h];
+      // OWLv2 saw the query image padded to a square: boxes are relative to its side.
+      const [sx, sy] = v2 ? [Math.max(h, w), Math.max(h, w)] : [w, h];
+      queryBox = [b[0] / sx, b[1] / sy, b[2] / sx, b[3] / sy];
     }
     const results: Detection[][] = [];
     for (let first = 0; first < images.length; first += batchSize) {
       const chunk = images.slice(first, first + batchSize);
-      const pixels = await detectInputs(op, chunk, size);
+      const pixels = await detectInputs(op, chunk, size, v2);
       const image = await det.embedImage(pixels.data, pixels.shape);
       try {
         let found: Detections[];
+        const post = { threshold, targetSizes: pixels.originalSizes, objectnessLogits: image.objectnessLogits };
         if (queryEmbedding) {
           const scored = await det.queryImage(image, queryEmbedding, { queryBox });
-          found = await det.postProcessImageGuided({ logits: scored.logits, targetPredBoxes: image.predBoxes }, { threshold, nmsThreshold: options.nms ?? 0.3, targetSizes: pixels.originalSizes });
+          found = await det.postProcessImageGuided({ logits: scored.logits, targetPredBoxes: image.predBoxes }, { ...post, nmsThreshold: options.nms ?? 0.3 });
+          if (objectnessThreshold !== undefined) found = found.map((d) => objectFilter(d, objectnessThreshold));
         } else {
           const l = det.config.text.contextLength;
           const rows = ids!.length / l / images.length;
           const chunkIds = ids!.subarray(first * rows * l, (first + chunk.length) * rows * l);
           const { logits } = await det.queryText(image, { inputIds: chunkIds, idsShape: [chunk.length * rows, l] });
-          found = det.postProcess({ logits, predBoxes: image.predBoxes }, { threshold, targetSizes: pixels.originalSizes });
+          found = det.postProcess({ logits, predBoxes: image.predBoxes }, post);
+          // Boxes that are not objects are dropped before they can suppress others.
+          if (objectnessThreshold !== undefined) found = found.map((d) => objectFilter(d, objectnessThreshold));
           if (options.nms !== undefined) found = await Promise.all(found.map((d) => classNms(det, d, options.nms!)));
         }
         found.forEach((d, i) => {
           const name = (label: number) => (imageQuery ? (typeof imageQuery.image === 'string' ? imageQuery.image : 'image') : lists[first + i]![label]!);
-          const list = Array.from(d.scores, (score, k) => ({ box: Array.from(d.boxes.subarray(4 * k, 4 * k + 4)) as Detection['box'], score, label: d.labels[k]!, query: name(d.labels[k]!) }));
+          const list = Array.from(d.scores, (score, k): Detection => ({
+            box: Array.from(d.boxes.subarray(4 * k, 4 * k + 4)) as Detection['box'],
+            score,
+            label: d.labels[k]!,
+            query: name(d.labels[k]!),
+            ...(d.objectness && { objectness: d.objectness[k]! }),
+          }));
           list.sort((a, b) => b.score - a.score);
           results.push(topK === undefined ? list : list.slice(0, topK));
         });
@@ -122,10 +142,11 @@ export async function detect(det: OwlVitDetector, images: readonly DetectImage[]
   }
 }
 
-/** Preprocessed pixels of detect's images, with their original (h, w). */
-async function detectInputs(op: string, images: readonly DetectImage[], size: number): Promise<{ data: Float32Array; shape: number[]; originalSizes: [number, number][] }> {
+/** Preprocessed pixels of detect's images (as OWLv2's processor when `v2`), with their original (h, w). */
+async function detectInputs(op: string, images: readonly DetectImage[], size: number, v2: boolean): Promise<{ data: Float32Array; shape: number[]; originalSizes: [number, number][] }> {
+  const preprocess = v2 ? preprocessOwlv2Batch : preprocessOwlVitBatch;
   const pre = images.map((img) => typeof img === 'object' && img !== null && 'pixelValues' in img);
-  if (pre.every((p) => !p)) return preprocessOwlVitBatch(images as ImageInput[], { size });
+  if (pre.every((p) => !p)) return preprocess(images as ImageInput[], { size });
   const data = new Float32Array(images.length * 3 * size * size);
   const originalSizes: [number, number][] = [];
   for (const [i, img] of images.entries()) {
@@ -137,7 +158,7 @@ async function detectInputs(op: string, images: readonly DetectImage[], size: nu
       data.set(pixelValues, i * 3 * size * size);
       originalSizes.push([originalSize[0], originalSize[1]]);
     } else {
-      const one = await preprocessOwlVitBatch([img as ImageInput], { size });
+      const one = await preprocess([img as ImageInput], { size });
       data.set(one.data, i * 3 * size * size);
       originalSizes.push(one.originalSizes[0]!);
     }
@@ -145,8 +166,23 @@ async function detectInputs(op: string, images: readonly DetectImage[], size: nu
   return { data, shape: [images.length, 3, size, size], originalSizes };
 }
 
+/** The detections `keep` (indices into d) of one image's detections. */
+function pick(d: Detections, keep: readonly number[]): Detections {
+  return {
+    scores: Float32Array.from(keep, (i) => d.scores[i]!),
+    labels: Int32Array.from(keep, (i) => d.labels[i]!),
+    boxes: Float32Array.from(keep.flatMap((i) => Array.from(d.boxes.subarray(4 * i, 4 * i + 4)))),
+    indices: Int32Array.from(keep, (i) => d.indices[i]!),
+    ...(d.objectness && { objectness: Float32Array.from(keep, (i) => d.objectness![i]!) }),
+  };
+}
+
 /** Class-aware NMS of one image's detections (boxes of different labels never suppress each other), kept in index order. */
 async function classNms(det: OwlVitDetector, d: Detections, iouThreshold: number): Promise<Detections> {
-  const keep = Array.from(await det.nms(d.boxes, d.scores, d.labels, { iouThreshold })).sort((a, b) => a - b);
-  return { scores: Float32Array.from(keep, (i) => d.scores[i]!), labels: Int32Array.from(keep, (i) => d.labels[i]!), boxes: Float32Array.from(keep.flatMap((i) => Array.from(d.boxes.subarray(4 * i, 4 * i + 4)))) };
+  return pick(d, Array.from(await det.nms(d.boxes, d.scores, d.labels, { iouThreshold })).sort((a, b) => a - b));
+}
+
+/** The detections whose objectness is above the threshold. */
+function objectFilter(d: Detections, threshold: number): Detections {
+  return pick(d, [...d.scores.keys()].filter((k) => d.objectness![k]! > threshold));
 }

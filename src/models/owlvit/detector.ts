@@ -508,19 +508,28 @@ export class OwlVitDetector {
     }
   }
 
-  /** HF post_process_object_detection of predict's outputs (see postprocess.ts). */
-  postProcess(outputs: Pick<PredictOutputs, 'logits' | 'predBoxes'>, options: PostProcessOptions = {}): Detections[] {
+  /**
+   * HF post_process_object_detection of predict's outputs (see postprocess.ts). OWLv2: `targetSizes`
+   * are the original images' (h, w) and boxes come out in their pixels (the padding removed,
+   * clipped), each with its objectness when the outputs hold objectnessLogits.
+   */
+  postProcess(outputs: Pick<PredictOutputs, 'logits' | 'predBoxes' | 'objectnessLogits'>, options: Omit<PostProcessOptions, 'padded'> = {}): Detections[] {
     const [b, n, q] = this.#outputShape(`${OP}.postProcess`, outputs.logits, outputs.predBoxes);
-    return postProcessObjectDetection(outputs.logits, outputs.predBoxes, [b, n, q], options);
+    return postProcessObjectDetection(outputs.logits, outputs.predBoxes, [b, n, q], this.#postOptions(options, outputs.objectnessLogits));
   }
 
-  /** HF post_process_image_guided_detection of imageGuided's outputs, NMS on the GPU (see postprocess.ts and nms). */
-  postProcessImageGuided(outputs: Pick<ImageGuidedOutputs, 'logits' | 'targetPredBoxes'>, options: ImageGuidedPostProcessOptions = {}): Promise<Detections[]> {
+  /** The model's box frame (OWLv2: the padded square) and objectness, for the post-processing. */
+  #postOptions<T extends PostProcessOptions>(options: T, objectnessLogits?: Float32Array): T {
+    return { ...options, padded: this.config.modelType === 'owlv2', objectnessLogits: options.objectnessLogits ?? objectnessLogits };
+  }
+
+  /** HF post_process_image_guided_detection of imageGuided's outputs, NMS on the GPU (see postprocess.ts and nms); OWLv2 boxes as in postProcess. */
+  postProcessImageGuided(outputs: Pick<ImageGuidedOutputs, 'logits' | 'targetPredBoxes'>, options: Omit<ImageGuidedPostProcessOptions, 'padded'> = {}): Promise<Detections[]> {
     const op = `${OP}.postProcessImageGuided`;
     try {
       this.#assertUsable(op);
       const shape = this.#outputShape(op, outputs.logits, outputs.targetPredBoxes);
-      return postProcessImageGuided((...args) => this.nms(...args), outputs.logits, outputs.targetPredBoxes, shape, options);
+      return postProcessImageGuided((...args) => this.nms(...args), outputs.logits, outputs.targetPredBoxes, shape, this.#postOptions(options));
     } catch (err) {
       return Promise.reject(err);
     }

@@ -12,13 +12,28 @@ export interface Detections {
   scores: Float32Array;
   labels: Int32Array;
   boxes: Float32Array;
+  /** [K] the predicted box (patch) each detection is. */
+  indices: Int32Array;
+  /** [K] sigmoid of each box's objectness logit, when objectnessLogits were given (OWLv2). */
+  objectness?: Float32Array;
 }
 
 export interface PostProcessOptions {
   /** Keep boxes whose score is above this (default 0.1, as HF's post_process_object_detection). */
   threshold?: number;
-  /** (h, w) of each image: boxes come out in its pixels (x scaled by w, y by h); default: normalised. */
+  /**
+   * (h, w) of each image: boxes come out in its pixels (x scaled by w, y by h); default: normalised.
+   * With `padded`, the original image's (h, w).
+   */
   targetSizes?: readonly (readonly [number, number])[];
+  /**
+   * The model saw each image padded to a square at the bottom and right (OWLv2): boxes are relative
+   * to that square, so they are scaled by max(h, w) on both axes and clipped to [0, w] × [0, h], in
+   * the original image's pixels. (HF scales them to the padded square and does not clip.)
+   */
+  padded?: boolean;
+  /** [B, N] OWLv2's objectness logits: each detection then carries sigmoid of its box's. */
+  objectnessLogits?: ArrayLike<number>;
 }
 
 /**
@@ -42,9 +57,10 @@ function corners(boxes: ArrayLike<number>, i: number): [number, number, number, 
   return [f(cx - hw), f(cy - hh), f(cx + hw), f(cy + hh)];
 }
 
-function checkShapes(op: string, logits: ArrayLike<number>, boxes: ArrayLike<number>, [b, n, q]: readonly number[], targetSizes?: PostProcessOptions['targetSizes']): void {
+function checkShapes(op: string, logits: ArrayLike<number>, boxes: ArrayLike<number>, [b, n, q]: readonly number[], { targetSizes, objectnessLogits }: PostProcessOptions): void {
   check(logits.length === b! * n! * q!, op, () => `logits has ${logits.length} values, expected B·N·Q = ${b}·${n}·${q}`);
   check(boxes.length === b! * n! * 4, op, () => `boxes has ${boxes.length} values, expected B·N·4 = ${b}·${n}·4`);
+  check(objectnessLogits === undefined || objectnessLogits.length === b! * n!, op, () => `objectnessLogits has ${objectnessLogits!.length} values, expected B·N = ${b}·${n}`);
   check(
     targetSizes === undefined || (targetSizes.length === b && targetSizes.every((s) => s.length === 2 && s.every((v) => Number.isFinite(v) && v > 0))),
     op,
@@ -66,11 +82,26 @@ function bestQueries(logits: ArrayLike<number>, img: number, n: number, q: numbe
   return { scores, labels };
 }
 
-function scaledCorners(boxes: ArrayLike<number>, img: number, i: number, n: number, size?: readonly [number, number]): number[] {
+function scaledCorners(boxes: ArrayLike<number>, img: number, i: number, n: number, size: readonly [number, number] | undefined, padded: boolean | undefined): number[] {
   const c = corners(boxes, img * n + i);
   if (!size) return c;
   const [h, w] = size;
-  return [f(c[0] * w), f(c[1] * h), f(c[2] * w), f(c[3] * h)];
+  if (!padded) return [f(c[0] * w), f(c[1] * h), f(c[2] * w), f(c[3] * h)];
+  const s = Math.max(h, w);
+  const clip = (v: number, hi: number) => Math.min(Math.max(f(v * s), 0), hi);
+  return [clip(c[0], w), clip(c[1], h), clip(c[2], w), clip(c[3], h)];
+}
+
+/** The kept boxes `keep` of image `img` with their scores (and labels, objectness) as Detections. */
+function detections(keep: readonly number[], scores: ArrayLike<number>, labels: ArrayLike<number>, predBoxes: ArrayLike<number>, img: number, n: number, options: PostProcessOptions): Detections {
+  const obj = options.objectnessLogits;
+  return {
+    scores: Float32Array.from(keep, (i) => scores[i]!),
+    labels: Int32Array.from(keep, (i) => labels[i]!),
+    boxes: Float32Array.from(keep.flatMap((i) => scaledCorners(predBoxes, img, i, n, options.targetSizes?.[img], options.padded))),
+    indices: Int32Array.from(keep),
+    ...(obj && { objectness: Float32Array.from(keep, (i) => sigmoid(obj[img * n + i]!)) }),
+  };
 }
 
 /**
@@ -79,16 +110,12 @@ function scaledCorners(boxes: ArrayLike<number>, img: number, i: number, n: numb
  */
 export function postProcessObjectDetection(logits: ArrayLike<number>, predBoxes: ArrayLike<number>, shape: readonly [number, number, number], options: PostProcessOptions = {}): Detections[] {
   const [b, n, q] = shape;
-  checkShapes('OwlVit.postProcess', logits, predBoxes, shape, options.targetSizes);
+  checkShapes('OwlVit.postProcess', logits, predBoxes, shape, options);
   const threshold = f(options.threshold ?? 0.1);
   return Array.from({ length: b }, (_, img) => {
     const { scores, labels } = bestQueries(logits, img, n, q);
     const keep = [...scores.keys()].filter((i) => scores[i]! > threshold);
-    return {
-      scores: Float32Array.from(keep, (i) => scores[i]!),
-      labels: Int32Array.from(keep, (i) => labels[i]!),
-      boxes: Float32Array.from(keep.flatMap((i) => scaledCorners(predBoxes, img, i, n, options.targetSizes?.[img]))),
-    };
+    return detections(keep, scores, labels, predBoxes, img, n, options);
   });
 }
 
@@ -103,7 +130,7 @@ export function postProcessObjectDetection(logits: ArrayLike<number>, predBoxes:
  */
 export async function postProcessImageGuided(nms: BatchedNms, logits: ArrayLike<number>, predBoxes: ArrayLike<number>, shape: readonly [number, number, number], options: ImageGuidedPostProcessOptions = {}): Promise<Detections[]> {
   const [b, n, q] = shape;
-  checkShapes('OwlVit.postProcessImageGuided', logits, predBoxes, shape, options.targetSizes);
+  checkShapes('OwlVit.postProcessImageGuided', logits, predBoxes, shape, options);
   const nmsThreshold = options.nmsThreshold ?? 0.3;
   check(Number.isFinite(nmsThreshold), 'OwlVit.postProcessImageGuided', `nmsThreshold must be a finite number, got ${nmsThreshold}`);
   const threshold = f(options.threshold ?? 0);
@@ -112,7 +139,7 @@ export async function postProcessImageGuided(nms: BatchedNms, logits: ArrayLike<
   return best.map(({ scores, labels }, img) => {
     let max = 0;
     for (const s of scores) max = Math.max(max, s);
-    if (max === 0) return { scores: new Float32Array(0), labels: new Int32Array(0), boxes: new Float32Array(0) };
+    if (max === 0) return detections([], scores, labels, predBoxes, img, n, options);
     const m = f(max + 1e-6);
     const lo = f(m * f(0.1));
     const span = f(m * f(0.9));
@@ -121,11 +148,7 @@ export async function postProcessImageGuided(nms: BatchedNms, logits: ArrayLike<
       return a < threshold ? 0 : Math.min(1, Math.max(0, a));
     });
     const keep = [...alphas.keys()].filter((i) => alphas[i]! > 0);
-    return {
-      scores: Float32Array.from(keep, (i) => alphas[i]!),
-      labels: Int32Array.from(keep, (i) => labels[i]!),
-      boxes: Float32Array.from(keep.flatMap((i) => scaledCorners(predBoxes, img, i, n, options.targetSizes?.[img]))),
-    };
+    return detections(keep, alphas, labels, predBoxes, img, n, options);
   });
 }
 
