@@ -14,6 +14,7 @@ import { randomArray } from '../test/util/random.js';
 import type { KernelBenchCase } from './types.js';
 import type { Peak } from './peak.js';
 import type { TfjsPeer } from './peers.js';
+import { exportCase, type OrtPeer } from './ort.js';
 
 export interface TimingSettings {
   /** Each trial runs enough repetitions to take about this long. */
@@ -198,7 +199,17 @@ export interface BenchRow {
   /** Why a row or its peer has no number. */
   error?: string;
   peerError?: string;
+  /** Other peers by name ('ort-webgpu', 'ort-cpu'): wall ms per call, wallMs / ms, or why not. */
+  peers?: Record<string, PeerTime>;
 }
+
+export interface PeerTime {
+  ms?: number;
+  ratio?: number;
+  error?: string;
+}
+
+const firstLine = (err: unknown) => String((err as Error)?.message ?? err).split('\n')[0]!;
 
 function fractionOfPeak(plan: KernelPlan, ms: number, peak: Peak | undefined): BenchRow['peak'] {
   if (!peak) return undefined;
@@ -223,6 +234,29 @@ export interface CaseContext {
   settings: TimingSettings;
   peak?: Peak;
   tfjs?: TfjsPeer;
+  /** ONNX Runtime peers: the case's node exported with exportOnnx (bench/ort.ts). */
+  ort?: readonly OrtPeer[];
+}
+
+/** Times the case's exported node on each ORT peer. */
+async function ortPeers(gpu: Gpu, c: KernelBenchCase, data: readonly ArrayLike<number>[], ctx: CaseContext, wallMs: number): Promise<Record<string, PeerTime>> {
+  const peers: Record<string, PeerTime> = {};
+  let exported: Awaited<ReturnType<typeof exportCase>>;
+  try {
+    exported = await exportCase(gpu, c, data);
+  } catch (err) {
+    for (const p of ctx.ort!) peers[p.name] = { error: firstLine(err) };
+    return peers;
+  }
+  for (const p of ctx.ort!) {
+    try {
+      const t = await p.timeModel(exported.bytes, exported.feeds, ctx.settings);
+      peers[p.name] = { ms: t.wallMs, ratio: wallMs / t.wallMs };
+    } catch (err) {
+      peers[p.name] = { error: firstLine(err) };
+    }
+  }
+  return peers;
 }
 
 /**
@@ -265,9 +299,10 @@ export async function benchKernelCase(gpu: Gpu, c: KernelBenchCase, ctx: CaseCon
       row.peerMs = peer.wallMs;
       row.ratio = timing.wallMs / peer.wallMs;
     } catch (err) {
-      row.peerError = String((err as Error)?.message ?? err).split('\n')[0];
+      row.peerError = firstLine(err);
     }
   }
+  if (ctx.ort?.length) row.peers = await ortPeers(gpu, c, data, ctx, timing.wallMs);
   return row;
 }
 
@@ -281,6 +316,7 @@ export function describeRow(row: BenchRow): string {
   if (row.peak) parts.push(`${(row.peak.fraction * 100).toFixed(1)}% of ${row.peak.of} peak`);
   if (row.peerMs !== undefined) parts.push(`TF.js ${f(row.peerMs)} ms, ours/TF.js ${f(row.ratio!)}`);
   if (row.peerError) parts.push(`TF.js failed: ${row.peerError}`);
+  for (const [name, p] of Object.entries(row.peers ?? {})) parts.push(p.ms !== undefined ? `${name} ${f(p.ms)} ms, ours/${name} ${f(p.ratio!)}` : `${name} failed: ${p.error}`);
   return parts.join(' | ');
 }
 
@@ -295,7 +331,7 @@ export async function runCases(gpu: Gpu, cases: readonly KernelBenchCase[], ctx:
     try {
       row = await benchKernelCase(gpu, c, ctx);
     } catch (err) {
-      row = { kernel: c.kernel.name, label: c.label, shape: '', ms: NaN, source: 'wall', wallMs: NaN, reps: 0, error: String((err as Error)?.message ?? err).split('\n')[0] };
+      row = { kernel: c.kernel.name, label: c.label, shape: '', ms: NaN, source: 'wall', wallMs: NaN, reps: 0, error: firstLine(err) };
     }
     rows.push(row);
     log(describeRow(row));

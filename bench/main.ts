@@ -1,4 +1,4 @@
-// `npm run bench -- <suite...> [--filter <substring>] [--quick] [--no-peers] [--write|--no-write]
+// `npm run bench -- <suite...> [--filter <substring>] [--quick] [--peers tfjs,ort-webgpu,ort-cpu|all] [--no-peers] [--write|--no-write]
 //  [--backend <name>] [--adapter <name>] [--profile gpu|cpu] [--note <text>]`, bundled and started by scripts/bench.mjs.
 // Suites: see SUITES below ('all' runs every one). --note adds a line to the results section
 // (e.g. 'machine under load'). Results go to bench/RESULTS.md and
@@ -10,6 +10,7 @@ import type { Gpu } from '../src/gpu/gpu.js';
 import { FULL, matches, QUICK, runCases, type BenchRow, type TimingSettings } from './harness.js';
 import { measurePeak, PEAK_FULL, PEAK_QUICK, type Peak } from './peak.js';
 import { loadTfjs, type TfjsPeer } from './peers.js';
+import { loadOrt, ORT_PEERS, type OrtPeer, type OrtPeerName } from './ort.js';
 import { writeResults } from './results.js';
 import type { KernelBenchCase } from './types.js';
 
@@ -20,6 +21,8 @@ export interface SuiteContext {
   quick: boolean;
   peak: Peak;
   tfjs?: TfjsPeer;
+  /** ONNX Runtime peers (--peers ort-webgpu,ort-cpu). */
+  ort?: readonly OrtPeer[];
   /** Keep only rows whose '<kernel> <label>' contains this (case-insensitive). */
   filter?: string;
   log: (line: string) => void;
@@ -47,7 +50,8 @@ interface Args {
   suites: string[];
   filter?: string;
   quick: boolean;
-  peers: boolean;
+  /** Peer names: 'tfjs' and ORT_PEERS. */
+  peers: string[];
   write?: boolean;
   backend?: string;
   adapter?: string;
@@ -56,7 +60,8 @@ interface Args {
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { suites: [], quick: false, peers: true, notes: [] };
+  const ALL_PEERS = ['tfjs', ...ORT_PEERS];
+  const args: Args = { suites: [], quick: false, peers: ALL_PEERS, notes: [] };
   const value = (i: number, flag: string) => {
     const v = argv[i];
     if (v === undefined || v.startsWith('--')) throw new Error(`${flag} needs a value`);
@@ -66,7 +71,13 @@ function parseArgs(argv: string[]): Args {
     const a = argv[i]!;
     if (a === '--filter') args.filter = value(++i, a);
     else if (a === '--quick') args.quick = true;
-    else if (a === '--no-peers') args.peers = false;
+    else if (a === '--no-peers') args.peers = [];
+    else if (a === '--peers') {
+      const list = value(++i, a).split(',').filter(Boolean);
+      const names = list.includes('all') ? ALL_PEERS : list;
+      for (const p of names) if (!ALL_PEERS.includes(p)) throw new Error(`--peers: unknown peer ${JSON.stringify(p)}; peers: ${ALL_PEERS.join(', ')}, all`);
+      args.peers = names;
+    }
     else if (a === '--write') args.write = true;
     else if (a === '--no-write') args.write = false;
     else if (a === '--backend') args.backend = value(++i, a);
@@ -92,7 +103,7 @@ async function main(): Promise<number> {
     args = parseArgs(process.argv.slice(2));
   } catch (err) {
     console.error(`bench: ${(err as Error).message}`);
-    console.error('usage: npm run bench -- <suite...|all> [--filter <substring>] [--quick] [--no-peers] [--write|--no-write] [--backend <name>] [--adapter <name>] [--profile gpu|cpu] [--note <text>]');
+    console.error('usage: npm run bench -- <suite...|all> [--filter <substring>] [--quick] [--peers tfjs,ort-webgpu,ort-cpu|all] [--no-peers] [--write|--no-write] [--backend <name>] [--adapter <name>] [--profile gpu|cpu] [--note <text>]');
     return 2;
   }
   const settings = args.quick ? QUICK : FULL;
@@ -106,8 +117,18 @@ async function main(): Promise<number> {
     const peak = await measurePeak(gpu, settings, args.quick ? PEAK_QUICK : PEAK_FULL);
     log(`peak: f32 FMA ${peak.gflops.toPrecision(3)} GFLOP/s, copy ${peak.gbps.toPrecision(3)} GB/s (shader ${peak.shaderCopyGbps.toPrecision(3)}, copyBufferToBuffer ${peak.bufferCopyGbps.toPrecision(3)})`);
     let tfjs: TfjsPeer | undefined;
+    const ort: OrtPeer[] = [];
     const notes = [...args.notes];
-    if (args.peers) {
+    for (const name of args.peers.filter((p): p is OrtPeerName => p !== 'tfjs')) {
+      try {
+        ort.push(await loadOrt(name));
+        log(`peer: ${ort.at(-1)!.description}`);
+      } catch (err) {
+        notes.push(`${name} peer unavailable: ${(err as Error).message}`);
+        log(`peer ${name}: unavailable (${(err as Error).message})`);
+      }
+    }
+    if (args.peers.includes('tfjs')) {
       try {
         tfjs = await loadTfjs(gpu);
         log(`peer: TF.js ${tfjs.version} WebGPU backend on our GPUDevice`);
@@ -118,7 +139,7 @@ async function main(): Promise<number> {
     }
     for (const suite of args.suites) {
       log(`\n# ${suite}`);
-      const { rows, notes: suiteNotes = [], appendix } = await SUITES[suite]!({ gpu, settings, quick: args.quick, peak, tfjs, filter: args.filter, log });
+      const { rows, notes: suiteNotes = [], appendix } = await SUITES[suite]!({ gpu, settings, quick: args.quick, peak, tfjs, ort, filter: args.filter, log });
       failed ||= rows.some((r) => r.error);
       if (!write) continue;
       if (rows.length === 0) {
@@ -134,6 +155,7 @@ async function main(): Promise<number> {
           timing: { source: gpu.features.has('timestamp-query') ? 'timestamp' : 'wall', minSeconds: settings.minSeconds, trials: settings.trials },
           peak,
           peer: tfjs ? `TF.js ${tfjs.version} (tfjs-backend-webgpu) in the same process on the same GPUDevice` : undefined,
+          peers: Object.fromEntries(ort.map((p) => [p.name, p.description])),
           rows,
           notes: [...notes, ...suiteNotes],
           appendix,

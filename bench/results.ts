@@ -15,6 +15,8 @@ export interface SuiteResult {
   peak?: Peak;
   /** e.g. 'TF.js 4.22.0 (tfjs-backend-webgpu) on the same GPUDevice'; absent with --no-peers. */
   peer?: string;
+  /** The other peers' descriptions by name (see BenchRow.peers), e.g. ORT's WebGPU and CPU providers. */
+  peers?: Record<string, string>;
   rows: BenchRow[];
   notes?: string[];
   /** Markdown lines after the table (e.g. a profile). */
@@ -67,17 +69,24 @@ export function renderSection(r: SuiteResult): string {
     );
   }
   if (r.peer) lines.push(`- peer: ${r.peer}; peer ms is wall time per call (n calls, then one fence); ours/peer = wall ms ÷ peer ms (below 1: we are faster)`);
+  const others = [...new Set(r.rows.flatMap((row) => Object.keys(row.peers ?? {})))];
+  for (const name of others) lines.push(`- ${name}: ${r.peers?.[name] ?? name}, the identical graph exported by exportOnnx; ms per awaited session.run, host input and output included (bench/ort.ts); ours/${name} = wall ms ÷ its ms`);
   for (const n of r.notes ?? []) lines.push(`- ${n}`);
-  lines.push('', '| kernel | case | ms | wall ms | GFLOP/s | GB/s | % of peak | peer ms | ours/peer |', '|---|---|--:|--:|--:|--:|--:|--:|--:|');
+  const head = others.flatMap((name) => [`${name} ms`, `ours/${name}`]);
+  lines.push('', `| kernel | case | ms | wall ms | GFLOP/s | GB/s | % of peak | TF.js ms | ours/TF.js |${head.map((h) => ` ${h} |`).join('')}`, `|---|---|--:|--:|--:|--:|--:|--:|--:|${head.map(() => '--:|').join('')}`);
   for (const row of r.rows) {
     if (row.error) {
-      lines.push(`| ${cell(row.kernel)} | ${cell(row.label)} | failed: ${cell(row.error)} | | | | | | |`);
+      lines.push(`| ${cell(row.kernel)} | ${cell(row.label)} | failed: ${cell(row.error)} | | | | | | |${head.map(() => ' |').join('')}`);
       continue;
     }
+    const other = others.map((name) => {
+      const p = row.peers?.[name];
+      return p?.ms !== undefined ? ` ${fmt(p.ms)} | ${fmt(p.ratio)} |` : p?.error ? ` failed: ${cell(p.error)} | |` : ' | |';
+    });
     const peak = row.peak ? `${(row.peak.fraction * 100).toFixed(1)}% ${row.peak.of === 'fma' ? 'FMA' : 'BW'}` : '';
     const peer = row.peerMs !== undefined ? fmt(row.peerMs) : row.peerError ? `failed: ${cell(row.peerError)}` : '';
     lines.push(
-      `| ${cell(row.kernel)} | ${cell(row.label)} | ${fmt(row.ms)} | ${fmt(row.wallMs)} | ${fmt(row.gflops)} | ${fmt(row.gbps)} | ${peak} | ${peer} | ${fmt(row.ratio)} |`,
+      `| ${cell(row.kernel)} | ${cell(row.label)} | ${fmt(row.ms)} | ${fmt(row.wallMs)} | ${fmt(row.gflops)} | ${fmt(row.gbps)} | ${peak} | ${peer} | ${fmt(row.ratio)} |${other.join('')}`,
     );
   }
   if (r.appendix?.length) lines.push('', ...r.appendix);

@@ -18,7 +18,7 @@ try {
     entryPoints: [join(root, 'bench', 'main.ts')],
     outfile: join(dir, 'main.mjs'),
     ...nodeBundle,
-    external: [...nodeBundle.external, '@tensorflow/*'],
+    external: [...nodeBundle.external, '@tensorflow/*', 'onnxruntime-node'],
     sourcemap: 'inline',
   });
   const run = spawnSync(process.execPath, ['--enable-source-maps', join(dir, 'main.mjs'), ...process.argv.slice(2)], {

@@ -6,6 +6,6 @@ export const nodeBundle = {
   format: 'esm',
   target: 'node20',
   loader: { '.wgsl': 'text' },
-  external: ['webgpu', 'sharp', '@petamoriken/float16', 'entities'],
+  external: ['webgpu', 'sharp', '@petamoriken/float16', 'entities', 'protobufjs'],
   logLevel: 'warning',
 };

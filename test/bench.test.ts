@@ -9,7 +9,9 @@ import { elementwiseKernel } from '../src/kernels/elementwise.js';
 import { inputData, QUICK, runCases, timeAsync, type BenchRow } from '../bench/harness.js';
 import { measurePeak, PEAK_QUICK } from '../bench/peak.js';
 import { loadTfjs } from '../bench/peers.js';
-import { adapterSlug, replaceSection, writeResults, type SuiteResult } from '../bench/results.js';
+import { loadOrt, ORT_PEERS } from '../bench/ort.js';
+import { adapterSlug, renderSection, replaceSection, writeResults, type SuiteResult } from '../bench/results.js';
+import { softmaxBackwardKernel } from '../src/kernels/softmaxBackward.js';
 import { sequenceKernel } from '../bench/sequence.js';
 import type { KernelBenchCase } from '../bench/types.js';
 import { attentionReference } from '../src/kernels/attention.js';
@@ -51,6 +53,28 @@ describe('bench harness', () => {
     for (const x of [row!.ms, row!.wallMs, row!.reps, row!.gflops, row!.gbps, row!.peak?.fraction, row!.peerMs, row!.ratio]) positive(x);
     expect(gpu.stats().liveBuffers).toBe(before.liveBuffers);
     expect(gpu.stats().liveBytes).toBe(before.liveBytes);
+  });
+
+  it('runs the identical graph in every ONNX Runtime peer (native WebGPU EP, CPU EP), and says why a kernel has none', async () => {
+    const gpu = await getGpu();
+    const before = gpu.stats();
+    const ort = await Promise.all(ORT_PEERS.map((name) => loadOrt(name)));
+    const mm: KernelBenchCase = { kernel: matmulKernel, label: 'tiny linear 4x16x8', inputs: [{ shape: [4, 16] }, { shape: [8, 16] }, { shape: [8] }], options: { transposeB: true, hasBias: true, activation: 'gelu' } };
+    const noOnnx: KernelBenchCase = { kernel: softmaxBackwardKernel, label: 'backward: no ONNX form', inputs: [{ shape: [2, 8] }, { shape: [2, 8] }], options: {} };
+    const [row, tinyRow] = await runCases(gpu, [mm, { ...tiny, tfjs: undefined }], { settings: QUICK, ort });
+    for (const r of [row!, tinyRow!]) {
+      for (const name of ORT_PEERS) {
+        expect(r.peers?.[name]?.error, `${r.label} ${name}`).toBeUndefined();
+        positive(r.peers?.[name]?.ms);
+        positive(r.peers?.[name]?.ratio);
+      }
+    }
+    const section = renderSection({ suite: 'kernels', adapter: gpu.info, date: new Date().toISOString(), timing: { source: 'wall', minSeconds: 0, trials: 1 }, rows: [row!], peers: { 'ort-webgpu': 'ORT WebGPU', 'ort-cpu': 'ORT CPU' } });
+    expect(section).toMatch(/\| ort-webgpu ms \| ours\/ort-webgpu \| ort-cpu ms \| ours\/ort-cpu \|/);
+    const [failed] = await runCases(gpu, [noOnnx], { settings: QUICK, ort });
+    expect(failed!.error).toBeUndefined();
+    for (const name of ORT_PEERS) expect(failed!.peers?.[name]?.error).toMatch(/softmaxBackward.*no ONNX form/);
+    expect(gpu.stats().liveBuffers).toBe(before.liveBuffers);
   });
 
   it('falls back to wall time without timestamp queries', async () => {

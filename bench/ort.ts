@@ -1,0 +1,89 @@
+// ONNX Runtime (onnxruntime-node, a dev dependency) as peer columns, running the identical graph:
+// each case's node (or a model's graph) is exported with exportOnnx and run by ORT's native WebGPU
+// execution provider (Dawn inside ORT, on the same adapter, its own device) or its CPU provider.
+//
+// How a peer is timed: one session per case, a warm-up run, then n `session.run` calls awaited one
+// after another (timeLoop). Input 0 is fed from the host on every run and the outputs come back to
+// the host (ORT-node has no device-resident I/O here), so each call includes that upload and
+// readback; every other input of a kernel case is an initializer, uploaded once like weights.
+import type { Gpu } from '../src/gpu/gpu.js';
+import { Tensor } from '../src/tensor.js';
+import { GraphBuilder } from '../src/graph/builder.js';
+import { exportOnnx } from '../src/onnx/export.js';
+import { timeLoop, type Timing, type TimingSettings } from './harness.js';
+import type { KernelBenchCase } from './types.js';
+
+/** The ORT peers `--peers` can name. */
+export const ORT_PEERS = ['ort-webgpu', 'ort-cpu'] as const;
+export type OrtPeerName = (typeof ORT_PEERS)[number];
+
+export interface OrtFeed {
+  data: ArrayLike<number>;
+  shape: readonly number[];
+  dtype: string;
+}
+
+export interface OrtPeer {
+  name: OrtPeerName;
+  /** e.g. 'ONNX Runtime 1.30.0 (onnxruntime-node, WebGPU EP)'. */
+  description: string;
+  /** Wall time per `session.run` of the ONNX model with these feeds. */
+  timeModel(bytes: Uint8Array, feeds: Record<string, OrtFeed>, settings: TimingSettings): Promise<Timing>;
+}
+
+type Ort = typeof import('onnxruntime-node');
+
+const ORT_TYPE: Record<string, 'float32' | 'int32' | 'uint32'> = { f32: 'float32', i32: 'int32', u32: 'uint32' };
+
+/** Loads onnxruntime-node and checks that it offers the provider `name` asks for. */
+export async function loadOrt(name: OrtPeerName): Promise<OrtPeer> {
+  const ort: Ort = await import('onnxruntime-node');
+  const provider = name === 'ort-webgpu' ? 'webgpu' : 'cpu';
+  const backends = (ort as unknown as { listSupportedBackends?: () => { name: string }[] }).listSupportedBackends?.() ?? [];
+  if (!backends.some((b) => b.name === provider)) throw new Error(`onnxruntime-node offers no '${provider}' execution provider here`);
+  return {
+    name,
+    description: `ONNX Runtime ${ort.env.versions?.common ?? ''} (onnxruntime-node, ${provider === 'webgpu' ? 'native WebGPU EP' : 'CPU EP'})`,
+    async timeModel(bytes, feeds, settings) {
+      const session = await ort.InferenceSession.create(bytes, { executionProviders: [provider], graphOptimizationLevel: 'all' });
+      try {
+        const inputs = Object.fromEntries(
+          Object.entries(feeds).map(([k, f]) => {
+            const type = ORT_TYPE[f.dtype];
+            if (!type) throw new Error(`input ${k}: dtype ${f.dtype} is not fed to ORT here`);
+            const data = type === 'float32' ? Float32Array.from(f.data) : type === 'int32' ? Int32Array.from(f.data) : Uint32Array.from(f.data);
+            return [k, new ort.Tensor(type, data, [...f.shape])];
+          }),
+        );
+        return await timeLoop(async (n) => {
+          for (let i = 0; i < n; i++) await session.run(inputs);
+        }, settings);
+      } finally {
+        await session.release();
+      }
+    },
+  };
+}
+
+/**
+ * The case's kernel as a one-node graph (input 0 a graph input, the others constants) in ONNX,
+ * and its feed. Fails, naming the node, for kernels without an ONNX form.
+ */
+export async function exportCase(gpu: Gpu, c: KernelBenchCase, data: readonly ArrayLike<number>[]): Promise<{ bytes: Uint8Array; feeds: Record<string, OrtFeed> }> {
+  const constants: Tensor[] = [];
+  try {
+    const g = new GraphBuilder();
+    const inputs = c.inputs.map((input, i) => {
+      const dtype = input.dtype ?? 'f32';
+      if (i === 0) return g.input('x', input.shape, dtype);
+      const t = Tensor.from(gpu, data[i]!, input.shape, dtype);
+      constants.push(t);
+      return g.constant(t);
+    });
+    g.op(c.kernel, inputs, c.options, c.kernel.name).forEach((v, i) => g.output(`y${i}`, v));
+    const bytes = await exportOnnx(g, { dynamicBatch: false, gpu });
+    return { bytes, feeds: c.inputs.length ? { x: { data: data[0]!, shape: c.inputs[0]!.shape, dtype: c.inputs[0]!.dtype ?? 'f32' } } : {} };
+  } finally {
+    for (const t of constants) t.dispose();
+  }
+}
