@@ -6,6 +6,8 @@ export * as kernels from './kernels/index.js';
 export { Optimizer, Sgd, Adam, AdamW, type SgdOptions, type AdamOptions } from './optim.js';
 export * from './graph/index.js';
 export { ClipModel, clipLogits, type ClipLoadOptions, type ImageRunOptions, type TowerResult } from './models/clip/model.js';
+export { gradCamToImage, type GradCamOptions, type GradCamResult } from './models/clip/gradcam.js';
+export { resizePositionEmbedding, type PositionEmbeddingOptions, type PositionInterpolation } from './models/clip/position.js';
 export { type ClipConfig, type VisionConfig, type TextConfig, clipConfigFromHf, clipConfigFromOpenAi } from './models/clip/config.js';
 export {
   SafetensorsFile,
@@ -23,6 +25,7 @@ export { ClipTokenizer, TokenizerError, type EncodeOptions } from './models/toke
 export {
   preprocessClip,
   preprocessClipBatch,
+  preprocessClipResized,
   preprocessOwlVit,
   preprocessOwlVitBatch,
   preprocessOwlv2,

@@ -175,7 +175,7 @@ describe('ClipModel on clip_tiny', () => {
   it('refuses inputs of the wrong shape or vocabulary', async () => {
     const gpu = await getGpu();
     const model = await ClipModel.load(gpu, hfDir);
-    await expect(model.encodeImage(new Float32Array(3 * 16 * 16), [1, 3, 16, 16])).rejects.toThrow(/pixels must be \[B, 3, 32, 32\]/);
+    await expect(model.encodeImage(new Float32Array(3 * 20 * 16), [1, 3, 20, 16])).rejects.toThrow(/pixels must be \[B, 3, H, W\] with H and W positive multiples of the patch size 8 \(the config's size is 32\), got \[1, 3, 20, 16\]/);
     await expect(model.encodeText(new Int32Array([1, 600]), [1, 2])).rejects.toThrow(/token id 600 outside the vocabulary \[0, 512\)/);
     await expect(model.encodeText(new Int32Array(17), [1, 17])).rejects.toThrow(/1 ≤ L ≤ 16/);
     model.dispose();

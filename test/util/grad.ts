@@ -1,9 +1,10 @@
 // The gradient oracles of ../shared/fixtures/grad (see its README, section grad/): one file per op
 // plus index.json. Their `_f64` tensors are F64, which the library's reader does not load (weights
-// never are), so this reads the files itself: F64 as Float64Array, F32 as Float32Array, I32 / I64
-// as Int32Array, U8 as Uint8Array.
+// never are), so this reads the files itself: F64 as Float64Array, F32 and F16 as Float32Array,
+// I32 / I64 as Int32Array, U8 / BOOL as Uint8Array.
 import { readFileSync } from 'node:fs';
 import { fixturePath } from './fixtures.js';
+import { decodeTensorData } from '../../src/tensor.js';
 
 export interface GradCase {
   name: string;
@@ -33,8 +34,9 @@ function readAll(path: string): Map<string, GradTensor> {
     if (e.dtype === 'F64') data = new Float64Array(aligned);
     else if (e.dtype === 'F32') data = new Float32Array(aligned);
     else if (e.dtype === 'I32') data = new Int32Array(aligned);
+    else if (e.dtype === 'F16') data = decodeTensorData(aligned, 'f16', raw.length / 2) as Float32Array;
     else if (e.dtype === 'I64') data = Int32Array.from(new BigInt64Array(aligned), Number);
-    else if (e.dtype === 'U8') data = new Uint8Array(aligned);
+    else if (e.dtype === 'U8' || e.dtype === 'BOOL') data = new Uint8Array(aligned);
     else throw new Error(`${path}: tensor ${name} has dtype ${e.dtype}, not read by this helper`);
     out.set(name, { shape: e.shape, data });
   }

@@ -13,9 +13,12 @@ import { checkClipConfig, clipConfigFromHf, clipConfigFromOpenAi, clipOrigin, hf
 import { detectConvention, type Convention } from './names.js';
 import { loadError, planTower, readLogitScale, uploadPlanned, type LoadContext, type WeightReader } from './weights.js';
 import { poolIndices, textFromEmbeddings, textTower, visionTower, type TowerOutputs, type Weights } from './towers.js';
+import type { VisionConfig } from './config.js';
 import { openWeightReader } from './reader.js';
 import { ClipTokenizer, TOKENIZER_FILES } from '../tokenizer/index.js';
-import { preprocessClipBatch, type ImageInput } from '../preprocess/index.js';
+import { preprocessClipBatch, preprocessClipResized, type ImageInput } from '../preprocess/index.js';
+import { resizePositionEmbedding, type PositionEmbeddingOptions } from './position.js';
+import { ensembleTextFeatures, gradCamGraph, scaledCam, type GradCamOptions, type GradCamResult } from './gradcam.js';
 import { InputError, checkFinite, encodeQuery } from '../inputs.js';
 
 export interface ClipLoadOptions {
@@ -40,6 +43,11 @@ export interface ImageRunOptions {
   dense?: boolean;
   /** Also return named intermediates (ln_pre_out, block{i}_out, tokens_pre_ln_post, …). */
   intermediates?: boolean;
+  /**
+   * The position embedding for the pixels' grid (see visionPositionEmbedding). Default: the
+   * checkpoint's at the native size; at other sizes resized bilinearly and rounded to fp16, as CaR.
+   */
+  position?: PositionEmbeddingOptions;
 }
 
 export interface TowerResult {
@@ -70,6 +78,8 @@ export class ClipModel {
   /** Tokenizes string inputs of encodeText, when the folder has tokenizer files (or one was given). */
   readonly tokenizer?: ClipTokenizer;
   readonly #plans: PlanCache;
+  /** Resized position embeddings by grid and options (see visionPositionEmbedding). */
+  readonly #positions = new Map<string, Promise<Tensor>>();
   #disposed = false;
 
   private constructor(gpu: Gpu, init: { config: ClipConfig; dtype: DType; convention: Convention; logitScale: number; unused: string[]; vision?: Map<string, Tensor>; text?: Map<string, Tensor>; tokenizer?: ClipTokenizer; plans?: PlanCacheLimits }) {
@@ -140,9 +150,62 @@ export class ClipModel {
     };
   }
 
-  /** Adds the vision tower to a graph (for models built on CLIP's dense map, e.g. region heads). */
-  buildVision(g: GraphBuilder, pixels: Value, options: { dense?: boolean } = {}): TowerOutputs {
-    return visionTower(g, this.#weights('vision', g), this.config.vision!, this.convention.projectionLayout, pixels, options);
+  /** The vision weights of a graph, the position embedding replaced by `position` when given. */
+  #visionWeights(g: GraphBuilder, position?: Tensor): Weights {
+    const w = this.#weights('vision', g);
+    const pos = position && g.constant(position);
+    return pos ? (name) => (name === 'pos' ? pos : w(name)) : w;
+  }
+
+  /**
+   * Adds the vision tower to a graph (for models built on CLIP's dense map, e.g. region heads).
+   * Pixels at another size than the config's need the position embedding for their grid
+   * (`positionEmbedding`, from visionPositionEmbedding).
+   */
+  buildVision(g: GraphBuilder, pixels: Value, options: { dense?: boolean; positionEmbedding?: Tensor } = {}): TowerOutputs {
+    return visionTower(g, this.#visionWeights(g, options.positionEmbedding), this.config.vision!, this.convention.projectionLayout, pixels, options);
+  }
+
+  /**
+   * The vision position embedding [1 + gh·gw, width] for a grid of gh × gw patches, from the
+   * checkpoint's as CaR's upsample_position_embedding: the class row kept, the patch rows resized
+   * (bilinear, align_corners=False; or bicubic), everything rounded to fp16 unless `half: false`
+   * (even at the native grid, where the resize is the identity). Cached per grid and options; the
+   * model owns the tensor (freed by dispose).
+   */
+  visionPositionEmbedding(grid: readonly [number, number], options: PositionEmbeddingOptions = {}): Promise<Tensor> {
+    const op = 'ClipModel.visionPositionEmbedding';
+    const v = this.#visionConfig(op);
+    const { mode = 'bilinear', half = true } = options;
+    if (mode !== 'bilinear' && mode !== 'bicubic') throw new InputError(op, `position mode must be 'bilinear' or 'bicubic', got ${JSON.stringify(mode)}`);
+    if (typeof half !== 'boolean') throw new InputError(op, `position half must be a boolean, got ${JSON.stringify(half)}`);
+    if (!Array.isArray(grid) || grid.length !== 2 || !grid.every((n) => Number.isInteger(n) && n >= 1)) throw new InputError(op, `grid must be [gh, gw] of positive integers, got ${JSON.stringify(grid)}`);
+    const key = `${grid[0]}x${grid[1]}:${mode}:${half}`;
+    let pending = this.#positions.get(key);
+    if (!pending) {
+      pending = (async () => {
+        const native = v.imageSize / v.patchSize;
+        const source = (await this.weights.vision!.get('pos')!.read()) as Float32Array;
+        const data = resizePositionEmbedding(source, v.width, [native, native], grid, { mode, half });
+        return Tensor.from(this.gpu, data, [data.length / v.width, v.width], this.dtype);
+      })();
+      this.#positions.set(key, pending);
+      pending.catch(() => this.#positions.delete(key));
+    }
+    return pending;
+  }
+
+  #visionConfig(op: string): VisionConfig {
+    const v = this.config.vision;
+    if (!v) throw new GpuError(op, 'this checkpoint has no vision tower');
+    return v;
+  }
+
+  /** The position embedding a run at height × width uses: undefined for the checkpoint's own. */
+  async #positionFor(op: string, height: number, width: number, options: PositionEmbeddingOptions | undefined): Promise<Tensor | undefined> {
+    const v = this.#visionConfig(op);
+    if (options === undefined && height === v.imageSize && width === v.imageSize) return undefined;
+    return this.visionPositionEmbedding([height / v.patchSize, width / v.patchSize], options);
   }
 
   /** Adds the text tower to a graph; `poolIndex` holds flat b·L + t positions (see poolIndices). */
@@ -226,29 +289,28 @@ export class ClipModel {
     return (await this.runVision(batch.data, batch.shape)).embeds;
   }
 
-  /** The vision tower with optional dense map and intermediates. */
+  /**
+   * The vision tower with optional dense map and intermediates, at any input size whose sides are
+   * multiples of the patch size (see `options.position` for the position embedding).
+   */
   async runVision(pixels: Float32Array, shape: readonly number[], options: ImageRunOptions = {}): Promise<TowerResult> {
-    const v = this.config.vision;
-    if (!v) throw new GpuError('ClipModel.encodeImage', 'this checkpoint has no vision tower');
-    if (!Array.isArray(shape) || shape.length !== 4 || !Number.isInteger(shape[0]) || shape[0] < 0 || shape[1] !== 3 || shape[2] !== v.imageSize || shape[3] !== v.imageSize) {
-      throw new GpuError('ClipModel.encodeImage', `pixels must be [B, 3, ${v.imageSize}, ${v.imageSize}], got [${shape?.join?.(', ')}]`);
-    }
-    const b = shape[0]!;
-    if (!(pixels instanceof Float32Array) || pixels.length !== b * 3 * v.imageSize ** 2) {
-      throw new GpuError('ClipModel.encodeImage', `pixels must be a Float32Array of ${b * 3 * v.imageSize ** 2} values for [${shape.join(', ')}], got ${describeInput(pixels)}`);
-    }
-    checkFinite('ClipModel.encodeImage', 'pixels', pixels);
+    const op = 'ClipModel.encodeImage';
+    const v = this.#visionConfig(op);
+    checkPixels(op, pixels, shape, v, true);
+    const [b, , h, w] = shape as [number, number, number, number];
     // An empty batch has nothing to run (and WebGPU cannot bind an empty buffer).
     if (b === 0) return { embeds: new Float32Array(0), dense: options.dense ? new Float32Array(0) : undefined };
+    const position = await this.#positionFor(op, h, w, options.position);
     const padded = bucket(b);
     const build = (g: GraphBuilder) => {
-      const out = this.buildVision(g, g.input('pixels', [padded, 3, v.imageSize, v.imageSize], this.dtype), { dense: options.dense });
+      const out = this.buildVision(g, g.input('pixels', [padded, 3, h, w], this.dtype), { dense: options.dense, positionEmbedding: position });
       g.output('embeds', out.embeds);
       if (out.dense) g.output('dense', out.dense);
       for (const [k, val] of Object.entries(out.intermediates)) g.output(k, val);
     };
     const run = (plan: GraphPlan) => plan.run({ pixels: padRows(pixels, b, padded) }, { outputs: wanted(plan, options) });
-    return collect(await this.#plans.use(`vision:${padded}:${!!options.dense}`, build, run), b, padded);
+    const key = `vision:${padded}:${!!options.dense}:${h}x${w}:${position ? positionKey(options.position) : 'native'}`;
+    return collect(await this.#plans.use(key, build, run), b, padded);
   }
 
   /**
@@ -306,11 +368,108 @@ export class ClipModel {
     return clipLogits(imageEmbeds, textEmbeds, this.config.embedDim, Math.exp(this.logitScale));
   }
 
-  /** Frees plans and weights. */
+  /**
+   * gradCAM as CaR computes it (see GradCamOptions / GradCamResult and gradcam.ts): `image` is a
+   * file path, encoded bytes (resized whole to `options.size`, default the config's image size) or
+   * model-ready pixels `{ data, shape: [1, 3, H, W] }`, H and W multiples of the patch size; `texts`
+   * are strings (tokenized; `options.templates` ensembled), token ids `{ ids, shape: [T, L] }`, or
+   * text embeddings [T, embed] as a Float32Array (used after normalisation). The image's tower, the
+   * texts' tower and every target's map run in one submit.
+   */
+  async gradCam(image: ImageInput | { data: Float32Array; shape: readonly number[] }, texts: readonly string[] | Float32Array | { ids: Int32Array; shape: readonly [number, number] }, options: GradCamOptions = {}): Promise<GradCamResult> {
+    const op = 'ClipModel.gradCam';
+    const v = this.#visionConfig(op);
+    const pixels = await gradCamPixels(op, image, v, options.size);
+    const [, , h, w] = pixels.shape;
+    const grid: [number, number] = [h / v.patchSize, w / v.patchSize];
+    const text = this.#gradCamTexts(op, texts, options.templates);
+    const t = text.count;
+    const targets = options.targets === undefined ? Array.from({ length: t }, (_, i) => i) : [...options.targets];
+    if (!Array.isArray(options.targets ?? []) || targets.length === 0 || !targets.every((k) => Number.isInteger(k) && k >= 0 && k < t)) {
+      throw new InputError(op, `options.targets must be a non-empty array of text indices in [0, ${t}), got ${JSON.stringify(options.targets)}`);
+    }
+    const logitScale = options.logitScale ?? this.logitScale;
+    if (typeof logitScale !== 'number' || !Number.isFinite(logitScale)) throw new InputError(op, `options.logitScale must be a finite number (log-space), got ${logitScale}`);
+    const attention = options.attention !== false;
+    const positionOptions = { mode: options.position?.mode, half: options.position?.half };
+    const position = await this.visionPositionEmbedding(grid, positionOptions);
+    const k = targets.length;
+    const seed = new Float32Array(k * t);
+    targets.forEach((target, row) => (seed[row * t + target] = 1));
+    const build = (g: GraphBuilder) => {
+      const features = text.build(g);
+      const inputs = { pixels: g.input('pixels', pixels.shape, this.dtype), text: features, scale: g.input('scale', [1], this.dtype), seed: g.input('seed', [k, t], this.dtype) };
+      const out = gradCamGraph(g, this.#visionWeights(g, position), v, this.convention.projectionLayout, inputs, { classToken: options.classToken, attention });
+      for (const [name, val] of Object.entries(out)) g.output(name, val);
+    };
+    const wanted = ['raw', 'logits', 'probs', ...(attention ? ['attention'] : []), ...(options.intermediates ? ['activations', 'gradients'] : [])];
+    const key = `gradcam:${h}x${w}:${positionKey(positionOptions)}:${text.key}:${k}:${!!options.classToken}:${attention}`;
+    const r = await this.#plans.use(key, build, (plan) => plan.run({ pixels: pixels.data, scale: new Float32Array([Math.exp(logitScale)]), seed, ...text.inputs }, { outputs: wanted }));
+    const out = r.outputs as Record<string, Float32Array>;
+    const raw = out.raw!;
+    return {
+      grid,
+      targets,
+      raw,
+      cam: scaledCam(raw, grid[0] * grid[1]),
+      logits: out.logits!.slice(0, t),
+      probs: out.probs!.slice(0, t),
+      attention: out.attention,
+      activations: out.activations,
+      gradients: out.gradients,
+    };
+  }
+
+  /** gradCam's texts as a graph part giving [T, embed] features, with its run-time inputs and a plan key. */
+  #gradCamTexts(op: string, texts: unknown, templates: readonly string[] | undefined): { count: number; key: string; inputs: Record<string, Float32Array | Int32Array>; build: (g: GraphBuilder) => Value } {
+    const e = this.config.embedDim;
+    if (texts instanceof Float32Array) {
+      if (templates !== undefined) throw new InputError(op, 'options.templates apply to string texts, not to embeddings');
+      if (texts.length === 0 || texts.length % e !== 0) throw new InputError(op, `text embeddings must be a Float32Array of [T, ${e}] values, got ${texts.length} values`);
+      checkFinite(op, 'text embeddings', texts);
+      const count = texts.length / e;
+      return { count, key: `embeds${count}`, inputs: { text: texts }, build: (g) => g.input('text', [count, e], this.dtype) };
+    }
+    const c = this.config.text;
+    if (!c) throw new GpuError(op, 'this checkpoint has no text tower: pass text embeddings [T, embed] as a Float32Array');
+    let ids: Int32Array;
+    let rows: number;
+    let length: number;
+    let perText = 1;
+    if (texts && typeof texts === 'object' && 'ids' in texts) {
+      if (templates !== undefined) throw new InputError(op, 'options.templates apply to string texts, not to token ids');
+      const { ids: given, shape } = texts as { ids: Int32Array; shape: readonly number[] };
+      if (!(given instanceof Int32Array) || !Array.isArray(shape) || shape.length !== 2 || !shape.every((d) => Number.isInteger(d) && d >= 1) || shape[1]! > c.contextLength || given.length !== shape[0]! * shape[1]!) {
+        throw new InputError(op, `token ids must be { ids: Int32Array, shape: [T, L] } with 1 ≤ L ≤ ${c.contextLength}, got shape ${JSON.stringify(shape)} with ${given?.length} ids`);
+      }
+      for (const id of given) if (id < 0 || id >= c.vocabSize) throw new InputError(op, `token id ${id} outside the vocabulary [0, ${c.vocabSize})`);
+      [ids, rows, length] = [given, shape[0]!, shape[1]!];
+    } else {
+      if (!Array.isArray(texts) || texts.length === 0 || !texts.every((x) => typeof x === 'string')) throw new InputError(op, `texts must be a non-empty array of strings, token ids { ids, shape } or a Float32Array of embeddings, got ${describeInput(texts)}`);
+      if (!this.tokenizer) throw new GpuError(op, `strings need a tokenizer: the model folder has none of ${TOKENIZER_FILES.join(', ')} (pass { tokenizer } to load)`);
+      const forms = templates ?? ['{}'];
+      if (!Array.isArray(forms) || forms.length === 0 || !forms.every((f) => typeof f === 'string' && f.includes('{}'))) throw new InputError(op, `options.templates must be a non-empty array of strings holding {}, got ${JSON.stringify(templates)}`);
+      perText = forms.length;
+      [rows, length] = [texts.length * perText, c.contextLength];
+      ids = new Int32Array(rows * length);
+      texts.forEach((text, i) => forms.forEach((f, j) => ids.set(encodeQuery(op, this.tokenizer!, f.replaceAll('{}', text), length), (i * perText + j) * length)));
+    }
+    const count = rows / perText;
+    const pool = poolIndices(ids, rows, length, c.eosTokenId);
+    return {
+      count,
+      key: `ids${count}x${perText}x${length}`,
+      inputs: { ids, pool },
+      build: (g) => ensembleTextFeatures(g, this.buildText(g, g.input('ids', [rows, length], 'i32'), g.input('pool', [rows], 'i32')).embeds, count, perText),
+    };
+  }
+
+  /** Frees plans, weights and resized position embeddings. */
   dispose(): void {
     if (this.#disposed) return;
     this.#disposed = true;
     this.#plans.dispose();
+    for (const p of this.#positions.values()) p.then((t) => t.dispose(), () => undefined);
     for (const m of [this.weights.vision, this.weights.text]) for (const t of m?.values() ?? []) t.dispose();
   }
 }
@@ -323,6 +482,38 @@ function flatEotIndex(op: string, eotIndex: ArrayLike<number>, b: number, l: num
     if (!Number.isInteger(t) || t < 0 || t >= l) throw new InputError(op, `eotIndex[${r}] is ${t}: each must be an integer position in [0, ${l})`);
     return r * l + t;
   });
+}
+
+/** A key naming the position embedding options in plan keys. */
+function positionKey(o: PositionEmbeddingOptions | undefined): string {
+  return `${o?.mode ?? 'bilinear'}:${o?.half ?? true}`;
+}
+
+/** Checks NCHW pixels for the vision tower: [B, 3, H, W] (B = 1 unless `batch`), sides positive multiples of the patch size, finite. */
+function checkPixels(op: string, pixels: unknown, shape: unknown, v: VisionConfig, batch: boolean): void {
+  const s = shape as number[];
+  const side = (n: unknown) => Number.isInteger(n) && (n as number) >= v.patchSize && (n as number) % v.patchSize === 0;
+  if (!Array.isArray(s) || s.length !== 4 || !Number.isInteger(s[0]) || s[0]! < 0 || (!batch && s[0] !== 1) || s[1] !== 3 || !side(s[2]) || !side(s[3])) {
+    throw new InputError(op, `pixels must be [${batch ? 'B' : '1'}, 3, H, W] with H and W positive multiples of the patch size ${v.patchSize} (the config's size is ${v.imageSize}), got [${(s as unknown[])?.join?.(', ')}]`);
+  }
+  const n = s[0]! * 3 * s[2]! * s[3]!;
+  if (!(pixels instanceof Float32Array) || pixels.length !== n) throw new InputError(op, `pixels must be a Float32Array of ${n} values for [${s.join(', ')}], got ${describeInput(pixels)}${pixels instanceof Float32Array ? ` of ${pixels.length} values` : ''}`);
+  checkFinite(op, 'pixels', pixels);
+}
+
+/** gradCam's image as [1, 3, H, W] pixels: given, or decoded and resized whole to options.size. */
+async function gradCamPixels(op: string, image: unknown, v: VisionConfig, size: GradCamOptions['size']): Promise<{ data: Float32Array; shape: [1, 3, number, number] }> {
+  if (image && typeof image === 'object' && !(image instanceof Uint8Array) && 'data' in image) {
+    const { data, shape } = image as { data: Float32Array; shape: readonly number[] };
+    checkPixels(op, data, shape, v, false);
+    return { data, shape: [1, 3, shape[2]!, shape[3]!] };
+  }
+  const [h, w] = typeof size === 'number' ? [size, size] : size === undefined ? [v.imageSize, v.imageSize] : size;
+  if (![h, w].every((n) => Number.isInteger(n) && n! >= v.patchSize && n! % v.patchSize === 0) || (Array.isArray(size) && size.length !== 2)) {
+    throw new InputError(op, `options.size must be a side or [height, width], positive multiples of the patch size ${v.patchSize}, got ${JSON.stringify(size)}`);
+  }
+  const batch = await preprocessClipResized(image as ImageInput, h!, w!);
+  return { data: batch.data, shape: [1, 3, h!, w!] };
 }
 
 /** A short description of an unexpected argument for error messages. */

@@ -5,11 +5,17 @@ import type { TextConfig, TowerConfig, VisionConfig } from './config.js';
 
 export type Weights = (name: string) => Value;
 
+/** Values inside a block that callers may read: the ln_1 output (gradCAM's target) and the packed qkv. */
+export interface BlockTaps {
+  ln1?: Value;
+  qkv?: Value;
+}
+
 /** One pre-LN residual block: x + attn(ln1(x)), then + mlp(ln2(x)); residuals fused into matmuls. */
-export function transformerBlock(g: GraphBuilder, w: Weights, layer: number, c: TowerConfig, x: Value, mask: 'causal' | undefined, name: string): Value {
+export function transformerBlock(g: GraphBuilder, w: Weights, layer: number, c: TowerConfig, x: Value, mask: 'causal' | undefined, name: string, taps: BlockTaps = {}): Value {
   const p = (s: string) => w(`layers.${layer}.${s}`);
-  const h = g.layerNorm(x, p('ln1.weight'), p('ln1.bias'), { eps: c.eps }, `${name}.ln1`);
-  const qkv = g.matmul(h, p('qkv.weight'), { transposeB: true, bias: p('qkv.bias') }, `${name}.qkv`);
+  const h = (taps.ln1 = g.layerNorm(x, p('ln1.weight'), p('ln1.bias'), { eps: c.eps }, `${name}.ln1`));
+  const qkv = (taps.qkv = g.matmul(h, p('qkv.weight'), { transposeB: true, bias: p('qkv.bias') }, `${name}.qkv`));
   const a = g.attentionPacked(qkv, { heads: c.heads, mask }, `${name}.attn`);
   const x1 = g.matmul(a, p('out.weight'), { transposeB: true, bias: p('out.bias'), residual: x }, `${name}.out`);
   const h2 = g.layerNorm(x1, p('ln2.weight'), p('ln2.bias'), { eps: c.eps }, `${name}.ln2`);
@@ -36,10 +42,29 @@ function project(g: GraphBuilder, w: Weights, x: Value, layout: 'NK' | 'KN', nam
  * first); heads that read every token (OWL-ViT) start here.
  */
 export function visionTokens(g: GraphBuilder, w: Weights, c: VisionConfig, pixels: Value, inter: Record<string, Value> = {}): Value {
-  let x = g.patchEmbed(pixels, w('patch.weight'), w('class'), w('pos'), { patchSize: c.patchSize }, 'vision.embed');
-  x = inter.ln_pre_out = g.layerNorm(x, w('ln_pre.weight'), w('ln_pre.bias'), { eps: c.eps }, 'vision.ln_pre');
+  let x = (inter.ln_pre_out = visionEmbed(g, w, c, pixels));
   for (let i = 0; i < c.layers; i++) x = inter[`block${i}_out`] = transformerBlock(g, w, i, c, x, undefined, `vision.block${i}`);
   return (inter.tokens_pre_ln_post = x);
+}
+
+/** pixels [B, 3, H, W] → ln_pre(class token and patch embeddings + position embedding) [B, 1 + patches, width]. */
+export function visionEmbed(g: GraphBuilder, w: Weights, c: VisionConfig, pixels: Value): Value {
+  const x = g.patchEmbed(pixels, w('patch.weight'), w('class'), w('pos'), { patchSize: c.patchSize }, 'vision.embed');
+  return g.layerNorm(x, w('ln_pre.weight'), w('ln_pre.bias'), { eps: c.eps }, 'vision.ln_pre');
+}
+
+/**
+ * The attention probabilities of a block averaged over heads, [B, L, L], from its packed qkv
+ * [B, L, 3·width] (what nn.MultiheadAttention returns with need_weights): recomputed beside the
+ * fused attention kernel, which never materialises them.
+ */
+export function headAveragedAttention(g: GraphBuilder, qkv: Value, heads: number, name: string): Value {
+  const [b, l, three] = qkv.shape as [number, number, number];
+  const width = three / 3;
+  const dh = width / heads;
+  const part = (i: number) => g.transpose(g.reshape(g.slice(qkv, [0, 0, i * width], [b, l, (i + 1) * width], `${name}.split`), [b, l, heads, dh]), [0, 2, 1, 3], `${name}.heads`);
+  const logits = g.matmul(g.scale(part(0), dh ** -0.5, `${name}.scale`), part(1), { transposeB: true }, `${name}.logits`);
+  return g.mean(g.softmax(logits, {}, `${name}.softmax`), [1], `${name}.mean`);
 }
 
 /** pixels [B, 3, H, W] → image embeddings (and the dense token map when `dense`). */

@@ -21,7 +21,7 @@ export interface NormalizeOptions {
   std?: readonly number[];
 }
 
-/** NCHW pixels: shape [batch, 3, size, size]. */
+/** NCHW pixels: shape [batch, 3, height, width]. */
 export interface PixelBatch {
   data: Float32Array;
   shape: [number, 3, number, number];
@@ -92,19 +92,19 @@ function checkOptions(op: string, size: number, mean: readonly number[], std: re
 }
 
 /**
- * Writes the size x size window at (left, top) into `out` as normalized float32 NCHW, alpha dropped
- * (PIL's convert('RGB') keeps the colour of transparent pixels as it is). The arithmetic is
+ * Writes the width x height window at (left, top) into `out` as normalized float32 NCHW, alpha
+ * dropped (PIL's convert('RGB') keeps the colour of transparent pixels as it is). The arithmetic is
  * float32 like the reference's ToTensor and Normalize.
  */
-function normalizeInto(out: Float32Array, offset: number, img: DecodedImage, left: number, top: number, size: number, mean: readonly number[], std: readonly number[]): void {
+function normalizeInto(out: Float32Array, offset: number, img: DecodedImage, left: number, top: number, width: number, height: number, mean: readonly number[], std: readonly number[]): void {
   for (let c = 0; c < 3; c++) {
     const m = Math.fround(mean[c]!);
     const s = Math.fround(std[c]!);
-    const plane = offset + c * size * size;
-    for (let y = 0; y < size; y++) {
-      for (let x = 0; x < size; x++) {
+    const plane = offset + c * width * height;
+    for (let y = 0; y < height; y++) {
+      for (let x = 0; x < width; x++) {
         const v = img.data[((top + y) * img.width + left + x) * img.channels + c]!;
-        out[plane + y * size + x] = Math.fround(Math.fround(Math.fround(v / 255) - m) / s);
+        out[plane + y * width + x] = Math.fround(Math.fround(Math.fround(v / 255) - m) / s);
       }
     }
   }
@@ -119,7 +119,7 @@ export async function preprocessClipBatch(inputs: readonly ImageInput[], options
     const decoded = await decodeImage(input);
     const img = resizeImage(decoded, ...shortSideSize(decoded.width, decoded.height, size));
     // torchvision's CenterCrop: int(round((h - size) / 2.0)) with Python's round half to even.
-    normalizeInto(data, i * 3 * size * size, img, halfRoundedEven(img.width - size), halfRoundedEven(img.height - size), size, mean, std);
+    normalizeInto(data, i * 3 * size * size, img, halfRoundedEven(img.width - size), halfRoundedEven(img.height - size), size, size, mean, std);
   }
   return { data, shape: [inputs.length, 3, size, size] };
 }
@@ -127,6 +127,20 @@ export async function preprocessClipBatch(inputs: readonly ImageInput[], options
 /** CLIP preprocessing: shortest side to `size` (bicubic), centre crop, /255, normalize; [1, 3, size, size]. */
 export async function preprocessClip(input: ImageInput, options: NormalizeOptions = {}): Promise<PixelBatch> {
   return preprocessClipBatch([input], options);
+}
+
+/**
+ * One image resized whole to height × width (bicubic, aspect ratio ignored, no crop), /255,
+ * normalized: [1, 3, height, width], as CaR's `_transform_resize`; `originalSize` is [h, w].
+ */
+export async function preprocessClipResized(input: ImageInput, height: number, width: number, options: Omit<NormalizeOptions, 'size'> = {}): Promise<PixelBatch & { originalSize: [number, number] }> {
+  const { mean = CLIP_MEAN, std = CLIP_STD } = options;
+  checkOptions('preprocessClipResized', height, mean, std);
+  checkOptions('preprocessClipResized', width, mean, std);
+  const decoded = await decodeImage(input);
+  const data = new Float32Array(3 * height * width);
+  normalizeInto(data, 0, resizeImage(decoded, width, height), 0, 0, width, height, mean, std);
+  return { data, shape: [1, 3, height, width], originalSize: [decoded.height, decoded.width] };
 }
 
 /** OWL-ViT preprocessing of several images: each resized to size x size; original [height, width] kept. */
@@ -141,7 +155,7 @@ export async function preprocessOwlVitBatch(
   for (const [i, input] of inputs.entries()) {
     const decoded = await decodeImage(input);
     originalSizes.push([decoded.height, decoded.width]);
-    normalizeInto(data, i * 3 * size * size, resizeImage(decoded, size, size), 0, 0, size, mean, std);
+    normalizeInto(data, i * 3 * size * size, resizeImage(decoded, size, size), 0, 0, size, size, mean, std);
   }
   return { data, shape: [inputs.length, 3, size, size], originalSizes };
 }

@@ -8,6 +8,7 @@ export {
   halfRoundedEven,
   preprocessClip,
   preprocessClipBatch,
+  preprocessClipResized,
   preprocessOwlVit,
   preprocessOwlVitBatch,
   type DecodedImage,
