@@ -45,7 +45,8 @@ export async function loadOrt(name: OrtPeerName): Promise<OrtPeer> {
     name,
     description: `ONNX Runtime ${ort.env.versions?.common ?? ''} (onnxruntime-node, ${provider === 'webgpu' ? 'native WebGPU EP' : 'CPU EP'})`,
     async timeModel(bytes, feeds, settings) {
-      const session = await ort.InferenceSession.create(bytes, { executionProviders: [provider], graphOptimizationLevel: 'all' });
+      // Severity 3: errors only (ORT warns on stderr that it keeps shape ops on the CPU).
+      const session = await ort.InferenceSession.create(bytes, { executionProviders: [provider], graphOptimizationLevel: 'all', logSeverityLevel: 3 });
       try {
         const inputs = Object.fromEntries(
           Object.entries(feeds).map(([k, f]) => {

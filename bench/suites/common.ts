@@ -3,12 +3,15 @@
 import type { Gpu } from '../../src/gpu/gpu.js';
 import { Tensor } from '../../src/tensor.js';
 import type { DType } from '../../src/dtype.js';
-import type { GraphBuilder, Value } from '../../src/graph/builder.js';
+import { GraphBuilder, type Value } from '../../src/graph/builder.js';
+import { exportOnnx } from '../../src/onnx/export.js';
 import { runKernel } from '../../src/kernels/runtime.js';
 import type { VisionConfig } from '../../src/models/clip/config.js';
 import { towerShapes } from '../../src/models/clip/weights.js';
 import { randomArray } from '../../test/util/random.js';
-import type { BenchRow, Timing } from '../harness.js';
+import type { BenchRow, PeerTime, Timing, TimingSettings } from '../harness.js';
+import type { SuiteContext } from '../main.js';
+import type { OrtFeed } from '../ort.js';
 
 /** A row for a whole call (model forward, load, post-processing): wall ms per call. */
 export function callRow(kernel: string, label: string, t: Timing, extra: Partial<BenchRow> = {}): BenchRow {
@@ -82,4 +85,37 @@ export async function replayEager(gpu: Gpu, g: GraphBuilder, inputs: Record<stri
   } finally {
     for (const t of owned.values()) t.dispose();
   }
+}
+
+/** Nominal FLOPs of a built graph: the sum of its nodes' kernel plans. */
+export function graphFlops(gpu: Gpu, g: GraphBuilder): number {
+  return g.nodes.reduce((sum, n) => sum + (n.kernel.plan(gpu, n.inputs, n.outputs, n.options).flops ?? 0), 0);
+}
+
+/**
+ * The ORT peers of a model row: the graph `build` makes, exported once with exportOnnx, timed on
+ * every ORT peer with these feeds (bench/ort.ts); `wallMs` is ours, for the ratio.
+ */
+export async function modelPeers(ctx: SuiteContext, build: (g: GraphBuilder) => void, feeds: Record<string, OrtFeed>, wallMs: number, settings: TimingSettings): Promise<Record<string, PeerTime> | undefined> {
+  if (!ctx.ort?.length) return undefined;
+  const peers: Record<string, PeerTime> = {};
+  let bytes: Uint8Array;
+  try {
+    const g = new GraphBuilder();
+    build(g);
+    bytes = await exportOnnx(g, { gpu: ctx.gpu });
+  } catch (err) {
+    for (const p of ctx.ort) peers[p.name] = { error: String((err as Error)?.message ?? err).split('\n')[0] };
+    return peers;
+  }
+  for (const p of ctx.ort) {
+    try {
+      const t = await p.timeModel(bytes, feeds, settings);
+      peers[p.name] = { ms: t.wallMs, ratio: wallMs / t.wallMs };
+      ctx.log(`  ${p.name}: ${t.wallMs.toFixed(1)} ms, ours/${p.name} ${(wallMs / t.wallMs).toFixed(3)}`);
+    } catch (err) {
+      peers[p.name] = { error: String((err as Error)?.message ?? err).split('\n')[0] };
+    }
+  }
+  return peers;
 }
