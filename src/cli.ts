@@ -13,11 +13,14 @@ import { PreprocessError } from './models/preprocess/index.js';
 import { firstLine } from './cli/common.js';
 import { detect, DETECT_USAGE } from './cli/detect.js';
 import { classifyRegions, REGIONS_USAGE } from './cli/regions.js';
+import { EVAL_ATTRIBUTES_USAGE, evalAttributesCommand, TRAIN_PROMPTS_USAGE, trainPromptsCommand } from './cli/prompts.js';
 
 const USAGE = `usage: ovgpu <command> [options]
 commands:
   detect <image…> --query TEXT…   find objects named by text (or --image-query) with OWL-ViT
   classify-regions <image> …      name given boxes with CLIP (categories and attributes)
+  train-prompts --data …          learn category and attribute prompts from labelled boxes
+  eval-attributes <pred> <ann>    attribute mAP (OVAD-style) and category accuracy of predictions
   demo                            open the GPU, print the adapter, check kernels against the CPU
 options of every command:
   --backend NAME  Dawn backend (vulkan, metal, d3d12, ...)
@@ -26,7 +29,11 @@ options of every command:
 
 ${DETECT_USAGE}
 
-${REGIONS_USAGE}`;
+${REGIONS_USAGE}
+
+${TRAIN_PROMPTS_USAGE}
+
+${EVAL_ATTRIBUTES_USAGE}`;
 
 const gpuOpener = (backend?: string, adapter?: string) => openGpu({ backend, adapter });
 
@@ -62,6 +69,8 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; usage: 
   demo: { run: demo, usage: USAGE },
   detect: { run: (argv) => detect(argv, gpuOpener), usage: DETECT_USAGE },
   'classify-regions': { run: (argv) => classifyRegions(argv, gpuOpener), usage: REGIONS_USAGE },
+  'train-prompts': { run: (argv) => trainPromptsCommand(argv, gpuOpener), usage: TRAIN_PROMPTS_USAGE },
+  'eval-attributes': { run: evalAttributesCommand, usage: EVAL_ATTRIBUTES_USAGE },
 };
 
 async function main(argv: string[]): Promise<void> {

@@ -80,7 +80,7 @@ export interface TrainPromptsResult {
 }
 
 /** Reads a training JSONL: { image, boxes: [{ box, category?, attributes? }] } per line; images relative to the file. */
-export function readPromptRecords(path: string): PromptRecord[] {
+export function readPromptRecords(path: string, options: { checkImages?: boolean } = {}): PromptRecord[] {
   let text: string;
   try {
     text = readFileSync(path, 'utf8');
@@ -101,17 +101,17 @@ export function readPromptRecords(path: string): PromptRecord[] {
     records.push({ image: resolve(dirname(path), json.image), boxes: json.boxes as PromptBox[], source });
   });
   if (records.length === 0) throw new InputError('readPromptRecords', `${path} holds no records`);
-  checkRecords(records);
+  checkRecords(records, {}, options);
   return records;
 }
 
 /** Checks records before any work, naming the record (its source line) and the box. */
-export function checkRecords(records: readonly PromptRecord[], vocab: { categories?: readonly string[]; attributes?: readonly string[] } = {}): void {
+export function checkRecords(records: readonly PromptRecord[], vocab: { categories?: readonly string[]; attributes?: readonly string[] } = {}, options: { checkImages?: boolean } = {}): void {
   const op = 'trainPrompts';
   if (!Array.isArray(records) || records.length === 0) throw new InputError(op, 'records must be a non-empty list');
   records.forEach((r, i) => {
     const where = r?.source ?? `records[${i}]`;
-    if (typeof r?.image === 'string' && !(existsSync(r.image) && statSync(r.image).isFile())) throw new InputError(op, `${where}: image ${r.image} does not exist`);
+    if (options.checkImages !== false && typeof r?.image === 'string' && !(existsSync(r.image) && statSync(r.image).isFile())) throw new InputError(op, `${where}: image ${r.image} does not exist`);
     if (!Array.isArray(r?.boxes) || r.boxes.length === 0) throw new InputError(op, `${where}: the record has no boxes`);
     (r.boxes as PromptBox[]).forEach((b: PromptBox, j: number) => {
       const at = `${where}: box ${j}`;

@@ -58,6 +58,8 @@ export interface ClassifyOptions {
   /** How many categories and attributes to return per box (default 5; at most 64). */
   topK?: number;
   resize?: RegionResize;
+  /** Also every category's and attribute's score per box (RegionResult.scores), e.g. for evaluation. */
+  allScores?: boolean;
   /** Cut prompts longer than CLIP's context instead of refusing them (default false, as the reference). */
   truncate?: boolean;
 }
@@ -76,6 +78,8 @@ export interface RegionResult {
   categories: ScoredName[];
   /** The topK attributes, best first (empty without attributes). */
   attributes: ScoredName[];
+  /** With `allScores`: the score of every category and attribute by name. */
+  scores?: { categories: Record<string, number>; attributes: Record<string, number> };
 }
 
 export const DEFAULT_TEMPLATES: readonly string[] = ['a photo of a {}.'];
@@ -282,7 +286,15 @@ export class RegionClassifier {
         return { name: names[j]!, score: sigmoid ? 1 / (1 + Math.exp(-logit)) : probs[r * names.length + j]!, logit };
       });
     };
-    return prepared.clipped.map((b, r) => ({ box: [...b] as RegionResult['box'], categories: pick('labels', labels, topL, r), attributes: pick('attributes', attributes, topA, r) }));
+    // Every name's score (for evaluation), as the top lists score them.
+    const all = (name: string, names: readonly string[], r: number) =>
+      Object.fromEntries(names.map((n, j) => [n, name === 'attributes' && learned.attributes ? 1 / (1 + Math.exp(-(outputs[`${name}.logits`] as Float32Array)[r * names.length + j]!)) : (outputs[`${name}.probs`] as Float32Array)[r * names.length + j]!]));
+    return prepared.clipped.map((b, r) => ({
+      box: [...b] as RegionResult['box'],
+      categories: pick('labels', labels, topL, r),
+      attributes: pick('attributes', attributes, topA, r),
+      ...(options.allScores && { scores: { categories: all('labels', labels, r), attributes: topA ? all('attributes', attributes, r) : {} } }),
+    }));
   }
 
   /**
