@@ -5,6 +5,7 @@
 // bench/results/<suite>-<adapter>.json (not for --quick runs unless --write is given). --profile
 // forces the kernels' settings (openGpu's profile); a profile other than the adapter's own is
 // recorded as its own suite, '<suite>-profile-<name>', beside the default one.
+import { spawnSync } from 'node:child_process';
 import { detectProfile, openGpu, type GpuProfile } from '../src/gpu/gpu.js';
 import type { Gpu } from '../src/gpu/gpu.js';
 import { FULL, matches, QUICK, runCases, type BenchRow, type TimingSettings } from './harness.js';
@@ -164,6 +165,8 @@ async function main(): Promise<number> {
       );
       log(`wrote ${written.markdown} and ${written.json}`);
     }
+    // README's headline table follows the results it was generated from (scripts/headline.mjs).
+    if (write) spawnSync(process.execPath, ['scripts/headline.mjs'], { stdio: 'inherit' });
   } finally {
     gpu.close();
   }

@@ -105,6 +105,14 @@ describe('README examples', () => {
   });
 });
 
+describe('README headline table', () => {
+  it('is what `npm run headline` generates from bench/results (no numbers typed by hand)', () => {
+    const child = spawnSync(process.execPath, ['scripts/headline.mjs', '--check'], { encoding: 'utf8' });
+    expect(child.stderr).toBe('');
+    expect(child.status).toBe(0);
+  });
+});
+
 describe('README comment check', () => {
   it('compares numbers in order within the stated tolerance', () => {
     expect(compare('Float32Array(4) [ -0.15865525603294373, 0, 0.8413447141647339, 1.9544997215270996 ]', ' Float32Array [-0.1587, 0, 0.8413, 1.9545]')).toBeUndefined();
