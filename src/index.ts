@@ -43,5 +43,5 @@ export * from './models/region/index.js';
 export * from './models/prompts/index.js';
 export * from './models/owlvit/index.js';
 export { writeRandomModel, TINY_OWLVIT, TINY_CLIP, vitB32, type RandomModelKind } from './models/random.js';
-export { denseCrf, DenseCrfImage, crfProbabilitiesFromCams, crfColors, CAR_CRF_DEFAULTS, type DenseCrfOptions, type DenseCrfResult } from './models/car/crf.js';
+export { denseCrf, DenseCrfImage, crfProbabilitiesFromCams, crfColors, crfLattices, CAR_CRF_DEFAULTS, type DenseCrfOptions, type DenseCrfResult } from './models/car/crf.js';
 export { exportOnnx, ONNX_OPSET, type OnnxExportOptions } from './onnx/export.js';

@@ -13,6 +13,7 @@ export { cases as layerNormBackward } from './layerNormBackward.js';
 export { cases as losses } from './losses.js';
 export { cases as matmul } from './matmul.js';
 export { cases as matmulBackward } from './matmulBackward.js';
+export { cases as meanField } from './meanField.js';
 export { cases as nms } from './nms.js';
 export { cases as optimizerStep } from './optimizerStep.js';
 export { cases as patchEmbed } from './patchEmbed.js';

@@ -17,15 +17,16 @@ export interface MeanFieldOptions {
 const NAME = 'meanField';
 const WG = 64;
 /** Tensors per pairwise term, in the order `latticeTensors` uploads them. */
-export const LATTICE_TENSORS = ['offsets', 'weights', 'neighbors', 'splatStart', 'splatEntries', 'norm'] as const;
+export const LATTICE_TENSORS = ['offsets', 'weights', 'neighbors', 'pieceStart', 'vertexPieces', 'splatPoints', 'splatWeights', 'norm'] as const;
 
 /**
  * Mean-field inference of a dense CRF as densecrf's DenseCRF::inference with Potts terms and
  * symmetric normalisation. Inputs: unary energies [N, L] f32 (-log p), then per pairwise term the
- * six tensors of `latticeTensors` (its permutohedral lattice and normaliser). Output: the marginals
+ * eight tensors of `latticeTensors` (its permutohedral lattice and normaliser). Output: the marginals
  * Q [N, L] f32. Dispatches: softmax(-unary), then per iteration and term a splat (a gather per
- * lattice vertex), d+1 blurs and a slice that adds the term's message to the energy (the last term's
- * slice also takes the softmax). Scratch: the energy [N, L] and two [M, L] lattice value buffers.
+ * piece of a vertex's entries, then per vertex when some vertex has several pieces), d+1 blurs and a slice that adds the term's message to the energy (the last term's
+ * slice also takes the softmax). Labels move in chunks of four (vec4): scratch holds Q and the
+ * energy as [N, ⌈L/4⌉, 4] and two [M, ⌈L/4⌉, 4] lattice value buffers.
  */
 export const meanFieldKernel: Kernel<MeanFieldOptions> = {
   name: NAME,
@@ -40,7 +41,7 @@ export const meanFieldKernel: Kernel<MeanFieldOptions> = {
     const [n, labels] = unary.shape as [number, number];
     check(labels >= 1, NAME, 'unary must have at least one label');
     for (let t = 0; t < o.weights.length; t++) {
-      const [offsets, weights, neighbors, start, entries, norm] = inputs.slice(1 + per * t, 1 + per * (t + 1)) as TensorInfo[];
+      const [offsets, weights, neighbors, pieceStart, vertexPieces, points, pointWeights, norm] = inputs.slice(1 + per * t, 1 + per * (t + 1)) as TensorInfo[];
       const what = (name: string) => `term ${t} ${name}`;
       const expect = (x: TensorInfo, name: string, dtype: string, shape: number[]) =>
         check(x.dtype === dtype && shapeString(x.shape) === shapeString(shape), NAME, () => `${what(name)} must be ${dtype} ${shapeString(shape)}, got ${x.dtype} ${shapeString(x.shape)}`);
@@ -51,56 +52,63 @@ export const meanFieldKernel: Kernel<MeanFieldOptions> = {
       expect(offsets!, 'offsets', 'i32', [n, corners]);
       expect(weights!, 'weights', 'f32', [n, corners]);
       expect(neighbors!, 'neighbors', 'i32', [corners, m, 2]);
-      expect(start!, 'splatStart', 'u32', [m + 1]);
-      expect(entries!, 'splatEntries', 'u32', [n * corners]);
+      check(pieceStart!.dtype === 'u32' && pieceStart!.shape.length === 1 && pieceStart!.shape[0]! >= m + 1, NAME, () => `${what('pieceStart')} must be u32 [P+1] with P >= ${m} pieces, got ${pieceStart!.dtype} ${shapeString(pieceStart!.shape)}`);
+      expect(vertexPieces!, 'vertexPieces', 'u32', [m + 1]);
+      expect(points!, 'splatPoints', 'u32', [n * corners]);
+      expect(pointWeights!, 'splatWeights', 'f32', [n * corners]);
       expect(norm!, 'norm', 'f32', [n]);
     }
     return [{ shape: [n, labels], dtype: 'f32' }];
   },
   plan(gpu, inputs, outputs, o) {
     const [n, labels] = inputs[0]!.shape as [number, number];
+    const chunks = Math.ceil(labels / 4);
     const per = LATTICE_TENSORS.length;
     const terms = o.weights.map((weight, t) => {
       const at = 1 + per * t;
-      return { weight, at, corners: inputs[at]!.shape[1]!, vertices: inputs[at + 2]!.shape[1]! };
+      return { weight, at, corners: inputs[at]!.shape[1]!, vertices: inputs[at + 2]!.shape[1]!, pieces: inputs[at + 3]!.shape[0]! - 1 };
     });
     const maxVertices = Math.max(1, ...terms.map((t) => t.vertices));
     const out = inputs.length;
-    const [energy, valuesA, valuesB] = [out + 1, out + 2, out + 3];
+    const [q, energy, valuesA, valuesB, pieceSums] = [out + 1, out + 2, out + 3, out + 4, out + 5];
+    const maxPieces = Math.max(1, ...terms.filter((t) => t.pieces > t.vertices).map((t) => t.pieces));
     const program = (entryPoint: string, bindings: Dispatch['program']['bindings']) => ({ name: `${NAME}.${entryPoint}`, key: 'f32', code: meanFieldWgsl, entryPoint, constants: { WG }, bindings });
-    const params = (corners: number, vertices: number, axis = 0, first = 0, last = 0, weight = 0, alpha = 0) =>
-      uniforms(n, labels, corners, vertices, axis, first, last, { f32: weight }, { f32: alpha });
+    const params = (corners: number, vertices: number, pieces = 0, axis = 0, first = 0, last = 0, output = 0, weight = 0, alpha = 0) =>
+      uniforms(n, labels, chunks, corners, vertices, pieces, axis, first, last, output, { f32: weight }, { f32: alpha });
     const R = 'read' as const;
     const W = 'write' as const;
-    const dispatches: Dispatch[] = [{ program: program('init', [R, W]), tensors: [0, out], uniforms: params(1, 0), workgroups: grid1d(gpu, n, WG) }];
+    const dispatches: Dispatch[] = [{ program: program('init', [R, W, W]), tensors: [0, q, out], uniforms: params(1, 0), workgroups: grid1d(gpu, n, WG) }];
     let flops = 3 * n * labels;
     for (let it = 0; it < o.iterations; it++) {
       terms.forEach((t, k) => {
-        const [offsets, weights, neighbors, start, entries, norm] = [0, 1, 2, 3, 4, 5].map((i) => t.at + i) as [number, number, number, number, number, number];
-        dispatches.push({ program: program('splat', [R, R, R, R, R, W]), tensors: [start, entries, weights, norm, out, valuesA], uniforms: params(t.corners, t.vertices), workgroups: grid1d(gpu, t.vertices, WG) });
+        const [offsets, weights, neighbors, pieceStart, vertexPieces, points, pointWeights, norm] = LATTICE_TENSORS.map((_, i) => t.at + i) as number[] as [number, number, number, number, number, number, number, number];
+        const split = t.pieces > t.vertices;
+        const sums = split ? pieceSums : valuesA;
+        dispatches.push({ program: program('splat', [R, R, R, R, R, W]), tensors: [pieceStart, points, pointWeights, norm, q, sums], uniforms: params(t.corners, t.vertices, t.pieces), workgroups: grid1d(gpu, t.pieces, WG) });
+        if (split) {
+          dispatches.push({ program: program('gather', [R, R, W]), tensors: [vertexPieces, pieceSums, valuesA], uniforms: params(t.corners, t.vertices, t.pieces), workgroups: grid1d(gpu, t.vertices, WG) });
+        }
         let src = valuesA;
         let dst = valuesB;
         for (let axis = 0; axis < t.corners; axis++) {
-          dispatches.push({ program: program('blur', [R, R, W]), tensors: [neighbors, src, dst], uniforms: params(t.corners, t.vertices, axis), workgroups: grid1d(gpu, t.vertices, WG) });
+          dispatches.push({ program: program('blur', [R, R, W]), tensors: [neighbors, src, dst], uniforms: params(t.corners, t.vertices, t.pieces, axis), workgroups: grid1d(gpu, t.vertices, WG) });
           [src, dst] = [dst, src];
         }
+        const last = k === terms.length - 1;
         dispatches.push({
-          program: program('slice', [R, R, R, R, R, W, W]),
-          tensors: [offsets, weights, src, norm, 0, energy, out],
-          uniforms: params(t.corners, t.vertices, 0, k === 0 ? 1 : 0, k === terms.length - 1 ? 1 : 0, t.weight, latticeAlpha(t.corners - 1)),
+          program: program('slice', [R, R, R, R, R, W, W, W]),
+          tensors: [offsets, weights, src, norm, 0, energy, q, out],
+          uniforms: params(t.corners, t.vertices, t.pieces, 0, k === 0 ? 1 : 0, last ? 1 : 0, last && it === o.iterations - 1 ? 1 : 0, t.weight, latticeAlpha(t.corners - 1)),
           workgroups: grid1d(gpu, n, WG),
         });
         // splat 3 per entry and label, blur 3 per vertex, axis and label, slice 3 per corner and label + 3
         flops += labels * (6 * n * t.corners + 3 * t.corners * t.vertices + 3 * n);
       });
     }
+    const chunked = (rows: number): TensorInfo => ({ shape: [rows, chunks, 4], dtype: 'f32' });
     return {
       dispatches,
-      scratch: [
-        { shape: [n, labels], dtype: 'f32' },
-        { shape: [maxVertices, labels], dtype: 'f32' },
-        { shape: [maxVertices, labels], dtype: 'f32' },
-      ],
+      scratch: [chunked(n), chunked(n), chunked(maxVertices), chunked(maxVertices), chunked(maxPieces)],
       flops,
       // Nominal: per term and iteration, Q read per entry, lattice values written and read per blur, sliced per corner.
       bytes: 4 * (flops / 3),
@@ -108,19 +116,48 @@ export const meanFieldKernel: Kernel<MeanFieldOptions> = {
   },
 };
 
-/** A lattice's tensors in meanFieldKernel's input order, its symmetric normaliser computed here (cheap: one filter of ones). */
-export function latticeTensors(gpu: Gpu, lattice: PermutohedralLattice): Tensor[] {
+/**
+ * The splat's pieces: each vertex's entries cut into runs of at most max(32, ⌈√(most entries of a
+ * vertex)⌉), so that neither pass of the splat loops over more than about √N entries. pieceStart
+ * [P+1] bounds the pieces' entries, vertexPieces [M+1] each vertex's pieces; one piece per vertex
+ * (P = M) where every vertex fits in one.
+ */
+export function splatPieces(splatStart: Uint32Array): { pieceStart: Uint32Array; vertexPieces: Uint32Array } {
+  const m = splatStart.length - 1;
+  let most = 0;
+  for (let v = 0; v < m; v++) most = Math.max(most, splatStart[v + 1]! - splatStart[v]!);
+  const size = Math.max(32, Math.ceil(Math.sqrt(most)));
+  const vertexPieces = new Uint32Array(m + 1);
+  for (let v = 0; v < m; v++) vertexPieces[v + 1] = vertexPieces[v]! + Math.max(1, Math.ceil((splatStart[v + 1]! - splatStart[v]!) / size));
+  const pieceStart = new Uint32Array(vertexPieces[m]! + 1);
+  for (let v = 0; v < m; v++) {
+    for (let k = vertexPieces[v]!, e = splatStart[v]!; k < vertexPieces[v + 1]!; k++, e += size) pieceStart[k] = e;
+  }
+  pieceStart[vertexPieces[m]!] = splatStart[m]!;
+  return { pieceStart, vertexPieces };
+}
+
+/** A lattice's arrays in meanFieldKernel's input order (LATTICE_TENSORS), its symmetric normaliser computed here (cheap: one filter of ones). */
+export function latticeArrays(lattice: PermutohedralLattice): { data: ArrayLike<number>; shape: number[]; dtype: 'f32' | 'i32' | 'u32' }[] {
   const { points: n, dims: d, vertices: m } = lattice;
+  const { pieceStart, vertexPieces } = splatPieces(lattice.splatStart);
+  return [
+    { data: lattice.offsets, shape: [n, d + 1], dtype: 'i32' },
+    { data: lattice.weights, shape: [n, d + 1], dtype: 'f32' },
+    { data: lattice.neighbors, shape: [d + 1, m, 2], dtype: 'i32' },
+    { data: pieceStart, shape: [pieceStart.length], dtype: 'u32' },
+    { data: vertexPieces, shape: [m + 1], dtype: 'u32' },
+    { data: lattice.splatPoints, shape: [n * (d + 1)], dtype: 'u32' },
+    { data: lattice.splatWeights, shape: [n * (d + 1)], dtype: 'f32' },
+    { data: latticeNormalizer(lattice), shape: [n], dtype: 'f32' },
+  ];
+}
+
+/** A lattice's tensors in meanFieldKernel's input order. */
+export function latticeTensors(gpu: Gpu, lattice: PermutohedralLattice): Tensor[] {
   const tensors: Tensor[] = [];
   try {
-    tensors.push(
-      Tensor.from(gpu, lattice.offsets, [n, d + 1], 'i32'),
-      Tensor.from(gpu, lattice.weights, [n, d + 1]),
-      Tensor.from(gpu, lattice.neighbors, [d + 1, m, 2], 'i32'),
-      Tensor.from(gpu, lattice.splatStart, [m + 1], 'u32'),
-      Tensor.from(gpu, lattice.splatEntries, [n * (d + 1)], 'u32'),
-      Tensor.from(gpu, latticeNormalizer(lattice), [n]),
-    );
+    for (const a of latticeArrays(lattice)) tensors.push(Tensor.from(gpu, a.data as Float32Array, a.shape, a.dtype));
     return tensors;
   } catch (err) {
     for (const t of tensors) t.dispose();

@@ -24,10 +24,12 @@ export interface PermutohedralLattice {
   /** [M+1] u32: vertex v is splatted from entries [splatStart[v], splatStart[v+1]). */
   readonly splatStart: Uint32Array;
   /**
-   * [N·(d+1)] u32: flat indices into offsets / weights (point = index / (d+1)), grouped by vertex
-   * and ascending within a vertex, so a gather sums in densecrf's scatter order.
+   * [N·(d+1)] u32: the point of each entry, grouped by vertex and ascending within a vertex, so a
+   * gather sums in densecrf's scatter order.
    */
-  readonly splatEntries: Uint32Array;
+  readonly splatPoints: Uint32Array;
+  /** [N·(d+1)] f32: each entry's barycentric weight. */
+  readonly splatWeights: Float32Array;
 }
 
 /** Open-addressing table of integer keys of length d (densecrf's HashTable, with our own hash). */
@@ -200,10 +202,15 @@ export function buildPermutohedralLattice(features: ArrayLike<number>, dims: num
   for (let e = 0; e < n * d1; e++) splatStart[offsets[e]! + 1]!++;
   for (let v = 0; v < m; v++) splatStart[v + 1]! += splatStart[v]!;
   const fill = splatStart.slice(0, m);
-  const splatEntries = new Uint32Array(n * d1);
-  for (let e = 0; e < n * d1; e++) splatEntries[fill[offsets[e]!]!++] = e;
+  const splatPoints = new Uint32Array(n * d1);
+  const splatWeights = new Float32Array(n * d1);
+  for (let e = 0; e < n * d1; e++) {
+    const at = fill[offsets[e]!]!++;
+    splatPoints[at] = Math.floor(e / d1);
+    splatWeights[at] = weights[e]!;
+  }
 
-  return { dims: d, points: n, vertices: m, offsets, weights, neighbors, splatStart, splatEntries };
+  return { dims: d, points: n, vertices: m, offsets, weights, neighbors, splatStart, splatPoints, splatWeights };
 }
 
 /** densecrf's slicing constant: the lattice's blur has this overall gain. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Tensor, type Gpu } from '../../src/index.js';
-import { buildPermutohedralLattice, latticeTensors, meanField, meanFieldBruteForceReference, meanFieldKernel, meanFieldReference, permutohedralFilterReference, type PermutohedralLattice } from '../../src/kernels/index.js';
+import { buildPermutohedralLattice, latticeTensors, meanField, splatPieces, meanFieldBruteForceReference, meanFieldKernel, meanFieldReference, permutohedralFilterReference, type PermutohedralLattice } from '../../src/kernels/index.js';
 import { expectClose } from '../util/check.js';
 import { forEachProfile } from '../util/gpu.js';
 import { rng } from '../util/random.js';
@@ -113,20 +113,32 @@ describe('permutohedral lattice (CPU)', () => {
           }
         }
         expect(unpaired).toBe(0);
-        // Every entry of the splat lists once, grouped by vertex.
+        // Every (point, corner) splats once, into its vertex with its weight, points ascending per vertex.
         const seen = new Uint8Array(lattice.points * d1);
         let misplaced = 0;
         for (let v = 0; v < m; v++) {
           for (let e = lattice.splatStart[v]!; e < lattice.splatStart[v + 1]!; e++) {
-            const flat = lattice.splatEntries[e]!;
-            if (lattice.offsets[flat] !== v || (e > lattice.splatStart[v]! && flat <= lattice.splatEntries[e - 1]!)) misplaced++;
-            seen[flat]!++;
+            const point = lattice.splatPoints[e]!;
+            const corner = Array.from(lattice.offsets.subarray(point * d1, (point + 1) * d1)).indexOf(v);
+            if (corner < 0 || lattice.weights[point * d1 + corner] !== lattice.splatWeights[e] || (e > lattice.splatStart[v]! && point <= lattice.splatPoints[e - 1]!)) misplaced++;
+            else seen[point * d1 + corner]!++;
           }
         }
         expect(misplaced).toBe(0);
         expect(seen.every((s) => s === 1)).toBe(true);
       }
     }
+  });
+
+  it('splat pieces: runs of at most max(32, √most) entries, never across vertices', () => {
+    // Vertex 0 has 3 entries, vertex 1 none, vertex 2 97: pieces of 32.
+    const { pieceStart, vertexPieces } = splatPieces(Uint32Array.from([0, 3, 3, 100]));
+    expect(Array.from(pieceStart)).toEqual([0, 3, 3, 35, 67, 99, 100]);
+    expect(Array.from(vertexPieces)).toEqual([0, 1, 2, 6]);
+    // 10000 entries on one vertex: pieces of 100.
+    const big = splatPieces(Uint32Array.from([0, 1, 10001]));
+    expect(big.pieceStart.length - 1).toBe(101);
+    expect(big.pieceStart[2]! - big.pieceStart[1]!).toBe(100);
   });
 
   it('the filter is symmetric and, normalised, close to the exact Gaussian', () => {
@@ -182,6 +194,8 @@ forEachProfile((_, getGpu) => {
       [40, 30, 4, false, true],
       [17, 5, 3, true, false],
       [40, 30, 3, false, false],
+      [23, 19, 6, true, true], // two chunks of four labels, two lanes unused
+      [16, 12, 9, false, false],
     ] as const) {
       it(`matches densecrf's inference (CPU reference): ${w}×${h}, ${labels} labels, ${scene ? 'scene' : 'noise'} image, ${sceneUnary ? 'scene' : 'random'} unaries`, async () => {
         const gpu = await getGpu();
@@ -196,6 +210,21 @@ forEachProfile((_, getGpu) => {
         expect(agreement(argmax(q, labels), argmax(exact, labels))).toBeGreaterThanOrEqual(0.99);
       });
     }
+
+    it('flat colours: bilateral vertices with hundreds of entries take the two-pass splat', async () => {
+      const gpu = await getGpu();
+      const [w, h, labels] = [36, 28, 3];
+      // Two flat halves: each half's pixels share a few bilateral vertices.
+      const colors = Float32Array.from({ length: w * h * 3 }, (_, j) => ((Math.floor(j / 3) % w) < w / 2 ? 40 : 200));
+      const terms = carTerms(w, h, colors);
+      expect(splatPieces(terms[0]!.lattice.splatStart).pieceStart.length - 1).toBe(terms[0]!.lattice.vertices);
+      expect(splatPieces(terms[1]!.lattice.splatStart).pieceStart.length - 1).toBeGreaterThan(terms[1]!.lattice.vertices);
+      const unary = unaries(w, h, labels, 31, true);
+      const q = await gpuMeanField(gpu, unary, labels, terms, 10);
+      expectClose(q, meanFieldReference(unary, labels, terms, 10), { atol: 1e-4, label: 'Q GPU vs densecrf reference' });
+      const exact = meanFieldBruteForceReference(unary, labels, terms, 10);
+      expect(agreement(argmax(q, labels), argmax(exact, labels))).toBeGreaterThanOrEqual(0.99);
+    });
 
     it('one term, 0 and 1 iterations, a single label', async () => {
       const gpu = await getGpu();
@@ -213,12 +242,12 @@ forEachProfile((_, getGpu) => {
       const lattice = buildPermutohedralLattice(features(4, 3, 1), 2);
       const info = (shape: number[], dtype: 'f32' | 'i32' | 'u32' = 'f32') => ({ shape, dtype });
       const m = lattice.vertices;
-      const good = [info([12, 3], 'i32'), info([12, 3]), info([3, m, 2], 'i32'), info([m + 1], 'u32'), info([36], 'u32'), info([12])];
+      const good = [info([12, 3], 'i32'), info([12, 3]), info([3, m, 2], 'i32'), info([m + 1], 'u32'), info([m + 1], 'u32'), info([36], 'u32'), info([36]), info([12])];
       const o = { iterations: 10, weights: [3] };
       expect(meanFieldKernel.outputs([info([12, 2]), ...good], o)).toEqual([{ shape: [12, 2], dtype: 'f32' }]);
-      expect(() => meanFieldKernel.outputs([info([12, 2]), ...good], { iterations: 10, weights: [3, 4] })).toThrow(/13 inputs/);
+      expect(() => meanFieldKernel.outputs([info([12, 2]), ...good], { iterations: 10, weights: [3, 4] })).toThrow(/17 inputs/);
       expect(() => meanFieldKernel.outputs([info([11, 2]), ...good], o)).toThrow(/term 0 offsets must be \[11, d\+1\]/);
-      expect(() => meanFieldKernel.outputs([info([12, 2]), ...good.slice(0, 5), info([11])], o)).toThrow(/term 0 norm must be f32 \[12\]/);
+      expect(() => meanFieldKernel.outputs([info([12, 2]), ...good.slice(0, 7), info([11])], o)).toThrow(/term 0 norm must be f32 \[12\]/);
       expect(() => meanFieldKernel.outputs([info([12, 2]), good[0]!, info([12, 3], 'i32'), ...good.slice(2)], o)).toThrow(/term 0 weights must be f32/);
       expect(() => meanFieldKernel.outputs([info([12, 2]), ...good], { iterations: 1.5, weights: [3] })).toThrow(/iterations must be an integer/);
       expect(() => meanFieldKernel.outputs([info([12, 2]), ...good], { iterations: 1, weights: [NaN] })).toThrow(/weights must be finite/);

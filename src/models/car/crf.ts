@@ -5,7 +5,7 @@
 // GPU (meanFieldKernel).
 import type { Gpu } from '../../gpu/gpu.js';
 import { Tensor } from '../../tensor.js';
-import { buildPermutohedralLattice } from '../../kernels/permutohedral.js';
+import { buildPermutohedralLattice, type PermutohedralLattice } from '../../kernels/permutohedral.js';
 import { latticeTensors, meanField, type MeanFieldTerm } from '../../kernels/meanField.js';
 import { InputError, checkFinite } from '../inputs.js';
 
@@ -116,6 +116,24 @@ function checkImage(rgba: ArrayLike<number>, width: number, height: number): voi
 }
 
 /**
+ * The pairwise terms of an RGBA image as densecrf builds them (the CPU half of the CRF): the
+ * Gaussian term's lattice over [x, y] / gaussianSxy and the bilateral term's over
+ * [x, y] / bilateralSxy and the colours / bilateralSrgb, each with its Potts weight; a term of
+ * weight 0 is left out.
+ */
+export function crfLattices(rgba: ArrayLike<number>, width: number, height: number, options: DenseCrfOptions = {}): { lattice: PermutohedralLattice; weight: number }[] {
+  checkImage(rgba, width, height);
+  const o = resolve(options);
+  const terms: { lattice: PermutohedralLattice; weight: number }[] = [];
+  if (o.gaussianWeight !== 0) terms.push({ lattice: buildPermutohedralLattice(pixelFeatures(width, height, o.gaussianSxy), 2), weight: o.gaussianWeight });
+  if (o.bilateralWeight !== 0) {
+    const features = pixelFeatures(width, height, o.bilateralSxy, crfColors(rgba, width, height, o.colors), o.bilateralSrgb);
+    terms.push({ lattice: buildPermutohedralLattice(features, 5), weight: o.bilateralWeight });
+  }
+  return terms;
+}
+
+/**
  * An image's CRF lattices on the GPU, built once and reused for every probability map of that
  * image (CaR's 'refer' mode runs one CRF per query on the same image).
  */
@@ -130,18 +148,10 @@ export class DenseCrfImage {
 
   /** Builds the Gaussian and bilateral lattices of an RGBA image [H, W, 4] (uint8 values) and uploads them. */
   static prepare(gpu: Gpu, rgba: ArrayLike<number>, width: number, height: number, options: DenseCrfOptions = {}): DenseCrfImage {
-    checkImage(rgba, width, height);
     const o = resolve(options);
     const terms: MeanFieldTerm[] = [];
     try {
-      if (o.gaussianWeight !== 0) {
-        const lattice = buildPermutohedralLattice(pixelFeatures(width, height, o.gaussianSxy), 2);
-        terms.push({ tensors: latticeTensors(gpu, lattice), weight: o.gaussianWeight });
-      }
-      if (o.bilateralWeight !== 0) {
-        const lattice = buildPermutohedralLattice(pixelFeatures(width, height, o.bilateralSxy, crfColors(rgba, width, height, o.colors), o.bilateralSrgb), 5);
-        terms.push({ tensors: latticeTensors(gpu, lattice), weight: o.bilateralWeight });
-      }
+      for (const { lattice, weight } of crfLattices(rgba, width, height, o)) terms.push({ tensors: latticeTensors(gpu, lattice), weight });
     } catch (err) {
       for (const t of terms) for (const x of t.tensors) x.dispose();
       throw err;
