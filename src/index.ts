@@ -45,3 +45,4 @@ export * from './models/owlvit/index.js';
 export { writeRandomModel, TINY_OWLVIT, TINY_CLIP, vitB32, type RandomModelKind } from './models/random.js';
 export { denseCrf, DenseCrfImage, crfProbabilitiesFromCams, crfColors, crfLattices, CAR_CRF_DEFAULTS, type DenseCrfOptions, type DenseCrfResult } from './models/car/crf.js';
 export { exportOnnx, ONNX_OPSET, type OnnxExportOptions } from './onnx/export.js';
+export * from './models/car/index.js';
