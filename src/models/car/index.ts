@@ -3,3 +3,4 @@ export { clipEsAttention, clipEsTransition, refineCamClipEs, scoremapBoxes, type
 export { resizeLinear, scaleCamToImage } from './resize.js';
 export { applyVisualPrompts, checkVisualPromptTypes, VISUAL_PROMPT_TYPES, type VisualPromptType, type VisualPromptOptions } from './prompts.js';
 export { gaussianBlurU8, gaussianKernelFixed } from './draw.js';
+export { runCarLoop, classificationProbabilities, type CarLoopResult, type CarLoopSteps, type CarStage } from './loop.js';
