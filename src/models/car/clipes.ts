@@ -3,6 +3,7 @@
 // tower's attention, and the masked affinity propagates the CAM. Everything here is small ([n, n]
 // with n patches) and runs on the CPU in float64.
 import { InputError } from '../inputs.js';
+import { gradCamToImage } from '../clip/gradcam.js';
 import { boundingRect, findContours } from './contours.js';
 
 export interface ClipEsOptions {
@@ -155,4 +156,17 @@ export function refineCamClipEs(cam: ArrayLike<number>, grid: readonly [number, 
     refined[i] = s;
   }
   return { refined, boxes, affinityMask, maskedTransition };
+}
+
+/**
+ * CaR's scale_cam_image for one map [gh·gw]: (x − min) / (1e-15 + max of that), as float32, then
+ * resized to width × height as cv2.resize (INTER_LINEAR): the refined mask CLIPCAM returns.
+ */
+export function scaleCamToImage(map: ArrayLike<number>, grid: readonly [number, number], width: number, height: number): Float32Array {
+  let min = Infinity;
+  for (let k = 0; k < map.length; k++) min = Math.min(min, map[k]!);
+  const shifted = Float64Array.from(map as ArrayLike<number>, (v) => v - min);
+  let max = 0;
+  for (const v of shifted) max = Math.max(max, v);
+  return gradCamToImage({ grid, cam: Float32Array.from(shifted, (v) => v / (1e-15 + max)) }, width, height);
 }
