@@ -61,6 +61,17 @@ describe('ovgpu train-prompts / classify-regions --prompts --data / eval-attribu
     const labels = lines.flatMap((l) => l.boxes.flatMap((b: { attributes: Record<string, number> }) => names.map((n) => b.attributes[n] ?? -1)));
     expect(result.attributes.mAP).toBeCloseTo(evaluateAttributes({ scores, labels, attributes: names }).mAP!, 6);
     expect(result.categories.count).toBe(24);
+    // Box-free: the random demo OWL-ViT's boxes, each described with the learned prompts.
+    const sample = join(__dirname, '..', 'assets', 'sample.png');
+    const d = ovgpu('detect', sample, '--query', 'a shape', '--threshold', '0', '--top', '3', '--attributes', out, '--clip', join(dir, 'clip'), '--json', '-');
+    expect(d.status, d.stderr).toBe(0);
+    const dets = JSON.parse(d.stdout).images[0].detections as { description: { categories: { name: string; score: number }[]; attributes: Record<string, number> } | null }[];
+    expect(dets).toHaveLength(3);
+    for (const det of dets) {
+      expect(['square', 'circle', 'triangle']).toContain(det.description!.categories[0]!.name);
+      expect(Object.keys(det.description!.attributes).sort()).toEqual(['blue', 'green', 'red']);
+      for (const p of Object.values(det.description!.attributes)) expect(p).toBeGreaterThanOrEqual(0), expect(p).toBeLessThanOrEqual(1);
+    }
     const printed = ovgpu('eval-attributes', preds, data);
     expect(printed.stdout).toMatch(/attribute mAP \d\.\d{4} over 3 attributes\ncategory top-1 \d\.\d{4}, top-5 1\.0000 over 24 boxes/);
   }, 600_000);
@@ -83,6 +94,7 @@ describe('ovgpu train-prompts / classify-regions --prompts --data / eval-attribu
     expectBad(run('--data', data, '--position', 'left'), /--position must be one of end, middle, front, got left/);
     expectBad(run('--data', data, '--epochs', '1.5'), /--epochs must be an integer/);
     expect(existsSync(out)).toBe(false);
+    expectBad(ovgpu('detect', join(__dirname, '..', 'assets', 'sample.png'), '--query', 'a cat', '--attributes', out), /--attributes needs --clip/);
     expectBad(ovgpu('eval-attributes', data), /eval-attributes takes <predictions\.json> <annotations\.jsonl>, got 1/);
     expectBad(ovgpu('classify-regions', '--data', data, '--model', clip, '--prompts', join(dir, 'none.safetensors'), '--json', '-'), /--prompts .*none\.safetensors not found/);
   }, 300_000);

@@ -7,6 +7,8 @@ import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import type { Gpu } from '../gpu/gpu.js';
 import { OwlVitDetector, type Detection } from '../models/owlvit/index.js';
+import { RegionClassifier } from '../models/region/index.js';
+import { describeBoxes, readPrompts, type DescribedBox } from '../models/prompts/index.js';
 import { hfConfigJson, TINY_OWLVIT, writeRandomModel } from '../models/random.js';
 import { owlVitConfigFromHf } from '../models/owlvit/config.js';
 import { MODEL_COMMAND_FLAGS, numberIn, parseArgs, UsageError } from './args.js';
@@ -25,7 +27,10 @@ export const DETECT_USAGE = `usage: ovgpu detect <image…> [--model <owlvit dir
   --truncate           cut queries longer than the model's context (default: refuse them)
   --dtype f32|f16      weight storage (default f32)
   --json FILE          write the detections as JSON ('-' for stdout)
-  --out FILE           write the image with boxes, labels and scores (PNG; -1, -2, … for several images)`;
+  --out FILE           write the image with boxes, labels and scores (PNG; -1, -2, … for several images)
+  --attributes FILE    learned prompts (ovgpu train-prompts): each detection's category and attribute
+                       probabilities from the region classifier on --clip (OvarNet's task end to end)
+  --clip DIR           the CLIP checkpoint the prompts were trained on (needed with --attributes)`;
 
 const FLAGS = {
   '--model': 'string',
@@ -35,6 +40,8 @@ const FLAGS = {
   '--nms': 'number',
   '--top': 'number',
   '--truncate': 'boolean',
+  '--attributes': 'string',
+  '--clip': 'string',
   ...MODEL_COMMAND_FLAGS,
 } as const;
 
@@ -68,6 +75,12 @@ function realModelCommand(argv: readonly string[]): string {
   return ['node', cli, 'detect', ...argv.map(quote), '--model', '/path/to/owlvit-base-patch32'].join(' ');
 }
 
+/** A described box as text: its best category and its likely attributes. */
+function describe(d: DescribedBox): string {
+  const attrs = Object.entries(d.attributes).filter(([, p]) => p >= 0.5).sort((a, b) => b[1] - a[1]);
+  return `${d.categories[0]!.name} ${d.categories[0]!.score.toFixed(2)}${attrs.length ? ` | ${attrs.map(([n, p]) => `${n} ${p.toFixed(2)}`).join(', ')}` : ''}`;
+}
+
 /** Detections listed per image on stdout. */
 const LISTED = 15;
 
@@ -93,6 +106,12 @@ export async function detect(argv: string[], openGpu: (backend?: string, adapter
   if (json && json !== '-') checkOutput('--json', json);
   const pngs = out ? images.map((_, i) => numberedPath(out, i, images.length)) : [];
   for (const file of pngs) checkOutput('--out', file);
+  const promptsPath = args.strings.get('--attributes');
+  const clipDir = args.strings.get('--clip');
+  if (promptsPath && !clipDir) throw new UsageError('--attributes needs --clip <the CLIP folder the prompts were trained on>');
+  if (clipDir && !promptsPath) throw new UsageError('--clip is for --attributes <prompts.safetensors>');
+  const prompts = promptsPath ? (existsSync(promptsPath) ? readPrompts(promptsPath) : (() => { throw new UsageError(`--attributes ${promptsPath} not found`); })()) : undefined;
+  if (clipDir) checkModelDir(clipDir);
   const sizes: { width: number; height: number }[] = [];
   for (const image of images) sizes.push(await checkImage(image));
   if (imageQuery) await checkImage(imageQuery);
@@ -103,16 +122,24 @@ export async function detect(argv: string[], openGpu: (backend?: string, adapter
   const gpu = await openGpu(args.strings.get('--backend'), args.strings.get('--adapter'));
   try {
     const det = await withProgress(`loading OWL-ViT from ${model} (${weightsSize(model)})`, () => OwlVitDetector.load(gpu, model, { dtype, tokenizer }));
-    let results: Detection[][];
+    let results: (Detection & { description?: DescribedBox | null })[][];
     try {
       results = await det.detect(images, imageQuery ? { image: imageQuery } : queries, { threshold, nms, topK: top, truncate });
     } finally {
       det.dispose();
     }
+    if (prompts && clipDir) {
+      const rc = await withProgress(`loading CLIP from ${clipDir} (${weightsSize(clipDir)})`, () => RegionClassifier.load(gpu, clipDir, { dtype }));
+      try {
+        results = await Promise.all(results.map((dets, i) => describeBoxes(rc, images[i]!, dets, prompts)));
+      } finally {
+        rc.dispose();
+      }
+    }
     // With --json - stdout carries the JSON alone.
     if (json !== '-') results.forEach((dets, i) => {
       console.log(`${images[i]} (${sizes[i]!.width}×${sizes[i]!.height}): ${dets.length} detection${dets.length === 1 ? '' : 's'}`);
-      for (const d of dets.slice(0, LISTED)) console.log(`  ${d.score.toFixed(3)}  ${d.query}  [${d.box.map((v) => round(v, 1)).join(', ')}]`);
+      for (const d of dets.slice(0, LISTED)) console.log(`  ${d.score.toFixed(3)}  ${d.query}  [${d.box.map((v) => round(v, 1)).join(', ')}]${d.description ? `  ${describe(d.description)}` : ''}`);
       if (dets.length > LISTED) console.log(`  … and ${dets.length - LISTED} more (all of them in --json)`);
     });
     const files = new OutputFiles();
