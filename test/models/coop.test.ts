@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Adam, ClipModel, GraphBuilder, InputError, PromptLearner, PromptObjective, Sgd, type PromptTokenizer } from '../../src/index.js';
-import { useGpu } from '../util/gpu.js';
+import { requireF16, useGpu } from '../util/gpu.js';
 import { expectClose } from '../util/check.js';
 import { fixturePath } from '../util/fixtures.js';
 import { fixtureTensors } from '../util/grad.js';
@@ -141,6 +141,74 @@ describe('PromptLearner and PromptObjective (CoOp fixture: generic context, clas
     await expect(PromptLearner.create(model, ['class0'], { tokenizer, nCtx: 4, ctx: new Float32Array(3) })).rejects.toThrow(/ctx must be a Float32Array \[4, 48\]/);
     await expect(PromptLearner.create(model, ['class0'], { tokenizer, nCtx: 14 })).rejects.toThrow(/PromptLearner: query "X X X X X X X X X X X X X X class0.".*too long/);
     await expect(PromptLearner.create(model, ['class0'])).rejects.toThrow(/no tokenizer/);
+  });
+
+  it('attribute loss: masked, positive-weighted binary cross-entropy equals a float64 host computation', async () => {
+    const model = await loadClip();
+    const m = manifest();
+    const tokenizer = fixtureTokenizer();
+    const categories = await PromptLearner.create(model, m.classnames, { nCtx: m.n_ctx, ctx: f32('ctx_init'), tokenizer });
+    const attributes = await PromptLearner.create(model, m.classnames.slice(1), { nCtx: 2, position: 'front', tokenizer, seed: 9 });
+    const objective = new PromptObjective({ categories, attributes, positiveWeight: 2.5, attributeWeight: 0.5 });
+    const image = f32('image_features');
+    const na = attributes.names.length;
+    const labels = Int8Array.from({ length: m.batch * na }, (_, i) => [1, 0, -1, 0, 1, 0, 0][i % 7]!);
+    const cats = Int32Array.from(coop('labels_i32').data, (c, i) => (i === 3 ? -1 : c));
+    const r = await objective.evaluate(image, { categories: cats, attributes: labels });
+    // Host: logits = exp(logitScale)·cos from the learners' own text features; BCE over the known labels.
+    const text = await attributes.encode();
+    const e = model.config.embedDim;
+    const norm = (x: Float32Array, row: number) => Math.hypot(...x.subarray(row * e, (row + 1) * e));
+    let sum = 0;
+    let known = 0;
+    for (let b = 0; b < m.batch; b++) for (let a = 0; a < na; a++) {
+      const t = labels[b * na + a]!;
+      if (t < 0) continue;
+      let dot = 0;
+      for (let k = 0; k < e; k++) dot += image[b * e + k]! * text[a * e + k]!;
+      const x = (Math.exp(model.logitScale) * dot) / (norm(image, b) * norm(text, a));
+      const logSig = -Math.log1p(Math.exp(-x));
+      const logOneMinus = -x + logSig;
+      sum -= t === 1 ? 2.5 * logSig : logOneMinus;
+      known++;
+    }
+    expect(r.attributeLoss).toBeCloseTo(sum / known, 4);
+    // The category loss over the 7 labelled regions, from the logits it returned.
+    let ce = 0;
+    cats.forEach((c, b) => {
+      if (c < 0) return;
+      const row = Array.from(r.categoryLogits!.subarray(b * m.n_cls, (b + 1) * m.n_cls));
+      const mx = Math.max(...row);
+      ce += mx + Math.log(row.reduce((s2, v) => s2 + Math.exp(v - mx), 0)) - row[c]!;
+    });
+    expect(r.categoryLoss).toBeCloseTo(ce / 7, 4);
+    expect(r.loss).toBeCloseTo(r.categoryLoss + 0.5 * r.attributeLoss, 5);
+    await expect(objective.step(image, { categories: new Int32Array(8).fill(-1), attributes: new Int8Array(8 * na).fill(-1) })).rejects.toThrow(/the batch has no labels/);
+    await expect(objective.step(image, { categories: Int32Array.from([0, 1, 2, 3, 4, 5, 0, 0]) })).rejects.toThrow(/labels\.categories\[5\] is 5: expected a category index in \[0, 5\) or -1/);
+    await expect(objective.step(image, { attributes: new Int8Array(3) })).rejects.toThrow(/labels\.attributes must be an Int8Array or Int32Array \[8, 4\]/);
+    await expect(objective.step(new Float32Array(7), {})).rejects.toThrow(/regions must be a non-empty Float32Array \[B, 32\]/);
+    objective.dispose();
+    categories.dispose();
+    attributes.dispose();
+  });
+
+  it('runs on f16 weights: the context stays f32, features within 2e-2 of the f32 model, a step lowers the loss', async (ctx) => {
+    const model = await loadClip();
+    requireF16(ctx, model.gpu);
+    const m = manifest();
+    const half = await ClipModel.load(model.gpu, fixturePath('clip_tiny', 'weights_openai.safetensors'), { heads: { vision: 2, text: 4 }, dtype: 'f16' });
+    const learner = await PromptLearner.create(half, m.classnames, { nCtx: m.n_ctx, ctx: f32('ctx_init'), tokenizer: fixtureTokenizer() });
+    expect(learner.ctx.dtype).toBe('f32');
+    expectClose(await learner.encode(), coop('text_features_init_f64').data, { scaleTol: 2e-2, label: 'f16 text features' });
+    const objective = new PromptObjective({ categories: learner, optimizer: (p) => new Sgd(half.gpu, p, { lr: 0.1, momentum: 0.9 }) });
+    const labels = { categories: coop('labels_i32').data as Int32Array };
+    const first = await objective.step(f32('image_features'), labels);
+    expect(first.loss).toBeCloseTo(coop('loss_init_f64').data[0]!, 2);
+    await objective.step(f32('image_features'), labels);
+    expect((await objective.evaluate(f32('image_features'), labels)).loss).toBeLessThan(first.loss);
+    objective.dispose();
+    learner.dispose();
+    half.dispose();
   });
 
   for (const opt of ['adam', 'sgd'] as const) {
