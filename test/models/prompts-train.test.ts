@@ -87,6 +87,17 @@ describe('trainPrompts on synthetic shapes', () => {
   }, 300_000);
 });
 
+describe('trainPrompts early stop', () => {
+  it('stops after `patience` epochs without a better held-out loss and keeps the best epoch', async () => {
+    // A learning rate too small to move the held-out loss by the 1e-7 it must improve by.
+    const r = await trainPrompts(rc, { records: records.slice(0, 8), epochs: 10, lr: 1e-12, nCtx: 2, holdout: 0.25, patience: 2 });
+    expect(r.history.map((e) => e.epoch)).toEqual([1, 2, 3]);
+    expect(r.bestEpoch).toBe(1);
+    expect(r.stoppedEarly).toBe(true);
+    expect(r.counts).toEqual({ train: 12, heldOut: 4 });
+  }, 300_000);
+});
+
 describe('trainPrompts input checks', () => {
   it('names the record, line and box of bad data before any work', async () => {
     const jsonl = join(dir, 'bad.jsonl');
