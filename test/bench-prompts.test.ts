@@ -11,7 +11,7 @@ it('prompts suite (--quick): a training step and a classification row, nothing l
   const before = gpu.stats();
   const lines: string[] = [];
   const { rows, notes } = await promptsSuite({ gpu, settings: QUICK, quick: true, peak: { gflops: 1, gbps: 1, shaderCopyGbps: 1, bufferCopyGbps: 1, source: 'wall' }, log: (l) => lines.push(l) });
-  expect(rows.map((r) => r.label)).toEqual([expect.stringContaining('prompt training step'), expect.stringContaining('classify 10 boxes with learned prompts')]);
+  expect(rows.map((r) => r.label)).toEqual([expect.stringContaining('prompt training step'), expect.stringContaining('classify 100 boxes with learned prompts')]);
   for (const r of rows) {
     expect(r.error, `${r.label}: ${r.error}`).toBeUndefined();
     expect(r.wallMs).toBeGreaterThan(0);
