@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // ovgpu command line: `demo` (open the GPU, check kernels against the CPU), `detect` (OWL-ViT
-// open-vocabulary detection) and `classify-regions` (name given boxes with CLIP). Bad input ends
-// with one line on stderr and exit code 2; other failures with one line and exit code 1.
+// open-vocabulary detection), `classify-regions` (name given boxes with CLIP), `segment` (CaR
+// segmentation) and the prompt-learning commands. Bad input ends with one line on stderr and exit
+// code 2; other failures with one line and exit code 1.
 import { openGpu } from './gpu/index.js';
 import { Tensor } from './tensor.js';
 import { elementwise, elementwiseReference, type ElementwiseOptions } from './kernels/elementwise.js';
@@ -14,6 +15,7 @@ import { firstLine } from './cli/common.js';
 import { detect, DETECT_USAGE } from './cli/detect.js';
 import { classifyRegions, REGIONS_USAGE } from './cli/regions.js';
 import { EVAL_ATTRIBUTES_USAGE, evalAttributesCommand, TRAIN_PROMPTS_USAGE, trainPromptsCommand } from './cli/prompts.js';
+import { segment, SEGMENT_USAGE } from './cli/segment.js';
 
 const USAGE = `usage: ovgpu <command> [options]
 commands:
@@ -21,6 +23,7 @@ commands:
   classify-regions <image> …      name given boxes with CLIP (categories and attributes)
   train-prompts --data …          learn category and attribute prompts from labelled boxes
   eval-attributes <pred> <ann>    attribute mAP (OVAD-style) and category accuracy of predictions
+  segment <image> --query TEXT…   segment what the queries name with CaR (CLIP as RNN)
   demo                            open the GPU, print the adapter, check kernels against the CPU
 options of every command:
   --backend NAME  Dawn backend (vulkan, metal, d3d12, ...)
@@ -33,7 +36,9 @@ ${REGIONS_USAGE}
 
 ${TRAIN_PROMPTS_USAGE}
 
-${EVAL_ATTRIBUTES_USAGE}`;
+${EVAL_ATTRIBUTES_USAGE}
+
+${SEGMENT_USAGE}`;
 
 const gpuOpener = (backend?: string, adapter?: string) => openGpu({ backend, adapter });
 
@@ -71,6 +76,7 @@ const COMMANDS: Record<string, { run: (argv: string[]) => Promise<void>; usage: 
   'classify-regions': { run: (argv) => classifyRegions(argv, gpuOpener), usage: REGIONS_USAGE },
   'train-prompts': { run: (argv) => trainPromptsCommand(argv, gpuOpener), usage: TRAIN_PROMPTS_USAGE },
   'eval-attributes': { run: evalAttributesCommand, usage: EVAL_ATTRIBUTES_USAGE },
+  segment: { run: (argv) => segment(argv, gpuOpener), usage: SEGMENT_USAGE },
 };
 
 async function main(argv: string[]): Promise<void> {

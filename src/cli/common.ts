@@ -1,8 +1,13 @@
 // Checks and helpers shared by the CLI commands: everything here runs before the GPU is opened,
 // so bad input fails fast with one line.
 import { closeSync, existsSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { basename, dirname, join, relative } from 'node:path';
+import { tmpdir } from 'node:os';
+import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
+import type { ClipConfig } from '../models/clip/config.js';
+import { hfConfigJson, writeRandomModel, type RandomModelKind } from '../models/random.js';
+import { withProgress } from './progress.js';
 import { ClipTokenizer, TOKENIZER_FILES } from '../models/tokenizer/index.js';
 import { encodeQuery } from '../models/inputs.js';
 import { UsageError } from './args.js';
@@ -121,3 +126,28 @@ export function numberedPath(out: string, i: number, n: number): string {
 }
 
 export const round = (v: number, digits = 2) => Math.round(v * 10 ** digits) / 10 ** digits;
+
+/** The package root (holding package.json), from this module's location in dist/ or src/. */
+export function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  return dir;
+}
+
+/**
+ * A random-weight demo model's folder (.cache/<name>, else the temp folder), written on first use
+ * (seeded: the same everywhere); a folder from another version of the model is rewritten.
+ */
+export async function demoModel(name: string, kind: RandomModelKind, config: ClipConfig): Promise<string> {
+  for (const dir of [join(packageRoot(), '.cache', name), join(tmpdir(), `ovgpu-${name}`)]) {
+    const file = join(dir, 'config.json');
+    if (existsSync(file) && readFileSync(file, 'utf8') === JSON.stringify(hfConfigJson(kind, config, 1), null, 2)) return dir;
+    try {
+      await withProgress(`writing the random-weight demo model to ${relative(process.cwd(), dir) || dir} (once)`, async () => writeRandomModel(dir, kind, config, 1));
+      return dir;
+    } catch {
+      // read-only install: try the next place
+    }
+  }
+  throw new Error('cannot write the demo model (no writable .cache or temp folder)');
+}

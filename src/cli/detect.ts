@@ -1,19 +1,17 @@
 // `ovgpu detect <image…> [--model <owlvit dir>] --query "a cat" … [--image-query q.jpg]`
 // Without --model it runs a tiny random-weight OWL-ViT that the project builds on first use
 // (.cache/tiny-owlvit), to show the whole pipeline on any machine; its boxes are meaningless.
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join, relative } from 'node:path';
-import { tmpdir } from 'node:os';
-import { fileURLToPath } from 'node:url';
+import { existsSync } from 'node:fs';
+import { relative } from 'node:path';
 import type { Gpu } from '../gpu/gpu.js';
 import { OwlVitDetector, type Detection } from '../models/owlvit/index.js';
 import { RegionClassifier } from '../models/region/index.js';
 import { describeBoxes, readPrompts, type DescribedBox } from '../models/prompts/index.js';
-import { hfConfigJson, TINY_OWLVIT, writeRandomModel } from '../models/random.js';
+import { TINY_OWLVIT } from '../models/random.js';
 import { owlVitConfigFromHf } from '../models/owlvit/config.js';
 import { MODEL_COMMAND_FLAGS, numberIn, parseArgs, UsageError } from './args.js';
 import { writeAnnotated } from './annotate.js';
-import { checkImage, checkModelDir, checkOutput, checkTexts, numberedPath, OutputFiles, round, writeJson } from './common.js';
+import { checkImage, checkModelDir, checkOutput, checkTexts, demoModel, numberedPath, OutputFiles, round, writeJson } from './common.js';
 import { weightsSize, withProgress } from './progress.js';
 
 export const DETECT_USAGE = `usage: ovgpu detect <image…> [--model <owlvit dir>] --query <text>… [options]
@@ -44,29 +42,6 @@ const FLAGS = {
   '--clip': 'string',
   ...MODEL_COMMAND_FLAGS,
 } as const;
-
-/** The package root (holding package.json), from this module's location in dist/ or src/. */
-function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
-  return dir;
-}
-
-/** The random demo model's folder, written on first use (a few MB, seeded: the same everywhere). */
-async function tinyModel(): Promise<string> {
-  for (const dir of [join(packageRoot(), '.cache', 'tiny-owlvit'), join(tmpdir(), 'ovgpu-tiny-owlvit')]) {
-    // A folder from an older version of the demo model is rewritten.
-    const config = join(dir, 'config.json');
-    if (existsSync(config) && readFileSync(config, 'utf8') === JSON.stringify(hfConfigJson('owlvit', TINY_OWLVIT, 1), null, 2)) return dir;
-    try {
-      await withProgress(`writing the random-weight demo model to ${relative(process.cwd(), dir) || dir} (once)`, async () => writeRandomModel(dir, 'owlvit', TINY_OWLVIT, 1));
-      return dir;
-    } catch {
-      // read-only install: try the next place
-    }
-  }
-  throw new Error('cannot write the demo model (no writable .cache or temp folder)');
-}
 
 /** The command line as typed, with `--model <dir>` in place of the random model. */
 function realModelCommand(argv: readonly string[]): string {
@@ -116,7 +91,7 @@ export async function detect(argv: string[], openGpu: (backend?: string, adapter
   for (const image of images) sizes.push(await checkImage(image));
   if (imageQuery) await checkImage(imageQuery);
 
-  const model = given ?? (await tinyModel());
+  const model = given ?? (await demoModel('tiny-owlvit', 'owlvit', TINY_OWLVIT));
   const truncate = args.booleans.has('--truncate');
   const tokenizer = imageQuery ? undefined : checkTexts(model, (c) => owlVitConfigFromHf(c).text.contextLength, queries, truncate);
   const gpu = await openGpu(args.strings.get('--backend'), args.strings.get('--adapter'));

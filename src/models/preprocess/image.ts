@@ -112,16 +112,23 @@ function normalizeInto(out: Float32Array, offset: number, img: DecodedImage, lef
 
 /** CLIP preprocessing of several images, stacked: shape [n, 3, size, size]. */
 export async function preprocessClipBatch(inputs: readonly ImageInput[], options: NormalizeOptions = {}): Promise<PixelBatch> {
+  checkOptions('preprocessClip', options.size ?? 224, options.mean ?? CLIP_MEAN, options.std ?? CLIP_STD);
+  const decoded: DecodedImage[] = [];
+  for (const input of inputs) decoded.push(await decodeImage(input));
+  return clipPixels(decoded, options);
+}
+
+/** CLIP preprocessing of decoded images (shortest side to `size`, bicubic; centre crop; /255; normalize): [n, 3, size, size]. */
+export function clipPixels(images: readonly DecodedImage[], options: NormalizeOptions = {}): PixelBatch {
   const { size = 224, mean = CLIP_MEAN, std = CLIP_STD } = options;
   checkOptions('preprocessClip', size, mean, std);
-  const data = new Float32Array(inputs.length * 3 * size * size);
-  for (const [i, input] of inputs.entries()) {
-    const decoded = await decodeImage(input);
+  const data = new Float32Array(images.length * 3 * size * size);
+  for (const [i, decoded] of images.entries()) {
     const img = resizeImage(decoded, ...shortSideSize(decoded.width, decoded.height, size));
     // torchvision's CenterCrop: int(round((h - size) / 2.0)) with Python's round half to even.
     normalizeInto(data, i * 3 * size * size, img, halfRoundedEven(img.width - size), halfRoundedEven(img.height - size), size, size, mean, std);
   }
-  return { data, shape: [inputs.length, 3, size, size] };
+  return { data, shape: [images.length, 3, size, size] };
 }
 
 /** CLIP preprocessing: shortest side to `size` (bicubic), centre crop, /255, normalize; [1, 3, size, size]. */
@@ -134,13 +141,20 @@ export async function preprocessClip(input: ImageInput, options: NormalizeOption
  * normalized: [1, 3, height, width], as CaR's `_transform_resize`; `originalSize` is [h, w].
  */
 export async function preprocessClipResized(input: ImageInput, height: number, width: number, options: Omit<NormalizeOptions, 'size'> = {}): Promise<PixelBatch & { originalSize: [number, number] }> {
+  checkOptions('preprocessClipResized', height, options.mean ?? CLIP_MEAN, options.std ?? CLIP_STD);
+  checkOptions('preprocessClipResized', width, options.mean ?? CLIP_MEAN, options.std ?? CLIP_STD);
+  const decoded = await decodeImage(input);
+  return { ...clipPixelsResized(decoded, height, width, options), originalSize: [decoded.height, decoded.width] };
+}
+
+/** preprocessClipResized of a decoded image: resized whole to height × width, /255, normalized, [1, 3, height, width]. */
+export function clipPixelsResized(decoded: DecodedImage, height: number, width: number, options: Omit<NormalizeOptions, 'size'> = {}): PixelBatch {
   const { mean = CLIP_MEAN, std = CLIP_STD } = options;
   checkOptions('preprocessClipResized', height, mean, std);
   checkOptions('preprocessClipResized', width, mean, std);
-  const decoded = await decodeImage(input);
   const data = new Float32Array(3 * height * width);
   normalizeInto(data, 0, resizeImage(decoded, width, height), 0, 0, width, height, mean, std);
-  return { data, shape: [1, 3, height, width], originalSize: [decoded.height, decoded.width] };
+  return { data, shape: [1, 3, height, width] };
 }
 
 /** OWL-ViT preprocessing of several images: each resized to size x size; original [height, width] kept. */

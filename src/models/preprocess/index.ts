@@ -9,6 +9,8 @@ export {
   preprocessClip,
   preprocessClipBatch,
   preprocessClipResized,
+  clipPixels,
+  clipPixelsResized,
   preprocessOwlVit,
   preprocessOwlVitBatch,
   type DecodedImage,
