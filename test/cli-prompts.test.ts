@@ -61,6 +61,19 @@ describe('ovgpu train-prompts / classify-regions --prompts --data / eval-attribu
     const labels = lines.flatMap((l) => l.boxes.flatMap((b: { attributes: Record<string, number> }) => names.map((n) => b.attributes[n] ?? -1)));
     expect(result.attributes.mAP).toBeCloseTo(evaluateAttributes({ scores, labels, attributes: names }).mAP!, 6);
     expect(result.categories.count).toBe(24);
+    // One image with given boxes: categories and attributes come from the file.
+    const boxesFile = join(dir, 'boxes.json');
+    writeFileSync(boxesFile, JSON.stringify([[2, 2, 30, 30], [34, 10, 60, 40]]));
+    const one = ovgpu('classify-regions', join(dir, 'shape-0.png'), '--model', join(dir, 'clip'), '--boxes', boxesFile, '--prompts', out, '--top', '2', '--json', '-');
+    expect(one.status, one.stderr).toBe(0);
+    const regions = JSON.parse(one.stdout).regions as { categories: { name: string }[]; attributes: { name: string; score: number }[] }[];
+    expect(regions).toHaveLength(2);
+    for (const r of regions) {
+      expect(r.categories).toHaveLength(2);
+      expect(r.attributes.map((a) => a.name).every((n) => ['red', 'green', 'blue'].includes(n))).toBe(true);
+    }
+    expect(ovgpu('classify-regions', join(dir, 'shape-0.png'), '--model', join(dir, 'clip'), '--boxes', boxesFile, '--prompts', out, '--label', 'x').stderr).toMatch(/--label and --prompts: .*prompts\.safetensors holds the categories/);
+
     // Box-free: the random demo OWL-ViT's boxes, each described with the learned prompts.
     const sample = join(__dirname, '..', 'assets', 'sample.png');
     const d = ovgpu('detect', sample, '--query', 'a shape', '--threshold', '0', '--top', '3', '--attributes', out, '--clip', join(dir, 'clip'), '--json', '-');
