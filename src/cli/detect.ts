@@ -1,13 +1,14 @@
-// `ovgpu detect <image…> [--model <owlvit dir>] --query "a cat" … [--image-query q.jpg]`
-// Without --model it runs a tiny random-weight OWL-ViT that the project builds on first use
-// (.cache/tiny-owlvit), to show the whole pipeline on any machine; its boxes are meaningless.
+// `ovgpu detect <image…> [--model <owlvit or owlv2 dir>] --query "a cat" … [--image-query q.jpg]`
+// Without --model it runs a tiny random-weight OWL-ViT (or OWLv2 with --model-type owlv2) that the
+// project builds on first use (.cache/tiny-owlvit, .cache/tiny-owlv2), to show the whole pipeline
+// on any machine; its boxes are meaningless.
 import { existsSync } from 'node:fs';
 import { relative } from 'node:path';
 import type { Gpu } from '../gpu/gpu.js';
 import { OwlVitDetector, type Detection } from '../models/owlvit/index.js';
 import { RegionClassifier } from '../models/region/index.js';
 import { describeBoxes, readPrompts, type DescribedBox } from '../models/prompts/index.js';
-import { TINY_OWLVIT } from '../models/random.js';
+import { TINY_OWLVIT, type RandomModelKind } from '../models/random.js';
 import { owlVitConfigFromHf } from '../models/owlvit/config.js';
 import { MODEL_COMMAND_FLAGS, numberIn, parseArgs, UsageError } from './args.js';
 import { writeAnnotated } from './annotate.js';
@@ -15,12 +16,15 @@ import { checkImage, checkModelDir, checkOutput, checkTexts, demoModel, numbered
 import { weightsSize, withProgress } from './progress.js';
 
 export const DETECT_USAGE = `usage: ovgpu detect <image…> [--model <owlvit dir>] --query <text>… [options]
-  --model DIR          OWL-ViT checkpoint folder (Hugging Face OwlViTForObjectDetection: config.json,
-                       model.safetensors, tokenizer files); default: a tiny RANDOM-weight demo model
+  --model DIR          OWL-ViT or OWLv2 checkpoint folder (Hugging Face OwlViTForObjectDetection or
+                       Owlv2ForObjectDetection: config.json, model.safetensors, tokenizer files);
+                       default: a tiny RANDOM-weight demo model
+  --model-type T       the demo model without --model: owlvit (default) or owlv2
   --query TEXT         a text query (repeat the flag for each)
   --image-query FILE   detect what this image shows instead of text queries (image-guided)
   --threshold X        keep detections scoring above X (default 0.1; 0 for --image-query)
   --nms X              class-aware NMS at IoU X (default: off for text, 0.3 for --image-query)
+  --objectness X       OWLv2: keep detections whose objectness (0-1) is above X
   --top N              keep only the N best detections per image
   --truncate           cut queries longer than the model's context (default: refuse them)
   --dtype f32|f16      weight storage (default f32)
@@ -36,6 +40,8 @@ const FLAGS = {
   '--image-query': 'string',
   '--threshold': 'number',
   '--nms': 'number',
+  '--objectness': 'number',
+  '--model-type': 'string',
   '--top': 'number',
   '--truncate': 'boolean',
   '--attributes': 'string',
@@ -44,10 +50,11 @@ const FLAGS = {
 } as const;
 
 /** The command line as typed, with `--model <dir>` in place of the random model. */
-function realModelCommand(argv: readonly string[]): string {
+function realModelCommand(argv: readonly string[], kind: RandomModelKind): string {
   const quote = (s: string) => (/^[\w./:=@+-]+$/.test(s) ? s : `"${s.replace(/(["\\$`])/g, '\\$1')}"`);
   const cli = relative(process.cwd(), process.argv[1] ?? 'dist/cli.js') || 'dist/cli.js';
-  return ['node', cli, 'detect', ...argv.map(quote), '--model', '/path/to/owlvit-base-patch32'].join(' ');
+  const args = argv.filter((a, i) => a !== '--model-type' && argv[i - 1] !== '--model-type');
+  return ['node', cli, 'detect', ...args.map(quote), '--model', kind === 'owlv2' ? '/path/to/owlv2-base-patch16-ensemble' : '/path/to/owlvit-base-patch32'].join(' ');
 }
 
 /** A described box as text: its best category and its likely attributes. */
@@ -76,6 +83,11 @@ export async function detect(argv: string[], openGpu: (backend?: string, adapter
   if (dtype !== 'f32' && dtype !== 'f16') throw new UsageError(`--dtype must be f32 or f16, got ${dtype}`);
   const given = args.strings.get('--model');
   if (given) checkModelDir(given, !imageQuery);
+  const modelType = args.strings.get('--model-type');
+  if (modelType !== undefined && modelType !== 'owlvit' && modelType !== 'owlv2') throw new UsageError(`--model-type must be owlvit or owlv2, got ${modelType}`);
+  if (modelType !== undefined && given) throw new UsageError('--model-type picks the demo model: with --model the folder\'s config.json says the type');
+  const kind: RandomModelKind = modelType ?? 'owlvit';
+  const objectness = numberIn(args, '--objectness', 0, 1);
   const json = args.strings.get('--json');
   const out = args.strings.get('--out');
   if (json && json !== '-') checkOutput('--json', json);
@@ -91,15 +103,16 @@ export async function detect(argv: string[], openGpu: (backend?: string, adapter
   for (const image of images) sizes.push(await checkImage(image));
   if (imageQuery) await checkImage(imageQuery);
 
-  const model = given ?? (await demoModel('tiny-owlvit', 'owlvit', TINY_OWLVIT));
+  const model = given ?? (await demoModel(`tiny-${kind}`, kind, TINY_OWLVIT));
   const truncate = args.booleans.has('--truncate');
   const tokenizer = imageQuery ? undefined : checkTexts(model, (c) => owlVitConfigFromHf(c).text.contextLength, queries, truncate);
   const gpu = await openGpu(args.strings.get('--backend'), args.strings.get('--adapter'));
   try {
-    const det = await withProgress(`loading OWL-ViT from ${model} (${weightsSize(model)})`, () => OwlVitDetector.load(gpu, model, { dtype, tokenizer }));
+    const det = await withProgress(`loading the detector from ${model} (${weightsSize(model)})`, () => OwlVitDetector.load(gpu, model, { dtype, tokenizer }));
     let results: (Detection & { description?: DescribedBox | null })[][];
     try {
-      results = await det.detect(images, imageQuery ? { image: imageQuery } : queries, { threshold, nms, topK: top, truncate });
+      if (objectness !== undefined && det.config.modelType !== 'owlv2') throw new UsageError(`--objectness needs an OWLv2 model; ${model} is OWL-ViT (v1), which has no objectness head`);
+      results = await det.detect(images, imageQuery ? { image: imageQuery } : queries, { threshold, nms, topK: top, truncate, objectnessThreshold: objectness });
     } finally {
       det.dispose();
     }
@@ -114,7 +127,7 @@ export async function detect(argv: string[], openGpu: (backend?: string, adapter
     // With --json - stdout carries the JSON alone.
     if (json !== '-') results.forEach((dets, i) => {
       console.log(`${images[i]} (${sizes[i]!.width}×${sizes[i]!.height}): ${dets.length} detection${dets.length === 1 ? '' : 's'}`);
-      for (const d of dets.slice(0, LISTED)) console.log(`  ${d.score.toFixed(3)}  ${d.query}  [${d.box.map((v) => round(v, 1)).join(', ')}]${d.description ? `  ${describe(d.description)}` : ''}`);
+      for (const d of dets.slice(0, LISTED)) console.log(`  ${d.score.toFixed(3)}  ${d.query}  [${d.box.map((v) => round(v, 1)).join(', ')}]${d.objectness === undefined ? '' : `  objectness ${d.objectness.toFixed(3)}`}${d.description ? `  ${describe(d.description)}` : ''}`);
       if (dets.length > LISTED) console.log(`  … and ${dets.length - LISTED} more (all of them in --json)`);
     });
     const files = new OutputFiles();
@@ -125,6 +138,7 @@ export async function detect(argv: string[], openGpu: (backend?: string, adapter
         queries: imageQuery ? { image: imageQuery } : queries,
         threshold,
         nms: nms ?? null,
+        objectnessThreshold: objectness ?? null,
         images: images.map((path, i) => ({ path, ...sizes[i], detections: results[i] })),
       };
       if (json && json !== '-') writeJson(files.temp(json), report);
@@ -141,11 +155,13 @@ export async function detect(argv: string[], openGpu: (backend?: string, adapter
       console.error(
         [
           '',
-          'NOTE: no --model was given, so this ran a tiny OWL-ViT with RANDOM weights: its boxes and scores are',
+          `NOTE: no --model was given, so this ran a tiny ${kind === 'owlv2' ? 'OWLv2' : 'OWL-ViT'} with RANDOM weights: its boxes and scores are`,
           'meaningless (it only shows that the whole pipeline runs). For real detections, put a Hugging Face',
-          'OwlViTForObjectDetection checkpoint folder (e.g. google/owlvit-base-patch32: config.json,',
+          kind === 'owlv2'
+            ? 'Owlv2ForObjectDetection checkpoint folder (e.g. google/owlv2-base-patch16-ensemble: config.json,'
+            : 'OwlViTForObjectDetection checkpoint folder (e.g. google/owlvit-base-patch32: config.json,',
           'model.safetensors, tokenizer files) on this machine and run:',
-          `  ${realModelCommand(argv)}`,
+          `  ${realModelCommand(argv, kind)}`,
         ].join('\n'),
       );
     }

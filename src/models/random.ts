@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { bytesToUnicode } from './tokenizer/index.js';
 import type { ClipConfig, TowerConfig } from './clip/config.js';
 
-export type RandomModelKind = 'clip' | 'owlvit';
+export type RandomModelKind = 'clip' | 'owlvit' | 'owlv2';
 
 /** 256 byte tokens, the same with '</w>', SOT and EOT: CLIP's BPE with no merges (see byteTokenizerFiles). */
 const BYTE_VOCAB_SIZE = 2 * 256 + 2;
@@ -28,8 +28,8 @@ export const TINY_CLIP: ClipConfig = { ...TINY_OWLVIT, vision: { ...TINY_OWLVIT.
 export function vitB32(kind: RandomModelKind): ClipConfig {
   const tower = { width: 768, layers: 12, heads: 12, mlpWidth: 3072, activation: 'quick_gelu' as const, eps: 1e-5 };
   return {
-    vision: { ...tower, imageSize: kind === 'owlvit' ? 768 : 224, patchSize: 32 },
-    text: { width: 512, layers: 12, heads: 8, mlpWidth: 2048, activation: 'quick_gelu', eps: 1e-5, contextLength: kind === 'owlvit' ? 16 : 77, vocabSize: 49408, eosTokenId: 49407 },
+    vision: { ...tower, imageSize: kind === 'clip' ? 224 : 768, patchSize: 32 },
+    text: { width: 512, layers: 12, heads: 8, mlpWidth: 2048, activation: 'quick_gelu', eps: 1e-5, contextLength: kind === 'clip' ? 77 : 16, vocabSize: 49408, eosTokenId: 49407 },
     embedDim: 512,
   };
 }
@@ -86,13 +86,15 @@ function towerParams(prefix: string, c: TowerConfig): Param[] {
 }
 
 /**
- * Every parameter of a HF CLIPModel ('clip') or OwlViTForObjectDetection ('owlvit'), with its init.
+ * Every parameter of a HF CLIPModel ('clip'), OwlViTForObjectDetection ('owlvit') or
+ * Owlv2ForObjectDetection ('owlv2': the same plus an objectness head), with its init.
  * A CLIP config without `text` (or `vision`) gives a one-tower checkpoint.
  */
 export function randomParams(kind: RandomModelKind, c: ClipConfig): Param[] {
   const { vision: v, text: t } = c;
-  if (kind === 'owlvit' && !(v && t)) throw new Error('an OWL-ViT needs both towers');
-  const root = kind === 'owlvit' ? 'owlvit.' : '';
+  const owl = kind !== 'clip';
+  if (owl && !(v && t)) throw new Error('an OWL-ViT needs both towers');
+  const root = owl ? `${kind}.` : '';
   const ln = (name: string, d: number): Param[] => [
     { name: `${name}.weight`, shape: [d], center: 1, spread: 0.1 },
     { name: `${name}.bias`, shape: [d], center: 0, spread: 0.05 },
@@ -105,7 +107,7 @@ export function randomParams(kind: RandomModelKind, c: ClipConfig): Param[] {
       { name: `${vp}embeddings.class_embedding`, shape: [v.width], center: 0, spread: 0.5 },
       { name: `${vp}embeddings.patch_embedding.weight`, shape: [v.width, 3, v.patchSize, v.patchSize], center: 0, spread: Math.sqrt(3 / (3 * v.patchSize * v.patchSize)) },
       { name: `${vp}embeddings.position_embedding.weight`, shape: [1 + grid * grid, v.width], center: 0, spread: 0.5 },
-      ...ln(`${vp}${kind === 'owlvit' ? 'pre_layernorm' : 'pre_layrnorm'}`, v.width),
+      ...ln(`${vp}${owl ? 'pre_layernorm' : 'pre_layrnorm'}`, v.width),
       ...towerParams(vp, v),
       ...ln(`${vp}post_layernorm`, v.width),
       { name: `${root}visual_projection.weight`, shape: [c.embedDim, v.width], center: 0, spread: Math.sqrt(3 / v.width) },
@@ -122,7 +124,7 @@ export function randomParams(kind: RandomModelKind, c: ClipConfig): Param[] {
     );
   }
   params.push({ name: `${root}logit_scale`, shape: [], center: Math.log(1 / 0.07), spread: 0 });
-  if (kind === 'owlvit') {
+  if (owl) {
     const d = v!.width;
     const lin = (name: string, n: number, k: number): Param[] => [
       { name: `${name}.weight`, shape: [n, k], center: 0, spread: Math.sqrt(3 / k) },
@@ -137,6 +139,7 @@ export function randomParams(kind: RandomModelKind, c: ClipConfig): Param[] {
       ...lin('class_head.logit_scale', 1, d),
       ...ln('layer_norm', d),
     );
+    if (kind === 'owlv2') params.push(...lin('objectness_head.dense0', d, d), ...lin('objectness_head.dense1', d, d), ...lin('objectness_head.dense2', 1, d));
   }
   return params;
 }
@@ -154,7 +157,7 @@ export function hfConfigJson(kind: RandomModelKind, c: ClipConfig, seed = 1): Re
   });
   return {
     model_type: kind,
-    architectures: [kind === 'owlvit' ? 'OwlViTForObjectDetection' : 'CLIPModel'],
+    architectures: [{ clip: 'CLIPModel', owlvit: 'OwlViTForObjectDetection', owlv2: 'Owlv2ForObjectDetection' }[kind]],
     projection_dim: c.embedDim,
     logit_scale_init_value: Math.log(1 / 0.07),
     ...(t && {

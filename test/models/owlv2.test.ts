@@ -1,7 +1,8 @@
 // OWLv2 (Owlv2ForObjectDetection, Owlv2ImageProcessor) against Hugging Face transformers v4.35.2 on
 // ../shared/fixtures/owlv2_tiny (see its README): float outputs against the float64 run.
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { readSafetensors } from '../../src/io/safetensors.js';
@@ -358,4 +359,30 @@ describe('OWLv2 boxes in original-image pixels and detect', () => {
     await expect(v1.detect([join(DIR, 'images', 'img0_rgb_45x71.png')], ['a cat'], { objectnessThreshold: 0.5 })).rejects.toThrow(/objectnessThreshold needs an OWLv2 model/);
     v1.dispose();
   });
+});
+
+describe('ovgpu detect --model-type owlv2 (the built CLI)', () => {
+  const CLI = join(__dirname, '..', '..', 'dist', 'cli.js');
+  const run = (...args: string[]) => spawnSync(process.execPath, [CLI, 'detect', join(__dirname, '..', '..', 'assets', 'sample.png'), ...args], { encoding: 'utf8', env: { ...process.env, XDG_RUNTIME_DIR: '/tmp' }, timeout: 120_000 });
+
+  it('runs the random tiny OWLv2: boxes inside the 320×240 image, objectness per detection, --objectness filters', (ctx) => {
+    if (!existsSync(CLI)) ctx.skip(); // npm test builds dist/ first
+    const all = run('--query', 'a red square', '--model-type', 'owlv2', '--threshold', '0', '--json', '-');
+    expect(all.status, all.stderr).toBe(0);
+    expect(all.stderr).toContain('tiny OWLv2 with RANDOM weights');
+    const dets = JSON.parse(all.stdout).images[0].detections as { box: number[]; objectness: number }[];
+    expect(dets.length).toBe(64); // the 8×8 grid, threshold 0
+    for (const d of dets) {
+      expect(d.box[0]).toBeGreaterThanOrEqual(0);
+      expect(d.box[2]).toBeLessThanOrEqual(320);
+      expect(d.box[3]).toBeLessThanOrEqual(240);
+      expect(d.objectness).toBeGreaterThan(0);
+    }
+    const cut = dets.map((d) => d.objectness).sort()[32]!;
+    const some = run('--query', 'a red square', '--model-type', 'owlv2', '--threshold', '0', '--objectness', String(cut), '--json', '-');
+    expect(JSON.parse(some.stdout).images[0].detections).toEqual(dets.filter((d) => d.objectness > cut));
+    const v1 = run('--query', 'a red square', '--objectness', '0.5');
+    expect([v1.status, v1.stderr.trim()]).toEqual([2, expect.stringMatching(/--objectness needs an OWLv2 model/)]);
+    expect(run('--query', 'x', '--model-type', 'owlv3').stderr).toMatch(/--model-type must be owlvit or owlv2, got owlv3/);
+  }, 300_000);
 });
