@@ -10,8 +10,9 @@
 //    the parts round with subgroupShuffle.
 // q, k and v are rows of `rowStride` elements ([B, L, H·Dh], or one packed [B, L, 3·H·Dh] tensor
 // bound three times), head h at columns off + h·Dh. Output [B, L, H·Dh].
-// Masked logits: causal (key j > query i) or an additive [L, L] f32 tensor. A row whose logits
-// are all -inf has no softmax; it gives 0 (PyTorch gives NaN there).
+// Masked logits: causal (key j > query i) or an additive f32 tensor, [L, L] for every batch
+// (maskStride 0) or [B, L, L]. A row whose logits are all -inf has no softmax; it gives 0 (PyTorch
+// gives NaN there).
 alias T = f32;
 
 struct Params {
@@ -24,7 +25,8 @@ struct Params {
   kOff: u32,
   vOff: u32,
   scale: f32,       // softmax scale · log2(e)
-  mask: u32,        // 0 none, 1 causal, 2 additive [L, L] tensor
+  mask: u32,        // 0 none, 1 causal, 2 additive tensor
+  maskStride: u32,  // elements between the mask's batches (0: one [L, L] mask for every batch)
 }
 
 override DH: u32 = 64u;             // head dim, at most 4 · MAXV
@@ -69,14 +71,15 @@ fn loadV(base: u32, c: u32) -> vec4f {
 }
 
 // Where a query block's work is, decoded from the (possibly 2-D) workgroup id.
-struct Block { qb: u32, row0: u32, col: u32, kEnd: u32 }
+struct Block { qb: u32, row0: u32, col: u32, kEnd: u32, mask0: u32 }
 
 fn block(flat: u32, queries: u32) -> Block {
   let qb = flat % p.qBlocks;
   let bh = flat / p.qBlocks;
   // Causal: no query of this block looks past its last row.
   let kEnd = select(p.L, min(p.L, (qb + 1u) * queries), p.mask == 1u);
-  return Block(qb, (bh / p.heads) * p.L, (bh % p.heads) * DH, kEnd);
+  let b = bh / p.heads;
+  return Block(qb, b * p.L, (bh % p.heads) * DH, kEnd, b * p.maskStride);
 }
 
 fn rowBase(row: u32, off: u32, bl: Block) -> u32 {
@@ -87,7 +90,7 @@ fn rowBase(row: u32, off: u32, bl: Block) -> u32 {
 // -inf where the mask tensor says so.
 fn logit(d: f32, i: u32, j: u32, bl: Block) -> f32 {
   var s = d;
-  if (p.mask == 2u) { s += mask[min(i, p.L - 1u) * p.L + min(j, p.L - 1u)] * LOG2E; }
+  if (p.mask == 2u) { s += mask[bl.mask0 + min(i, p.L - 1u) * p.L + min(j, p.L - 1u)] * LOG2E; }
   return select(s, LOWEST, j >= bl.kEnd || (p.mask == 1u && j > i));
 }
 

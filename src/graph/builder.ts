@@ -90,7 +90,7 @@ export interface GraphNode {
 export interface AttentionGraphOptions {
   heads: number;
   scale?: number;
-  /** 'causal', or an additive [L, L] f32 value. */
+  /** 'causal', or an additive f32 value, [L, L] or per batch [B, L, L]. */
   mask?: 'causal' | Value;
   variant?: AttentionVariant;
 }

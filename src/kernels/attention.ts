@@ -22,7 +22,7 @@ export interface AttentionOptions {
   scale?: number;
   /** One [B, L, 3·H·Dh] input holding q | k | v along the last dimension (default false). */
   packed?: boolean;
-  /** 'tensor' adds inputs' last entry, an [L, L] f32 additive mask (default 'none'). */
+  /** 'tensor' adds inputs' last entry, an f32 additive mask [L, L] or per batch [B, L, L] (default 'none'). */
   mask?: AttentionMaskKind;
   /** Default: 'subgroup' under the 'cpu' profile where the adapter supports it, else 'tiled'. */
   variant?: AttentionVariant;
@@ -116,10 +116,11 @@ export const attentionKernel: Kernel<AttentionOptions> = {
       const m = inputs[inputs.length - 1]!;
       const length = x.shape[1]!;
       check(m.dtype === 'f32', NAME, `mask must be f32, got ${m.dtype}`);
+      const batch = x.shape[0]!;
       check(
-        m.shape.length === 2 && m.shape[0] === length && m.shape[1] === length,
+        (m.shape.length === 2 || (m.shape.length === 3 && m.shape[0] === batch)) && m.shape.at(-1) === length && m.shape.at(-2) === length,
         NAME,
-        () => `mask of shape ${shapeString(m.shape)} must be [${length}, ${length}] (tokens × tokens)`,
+        () => `mask of shape ${shapeString(m.shape)} must be [${length}, ${length}] (tokens × tokens) or [${batch}, ${length}, ${length}] (one per batch)`,
       );
     }
     check(o.scale === undefined || Number.isFinite(o.scale), NAME, `scale must be a finite number, got ${o.scale}`);
@@ -142,6 +143,7 @@ export const attentionKernel: Kernel<AttentionOptions> = {
     const [qOff, kOff, vOff] = o.packed ? [0, hd, 2 * hd] : [0, 0, 0];
     // Unused bindings (k, v when packed; mask without a tensor) are bound to the first input.
     const mask = maskKind === 'tensor' ? inputs.length - 1 : 0;
+    const maskStride = maskKind === 'tensor' && inputs[mask]!.shape.length === 3 ? length * length : 0;
     const x = o.packed ? [0, 0, 0] : [0, 1, 2];
     const out = inputs.length;
     const pairs = batch * o.heads * length * length;
@@ -158,19 +160,19 @@ export const attentionKernel: Kernel<AttentionOptions> = {
             bindings: ['read', 'read', 'read', 'read', 'write'],
           },
           tensors: [...x, mask, out],
-          uniforms: uniforms(length, o.heads, qBlocks, total, rowStride, qOff, kOff, vOff, { f32: scale * Math.LOG2E }, MASK_CODE[maskKind]),
+          uniforms: uniforms(length, o.heads, qBlocks, total, rowStride, qOff, kOff, vOff, { f32: scale * Math.LOG2E }, MASK_CODE[maskKind], maskStride),
           workgroups: grid1d(gpu, total, 1),
         },
       ],
       // Nominal: both products over every (query, key) pair, plus exp, max and sum per pair.
       flops: 4 * pairs * headDim + 3 * pairs,
       bytes: (inputs.slice(0, o.packed ? 1 : 3).reduce((s, t) => s + sizeOf(t.shape), 0) + sizeOf(outputs[0]!.shape)) * elem
-        + (maskKind === 'tensor' ? 4 * length * length : 0),
+        + (maskKind === 'tensor' ? 4 * sizeOf(inputs[mask]!.shape) : 0),
     };
   },
 };
 
-/** Eager options: `mask` is 'causal' or an additive [L, L] f32 tensor (may hold -Infinity). */
+/** Eager options: `mask` is 'causal' or an additive f32 tensor [L, L] or [B, L, L] (may hold -Infinity). */
 export interface AttentionCallOptions {
   heads: number;
   scale?: number;
@@ -208,7 +210,7 @@ export interface AttentionReferenceOptions {
   heads: number;
   headDim: number;
   scale?: number;
-  /** 'causal', or an additive [L, L] mask. */
+  /** 'causal', or an additive mask: [L, L], or [B, L, L] (B·L·L values). */
   mask?: 'causal' | ArrayLike<number>;
 }
 
@@ -219,6 +221,7 @@ export function attentionReference(q: ArrayLike<number>, k: ArrayLike<number>, v
   const W = H * D;
   const out = new Float64Array(B * L * W);
   const logits = new Float64Array(L);
+  const maskStride = typeof o.mask === 'object' && o.mask.length === B * L * L ? L * L : 0;
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < H; h++) {
       const at = (t: number, d: number) => (b * L + t) * W + h * D + d;
@@ -228,7 +231,7 @@ export function attentionReference(q: ArrayLike<number>, k: ArrayLike<number>, v
           for (let d = 0; d < D; d++) s += q[at(i, d)]! * k[at(j, d)]!;
           s *= scale;
           if (o.mask === 'causal') s = j > i ? -Infinity : s;
-          else if (o.mask) s += o.mask[i * L + j]!;
+          else if (o.mask) s += o.mask[b * maskStride + i * L + j]!;
           logits[j] = s;
         }
         const max = Math.max(...logits);

@@ -94,6 +94,31 @@ forEachProfile((profile, getGpu) => {
       // Cold, lavapipe compiles a pipeline per head dim in 1-20 s of CPU time.
     }, 300_000);
 
+    it('takes a per-batch [B, L, L] mask (each batch its own), packed and unpacked, every variant', async () => {
+      const gpu = await getGpu();
+      const shapes: [number, number, number, number][] = [[2, 7, 3, 12], [3, 50, 2, 16]];
+      for (const [s, [B, L, H, D]] of shapes.entries()) {
+        const W = H * D;
+        const [q, k, v] = [1, 2, 3].map((i) => randomArray(B * L * W, 40 * s + i, 2));
+        // Batch b's mask has its own -inf pattern and a different fully masked row.
+        const maskData = Float32Array.from(Array.from({ length: B }, (_, b) => Array.from(randomMask(L, 300 + 10 * s + b, b % L))).flat());
+        const [tq, tk, tv] = [q, k, v].map((x) => Tensor.from(gpu, x!, [B, L, W]));
+        const tqkv = Tensor.from(gpu, pack(q!, k!, v!, B * L, W), [B, L, 3 * W]);
+        const tmask = Tensor.from(gpu, maskData, [B, L, L]);
+        const ref = attentionReference(q!, k!, v!, { batch: B, length: L, heads: H, headDim: D, mask: maskData });
+        for (const variant of variants(gpu, D)) {
+          for (const packed of [false, true]) {
+            const y = packed ? await kernels.attentionPacked(gpu, tqkv, { heads: H, mask: tmask, variant }) : await kernels.attention(gpu, tq!, tk!, tv!, { heads: H, mask: tmask, variant });
+            expectClose(await y.read(), ref, { scaleTol: 1e-5, label: `B${B} L${L} [B, L, L] mask ${variant}${packed ? ' packed' : ''}` });
+            y.dispose();
+          }
+        }
+        const wrong = Tensor.from(gpu, new Float32Array((B + 1) * L * L), [B + 1, L, L]);
+        await expect(kernels.attention(gpu, tq!, tk!, tv!, { heads: H, mask: wrong })).rejects.toThrow(new RegExp(`mask of shape \\[${B + 1}, ${L}, ${L}\\] must be \\[${L}, ${L}\\] \\(tokens × tokens\\) or \\[${B}, ${L}, ${L}\\] \\(one per batch\\)`));
+        for (const t of [tq, tk, tv, tqkv, tmask, wrong]) t!.dispose();
+      }
+    }, 300_000);
+
     it('gives 0 for rows whose logits are all -inf', async () => {
       const gpu = await getGpu();
       const L = 9;
