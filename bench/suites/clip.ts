@@ -1,6 +1,7 @@
 // `clip` suite: ViT-B/32-shaped CLIP with random weights written to a temporary folder as HF
 // checkpoints (the image tower alone is a 351 MB f32 file): weight load time, image tower
-// images/s at batch 1 and 8 and text tower sentences/s at batch 8, f32 and f16 weights.
+// images/s at batch 1 and 8, gradCAM seconds per image for 5 texts, and text tower sentences/s at
+// batch 8, f32 and f16 weights.
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -83,6 +84,20 @@ export const clipSuite: Suite = async (ctx) => {
             log(`${label}: ${timing.wallMs.toFixed(1)} ms, ${((1000 * b) / timing.wallMs).toFixed(2)} images/s`);
           } catch (err) {
             rows.push(failedRow('clip', label, err));
+          }
+        }
+        // CaR's gradCAM: the tower up to its last block once, the last block per text with gradients.
+        const camLabel = `${name} gradCAM ${v.imageSize} px ${dtype}, 5 texts (all targets, attention kept)`;
+        if (want(camLabel)) {
+          try {
+            const pixels = { data: randomArray(3 * v.imageSize * v.imageSize, 5), shape: [1, 3, v.imageSize, v.imageSize] };
+            const texts = randomArray(5 * config.embedDim, 6);
+            const timing = await timeAsync(() => clip!.gradCam(pixels, texts), heavy);
+            rows.push(callRow('clip', camLabel, timing, { shape: `5 maps [${v.imageSize / v.patchSize}, ${v.imageSize / v.patchSize}]` }));
+            notes.push(`${camLabel}: ${(timing.wallMs / 1000).toFixed(2)} s per image`);
+            log(`${camLabel}: ${(timing.wallMs / 1000).toFixed(2)} s per image`);
+          } catch (err) {
+            rows.push(failedRow('clip', camLabel, err));
           }
         }
       } catch (err) {
