@@ -5,7 +5,7 @@ import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { ClipModel, gradCamToImage, resizePositionEmbedding, type Gpu } from '../../src/index.js';
 import { readSafetensors } from '../../src/io/safetensors.js';
-import { forEachProfile } from '../util/gpu.js';
+import { forEachProfile, requireF16 } from '../util/gpu.js';
 import { expectClose } from '../util/check.js';
 import { fixturePath } from '../util/fixtures.js';
 import { fixtureTensors } from '../util/grad.js';
@@ -133,6 +133,16 @@ forEachProfile((profile, getGpu) => {
       const again = await model.gradCam(...args);
       expect(gpu.stats().submits - before).toBe(1);
       close('t2 cam_scaled (targets [0, 2])', again.cam.subarray(35), t('ns.t2.cam_scaled_f64'));
+      model.dispose();
+    });
+
+    it('f16 weights and activations: the 40x56 maps and probabilities within 2e-2 of CaR (f64)', { timeout: 600_000 }, async (ctx) => {
+      const gpu = await getGpu();
+      requireF16(ctx, gpu);
+      const model = await ClipModel.load(gpu, weightsPath(), { heads: { vision: 2, text: 4 }, dtype: 'f16' });
+      const out = await model.gradCam({ data: t('ns.pixel_values') as Float32Array, shape: [1, 3, 40, 56] }, fgBg('ns', 'text_features_f64'), { targets: TARGETS });
+      close('f16 probs', out.probs, t('ns.probs_f64'), 2e-2);
+      for (const k of TARGETS) close(`f16 t${k} cam_scaled`, out.cam.subarray(k * 35, (k + 1) * 35), t(`ns.t${k}.cam_scaled_f64`), 2e-2);
       model.dispose();
     });
 
