@@ -40,7 +40,16 @@ ${EVAL_ATTRIBUTES_USAGE}
 
 ${SEGMENT_USAGE}`;
 
-const gpuOpener = (backend?: string, adapter?: string) => openGpu({ backend, adapter });
+/** Opens the GPU; when --backend or --adapter was given and no device came of it, that is bad input naming them. */
+async function gpuOpener(backend?: string, adapter?: string) {
+  try {
+    return await openGpu({ backend, adapter });
+  } catch (err) {
+    if (backend === undefined && adapter === undefined) throw err;
+    const given = [backend !== undefined && `--backend ${backend}`, adapter !== undefined && `--adapter ${adapter}`].filter(Boolean).join(' ');
+    throw new UsageError(`${given}: ${firstLine(err)}`, { cause: err });
+  }
+}
 
 async function demo(argv: string[]): Promise<void> {
   const args = parseArgs(argv, { '--backend': 'string', '--adapter': 'string' });

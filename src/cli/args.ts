@@ -55,12 +55,14 @@ export function parseArgs(argv: readonly string[], spec: FlagSpec): ParsedArgs {
       if (value === undefined || (value.startsWith('--') && value.length > 2)) throw new UsageError(`${flag} needs a value`);
       i++;
     }
+    // An empty value (`--json ''`, `--model=`) is a mistake, never a default.
+    if (value.trim() === '') throw new UsageError(`${flag} is empty`);
     if (kind === 'list') out.lists.set(flag, [...(out.lists.get(flag) ?? []), value]);
     else if (out.strings.has(flag) || out.numbers.has(flag)) throw new UsageError(`${flag} given twice`);
     else if (kind === 'string') out.strings.set(flag, value);
     else {
       const n = Number(value);
-      if (value.trim() === '' || !Number.isFinite(n)) throw new UsageError(`${flag} needs a number, got ${JSON.stringify(value)}`);
+      if (!Number.isFinite(n)) throw new UsageError(`${flag} needs a number, got ${JSON.stringify(value)}`);
       out.numbers.set(flag, n);
     }
   }
@@ -71,5 +73,12 @@ export function parseArgs(argv: readonly string[], spec: FlagSpec): ParsedArgs {
 export function numberIn(args: ParsedArgs, flag: string, min: number, max: number, fallback?: number): number | undefined {
   const v = args.numbers.get(flag) ?? fallback;
   if (v !== undefined && !(v >= min && v <= max)) throw new UsageError(`${flag} must be in [${min}, ${max}], got ${v}`);
+  return v;
+}
+
+/** An integer flag in [min, max], or the default. */
+export function integerIn(args: ParsedArgs, flag: string, min: number, max: number, fallback?: number): number | undefined {
+  const v = numberIn(args, flag, min, max, fallback);
+  if (v !== undefined && !Number.isInteger(v)) throw new UsageError(`${flag} must be an integer, got ${v}`);
   return v;
 }

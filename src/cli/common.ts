@@ -1,7 +1,7 @@
 // Checks and helpers shared by the CLI commands: everything here runs before the GPU is opened,
 // so bad input fails fast with one line.
 import { closeSync, existsSync, openSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { basename, dirname, join, relative } from 'node:path';
+import { basename, dirname, join, relative, resolve } from 'node:path';
 import { tmpdir } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import sharp from 'sharp';
@@ -17,6 +17,7 @@ import { UsageError } from './args.js';
  * the model has loaded); returns its upright size.
  */
 export async function checkImage(path: string): Promise<{ width: number; height: number }> {
+  if (path.trim() === '') throw new UsageError('an image path is empty');
   if (!existsSync(path)) throw new UsageError(`image ${path} not found`);
   if (!statSync(path).isFile()) throw new UsageError(`image ${path} is not a file`);
   try {
@@ -38,24 +39,32 @@ export function checkModelDir(dir: string, needsTokenizer = true): void {
 }
 
 /**
- * The model folder's tokenizer, with every text the command will embed checked against the context
- * length that `contextLength` reads from config.json: an over-long query fails before the model loads.
+ * The model folder's config.json as `parse` reads (and checks) it: a malformed or wrong-typed
+ * config fails before the model loads, naming the file.
  */
-export function checkTexts(dir: string, contextLength: (config: Record<string, unknown>) => number | undefined, texts: readonly string[], truncate: boolean): ClipTokenizer {
-  let tokenizer: ClipTokenizer;
-  let length: number | undefined;
+export function checkConfig<T>(dir: string, parse: (json: Record<string, unknown>) => T): T {
+  const path = join(dir, 'config.json');
   try {
-    length = contextLength(JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')));
+    return parse(JSON.parse(readFileSync(path, 'utf8')));
   } catch (err) {
-    throw new UsageError(`${join(dir, 'config.json')}: ${firstLine(err)}`);
+    throw new UsageError(`${path}: ${firstLine(err)}`);
   }
+}
+
+/**
+ * The model folder's tokenizer, with every text the command will embed checked against the
+ * model's context length (`undefined`: the model has no text tower): an over-long query fails
+ * before the model loads.
+ */
+export function checkTexts(dir: string, contextLength: number | undefined, texts: readonly string[], truncate: boolean): ClipTokenizer {
+  if (contextLength === undefined) throw new UsageError(`${join(dir, 'config.json')}: the model has no text tower`);
+  let tokenizer: ClipTokenizer;
   try {
     tokenizer = ClipTokenizer.load(dir);
   } catch (err) {
     throw new UsageError(`model folder ${dir}: ${firstLine(err)}`);
   }
-  if (length === undefined) throw new UsageError(`${join(dir, 'config.json')}: the model has no text tower`);
-  for (const text of texts) encodeQuery('--query', tokenizer, text, length, truncate);
+  for (const text of texts) encodeQuery('--query', tokenizer, text, contextLength, truncate);
   return tokenizer;
 }
 
@@ -73,6 +82,17 @@ export function checkOutput(flag: string, path: string): void {
     rmSync(probe, { force: true });
   } catch (err) {
     throw new UsageError(`${flag} ${path} cannot be written: ${firstLine(err)}`);
+  }
+}
+
+/** Fails if two outputs would be written to the same file (the last would silently replace the first). */
+export function checkDistinctOutputs(outputs: readonly { flag: string; path: string }[]): void {
+  const seen = new Map<string, string>();
+  for (const { flag, path } of outputs) {
+    const key = resolve(path);
+    const first = seen.get(key);
+    if (first) throw new UsageError(`${first} and ${flag} both write ${path}`);
+    seen.set(key, flag);
   }
 }
 

@@ -10,9 +10,10 @@ import { RegionClassifier } from '../models/region/index.js';
 import { describeBoxes, readPrompts, type DescribedBox } from '../models/prompts/index.js';
 import { TINY_OWLVIT, type RandomModelKind } from '../models/random.js';
 import { owlVitConfigFromHf } from '../models/owlvit/config.js';
-import { MODEL_COMMAND_FLAGS, numberIn, parseArgs, UsageError } from './args.js';
+import { clipConfigFromHf } from '../models/clip/config.js';
+import { integerIn, MODEL_COMMAND_FLAGS, numberIn, parseArgs, UsageError } from './args.js';
 import { writeAnnotated } from './annotate.js';
-import { checkImage, checkModelDir, checkOutput, checkTexts, demoModel, numberedPath, OutputFiles, round, writeJson } from './common.js';
+import { checkConfig, checkDistinctOutputs, checkImage, checkModelDir, checkOutput, checkTexts, demoModel, numberedPath, OutputFiles, round, writeJson } from './common.js';
 import { weightsSize, withProgress } from './progress.js';
 
 export const DETECT_USAGE = `usage: ovgpu detect <image…> [--model <owlvit dir>] --query <text>… [options]
@@ -74,11 +75,9 @@ export async function detect(argv: string[], openGpu: (backend?: string, adapter
   const imageQuery = args.strings.get('--image-query');
   if (queries.length === 0 && !imageQuery) throw new UsageError('detect needs at least one --query "text" (or --image-query <image>)');
   if (queries.length > 0 && imageQuery) throw new UsageError('give text queries or --image-query, not both');
-  if (queries.some((q) => q.trim() === '')) throw new UsageError('a --query is empty');
   const threshold = numberIn(args, '--threshold', 0, 1, imageQuery ? 0 : 0.1)!;
   const nms = numberIn(args, '--nms', 0, 1, imageQuery ? 0.3 : undefined);
-  const top = numberIn(args, '--top', 1, Number.MAX_SAFE_INTEGER);
-  if (top !== undefined && !Number.isInteger(top)) throw new UsageError(`--top must be an integer, got ${top}`);
+  const top = integerIn(args, '--top', 1, Number.MAX_SAFE_INTEGER);
   const dtype = args.strings.get('--dtype') ?? 'f32';
   if (dtype !== 'f32' && dtype !== 'f16') throw new UsageError(`--dtype must be f32 or f16, got ${dtype}`);
   const given = args.strings.get('--model');
@@ -98,14 +97,20 @@ export async function detect(argv: string[], openGpu: (backend?: string, adapter
   if (promptsPath && !clipDir) throw new UsageError('--attributes needs --clip <the CLIP folder the prompts were trained on>');
   if (clipDir && !promptsPath) throw new UsageError('--clip is for --attributes <prompts.safetensors>');
   const prompts = promptsPath ? (existsSync(promptsPath) ? readPrompts(promptsPath) : (() => { throw new UsageError(`--attributes ${promptsPath} not found`); })()) : undefined;
-  if (clipDir) checkModelDir(clipDir);
+  if (clipDir) {
+    checkModelDir(clipDir);
+    checkConfig(clipDir, clipConfigFromHf);
+  }
+  checkDistinctOutputs([...(json && json !== '-' ? [{ flag: '--json', path: json }] : []), ...pngs.map((path) => ({ flag: '--out', path }))]);
   const sizes: { width: number; height: number }[] = [];
   for (const image of images) sizes.push(await checkImage(image));
   if (imageQuery) await checkImage(imageQuery);
 
   const model = given ?? (await demoModel(`tiny-${kind}`, kind, TINY_OWLVIT));
   const truncate = args.booleans.has('--truncate');
-  const tokenizer = imageQuery ? undefined : checkTexts(model, (c) => owlVitConfigFromHf(c).text.contextLength, queries, truncate);
+  // config.json is checked for image queries too: only text queries need the tokenizer.
+  const config = checkConfig(model, owlVitConfigFromHf);
+  const tokenizer = imageQuery ? undefined : checkTexts(model, config.text.contextLength, queries, truncate);
   const gpu = await openGpu(args.strings.get('--backend'), args.strings.get('--adapter'));
   try {
     const det = await withProgress(`loading the detector from ${model} (${weightsSize(model)})`, () => OwlVitDetector.load(gpu, model, { dtype, tokenizer }));

@@ -1,5 +1,6 @@
 // Progress on stderr while something slow runs (weight loading): on a terminal one line that
-// updates with the elapsed time, otherwise a line when it starts and one when it ends.
+// updates with the elapsed time and is erased if the work fails, otherwise one line when it ends.
+// A failure thus leaves only the error's own line.
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
@@ -7,14 +8,14 @@ export async function withProgress<T>(what: string, work: () => Promise<T>): Pro
   const start = performance.now();
   const elapsed = () => `${((performance.now() - start) / 1000).toFixed(1)} s`;
   const tty = process.stderr.isTTY;
-  process.stderr.write(`${what}…${tty ? '' : '\n'}`);
   const timer = tty ? setInterval(() => process.stderr.write(`\r${what}… ${elapsed()}`), 200) : undefined;
+  if (tty) process.stderr.write(`${what}…`);
   try {
     const result = await work();
-    process.stderr.write(`${tty ? '\r' : ''}${what}: done in ${elapsed()}\n`);
+    process.stderr.write(`${tty ? '\r\x1b[K' : ''}${what}: done in ${elapsed()}\n`);
     return result;
   } catch (err) {
-    if (tty) process.stderr.write('\n');
+    if (tty) process.stderr.write('\r\x1b[K');
     throw err;
   } finally {
     clearInterval(timer);

@@ -5,9 +5,10 @@ import { DEFAULT_ATTRIBUTE_TEMPLATES, DEFAULT_TEMPLATES, promptTexts, RegionClas
 import { clipConfigFromHf } from '../models/clip/config.js';
 import { readPromptRecords, readPrompts, type LearnedPrompts } from '../models/prompts/index.js';
 import { clipBox } from '../models/inputs.js';
-import { MODEL_COMMAND_FLAGS, numberIn, parseArgs, UsageError } from './args.js';
+import { MAX_TOP_K } from '../kernels/regionWordSimilarity.js';
+import { integerIn, MODEL_COMMAND_FLAGS, parseArgs, UsageError } from './args.js';
 import { writeAnnotated } from './annotate.js';
-import { checkImage, checkModelDir, checkOutput, checkTexts, firstLine, OutputFiles, round, writeJson } from './common.js';
+import { checkConfig, checkDistinctOutputs, checkImage, checkModelDir, checkOutput, checkTexts, firstLine, OutputFiles, round, writeJson } from './common.js';
 import { weightsSize, withProgress } from './progress.js';
 
 export const REGIONS_USAGE = `usage: ovgpu classify-regions <image> --model <clip dir> --boxes <boxes.json> --label <name>… [options]
@@ -47,8 +48,8 @@ function readPromptFile(path: string): LearnedPrompts {
   return readPrompts(path);
 }
 
-/** Boxes from a JSON file in one of the accepted forms. */
-function readBoxes(path: string): Box[] {
+/** Boxes from a JSON file in one of the accepted forms (each checked later by clipBox, which names it). */
+function readBoxes(path: string): unknown[] {
   let json: unknown;
   try {
     json = JSON.parse(readFileSync(path, 'utf8'));
@@ -59,13 +60,7 @@ function readBoxes(path: string): Box[] {
   const detected = (json as { images?: { detections?: unknown }[] })?.images?.[0]?.detections;
   const list = detected ?? json;
   if (!Array.isArray(list)) throw new UsageError(`${path}: expected a list of boxes [x1, y1, x2, y2] (or objects with "box")`);
-  return list.map((item, i) => {
-    const b = Array.isArray(item) ? item : (item as { box?: unknown })?.box;
-    if (!Array.isArray(b) || b.length !== 4 || !b.every((v) => typeof v === 'number' && Number.isFinite(v))) {
-      throw new UsageError(`${path}: box ${i} must be 4 numbers [x1, y1, x2, y2], got ${JSON.stringify(item)}`);
-    }
-    return b as unknown as Box;
-  });
+  return list.map((item) => (Array.isArray(item) ? item : ((item as { box?: unknown })?.box ?? item)));
 }
 
 export async function classifyRegions(argv: string[], openGpu: (backend?: string, adapter?: string) => Promise<Gpu>): Promise<void> {
@@ -86,13 +81,16 @@ export async function classifyRegions(argv: string[], openGpu: (backend?: string
   if (resize !== 'squash' && resize !== 'crop') throw new UsageError(`--resize must be squash or crop, got ${resize}`);
   const dtype = args.strings.get('--dtype') ?? 'f32';
   if (dtype !== 'f32' && dtype !== 'f16') throw new UsageError(`--dtype must be f32 or f16, got ${dtype}`);
-  const topK = numberIn(args, '--top', 1, 64, 3)!;
-  if (!Number.isInteger(topK)) throw new UsageError(`--top must be an integer, got ${topK}`);
+  const topK = integerIn(args, '--top', 1, MAX_TOP_K, 3)!;
+  for (const t of args.lists.get('--template') ?? []) if (!t.includes('{}')) throw new UsageError(`--template ${JSON.stringify(t)} has no {} to put the label in`);
   checkModelDir(model);
+  const config = checkConfig(model, clipConfigFromHf);
+  if (!config.vision) throw new UsageError(`${model}: the CLIP checkpoint has no vision tower`);
   const json = args.strings.get('--json');
   const out = args.strings.get('--out');
   if (json && json !== '-') checkOutput('--json', json);
   if (out) checkOutput('--out', out);
+  if (json && json !== '-' && out) checkDistinctOutputs([{ flag: '--json', path: json }, { flag: '--out', path: out }]);
   const attributes = args.lists.get('--attribute') ?? [];
   if (attributes.length && learned?.attributes) throw new UsageError(`--attribute and --prompts: ${promptsPath} holds the attributes`);
   if (dataPath) {
@@ -107,7 +105,14 @@ export async function classifyRegions(argv: string[], openGpu: (backend?: string
           const results = await rc.classify(r.image, r.boxes.map((b) => b.box), { labels, attributes, templates: args.lists.get('--template'), prompts: learned && promptsPath, topK, resize, truncate: args.booleans.has('--truncate'), allScores: true });
           out.push({ image: r.image, boxes: results.map(({ box, scores }) => ({ box, scores })) });
         }
-        writeJson(json, out);
+        // Under a temporary name until written whole, as every output.
+        const files = new OutputFiles();
+        try {
+          writeJson(json === '-' ? '-' : files.temp(json), out);
+          files.commit();
+        } finally {
+          files.discard();
+        }
         if (json !== '-') console.error(`wrote ${json} (${records.length} images)`);
       } finally {
         rc.dispose();
@@ -118,13 +123,13 @@ export async function classifyRegions(argv: string[], openGpu: (backend?: string
     return;
   }
   const { width, height } = await checkImage(image);
-  const boxes = readBoxes(boxesPath!);
+  const boxes = readBoxes(boxesPath!) as Box[];
   // Boxes and prompts the classifier would refuse, refused before the model loads.
   boxes.forEach((b, i) => clipBox('--boxes', `${boxesPath}: box ${i}`, b, width, height));
   const templates = args.lists.get('--template') ?? DEFAULT_TEMPLATES;
   const truncate = args.booleans.has('--truncate');
   const texts = [...promptTexts(labels, templates), ...promptTexts(attributes, DEFAULT_ATTRIBUTE_TEMPLATES)];
-  const tokenizer = checkTexts(model, (c) => clipConfigFromHf(c).text?.contextLength, texts, truncate);
+  const tokenizer = checkTexts(model, config.text?.contextLength, texts, truncate);
 
   const gpu = await openGpu(args.strings.get('--backend'), args.strings.get('--adapter'));
   try {

@@ -12,7 +12,7 @@ import { decodeImage } from '../models/preprocess/index.js';
 import { TINY_CLIP } from '../models/random.js';
 import { InputError } from '../models/inputs.js';
 import { MODEL_COMMAND_FLAGS, numberIn, parseArgs, UsageError } from './args.js';
-import { checkImage, checkModelDir, checkOutput, checkTexts, demoModel, OutputFiles, round, writeJson } from './common.js';
+import { checkConfig, checkImage, checkModelDir, checkOutput, checkTexts, demoModel, OutputFiles, round, writeJson } from './common.js';
 import { weightsSize, withProgress } from './progress.js';
 
 export const SEGMENT_USAGE = `usage: ovgpu segment <image> [--model <clip dir>] --query <text>… [options]
@@ -104,11 +104,11 @@ export async function segment(argv: string[], openGpu: (backend?: string, adapte
 
   const model = given ?? (await demoModel('tiny-car-clip', 'clip', DEMO_CLIP));
   const truncate = args.booleans.has('--truncate');
-  const context = (c: Record<string, unknown>) => clipConfigFromHf(c).text?.contextLength;
+  const context = (dir: string) => checkConfig(dir, clipConfigFromHf).text?.contextLength;
   // Every text the loop embeds is checked before the model loads.
   const texts = [...queries, ...queries.map((q) => `a clean origami ${q}.`), ...background.map((b) => `a clean origami ${b}.`)];
-  const tokenizer = checkTexts(model, context, texts, truncate);
-  if (classifierDir) checkTexts(classifierDir, context, texts, truncate);
+  const tokenizer = checkTexts(model, context(model), texts, truncate);
+  if (classifierDir) checkTexts(classifierDir, context(classifierDir), texts, truncate);
   const decoded = await decodeImage(image);
   const gpu = await openGpu(args.strings.get('--backend'), args.strings.get('--adapter'));
   try {

@@ -11,7 +11,12 @@ export class InputError extends GpuError {
   }
 }
 
-/** Throws a GpuError naming `op` and `what` at the first NaN or ±Infinity in `data`. */
+/** Throws an InputError naming `op` unless `condition` holds: argument checks at a model's API. */
+export function checkInput(condition: unknown, op: string, message: string | (() => string)): asserts condition {
+  if (!condition) throw new InputError(op, typeof message === 'function' ? message() : message);
+}
+
+/** Throws an InputError naming `op` and `what` at the first NaN or ±Infinity in `data`. */
 export function checkFinite(op: string, what: string, data: ArrayLike<number>): void {
   for (let i = 0; i < data.length; i++) {
     if (!Number.isFinite(data[i])) throw new InputError(op, `${what} holds ${data[i]} at index ${i}: NaN and Infinity are refused`);

@@ -66,7 +66,7 @@ describe('ClipModel on clip_tiny', () => {
     model.dispose();
     expect(gpu.stats().liveBuffers).toBe(before.liveBuffers);
     expect(gpu.stats().liveBytes).toBe(before.liveBytes);
-    await expect(model.encodeImage(pixels(), [2, 3, 32, 32])).rejects.toThrow(/ClipModel: it was disposed/);
+    await expect(model.encodeImage(pixels(), [2, 3, 32, 32])).rejects.toThrow(/^ClipModel.encodeImage: the model was disposed/);
   });
 
   it('OpenAI-named file + config, f32', async () => {

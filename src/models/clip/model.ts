@@ -1,7 +1,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Gpu } from '../../gpu/gpu.js';
-import { GpuError, check } from '../../gpu/errors.js';
+import { GpuError } from '../../gpu/errors.js';
 import type { DType, ReadArray } from '../../dtype.js';
 import { bucket, firstRows, padRows } from '../buckets.js';
 import { GraphBuilder, Value } from '../../graph/builder.js';
@@ -19,7 +19,8 @@ import { ClipTokenizer, TOKENIZER_FILES } from '../tokenizer/index.js';
 import { preprocessClipBatch, preprocessClipResized, type ImageInput } from '../preprocess/index.js';
 import { resizePositionEmbedding, type PositionEmbeddingOptions } from './position.js';
 import { ensembleTextFeatures, gradCamGraph, scaledCam, type GradCamOptions, type GradCamResult } from './gradcam.js';
-import { InputError, checkFinite, encodeQuery } from '../inputs.js';
+import { InputError, checkFinite, checkInput, encodeQuery } from '../inputs.js';
+import { ModelLifetime } from '../lifetime.js';
 
 export interface ClipLoadOptions {
   /** A ClipConfig, or an HF config.json object; default: the folder's config.json, else inferred (OpenAI). */
@@ -78,9 +79,9 @@ export class ClipModel {
   /** Tokenizes string inputs of encodeText, when the folder has tokenizer files (or one was given). */
   readonly tokenizer?: ClipTokenizer;
   readonly #plans: PlanCache;
+  readonly #life: ModelLifetime;
   /** Resized position embeddings by grid and options (see visionPositionEmbedding). */
   readonly #positions = new Map<string, Promise<Tensor>>();
-  #disposed = false;
 
   private constructor(gpu: Gpu, init: { config: ClipConfig; dtype: DType; convention: Convention; logitScale: number; unused: string[]; vision?: Map<string, Tensor>; text?: Map<string, Tensor>; tokenizer?: ClipTokenizer; plans?: PlanCacheLimits }) {
     this.gpu = gpu;
@@ -92,6 +93,7 @@ export class ClipModel {
     this.weights = { vision: init.vision, text: init.text };
     this.tokenizer = init.tokenizer;
     this.#plans = new PlanCache(gpu, 'ClipModel', init.plans);
+    this.#life = new ModelLifetime(gpu, 'model');
   }
 
   /**
@@ -102,8 +104,8 @@ export class ClipModel {
   static async load(gpu: Gpu, pathOrDir: string, options: ClipLoadOptions = {}): Promise<ClipModel> {
     const op = 'ClipModel.load';
     const dtype = options.dtype ?? 'f32';
-    check(dtype === 'f32' || dtype === 'f16', op, `dtype must be f32 or f16, got ${JSON.stringify(dtype)}`);
-    check(dtype !== 'f16' || gpu.features.has('shader-f16'), op, 'dtype f16 needs the shader-f16 feature, which this adapter lacks');
+    checkInput(dtype === 'f32' || dtype === 'f16', op, `dtype must be f32 or f16, got ${JSON.stringify(dtype)}`);
+    checkInput(dtype !== 'f16' || gpu.features.has('shader-f16'), op, 'dtype f16 needs the shader-f16 feature, which this adapter lacks');
     let reader: (WeightReader & { close(): void }) | undefined;
     try {
       const tokenizer = loadTokenizer(pathOrDir, options.tokenizer);
@@ -144,6 +146,7 @@ export class ClipModel {
       if (!v) {
         const t = map.get(name);
         if (!t) throw new GpuError('ClipModel', `no ${tower} weight ${name}`);
+        if (t.disposed) throw new GpuError('ClipModel', 'the model was disposed');
         values.set(name, (v = g.constant(t)));
       }
       return v;
@@ -174,6 +177,10 @@ export class ClipModel {
    * model owns the tensor (freed by dispose).
    */
   visionPositionEmbedding(grid: readonly [number, number], options: PositionEmbeddingOptions = {}): Promise<Tensor> {
+    return this.#life.call('ClipModel.visionPositionEmbedding', () => this.#visionPositionEmbedding(grid, options));
+  }
+
+  #visionPositionEmbedding(grid: readonly [number, number], options: PositionEmbeddingOptions = {}): Promise<Tensor> {
     const op = 'ClipModel.visionPositionEmbedding';
     const v = this.#visionConfig(op);
     const { mode = 'bilinear', half = true } = options;
@@ -197,7 +204,7 @@ export class ClipModel {
 
   #visionConfig(op: string): VisionConfig {
     const v = this.config.vision;
-    if (!v) throw new GpuError(op, 'this checkpoint has no vision tower');
+    if (!v) throw new InputError(op, 'this checkpoint has no vision tower');
     return v;
   }
 
@@ -205,7 +212,7 @@ export class ClipModel {
   async #positionFor(op: string, height: number, width: number, options: PositionEmbeddingOptions | undefined): Promise<Tensor | undefined> {
     const v = this.#visionConfig(op);
     if (options === undefined && height === v.imageSize && width === v.imageSize) return undefined;
-    return this.visionPositionEmbedding([height / v.patchSize, width / v.patchSize], options);
+    return this.#visionPositionEmbedding([height / v.patchSize, width / v.patchSize], options);
   }
 
   /** Adds the text tower to a graph; `poolIndex` holds flat b·L + t positions (see poolIndices). */
@@ -228,10 +235,10 @@ export class ClipModel {
     const op = 'ClipModel.buildTextFromEmbeddings';
     const t = this.#textConfig(op);
     const [b, l, d] = embeds.shape;
-    if (embeds.shape.length !== 3 || d !== t.width || l! < 1 || l! > t.contextLength) throw new GpuError(op, `embeds must be [B, L, ${t.width}] with 1 ≤ L ≤ ${t.contextLength}, got ${embeds}`);
+    if (embeds.shape.length !== 3 || d !== t.width || l! < 1 || l! > t.contextLength) throw new InputError(op, `embeds must be [B, L, ${t.width}] with 1 ≤ L ≤ ${t.contextLength}, got ${embeds}`);
     let pool: Value;
     if (eotIndex instanceof Value) {
-      if (eotIndex.dtype !== 'i32' || eotIndex.shape.length !== 1 || eotIndex.shape[0] !== b) throw new GpuError(op, `eotIndex must be i32 [${b}] (flat b·L + t positions), got ${eotIndex}`);
+      if (eotIndex.dtype !== 'i32' || eotIndex.shape.length !== 1 || eotIndex.shape[0] !== b) throw new InputError(op, `eotIndex must be i32 [${b}] (flat b·L + t positions), got ${eotIndex}`);
       pool = eotIndex;
     } else {
       pool = g.constant(Tensor.from(this.gpu, flatEotIndex(op, eotIndex, b!, l!), [b!], 'i32'), { owned: true });
@@ -241,7 +248,7 @@ export class ClipModel {
 
   #textConfig(op: string) {
     const t = this.config.text;
-    if (!t) throw new GpuError(op, 'this checkpoint has no text tower');
+    if (!t) throw new InputError(op, 'this checkpoint has no text tower');
     return t;
   }
 
@@ -250,7 +257,11 @@ export class ClipModel {
    * (row-major, L ≤ the context length) and each row's end-token position `eotIndex` [B]: the
    * text tower without the token lookup, for learned prompt vectors (see buildTextFromEmbeddings).
    */
-  async encodeTextEmbeddings(embeds: Float32Array, eotIndex: ArrayLike<number>): Promise<Float32Array> {
+  encodeTextEmbeddings(embeds: Float32Array, eotIndex: ArrayLike<number>): Promise<Float32Array> {
+    return this.#life.call('ClipModel.encodeTextEmbeddings', () => this.#encodeTextEmbeddings(embeds, eotIndex));
+  }
+
+  async #encodeTextEmbeddings(embeds: Float32Array, eotIndex: ArrayLike<number>): Promise<Float32Array> {
     const op = 'ClipModel.encodeTextEmbeddings';
     const t = this.#textConfig(op);
     if (!(embeds instanceof Float32Array)) throw new InputError(op, `embeds must be a Float32Array [B, L, ${t.width}], got ${describeInput(embeds)}`);
@@ -277,23 +288,31 @@ export class ClipModel {
    * Image embeddings [B, embed] (unnormalised, as HF get_image_features) from normalised NCHW
    * pixels with their shape, or from images (paths or encoded bytes), preprocessed as CLIP does.
    */
-  async encodeImage(input: Float32Array | ImageInput | readonly ImageInput[], shape?: readonly [number, number, number, number]): Promise<Float32Array> {
+  encodeImage(input: Float32Array | ImageInput | readonly ImageInput[], shape?: readonly [number, number, number, number]): Promise<Float32Array> {
+    return this.#life.call('ClipModel.encodeImage', () => this.#encodeImage(input, shape));
+  }
+
+  async #encodeImage(input: Float32Array | ImageInput | readonly ImageInput[], shape?: readonly [number, number, number, number]): Promise<Float32Array> {
     if (input instanceof Float32Array) {
-      if (!shape) throw new GpuError('ClipModel.encodeImage', 'pixels need their shape [B, 3, H, W]');
-      return (await this.runVision(input, shape)).embeds;
+      if (!shape) throw new InputError('ClipModel.encodeImage', 'pixels need their shape [B, 3, H, W]');
+      return (await this.#runVision(input, shape)).embeds;
     }
     const images = Array.isArray(input) ? input : [input as ImageInput];
     if (images.length === 0) return new Float32Array(0);
     const size = this.config.vision?.imageSize ?? 224;
     const batch = await preprocessClipBatch(images, { size });
-    return (await this.runVision(batch.data, batch.shape)).embeds;
+    return (await this.#runVision(batch.data, batch.shape)).embeds;
   }
 
   /**
    * The vision tower with optional dense map and intermediates, at any input size whose sides are
    * multiples of the patch size (see `options.position` for the position embedding).
    */
-  async runVision(pixels: Float32Array, shape: readonly number[], options: ImageRunOptions = {}): Promise<TowerResult> {
+  runVision(pixels: Float32Array, shape: readonly number[], options: ImageRunOptions = {}): Promise<TowerResult> {
+    return this.#life.call('ClipModel.runVision', () => this.#runVision(pixels, shape, options));
+  }
+
+  async #runVision(pixels: Float32Array, shape: readonly number[], options: ImageRunOptions = {}): Promise<TowerResult> {
     const op = 'ClipModel.encodeImage';
     const v = this.#visionConfig(op);
     checkPixels(op, pixels, shape, v, true);
@@ -318,38 +337,46 @@ export class ClipModel {
    * from strings, tokenized with the model's tokenizer (over-long text is an error unless
    * `truncate`, as the reference).
    */
-  async encodeText(input: Int32Array | readonly number[] | string | readonly string[], shape?: readonly [number, number], options: { truncate?: boolean } = {}): Promise<Float32Array> {
+  encodeText(input: Int32Array | readonly number[] | string | readonly string[], shape?: readonly [number, number], options: { truncate?: boolean } = {}): Promise<Float32Array> {
+    return this.#life.call('ClipModel.encodeText', () => this.#encodeText(input, shape, options));
+  }
+
+  async #encodeText(input: Int32Array | readonly number[] | string | readonly string[], shape?: readonly [number, number], options: { truncate?: boolean } = {}): Promise<Float32Array> {
     const op = 'ClipModel.encodeText';
     const isIds = input instanceof Int32Array || (Array.isArray(input) && input.length > 0 && input.every((v) => typeof v === 'number'));
     const isText = typeof input === 'string' || (Array.isArray(input) && input.every((v) => typeof v === 'string'));
     // Token ids are never tokenized as text: numbers go to the tower as ids (with their shape) or are refused.
     if (isIds) {
-      if (!shape) throw new GpuError(op, 'input: token ids need their shape [B, L] (the second argument)');
+      if (!shape) throw new InputError(op, 'input: token ids need their shape [B, L] (the second argument)');
       const list = input as ArrayLike<number>;
-      for (let i = 0; i < list.length; i++) if (!Number.isInteger(list[i])) throw new GpuError(op, `input: token id ${i} is ${list[i]}, not an integer`);
-      return (await this.runText(input instanceof Int32Array ? input : Int32Array.from(list), shape)).embeds;
+      for (let i = 0; i < list.length; i++) if (!Number.isInteger(list[i])) throw new InputError(op, `input: token id ${i} is ${list[i]}, not an integer`);
+      return (await this.#runText(input instanceof Int32Array ? input : Int32Array.from(list), shape)).embeds;
     }
-    if (!isText) throw new GpuError(op, `input must be a string, an array of strings, or token ids (an Int32Array or an array of integers) with their shape; got ${describeInput(input)}`);
-    if (shape !== undefined) throw new GpuError(op, 'shape is for token ids: strings are tokenized to the model\'s context length');
+    if (!isText) throw new InputError(op, `input must be a string, an array of strings, or token ids (an Int32Array or an array of integers) with their shape; got ${describeInput(input)}`);
+    if (shape !== undefined) throw new InputError(op, 'shape is for token ids: strings are tokenized to the model\'s context length');
     const texts = typeof input === 'string' ? [input] : (input as readonly string[]);
     if (texts.length === 0) return new Float32Array(0);
-    if (!this.tokenizer) throw new GpuError(op, `strings need a tokenizer: the model folder has none of ${TOKENIZER_FILES.join(', ')} (pass { tokenizer } to load)`);
+    if (!this.tokenizer) throw new InputError(op, `strings need a tokenizer: the model folder has none of ${TOKENIZER_FILES.join(', ')} (pass { tokenizer } to load)`);
     const l = this.config.text?.contextLength;
-    if (!l) throw new GpuError(op, 'this checkpoint has no text tower');
+    if (!l) throw new InputError(op, 'this checkpoint has no text tower');
     const ids = new Int32Array(texts.length * l);
     texts.forEach((t, i) => ids.set(encodeQuery(op, this.tokenizer!, t, l, options.truncate), i * l));
-    return (await this.runText(ids, [texts.length, l])).embeds;
+    return (await this.#runText(ids, [texts.length, l])).embeds;
   }
 
-  async runText(ids: Int32Array, shape: readonly number[], options: { intermediates?: boolean } = {}): Promise<TowerResult> {
+  runText(ids: Int32Array, shape: readonly number[], options: { intermediates?: boolean } = {}): Promise<TowerResult> {
+    return this.#life.call('ClipModel.runText', () => this.#runText(ids, shape, options));
+  }
+
+  async #runText(ids: Int32Array, shape: readonly number[], options: { intermediates?: boolean } = {}): Promise<TowerResult> {
     const t = this.config.text;
-    if (!t) throw new GpuError('ClipModel.encodeText', 'this checkpoint has no text tower');
+    if (!t) throw new InputError('ClipModel.encodeText', 'this checkpoint has no text tower');
     if (!Array.isArray(shape) || shape.length !== 2 || !shape.every((d) => Number.isInteger(d) && d >= 0) || shape[1]! > t.contextLength || shape[1]! < 1 || ids.length !== shape[0]! * shape[1]!) {
-      throw new GpuError('ClipModel.encodeText', `ids must be [B, L] with 1 ≤ L ≤ ${t.contextLength} and B·L elements, got shape [${shape?.join?.(', ')}] with ${ids.length} ids`);
+      throw new InputError('ClipModel.encodeText', `ids must be [B, L] with 1 ≤ L ≤ ${t.contextLength} and B·L elements, got shape [${shape?.join?.(', ')}] with ${ids.length} ids`);
     }
     if (shape[0] === 0) return { embeds: new Float32Array(0) };
     for (const id of ids) {
-      if (!Number.isInteger(id) || id < 0 || id >= t.vocabSize) throw new GpuError('ClipModel.encodeText', `token id ${id} outside the vocabulary [0, ${t.vocabSize})`);
+      if (!Number.isInteger(id) || id < 0 || id >= t.vocabSize) throw new InputError('ClipModel.encodeText', `token id ${id} outside the vocabulary [0, ${t.vocabSize})`);
     }
     const [b, l] = shape as [number, number];
     const padded = bucket(b);
@@ -376,7 +403,11 @@ export class ClipModel {
    * text embeddings [T, embed] as a Float32Array (used after normalisation). The image's tower, the
    * texts' tower and every target's map run in one submit.
    */
-  async gradCam(image: ImageInput | { data: Float32Array; shape: readonly number[] }, texts: readonly string[] | Float32Array | { ids: Int32Array; shape: readonly [number, number] }, options: GradCamOptions = {}): Promise<GradCamResult> {
+  gradCam(image: ImageInput | { data: Float32Array; shape: readonly number[] }, texts: readonly string[] | Float32Array | { ids: Int32Array; shape: readonly [number, number] }, options: GradCamOptions = {}): Promise<GradCamResult> {
+    return this.#life.call('ClipModel.gradCam', () => this.#gradCam(image, texts, options));
+  }
+
+  async #gradCam(image: ImageInput | { data: Float32Array; shape: readonly number[] }, texts: readonly string[] | Float32Array | { ids: Int32Array; shape: readonly [number, number] }, options: GradCamOptions = {}): Promise<GradCamResult> {
     const op = 'ClipModel.gradCam';
     const v = this.#visionConfig(op);
     const pixels = await gradCamPixels(op, image, v, options.size);
@@ -392,7 +423,7 @@ export class ClipModel {
     if (typeof logitScale !== 'number' || !Number.isFinite(logitScale)) throw new InputError(op, `options.logitScale must be a finite number (log-space), got ${logitScale}`);
     const attention = options.attention !== false;
     const positionOptions = { mode: options.position?.mode, half: options.position?.half };
-    const position = await this.visionPositionEmbedding(grid, positionOptions);
+    const position = await this.#visionPositionEmbedding(grid, positionOptions);
     const k = targets.length;
     const seed = new Float32Array(k * t);
     targets.forEach((target, row) => (seed[row * t + target] = 1));
@@ -431,7 +462,7 @@ export class ClipModel {
       return { count, key: `embeds${count}`, inputs: { text: texts }, build: (g) => g.input('text', [count, e], this.dtype) };
     }
     const c = this.config.text;
-    if (!c) throw new GpuError(op, 'this checkpoint has no text tower: pass text embeddings [T, embed] as a Float32Array');
+    if (!c) throw new InputError(op, 'this checkpoint has no text tower: pass text embeddings [T, embed] as a Float32Array');
     let ids: Int32Array;
     let rows: number;
     let length: number;
@@ -446,7 +477,7 @@ export class ClipModel {
       [ids, rows, length] = [given, shape[0]!, shape[1]!];
     } else {
       if (!Array.isArray(texts) || texts.length === 0 || !texts.every((x) => typeof x === 'string')) throw new InputError(op, `texts must be a non-empty array of strings, token ids { ids, shape } or a Float32Array of embeddings, got ${describeInput(texts)}`);
-      if (!this.tokenizer) throw new GpuError(op, `strings need a tokenizer: the model folder has none of ${TOKENIZER_FILES.join(', ')} (pass { tokenizer } to load)`);
+      if (!this.tokenizer) throw new InputError(op, `strings need a tokenizer: the model folder has none of ${TOKENIZER_FILES.join(', ')} (pass { tokenizer } to load)`);
       const forms = templates ?? ['{}'];
       if (!Array.isArray(forms) || forms.length === 0 || !forms.every((f) => typeof f === 'string' && f.includes('{}'))) throw new InputError(op, `options.templates must be a non-empty array of strings holding {}, got ${JSON.stringify(templates)}`);
       perText = forms.length;
@@ -464,13 +495,17 @@ export class ClipModel {
     };
   }
 
-  /** Frees plans, weights and resized position embeddings. */
+  /**
+   * Frees plans, weights and resized position embeddings. New calls are refused at once; calls in
+   * flight finish first (their results are whole), and what they read is freed when the last one
+   * settles.
+   */
   dispose(): void {
-    if (this.#disposed) return;
-    this.#disposed = true;
-    this.#plans.dispose();
-    for (const p of this.#positions.values()) p.then((t) => t.dispose(), () => undefined);
-    for (const m of [this.weights.vision, this.weights.text]) for (const t of m?.values() ?? []) t.dispose();
+    this.#life.dispose(() => {
+      this.#plans.dispose();
+      for (const p of this.#positions.values()) p.then((t) => t.dispose(), () => undefined);
+      for (const m of [this.weights.vision, this.weights.text]) for (const t of m?.values() ?? []) t.dispose();
+    });
   }
 }
 

@@ -1,10 +1,9 @@
 // OwlVitDetector.detect: images and query strings (or an example image) in, plain detections in
 // each original image's pixels out. Built only on the detector's public calls: embedImage,
 // queryText / queryImage and the post-processing.
-import { check } from '../../gpu/errors.js';
 import { TOKENIZER_FILES } from '../tokenizer/index.js';
 import { preprocessOwlVitBatch, preprocessOwlv2Batch, type ImageInput } from '../preprocess/index.js';
-import { checkFinite, clipBox, encodeQuery } from '../inputs.js';
+import { checkFinite, checkInput, clipBox, encodeQuery } from '../inputs.js';
 import type { OwlVitDetector } from './detector.js';
 import type { Detections } from './postprocess.js';
 
@@ -35,6 +34,9 @@ export interface DetectOptions {
   objectnessThreshold?: number;
 }
 
+/** What detect is built on: the detector's calls (the detector passes ones that run inside its detect call). */
+export type DetectorCalls = Pick<OwlVitDetector, 'config' | 'tokenizer' | 'embedImage' | 'queryText' | 'queryImage' | 'postProcess' | 'postProcessImageGuided' | 'nms'>;
+
 /** One detection, in the pixels of the original image. */
 export interface Detection {
   box: [number, number, number, number];
@@ -53,30 +55,29 @@ export interface Detection {
  * original pixels, best first. Text queries are tokenized with the detector's tokenizer; images
  * of a call are embedded `batchSize` at a time, each once whatever the number of queries.
  */
-export async function detect(det: OwlVitDetector, images: readonly DetectImage[], queries: DetectQueries, options: DetectOptions = {}): Promise<Detection[][]> {
+export async function detect(det: DetectorCalls, images: readonly DetectImage[], queries: DetectQueries, options: DetectOptions = {}): Promise<Detection[][]> {
   const op = 'OwlVitDetector.detect';
-  check(!det.disposed, op, 'the detector was disposed');
-  check(Array.isArray(images) && images.length > 0, op, 'expected a non-empty array of images');
+  checkInput(Array.isArray(images) && images.length > 0, op, 'expected a non-empty array of images');
   const { threshold = 0.1, topK, batchSize = 1 } = options;
-  check(Number.isFinite(threshold), op, `threshold must be a finite number, got ${threshold}`);
-  check(options.nms === undefined || Number.isFinite(options.nms), op, `nms must be a finite number, got ${options.nms}`);
-  check(topK === undefined || (Number.isInteger(topK) && topK >= 1), op, `topK must be a positive integer, got ${topK}`);
-  check(Number.isInteger(batchSize) && batchSize >= 1, op, `batchSize must be a positive integer, got ${batchSize}`);
+  checkInput(Number.isFinite(threshold), op, `threshold must be a finite number, got ${threshold}`);
+  checkInput(options.nms === undefined || Number.isFinite(options.nms), op, `nms must be a finite number, got ${options.nms}`);
+  checkInput(topK === undefined || (Number.isInteger(topK) && topK >= 1), op, `topK must be a positive integer, got ${topK}`);
+  checkInput(Number.isInteger(batchSize) && batchSize >= 1, op, `batchSize must be a positive integer, got ${batchSize}`);
   const { objectnessThreshold } = options;
   const v2 = det.config.modelType === 'owlv2';
-  check(objectnessThreshold === undefined || Number.isFinite(objectnessThreshold), op, `objectnessThreshold must be a finite number, got ${objectnessThreshold}`);
-  check(objectnessThreshold === undefined || v2, op, 'objectnessThreshold needs an OWLv2 model: OWL-ViT (v1) has no objectness head');
+  checkInput(objectnessThreshold === undefined || Number.isFinite(objectnessThreshold), op, `objectnessThreshold must be a finite number, got ${objectnessThreshold}`);
+  checkInput(objectnessThreshold === undefined || v2, op, 'objectnessThreshold needs an OWLv2 model: OWL-ViT (v1) has no objectness head');
   const size = det.config.vision.imageSize;
   const imageQuery = !Array.isArray(queries) ? (queries as Exclude<DetectQueries, readonly unknown[]>) : undefined;
   let lists: string[][] = [];
   let ids: Int32Array | undefined;
   if (!imageQuery) {
-    check((queries as readonly unknown[]).length > 0, op, 'no queries: give at least one string');
+    checkInput((queries as readonly unknown[]).length > 0, op, 'no queries: give at least one string');
     const perImage = (queries as readonly unknown[]).every((q) => Array.isArray(q));
     lists = perImage ? (queries as string[][]).map((l) => [...l]) : images.map(() => [...(queries as string[])]);
-    check(lists.length === images.length, op, () => `${lists.length} query lists for ${images.length} images`);
-    check(lists.every((l) => l.length > 0 && l.every((q) => typeof q === 'string' && q.trim() !== '')), op, 'every image needs at least one query, and queries must be non-empty strings');
-    check(det.tokenizer, op, 'string queries need a tokenizer: the model folder has none of ' + TOKENIZER_FILES.join(', ') + ' (pass { tokenizer } to load)');
+    checkInput(lists.length === images.length, op, () => `${lists.length} query lists for ${images.length} images`);
+    checkInput(lists.every((l) => l.length > 0 && l.every((q) => typeof q === 'string' && q.trim() !== '')), op, 'every image needs at least one query, and queries must be non-empty strings');
+    checkInput(det.tokenizer, op, 'string queries need a tokenizer: the model folder has none of ' + TOKENIZER_FILES.join(', ') + ' (pass { tokenizer } to load)');
     const l = det.config.text.contextLength;
     const tokenizer = det.tokenizer;
     // Encode every distinct string once, before any image is read: a bad query fails early.
@@ -152,9 +153,9 @@ async function detectInputs(op: string, images: readonly DetectImage[], size: nu
   for (const [i, img] of images.entries()) {
     if (pre[i]) {
       const { pixelValues, originalSize } = img as { pixelValues: Float32Array; originalSize: readonly [number, number] };
-      check(pixelValues?.length === 3 * size * size, op, () => `preprocessed pixels must hold 3·${size}·${size} values, got ${pixelValues?.length}`);
+      checkInput(pixelValues?.length === 3 * size * size, op, () => `preprocessed pixels must hold 3·${size}·${size} values, got ${pixelValues?.length}`);
       checkFinite(op, `pixelValues of image ${i}`, pixelValues);
-      check(Array.isArray(originalSize) && originalSize.length === 2 && originalSize.every((v) => Number.isFinite(v) && v > 0), op, () => `originalSize must be [h, w], got ${JSON.stringify(originalSize)}`);
+      checkInput(Array.isArray(originalSize) && originalSize.length === 2 && originalSize.every((v) => Number.isFinite(v) && v > 0), op, () => `originalSize must be [h, w], got ${JSON.stringify(originalSize)}`);
       data.set(pixelValues, i * 3 * size * size);
       originalSizes.push([originalSize[0], originalSize[1]]);
     } else {
@@ -178,7 +179,7 @@ function pick(d: Detections, keep: readonly number[]): Detections {
 }
 
 /** Class-aware NMS of one image's detections (boxes of different labels never suppress each other), kept in index order. */
-async function classNms(det: OwlVitDetector, d: Detections, iouThreshold: number): Promise<Detections> {
+async function classNms(det: DetectorCalls, d: Detections, iouThreshold: number): Promise<Detections> {
   return pick(d, Array.from(await det.nms(d.boxes, d.scores, d.labels, { iouThreshold })).sort((a, b) => a - b));
 }
 

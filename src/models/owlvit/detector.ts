@@ -1,7 +1,7 @@
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Gpu, GpuStats } from '../../gpu/gpu.js';
-import { GpuError, check } from '../../gpu/errors.js';
+import { GpuError } from '../../gpu/errors.js';
 import type { DType } from '../../dtype.js';
 import { Tensor, maxTensorBytes } from '../../tensor.js';
 import type { GraphPlan } from '../../graph/plan.js';
@@ -19,8 +19,9 @@ import { headShapes, towerRoot, unusedByDetection } from './names.js';
 import { classLogits, imageHeads, textEmbeds, type ImageHeadOutputs } from './heads.js';
 import { nmsKernel } from '../../kernels/nms.js';
 import { ClipTokenizer, TOKENIZER_FILES } from '../tokenizer/index.js';
-import { InputError, checkFinite, clipBox } from '../inputs.js';
-import { detect, type Detection, type DetectImage, type DetectOptions, type DetectQueries } from './detect.js';
+import { InputError, checkFinite, checkInput, clipBox } from '../inputs.js';
+import { detect, type Detection, type DetectImage, type DetectOptions, type DetectorCalls, type DetectQueries } from './detect.js';
+import { ModelLifetime } from '../lifetime.js';
 import {
   postProcessImageGuided,
   postProcessObjectDetection,
@@ -172,7 +173,9 @@ export class OwlVitDetector {
   readonly #textCache = new Map<string, Float32Array>();
   readonly #textCacheSize: number;
   readonly #embeddings = new Set<OwlVitImageEmbedding>();
-  #disposed = false;
+  readonly #life: ModelLifetime;
+  /** The calls detect() is built on, run inside its own call (see ModelLifetime.call). */
+  readonly #calls: DetectorCalls;
 
   private constructor(gpu: Gpu, init: { config: OwlVitConfig; dtype: DType; unused: string[]; vision: Map<string, Tensor>; text: Map<string, Tensor>; head: Map<string, Tensor>; tokenizer?: ClipTokenizer; textCacheSize: number; plans?: PlanCacheLimits }) {
     this.gpu = gpu;
@@ -183,6 +186,17 @@ export class OwlVitDetector {
     this.dtype = init.dtype;
     this.unusedWeights = init.unused;
     this.weights = { vision: init.vision, text: init.text, head: init.head };
+    this.#life = new ModelLifetime(gpu, 'detector');
+    this.#calls = {
+      config: this.config,
+      tokenizer: this.tokenizer,
+      embedImage: (...a) => this.#embedImage(...a),
+      queryText: (...a) => this.#queryText(...a),
+      queryImage: (...a) => this.#queryImage(...a),
+      postProcess: (...a) => this.postProcess(...a),
+      postProcessImageGuided: (outputs, options = {}) => this.#postProcessImageGuided(outputs, options),
+      nms: (...a) => this.#nms(...a),
+    };
   }
 
   /** Patches per image (N = g²). */
@@ -197,11 +211,11 @@ export class OwlVitDetector {
   static async load(gpu: Gpu, dir: string, options: OwlVitLoadOptions = {}): Promise<OwlVitDetector> {
     const op = `${OP}.load`;
     const dtype = options.dtype ?? 'f32';
-    check(dtype === 'f32' || dtype === 'f16', op, `dtype must be f32 or f16, got ${JSON.stringify(dtype)}`);
-    check(dtype !== 'f16' || gpu.features.has('shader-f16'), op, 'dtype f16 needs the shader-f16 feature, which this adapter lacks');
+    checkInput(dtype === 'f32' || dtype === 'f16', op, `dtype must be f32 or f16, got ${JSON.stringify(dtype)}`);
+    checkInput(dtype !== 'f16' || gpu.features.has('shader-f16'), op, 'dtype f16 needs the shader-f16 feature, which this adapter lacks');
     const textCacheSize = options.textCacheSize ?? TEXT_CACHE_SIZE;
-    check(Number.isInteger(textCacheSize) && textCacheSize >= 0, op, `textCacheSize must be a non-negative integer, got ${textCacheSize}`);
-    check(existsSync(dir) && statSync(dir).isDirectory(), op, `${dir}: no such model folder`);
+    checkInput(Number.isInteger(textCacheSize) && textCacheSize >= 0, op, `textCacheSize must be a non-negative integer, got ${textCacheSize}`);
+    checkInput(existsSync(dir) && statSync(dir).isDirectory(), op, `${dir}: no such model folder`);
     let config: OwlVitConfig;
     const configPath = join(dir, 'config.json');
     const source = options.config ? 'options.config' : configPath;
@@ -220,7 +234,7 @@ export class OwlVitDetector {
       else if (options.tokenizer !== undefined) tokenizer = ClipTokenizer.load(options.tokenizer);
       else if (TOKENIZER_FILES.some((f) => existsSync(join(dir, f)))) tokenizer = ClipTokenizer.load(dir);
     } catch (err) {
-      throw new GpuError(op, `tokenizer: ${(err as Error).message}`, { cause: err });
+      throw new InputError(op, `tokenizer: ${(err as Error).message}`, { cause: err });
     }
     let reader: (WeightReader & { close(): void }) | undefined;
     const loaded: Map<string, Tensor>[] = [];
@@ -248,10 +262,6 @@ export class OwlVitDetector {
     } finally {
       reader?.close();
     }
-  }
-
-  #assertUsable(op: string): void {
-    if (this.#disposed) throw new GpuError(op, 'the detector was disposed');
   }
 
   /** Graph weights: canonical names → constants of graph g. */
@@ -284,12 +294,12 @@ export class OwlVitDetector {
 
   #checkPixels(op: string, pixels: Float32Array, shape: readonly number[], what = 'pixels'): number {
     const s = this.config.vision.imageSize;
-    check(
+    checkInput(
       shape.length === 4 && shape[0]! >= 1 && Number.isInteger(shape[0]) && shape[1] === 3 && shape[2] === s && shape[3] === s,
       op,
       () => `${what} must be [B, 3, ${s}, ${s}] (B ≥ 1), got [${shape.join(', ')}]`,
     );
-    check(pixels?.length === shape[0]! * 3 * s * s, op, () => `${what} hold ${pixels?.length} values, expected ${shape[0]! * 3 * s * s} for [${shape.join(', ')}]`);
+    checkInput(pixels?.length === shape[0]! * 3 * s * s, op, () => `${what} hold ${pixels?.length} values, expected ${shape[0]! * 3 * s * s} for [${shape.join(', ')}]`);
     checkFinite(op, what, pixels);
     return shape[0]!;
   }
@@ -300,9 +310,12 @@ export class OwlVitDetector {
    * feature map is also read back, with `classEmbedsRaw` the class embeddings (in the same run: what
    * an image used as a query needs).
    */
-  async embedImage(pixelValues: Float32Array, pixelShape: readonly number[], options: { imageEmbeds?: boolean; classEmbedsRaw?: boolean } = {}): Promise<OwlVitImageEmbedding> {
+  embedImage(pixelValues: Float32Array, pixelShape: readonly number[], options: { imageEmbeds?: boolean; classEmbedsRaw?: boolean } = {}): Promise<OwlVitImageEmbedding> {
+    return this.#life.call(`${OP}.embedImage`, () => this.#embedImage(pixelValues, pixelShape, options));
+  }
+
+  async #embedImage(pixelValues: Float32Array, pixelShape: readonly number[], options: { imageEmbeds?: boolean; classEmbedsRaw?: boolean } = {}): Promise<OwlVitImageEmbedding> {
     const op = `${OP}.embedImage`;
-    this.#assertUsable(op);
     const b = this.#checkPixels(op, pixelValues, pixelShape);
     const { gridSize: g, text } = this.config;
     const n = g * g;
@@ -346,20 +359,23 @@ export class OwlVitDetector {
    * OWL-ViT). Each row's embedding is cached by its tokens up to the pooled one (all that a causal
    * tower reads there), so repeated queries skip the text tower.
    */
-  async embedText(inputIds: Int32Array, idsShape: readonly number[], attentionMask?: ArrayLike<number>): Promise<Float32Array> {
+  embedText(inputIds: Int32Array, idsShape: readonly number[], attentionMask?: ArrayLike<number>): Promise<Float32Array> {
+    return this.#life.call(`${OP}.embedText`, () => this.#embedText(inputIds, idsShape, attentionMask));
+  }
+
+  async #embedText(inputIds: Int32Array, idsShape: readonly number[], attentionMask?: ArrayLike<number>): Promise<Float32Array> {
     const op = `${OP}.embedText`;
-    this.#assertUsable(op);
     const t = this.config.text;
-    check(idsShape.length === 2 && idsShape.every((d) => Number.isInteger(d)) && idsShape[0]! >= 1 && idsShape[1]! >= 1 && idsShape[1]! <= t.contextLength, op, () => `ids must be [T, L] with T ≥ 1 and 1 ≤ L ≤ ${t.contextLength}, got [${idsShape.join(', ')}]`);
+    checkInput(idsShape.length === 2 && idsShape.every((d) => Number.isInteger(d)) && idsShape[0]! >= 1 && idsShape[1]! >= 1 && idsShape[1]! <= t.contextLength, op, () => `ids must be [T, L] with T ≥ 1 and 1 ≤ L ≤ ${t.contextLength}, got [${idsShape.join(', ')}]`);
     const [rows, l] = idsShape as [number, number];
-    check(inputIds instanceof Int32Array && inputIds.length === rows * l, op, () => `inputIds must be an Int32Array of ${rows * l} ids for [${rows}, ${l}], got ${inputIds?.length} values`);
-    for (const id of inputIds) check(id >= 0 && id < t.vocabSize, op, () => `token id ${id} outside the vocabulary [0, ${t.vocabSize})`);
+    checkInput(inputIds instanceof Int32Array && inputIds.length === rows * l, op, () => `inputIds must be an Int32Array of ${rows * l} ids for [${rows}, ${l}], got ${inputIds?.length} values`);
+    for (const id of inputIds) checkInput(id >= 0 && id < t.vocabSize, op, () => `token id ${id} outside the vocabulary [0, ${t.vocabSize})`);
     const pool = poolIndices(inputIds, rows, l);
     if (attentionMask) {
-      check(attentionMask.length === rows * l, op, () => `attentionMask has ${attentionMask.length} values, expected ${rows * l} like inputIds`);
+      checkInput(attentionMask.length === rows * l, op, () => `attentionMask has ${attentionMask.length} values, expected ${rows * l} like inputIds`);
       for (let r = 0; r < rows; r++) {
         // Under the causal mask only keys up to the pooled token reach the output.
-        for (let k = r * l; k <= pool[r]!; k++) check(attentionMask[k] !== 0, op, () => `attentionMask row ${r} masks token ${k - r * l}, before its pooled token ${pool[r]! - r * l}: only padding after it is supported`);
+        for (let k = r * l; k <= pool[r]!; k++) checkInput(attentionMask[k] !== 0, op, () => `attentionMask row ${r} masks token ${k - r * l}, before its pooled token ${pool[r]! - r * l}: only padding after it is supported`);
       }
     }
     const keys = Array.from({ length: rows }, (_, r) => inputIds.subarray(r * l, pool[r]! + 1).join(','));
@@ -397,11 +413,11 @@ export class OwlVitDetector {
 
   /** Class logits of an embedded image against query embeddings [Bq, Q, Dt] (Bq = 1 or the batch) with mask [Bq, Q]. */
   async #score(op: string, image: OwlVitImageEmbedding, queries: Float32Array, qShape: readonly [number, number, number], mask: Int32Array): Promise<{ logits: Float32Array; classEmbeds: Float32Array }> {
-    check(image instanceof OwlVitImageEmbedding && !image.disposed, op, 'the image embedding was disposed (or is not one)');
-    check(this.#embeddings.has(image), op, 'the image embedding belongs to another detector');
+    checkInput(image instanceof OwlVitImageEmbedding && !image.disposed, op, 'the image embedding was disposed (or is not one)');
+    checkInput(this.#embeddings.has(image), op, 'the image embedding belongs to another detector');
     const b = image.batch;
     const [bq, q, dt] = qShape;
-    check(bq === 1 || bq === b, op, () => `queries for ${bq} images cannot score a batch of ${b} (give 1 or ${b})`);
+    checkInput(bq === 1 || bq === b, op, () => `queries for ${bq} images cannot score a batch of ${b} (give 1 or ${b})`);
     // Images as embedImage padded them; queries padded to a power of two with mask 0 (logit -1e6, trimmed).
     const padded = image.tensors.classEmbedsRaw.shape[0]!;
     const [pbq, pq] = [bq === 1 ? 1 : padded, bucket(q)];
@@ -427,12 +443,15 @@ export class OwlVitDetector {
    * Scores an embedded image against text queries: ids [B·Q, L], Q per image, image-major (HF's
    * layout; a row whose first id is 0 is a padded query and gets -1e6).
    */
-  async queryText(image: OwlVitImageEmbedding, query: { inputIds: Int32Array; idsShape: readonly number[]; attentionMask?: ArrayLike<number> }): Promise<{ logits: Float32Array; classEmbeds: Float32Array; textEmbeds: Float32Array }> {
+  queryText(image: OwlVitImageEmbedding, query: { inputIds: Int32Array; idsShape: readonly number[]; attentionMask?: ArrayLike<number> }): Promise<{ logits: Float32Array; classEmbeds: Float32Array; textEmbeds: Float32Array }> {
+    return this.#life.call(`${OP}.queryText`, () => this.#queryText(image, query));
+  }
+
+  async #queryText(image: OwlVitImageEmbedding, query: { inputIds: Int32Array; idsShape: readonly number[]; attentionMask?: ArrayLike<number> }): Promise<{ logits: Float32Array; classEmbeds: Float32Array; textEmbeds: Float32Array }> {
     const op = `${OP}.queryText`;
-    this.#assertUsable(op);
     const rows = query.idsShape[0]!;
-    check(Number.isInteger(rows) && rows >= 1 && rows % image.batch === 0, op, () => `ids must have B·Q rows for a batch of ${image.batch}, got ${rows}`);
-    const textEmbeds = await this.embedText(query.inputIds, query.idsShape, query.attentionMask);
+    checkInput(Number.isInteger(rows) && rows >= 1 && rows % image.batch === 0, op, () => `ids must have B·Q rows for a batch of ${image.batch}, got ${rows}`);
+    const textEmbeds = await this.#embedText(query.inputIds, query.idsShape, query.attentionMask);
     const q = rows / image.batch;
     const l = query.idsShape[1]!;
     // HF's query_mask: a query whose first token id is 0 is padding.
@@ -442,17 +461,20 @@ export class OwlVitDetector {
   }
 
   /** OwlViTForObjectDetection.forward (Owlv2ForObjectDetection.forward): text-queried detection of a batch of images. */
-  async predict(inputs: PredictInputs): Promise<PredictOutputs> {
+  predict(inputs: PredictInputs): Promise<PredictOutputs> {
+    return this.#life.call(`${OP}.predict`, () => this.#predict(inputs));
+  }
+
+  async #predict(inputs: PredictInputs): Promise<PredictOutputs> {
     const op = `${OP}.predict`;
-    this.#assertUsable(op);
-    check(inputs && typeof inputs === 'object', op, 'expected { pixelValues, pixelShape, inputIds, idsShape, attentionMask? }');
+    checkInput(inputs && typeof inputs === 'object', op, 'expected { pixelValues, pixelShape, inputIds, idsShape, attentionMask? }');
     const b = this.#checkPixels(op, inputs.pixelValues, inputs.pixelShape);
-    check(Array.isArray(inputs.idsShape) && inputs.idsShape.length === 2 && inputs.idsShape[0]! % b === 0 && inputs.idsShape[0]! >= b, op, () => `idsShape must be [B·Q, L] with B = ${b}, got [${inputs.idsShape?.join(', ')}]`);
+    checkInput(Array.isArray(inputs.idsShape) && inputs.idsShape.length === 2 && inputs.idsShape[0]! % b === 0 && inputs.idsShape[0]! >= b, op, () => `idsShape must be [B·Q, L] with B = ${b}, got [${inputs.idsShape?.join(', ')}]`);
     // Check the text before running the vision tower.
-    await this.embedText(inputs.inputIds, inputs.idsShape, inputs.attentionMask);
-    const image = await this.embedImage(inputs.pixelValues, inputs.pixelShape, { imageEmbeds: true });
+    await this.#embedText(inputs.inputIds, inputs.idsShape, inputs.attentionMask);
+    const image = await this.#embedImage(inputs.pixelValues, inputs.pixelShape, { imageEmbeds: true });
     try {
-      const scored = await this.queryText(image, inputs);
+      const scored = await this.#queryText(image, inputs);
       return { logits: scored.logits, predBoxes: image.predBoxes, classEmbeds: scored.classEmbeds, imageEmbeds: image.imageEmbeds!, textEmbeds: scored.textEmbeds, ...(image.objectnessLogits && { objectnessLogits: image.objectnessLogits }) };
     } finally {
       image.dispose();
@@ -463,12 +485,15 @@ export class OwlVitDetector {
    * Scores embedded target images against query images' embeddings (OwlViTForObjectDetection's
    * image_guided_detection from two embeddings). The query has 1 image or one per target image.
    */
-  async queryImage(target: OwlVitImageEmbedding, query: OwlVitImageEmbedding, options: { queryBox?: ImageGuidedInputs['queryBox'] } = {}): Promise<Omit<ImageGuidedOutputs, 'imageEmbeds' | 'queryImageEmbeds'>> {
+  queryImage(target: OwlVitImageEmbedding, query: OwlVitImageEmbedding, options: { queryBox?: ImageGuidedInputs['queryBox'] } = {}): Promise<Omit<ImageGuidedOutputs, 'imageEmbeds' | 'queryImageEmbeds'>> {
+    return this.#life.call(`${OP}.queryImage`, () => this.#queryImage(target, query, options));
+  }
+
+  async #queryImage(target: OwlVitImageEmbedding, query: OwlVitImageEmbedding, options: { queryBox?: ImageGuidedInputs['queryBox'] } = {}): Promise<Omit<ImageGuidedOutputs, 'imageEmbeds' | 'queryImageEmbeds'>> {
     const op = `${OP}.imageGuided`;
-    this.#assertUsable(op);
-    check(query instanceof OwlVitImageEmbedding && !query.disposed, op, 'the query image embedding was disposed (or is not one)');
+    checkInput(query instanceof OwlVitImageEmbedding && !query.disposed, op, 'the query image embedding was disposed (or is not one)');
     const nq = query.batch;
-    check(nq === 1 || nq === target.batch, op, () => `${nq} query images for ${target.batch} target images: give 1 or ${target.batch}`);
+    checkInput(nq === 1 || nq === target.batch, op, () => `${nq} query images for ${target.batch} target images: give 1 or ${target.batch}`);
     const boxes = normaliseQueryBoxes(op, options.queryBox, nq);
     const n = this.numPatches;
     const dt = this.config.text.width;
@@ -479,7 +504,7 @@ export class OwlVitDetector {
     for (let i = 0; i < nq; i++) {
       const embeds = raw.subarray(i * n * dt, (i + 1) * n * dt);
       const best = selectImageQuery(query.predBoxes.subarray(i * n * 4, (i + 1) * n * 4), embeds, n, boxes?.[i]);
-      check(best >= 0, op, `no predicted box of query image ${i} qualifies as the query (IoUs are NaN, or every generalized IoU is negative)`);
+      checkInput(best >= 0, op, `no predicted box of query image ${i} qualifies as the query (IoUs are NaN, or every generalized IoU is negative)`);
       bestBoxIndices[i] = best;
       queryEmbeds.set(embeds.subarray(best * dt, (best + 1) * dt), i * dt);
     }
@@ -488,19 +513,22 @@ export class OwlVitDetector {
   }
 
   /** OwlViTForObjectDetection.image_guided_detection: detect what a query image shows. */
-  async imageGuided(inputs: ImageGuidedInputs): Promise<ImageGuidedOutputs> {
+  imageGuided(inputs: ImageGuidedInputs): Promise<ImageGuidedOutputs> {
+    return this.#life.call(`${OP}.imageGuided`, () => this.#imageGuided(inputs));
+  }
+
+  async #imageGuided(inputs: ImageGuidedInputs): Promise<ImageGuidedOutputs> {
     const op = `${OP}.imageGuided`;
-    this.#assertUsable(op);
-    check(inputs && typeof inputs === 'object', op, 'expected { pixelValues, pixelShape, queryPixelValues, queryShape, queryBox? }');
+    checkInput(inputs && typeof inputs === 'object', op, 'expected { pixelValues, pixelShape, queryPixelValues, queryShape, queryBox? }');
     const b = this.#checkPixels(op, inputs.pixelValues, inputs.pixelShape);
     const nq = this.#checkPixels(op, inputs.queryPixelValues, inputs.queryShape, 'query pixels');
-    check(nq === 1 || nq === b, op, () => `${nq} query images for ${b} target images: give 1 or ${b}`);
+    checkInput(nq === 1 || nq === b, op, () => `${nq} query images for ${b} target images: give 1 or ${b}`);
     normaliseQueryBoxes(op, inputs.queryBox, nq);
-    const target = await this.embedImage(inputs.pixelValues, inputs.pixelShape, { imageEmbeds: true });
+    const target = await this.#embedImage(inputs.pixelValues, inputs.pixelShape, { imageEmbeds: true });
     let query: OwlVitImageEmbedding | undefined;
     try {
-      query = await this.embedImage(inputs.queryPixelValues, inputs.queryShape, { imageEmbeds: true, classEmbedsRaw: true });
-      const out = await this.queryImage(target, query, { queryBox: inputs.queryBox });
+      query = await this.#embedImage(inputs.queryPixelValues, inputs.queryShape, { imageEmbeds: true, classEmbedsRaw: true });
+      const out = await this.#queryImage(target, query, { queryBox: inputs.queryBox });
       return { ...out, imageEmbeds: target.imageEmbeds!, queryImageEmbeds: query.imageEmbeds! };
     } finally {
       target.dispose();
@@ -525,14 +553,12 @@ export class OwlVitDetector {
 
   /** HF post_process_image_guided_detection of imageGuided's outputs, NMS on the GPU (see postprocess.ts and nms); OWLv2 boxes as in postProcess. */
   postProcessImageGuided(outputs: Pick<ImageGuidedOutputs, 'logits' | 'targetPredBoxes'>, options: Omit<ImageGuidedPostProcessOptions, 'padded'> = {}): Promise<Detections[]> {
-    const op = `${OP}.postProcessImageGuided`;
-    try {
-      this.#assertUsable(op);
-      const shape = this.#outputShape(op, outputs.logits, outputs.targetPredBoxes);
-      return postProcessImageGuided((...args) => this.nms(...args), outputs.logits, outputs.targetPredBoxes, shape, this.#postOptions(options));
-    } catch (err) {
-      return Promise.reject(err);
-    }
+    return this.#life.call(`${OP}.postProcessImageGuided`, async () => this.#postProcessImageGuided(outputs, options));
+  }
+
+  #postProcessImageGuided(outputs: Pick<ImageGuidedOutputs, 'logits' | 'targetPredBoxes'>, options: Omit<ImageGuidedPostProcessOptions, 'padded'>): Promise<Detections[]> {
+    const shape = this.#outputShape(`${OP}.postProcessImageGuided`, outputs.logits, outputs.targetPredBoxes);
+    return postProcessImageGuided((...args) => this.#nms(...args), outputs.logits, outputs.targetPredBoxes, shape, this.#postOptions(options));
   }
 
   /**
@@ -541,11 +567,14 @@ export class OwlVitDetector {
    * never take part): the kept indices, best first. Only boxes with score > `scoreThreshold` take
    * part (default: every box with a score that is not NaN).
    */
-  async nms(boxes: Float32Array, scores: Float32Array, labels: Int32Array, options: { iouThreshold: number; scoreThreshold?: number }): Promise<Int32Array> {
+  nms(boxes: Float32Array, scores: Float32Array, labels: Int32Array, options: { iouThreshold: number; scoreThreshold?: number }): Promise<Int32Array> {
+    return this.#life.call(`${OP}.nms`, () => this.#nms(boxes, scores, labels, options));
+  }
+
+  async #nms(boxes: Float32Array, scores: Float32Array, labels: Int32Array, options: { iouThreshold: number; scoreThreshold?: number }): Promise<Int32Array> {
     const op = `${OP}.nms`;
-    this.#assertUsable(op);
     const k = scores?.length;
-    check(boxes?.length === 4 * k && labels?.length === k, op, () => `expected boxes [K, 4], scores [K] and labels [K], got ${boxes?.length}, ${k} and ${labels?.length} values`);
+    checkInput(boxes?.length === 4 * k && labels?.length === k, op, () => `expected boxes [K, 4], scores [K] and labels [K], got ${boxes?.length}, ${k} and ${labels?.length} values`);
     if (k === 0) return new Int32Array(0);
     const padded = bucket(k);
     // Padded rows score -Infinity, which no threshold lets through.
@@ -562,9 +591,9 @@ export class OwlVitDetector {
 
   #outputShape(op: string, logits: ArrayLike<number>, boxes: ArrayLike<number>): [number, number, number] {
     const n = this.numPatches;
-    check(logits && boxes && boxes.length > 0 && boxes.length % (4 * n) === 0, op, () => `boxes must be [B, ${n}, 4], got ${boxes?.length} values`);
+    checkInput(logits && boxes && boxes.length > 0 && boxes.length % (4 * n) === 0, op, () => `boxes must be [B, ${n}, 4], got ${boxes?.length} values`);
     const b = boxes.length / (4 * n);
-    check(logits.length > 0 && logits.length % (b * n) === 0, op, () => `logits must be [${b}, ${n}, Q], got ${logits.length} values`);
+    checkInput(logits.length > 0 && logits.length % (b * n) === 0, op, () => `logits must be [${b}, ${n}, Q], got ${logits.length} values`);
     return [b, n, logits.length / (b * n)];
   }
 
@@ -573,22 +602,26 @@ export class OwlVitDetector {
    * original pixels, best first (see detect.ts).
    */
   detect(images: readonly DetectImage[], queries: DetectQueries, options: DetectOptions = {}): Promise<Detection[][]> {
-    return detect(this, images, queries, options);
+    return this.#life.call(`${OP}.detect`, () => detect(this.#calls, images, queries, options));
   }
 
   get disposed(): boolean {
-    return this.#disposed;
+    return this.#life.disposed;
   }
 
-  /** Frees plans, weights, cached text embeddings and every image embedding not yet disposed; returns the GPU's stats after. */
+  /**
+   * Frees plans, weights, cached text embeddings and every image embedding not yet disposed, and
+   * returns the GPU's stats after. New calls are refused at once; calls in flight finish first
+   * (an embedding one of them returns is then already disposed), and what they read is freed when
+   * the last one settles, so the stats drop only then.
+   */
   dispose(): GpuStats {
-    if (!this.#disposed) {
-      this.#disposed = true;
+    this.#life.dispose(() => {
       for (const e of [...this.#embeddings]) e.dispose();
       this.#plans.dispose();
       this.#textCache.clear();
       for (const m of Object.values(this.weights)) for (const t of m.values()) t.dispose();
-    }
+    });
     return this.gpu.stats();
   }
 }
@@ -596,10 +629,10 @@ export class OwlVitDetector {
 /** queryBox as one box per query image (or undefined), checked and clipped to the query image. */
 function normaliseQueryBoxes(op: string, box: ImageGuidedInputs['queryBox'], nq: number): (readonly number[])[] | undefined {
   if (box === undefined) return undefined;
-  check(Array.isArray(box), op, () => `queryBox must be [x1, y1, x2, y2] normalised to the query image, or one such box per query image; got ${typeof box}`);
+  checkInput(Array.isArray(box), op, () => `queryBox must be [x1, y1, x2, y2] normalised to the query image, or one such box per query image; got ${typeof box}`);
   const one = !Array.isArray(box[0]);
   const boxes = one ? Array.from({ length: nq }, () => box as readonly number[]) : [...(box as readonly (readonly number[])[])];
-  check(boxes.length === nq, op, () => `queryBox: ${boxes.length} boxes for ${nq} query images`);
+  checkInput(boxes.length === nq, op, () => `queryBox: ${boxes.length} boxes for ${nq} query images`);
   return boxes.map((b, i) => clipBox(op, `queryBox ${one ? 0 : i} (normalised to the query image)`, b, 1, 1));
 }
 

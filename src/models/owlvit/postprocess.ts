@@ -2,7 +2,7 @@
 // an image query's embedding (OwlViTForObjectDetection.embed_image_query). Arithmetic is rounded
 // to f32 where the reference computes in f32, so thresholds decide the same way. The NMS of
 // image-guided detection is a function the caller gives (the detector runs it as a graph plan).
-import { check } from '../../gpu/errors.js';
+import { checkInput } from '../inputs.js';
 import { NMS_MAX_BOXES } from '../../kernels/nms.js';
 
 const f = Math.fround;
@@ -58,10 +58,10 @@ function corners(boxes: ArrayLike<number>, i: number): [number, number, number, 
 }
 
 function checkShapes(op: string, logits: ArrayLike<number>, boxes: ArrayLike<number>, [b, n, q]: readonly number[], { targetSizes, objectnessLogits }: PostProcessOptions): void {
-  check(logits.length === b! * n! * q!, op, () => `logits has ${logits.length} values, expected B·N·Q = ${b}·${n}·${q}`);
-  check(boxes.length === b! * n! * 4, op, () => `boxes has ${boxes.length} values, expected B·N·4 = ${b}·${n}·4`);
-  check(objectnessLogits === undefined || objectnessLogits.length === b! * n!, op, () => `objectnessLogits has ${objectnessLogits!.length} values, expected B·N = ${b}·${n}`);
-  check(
+  checkInput(logits.length === b! * n! * q!, op, () => `logits has ${logits.length} values, expected B·N·Q = ${b}·${n}·${q}`);
+  checkInput(boxes.length === b! * n! * 4, op, () => `boxes has ${boxes.length} values, expected B·N·4 = ${b}·${n}·4`);
+  checkInput(objectnessLogits === undefined || objectnessLogits.length === b! * n!, op, () => `objectnessLogits has ${objectnessLogits!.length} values, expected B·N = ${b}·${n}`);
+  checkInput(
     targetSizes === undefined || (targetSizes.length === b && targetSizes.every((s) => s.length === 2 && s.every((v) => Number.isFinite(v) && v > 0))),
     op,
     () => `targetSizes must hold one positive (h, w) pair per image (${b}), got ${JSON.stringify(targetSizes)}`,
@@ -132,7 +132,7 @@ export async function postProcessImageGuided(nms: BatchedNms, logits: ArrayLike<
   const [b, n, q] = shape;
   checkShapes('OwlVit.postProcessImageGuided', logits, predBoxes, shape, options);
   const nmsThreshold = options.nmsThreshold ?? 0.3;
-  check(Number.isFinite(nmsThreshold), 'OwlVit.postProcessImageGuided', `nmsThreshold must be a finite number, got ${nmsThreshold}`);
+  checkInput(Number.isFinite(nmsThreshold), 'OwlVit.postProcessImageGuided', `nmsThreshold must be a finite number, got ${nmsThreshold}`);
   const threshold = f(options.threshold ?? 0);
   const best = Array.from({ length: b }, (_, img) => bestQueries(logits, img, n, q));
   if (nmsThreshold < 1) await suppress(nms, predBoxes, best.map((x) => x.scores), n, nmsThreshold);

@@ -7,7 +7,6 @@
 // prompt counts, so new boxes on the same image never re-run the tower. Only text embeddings
 // (cached per prompt) come from the host.
 import type { Gpu } from '../../gpu/gpu.js';
-import { GpuError } from '../../gpu/errors.js';
 import { PlanCache, type PlanCacheLimits } from '../../graph/cache.js';
 import type { GraphBuilder } from '../../graph/builder.js';
 import type { GraphInput } from '../../graph/plan.js';
@@ -19,6 +18,7 @@ import { MAX_TOP_K, regionWordSimilarityKernel } from '../../kernels/regionWordS
 import { ClipModel, type ClipLoadOptions } from '../clip/model.js';
 import { InputError, checkFinite, clipBox, encodeQuery, type QueryTokenizer } from '../inputs.js';
 import { encodePrompts, readPrompts, type LearnedPrompts } from '../prompts/file.js';
+import { ModelLifetime } from '../lifetime.js';
 import { decodeImage, halfRoundedEven, preprocessClip, preprocessOwlVit, shortSideSize, type ImageInput, type PixelBatch } from '../preprocess/index.js';
 
 /** What the classifier needs from a tokenizer (ClipTokenizer has it). */
@@ -104,6 +104,7 @@ export class RegionClassifier {
   /** Learned prompt files' names and re-encoded text features, by path or object. */
   readonly #learned = new Map<string | LearnedPrompts, Promise<LearnedWords>>();
   #ownsClip = false;
+  readonly #life: ModelLifetime;
 
   /**
    * A classifier on a loaded CLIP; prompts are tokenized with `tokenizer`, default the model's own.
@@ -112,7 +113,8 @@ export class RegionClassifier {
    */
   constructor(clip: ClipModel, options: { tokenizer?: PromptTokenizer; plans?: PlanCacheLimits } = {}) {
     this.#plans = new PlanCache(clip.gpu, 'RegionClassifier', options.plans);
-    if (!clip.config.vision) throw new GpuError('RegionClassifier', 'the CLIP checkpoint has no vision tower');
+    this.#life = new ModelLifetime(clip.gpu, 'classifier');
+    if (!clip.config.vision) throw new InputError('RegionClassifier', 'the CLIP checkpoint has no vision tower');
     this.clip = clip;
     this.tokenizer = options.tokenizer ?? clip.tokenizer;
   }
@@ -145,7 +147,7 @@ export class RegionClassifier {
     if (isPixelBatch(image)) {
       const s = image.shape;
       if (s.length !== 4 || s[0] !== 1 || s[1] !== 3 || s[2] !== size || s[3] !== size || image.data?.length !== 3 * size * size) {
-        throw new GpuError(op, `pixels must be [1, 3, ${size}, ${size}], got [${s.join(', ')}] with ${image.data?.length} values`);
+        throw new InputError(op, `pixels must be [1, 3, ${size}, ${size}], got [${s.join(', ')}] with ${image.data?.length} values`);
       }
       checkFinite(op, 'pixels', image.data);
       const clipped = clip(size, size);
@@ -240,7 +242,11 @@ export class RegionClassifier {
   }
 
   /** Region embeddings [K, E] (unnormalised, in CLIP's joint space) of boxes on one image. */
-  async embedRegions(image: RegionImage, boxes: readonly Box[], options: { resize?: RegionResize } = {}): Promise<Float32Array> {
+  embedRegions(image: RegionImage, boxes: readonly Box[], options: { resize?: RegionResize } = {}): Promise<Float32Array> {
+    return this.#life.call('RegionClassifier.embedRegions', () => this.#embedRegions(image, boxes, options));
+  }
+
+  async #embedRegions(image: RegionImage, boxes: readonly Box[], options: { resize?: RegionResize }): Promise<Float32Array> {
     const e = this.clip.config.embedDim;
     checkBoxList('RegionClassifier.embedRegions', boxes);
     if (boxes.length === 0) return new Float32Array(0);
@@ -254,15 +260,19 @@ export class RegionClassifier {
    * attribute scores a softmax over `attributes` (they rank attributes against each other: CLIP
    * logits of ~20–30 would saturate a per-attribute sigmoid, which needs a trained bias).
    */
-  async classify(image: RegionImage, boxes: readonly Box[], options: ClassifyOptions): Promise<RegionResult[]> {
-    const learned = options.prompts === undefined ? {} : await this.learnedPrompts(options.prompts);
+  classify(image: RegionImage, boxes: readonly Box[], options: ClassifyOptions): Promise<RegionResult[]> {
+    return this.#life.call('RegionClassifier.classify', () => this.#classify(image, boxes, options));
+  }
+
+  async #classify(image: RegionImage, boxes: readonly Box[], options: ClassifyOptions): Promise<RegionResult[]> {
+    const learned = options.prompts === undefined ? {} : await this.#learnedPrompts(options.prompts);
     if (learned.categories && options.labels?.length) throw new InputError('RegionClassifier.classify', 'labels come from the learned prompts: leave labels out (or use a prompt file without categories)');
     if (learned.attributes && options.attributes?.length) throw new InputError('RegionClassifier.classify', 'attributes come from the learned prompts: leave attributes out');
     const labels = learned.categories?.names ?? options.labels ?? [];
     const attributes = learned.attributes?.names ?? options.attributes ?? [];
-    if (labels.length === 0) throw new GpuError('RegionClassifier.classify', 'give at least one label');
+    if (labels.length === 0) throw new InputError('RegionClassifier.classify', 'give at least one label');
     const topK = options.topK ?? 5;
-    if (!Number.isInteger(topK) || topK < 1 || topK > MAX_TOP_K) throw new GpuError('RegionClassifier.classify', `topK must be an integer in [1, ${MAX_TOP_K}], got ${topK}`);
+    if (!Number.isInteger(topK) || topK < 1 || topK > MAX_TOP_K) throw new InputError('RegionClassifier.classify', `topK must be an integer in [1, ${MAX_TOP_K}], got ${topK}`);
     checkBoxList('RegionClassifier.classify', boxes);
     const templates = checkTemplates(options.templates ?? DEFAULT_TEMPLATES);
     const attributeTemplates = checkTemplates(options.attributeTemplates ?? DEFAULT_ATTRIBUTE_TEMPLATES);
@@ -271,8 +281,8 @@ export class RegionClassifier {
     const topA = Math.min(topK, attributes.length);
     const prepared = await this.#prepare('RegionClassifier.classify', image, boxes, options.resize ?? 'squash');
     const truncate = { truncate: options.truncate };
-    const labelWords = learned.categories?.features ?? (await this.promptEmbeddings(labels, templates, truncate));
-    const attributeWords = learned.attributes?.features ?? (attributes.length ? await this.promptEmbeddings(attributes, attributeTemplates, truncate) : undefined);
+    const labelWords = learned.categories?.features ?? (await this.#promptEmbeddings(labels, templates, truncate));
+    const attributeWords = learned.attributes?.features ?? (attributes.length ? await this.#promptEmbeddings(attributes, attributeTemplates, truncate) : undefined);
     const words = attributeWords ? { labels: labelWords, attributes: attributeWords } : { labels: labelWords };
     const outputs = await this.#runBoxes(prepared, words, { labels: topL, attributes: topA });
     const pick = (name: string, names: readonly string[], top: number, r: number): ScoredName[] => {
@@ -302,6 +312,10 @@ export class RegionClassifier {
    * file: its names and text features; a file trained on another CLIP is an InputError.
    */
   learnedPrompts(prompts: string | LearnedPrompts): Promise<LearnedWords> {
+    return this.#life.call('RegionClassifier.learnedPrompts', () => this.#learnedPrompts(prompts));
+  }
+
+  #learnedPrompts(prompts: string | LearnedPrompts): Promise<LearnedWords> {
     let entry = this.#learned.get(prompts);
     if (!entry) {
       const load = async (): Promise<LearnedWords> => {
@@ -323,7 +337,11 @@ export class RegionClassifier {
    * One embedding per name: the mean of its unit-norm prompt embeddings over the templates
    * (CLIP's prompt ensembling; the similarity kernel normalises the mean again). [names, E].
    */
-  async promptEmbeddings(names: readonly string[], templates: readonly string[], options: { truncate?: boolean } = {}): Promise<Float32Array> {
+  promptEmbeddings(names: readonly string[], templates: readonly string[], options: { truncate?: boolean } = {}): Promise<Float32Array> {
+    return this.#life.call('RegionClassifier.promptEmbeddings', () => this.#promptEmbeddings(names, templates, options));
+  }
+
+  async #promptEmbeddings(names: readonly string[], templates: readonly string[], options: { truncate?: boolean }): Promise<Float32Array> {
     checkTemplates(templates);
     const e = this.clip.config.embedDim;
     const texts = promptTexts(names, templates);
@@ -339,8 +357,8 @@ export class RegionClassifier {
 
   async #embedPrompts(prompts: readonly string[], truncate: boolean): Promise<void> {
     const text = this.clip.config.text;
-    if (!text) throw new GpuError('RegionClassifier', 'the CLIP checkpoint has no text tower');
-    if (!this.tokenizer) throw new GpuError('RegionClassifier', 'no tokenizer: the CLIP folder has no tokenizer files; pass { tokenizer } to the constructor or to load');
+    if (!text) throw new InputError('RegionClassifier', 'the CLIP checkpoint has no text tower');
+    if (!this.tokenizer) throw new InputError('RegionClassifier', 'no tokenizer: the CLIP folder has no tokenizer files; pass { tokenizer } to the constructor or to load');
     const l = text.contextLength;
     // Every prompt is tokenized, cached or not, so an over-long one is refused on every call.
     const encoded = new Map([...new Set(prompts)].map((p) => [p, encodeQuery('RegionClassifier', this.tokenizer!, p, l, truncate)]));
@@ -359,10 +377,12 @@ export class RegionClassifier {
 
   /** Frees the plans and the kept patch grid (and the CLIP model when `load` created it). */
   dispose(): void {
-    this.#plans.dispose();
-    this.#image?.grid.dispose();
-    this.#image = undefined;
-    if (this.#ownsClip) this.clip.dispose();
+    this.#life.dispose(() => {
+      this.#plans.dispose();
+      this.#image?.grid.dispose();
+      this.#image = undefined;
+      if (this.#ownsClip) this.clip.dispose();
+    });
   }
 }
 
@@ -378,12 +398,12 @@ export function promptTexts(names: readonly string[], templates: readonly string
 }
 
 function checkBoxList(op: string, boxes: readonly Box[]): void {
-  if (!Array.isArray(boxes)) throw new GpuError(op, `boxes must be an array of [x1, y1, x2, y2], got ${typeof boxes}`);
+  if (!Array.isArray(boxes)) throw new InputError(op, `boxes must be an array of [x1, y1, x2, y2], got ${typeof boxes}`);
 }
 
 function checkTemplates(templates: readonly string[]): readonly string[] {
   if (!Array.isArray(templates) || templates.length === 0 || !templates.every((t) => typeof t === 'string' && t.includes('{}'))) {
-    throw new GpuError('RegionClassifier', `templates must be a non-empty list of strings holding {}, got ${JSON.stringify(templates)}`);
+    throw new InputError('RegionClassifier', `templates must be a non-empty list of strings holding {}, got ${JSON.stringify(templates)}`);
   }
   return templates;
 }
