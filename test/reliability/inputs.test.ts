@@ -76,6 +76,27 @@ describe('ClipModel.encodeText: strings are tokenized, ids never are', () => {
   });
 });
 
+describe('tokenizing long text: bounded work, no RangeError', () => {
+  it('a word of 300,000 letters is refused in well under a second without running its BPE', () => {
+    const t0 = performance.now();
+    expect(() => clip.tokenizer!.encode('x'.repeat(300_000), { contextLength: 32 })).toThrow(/too long for context length 32/);
+    expect(performance.now() - t0).toBeLessThan(1000);
+  });
+  it('with truncate, a word of 300,000 letters gives the row of its first letters (its tokens no longer overflow the stack)', () => {
+    const tok = clip.tokenizer!;
+    const x = tok.encodeTokens('xx')[0]!; // 'x' inside a word (no end-of-word mark)
+    expect(Array.from(tok.encode('x'.repeat(300_000), { contextLength: 32, truncate: true }))).toEqual([tok.sotId, ...new Array(30).fill(x), tok.eotId]);
+  });
+  it('100,000 words: only the words that fit are encoded, with truncate and without', async () => {
+    const text = Array.from({ length: 100_000 }, (_, i) => `w${i % 7}`).join(' ');
+    const want = clip.tokenizer!.encode(text.slice(0, 60), { contextLength: 32, truncate: true }); // 20 words, 40 tokens
+    const t0 = performance.now();
+    expect(clip.tokenizer!.encode(text, { contextLength: 32, truncate: true })).toEqual(want);
+    await rejects(clip.encodeText(text), /is longer than the model's context of 32 tokens/);
+    expect(performance.now() - t0).toBeLessThan(10_000);
+  });
+});
+
 describe('ClipModel.encodeImage: pixels', () => {
   const pixels = (n: number) => new Float32Array(n * 3 * S * S).fill(0.5);
   it('NaN in pixels is refused naming the index', async () => {

@@ -70,6 +70,8 @@ export class ClipTokenizer {
   readonly #byteEncoder = bytesToUnicode();
   readonly #byteDecoder = new Map(this.#byteEncoder.map((c, b) => [c, b]));
   readonly #cache = new Map<string, string[]>();
+  /** The most bytes one BPE token can hold (a merge joins two): a word of n bytes needs ≥ n / this tokens. */
+  readonly #maxTokenBytes: number;
 
   private constructor(vocab: Map<string, number>, merges: readonly (readonly [string, string])[], source: string) {
     this.#encoder = vocab;
@@ -80,7 +82,12 @@ export class ClipTokenizer {
     if (sot === undefined || eot === undefined) throw new TokenizerError(`${source}: vocabulary lacks ${SOT} or ${EOT}`);
     this.sotId = sot;
     this.eotId = eot;
-    this.vocabSize = Math.max(...vocab.values()) + 1;
+    // A loop, not Math.max(...values): a huge vocabulary would overflow the call stack as arguments.
+    let maxId = 0;
+    for (const id of vocab.values()) maxId = Math.max(maxId, id);
+    this.vocabSize = maxId + 1;
+    const bytes = (t: string) => (t.endsWith(END_OF_WORD) ? t.length - END_OF_WORD.length : t.length);
+    this.#maxTokenBytes = merges.reduce((m, [a, b]) => Math.max(m, bytes(a) + bytes(b)), 1);
   }
 
   /**
@@ -155,12 +162,25 @@ export class ClipTokenizer {
 
   /** BPE tokens of text that is already cleaned (see `clean`). */
   tokenizeCleaned(cleaned: string): string[] {
-    const out: string[] = [];
+    return this.#tokens(cleaned, Infinity, true).tokens;
+  }
+
+  /**
+   * BPE tokens of cleaned text, word by word, stopping once there are more than `limit` (each word
+   * is encoded alone, so later words cannot change earlier tokens). Unless `truncate`, a word too
+   * long to fit even at the most bytes per token is found too long before its BPE runs (whose cost
+   * grows faster than the word's length).
+   */
+  #tokens(cleaned: string, limit: number, truncate: boolean): { tokens: string[]; tooLong: boolean } {
+    const tokens: string[] = [];
     for (const [word] of cleaned.matchAll(SPLIT)) {
       const bytes = utf8.encode(word);
-      out.push(...this.#bpe(Array.from(bytes, (b) => this.#byteEncoder[b]!).join('')));
+      if (!truncate && tokens.length + Math.ceil(bytes.length / this.#maxTokenBytes) > limit) return { tokens, tooLong: true };
+      // Not push(...tokens): a long word's tokens would overflow the call stack as arguments.
+      for (const token of this.#bpe(Array.from(bytes, (b) => this.#byteEncoder[b]!).join(''))) tokens.push(token);
+      if (tokens.length > limit) break;
     }
-    return out;
+    return { tokens, tooLong: tokens.length > limit };
   }
 
   /** Token ids without SOT/EOT or padding (the reference's SimpleTokenizer.encode). */
@@ -183,9 +203,10 @@ export class ClipTokenizer {
     if (!Number.isInteger(contextLength) || contextLength < 1) {
       throw new TokenizerError(`contextLength must be a positive integer, got ${contextLength}`);
     }
-    const ids = [this.sotId, ...this.encodeTokens(text), this.eotId];
+    const { tokens, tooLong } = this.#tokens(this.clean(text), contextLength - 2, truncate);
+    if (tooLong && !truncate) throw new TokenizerError(`Input ${text} is too long for context length ${contextLength}`);
+    const ids = [this.sotId, ...this.tokenIds(tokens), this.eotId];
     if (ids.length > contextLength) {
-      if (!truncate) throw new TokenizerError(`Input ${text} is too long for context length ${contextLength}`);
       ids.length = contextLength;
       ids[contextLength - 1] = this.eotId;
     }
