@@ -5,8 +5,9 @@ import { basename } from 'node:path';
 import type { Gpu } from '../gpu/gpu.js';
 import { RegionClassifier, type RegionResize } from '../models/region/index.js';
 import { CLASS_TOKEN_POSITIONS, categoryAccuracy, evaluateAttributes, readPromptRecords, savePrompts, trainPrompts, type ClassTokenPosition, type EpochReport, type PromptRecord } from '../models/prompts/index.js';
-import { MODEL_COMMAND_FLAGS, numberIn, parseArgs, UsageError } from './args.js';
-import { checkModelDir, checkOutput, firstLine, writeJson } from './common.js';
+import { integerIn, MODEL_COMMAND_FLAGS, numberIn, parseArgs, UsageError } from './args.js';
+import { checkConfig, checkDistinctOutputs, checkModelDir, checkOutput, firstLine, writeJson } from './common.js';
+import { clipConfigFromHf } from '../models/clip/config.js';
 import { weightsSize, withProgress } from './progress.js';
 
 export const TRAIN_PROMPTS_USAGE = `usage: ovgpu train-prompts --model <clip dir> --data <train.jsonl> --out <prompts.safetensors> [options]
@@ -58,11 +59,6 @@ const TRAIN_FLAGS = {
   ...MODEL_COMMAND_FLAGS,
 } as const;
 
-const integer = (flag: string, v: number | undefined) => {
-  if (v !== undefined && !Number.isInteger(v)) throw new UsageError(`${flag} must be an integer, got ${v}`);
-  return v;
-};
-
 /** One epoch as a line: training loss and accuracy, held-out loss, accuracy and attribute mAP. */
 function epochLine(e: EpochReport, epochs: number): string {
   const f = (v: number | null | undefined) => (v === null || v === undefined ? '-' : v.toFixed(3));
@@ -83,29 +79,31 @@ export async function trainPromptsCommand(argv: string[], openGpu: (backend?: st
   if (resize !== 'squash' && resize !== 'crop') throw new UsageError(`--resize must be squash or crop, got ${resize}`);
   const dtype = args.strings.get('--dtype') ?? 'f32';
   if (dtype !== 'f32' && dtype !== 'f16') throw new UsageError(`--dtype must be f32 or f16, got ${dtype}`);
-  const epochs = integer('--epochs', numberIn(args, '--epochs', 1, 1e6, 10))!;
+  const epochs = integerIn(args, '--epochs', 1, 1e6, 10)!;
   const options = {
-    nCtx: integer('--n-ctx', numberIn(args, '--n-ctx', 1, 1e4)),
+    nCtx: integerIn(args, '--n-ctx', 1, 1e4),
     init: args.strings.get('--init'),
     classSpecific: args.booleans.has('--class-specific'),
     position,
     epochs,
-    batchSize: integer('--batch', numberIn(args, '--batch', 1, 1e6)),
+    batchSize: integerIn(args, '--batch', 1, 1e6),
     lr: numberIn(args, '--lr', Number.MIN_VALUE, 1e3),
     holdout: numberIn(args, '--holdout', 0, 0.99),
-    patience: integer('--patience', numberIn(args, '--patience', 1, 1e6)),
+    patience: integerIn(args, '--patience', 1, 1e6),
     positiveWeight: numberIn(args, '--positive-weight', 0, 1e6),
     attributeWeight: numberIn(args, '--attribute-weight', 0, 1e6),
-    seed: integer('--seed', numberIn(args, '--seed', 0, 2 ** 31)),
+    seed: integerIn(args, '--seed', 0, 2 ** 31),
     categories: args.lists.get('--category'),
     attributes: args.lists.get('--attribute'),
     resize,
   };
   checkModelDir(model);
+  checkConfig(model, clipConfigFromHf);
   if (!existsSync(data)) throw new UsageError(`--data ${data} not found`);
   checkOutput('--out', out);
   const json = args.strings.get('--json');
   if (json && json !== '-') checkOutput('--json', json);
+  if (json && json !== '-') checkDistinctOutputs([{ flag: '--out', path: out }, { flag: '--json', path: json }]);
   const records = readPromptRecords(data);
 
   const gpu = await openGpu(args.strings.get('--backend'), args.strings.get('--adapter'));

@@ -58,10 +58,13 @@ beforeAll(() => {
   }
   const files: Record<string, string> = { 'object.json': '{"a": 1}', 'short.json': '[[1, 2, 3]]', 'string.json': '[[1, 2, 3, "x"]]', 'infinite.json': '[[1e400, 1, 2, 3]]', 'nan.json': '[[NaN, 1, 2, 3]]', 'empty.json': '[]' };
   for (const [f, text] of Object.entries(files)) writeFileSync(at(f), text);
+  writeFileSync(at('predictions.json'), JSON.stringify([{ image: SAMPLE, boxes: [{ box: [10, 10, 50, 50], scores: { categories: { square: 1 }, attributes: { red: 0.5 } } }] }]));
+  writeFileSync(at('train.jsonl'), `${JSON.stringify({ image: SAMPLE, boxes: [{ box: [10, 10, 50, 50], category: 'square', attributes: { red: 1 } }] })}\n`);
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const owl = () => ['--model', at('owl')];
+const train = (...extra: string[]) => ['train-prompts', '--model', at('clip'), '--data', at('train.jsonl'), '--out', at('p.safetensors'), ...extra];
 const regionsWith = (boxes: string) => ['classify-regions', SAMPLE, '--model', at('clip'), '--boxes', boxes, '--label', 'x'];
 const regions = (...extra: string[]) => ['classify-regions', SAMPLE, '--model', at('clip'), '--boxes', at('boxes.json'), '--label', 'square', ...extra];
 
@@ -159,6 +162,24 @@ describe('every flag of every command, given a bad value', () => {
     ['regions: --json and --out naming the same file', () => regions('--json', at('same'), '--out', at('same')), /--json and --out both write/],
     ['regions: --backend that does not exist', () => regions('--backend', 'nosuch'), /^ovgpu: --backend nosuch: /],
     ['regions: an option of detect', () => regions('--query', 'x'), /unknown option --query/],
+    ['train-prompts: no --model', () => ['train-prompts', '--data', at('train.jsonl'), '--out', at('p.safetensors')], /train-prompts needs --model/],
+    ['train-prompts: a malformed config.json', () => ['train-prompts', '--model', at('malformed-config'), '--data', at('train.jsonl'), '--out', at('p.safetensors')], /malformed-config\/config\.json: /],
+    ['train-prompts: a missing --data', () => ['train-prompts', '--model', at('clip'), '--data', at('nope.jsonl'), '--out', at('p.safetensors')], /--data .*nope\.jsonl not found/],
+    ['train-prompts: --data that is not JSONL', () => ['train-prompts', '--model', at('clip'), '--data', SAMPLE, '--out', at('p.safetensors')], /sample\.png:1: not JSON/],
+    ['train-prompts: --out in a missing folder', () => ['train-prompts', '--model', at('clip'), '--data', at('train.jsonl'), '--out', at('missing', 'p.safetensors')], /--out .*: folder .*missing does not exist/],
+    ['train-prompts: --out and --json naming the same file', () => train('--json', at('p.safetensors')), /--out and --json both write .*p\.safetensors/],
+    ['train-prompts: --epochs 0', () => train('--epochs', '0'), /--epochs must be in \[1, /],
+    ['train-prompts: --epochs not an integer', () => train('--epochs', '1.5'), /--epochs must be an integer, got 1\.5/],
+    ['train-prompts: --lr 0', () => train('--lr', '0'), /--lr must be in /],
+    ['train-prompts: --holdout 1', () => train('--holdout', '1'), /--holdout must be in \[0, 0\.99\], got 1/],
+    ['train-prompts: --position side', () => train('--position', 'side'), /--position must be one of end, middle, front, got side/],
+    ['train-prompts: an empty --init', () => train('--init', ''), /--init is empty/],
+    ['train-prompts: an empty --category', () => train('--category', ''), /--category is empty/],
+    ['eval-attributes: one argument', () => ['eval-attributes', at('boxes.json')], /eval-attributes takes <predictions\.json> <annotations\.jsonl>, got 1/],
+    ['eval-attributes: missing predictions', () => ['eval-attributes', at('nope.json'), at('train.jsonl')], /cannot read .*nope\.json/],
+    ['eval-attributes: predictions that are not records', () => ['eval-attributes', at('boxes.json'), at('train.jsonl')], /boxes\.json: expected a list of \{ image, boxes/],
+    ['eval-attributes: missing annotations', () => ['eval-attributes', at('predictions.json'), at('nope.jsonl')], /annotations .*nope\.jsonl not found/],
+    ['eval-attributes: --json in a missing folder', () => ['eval-attributes', at('boxes.json'), at('train.jsonl'), '--json', at('missing', 'x.json')], /--json .*x\.json: folder .*missing does not exist/],
   ];
   for (const [what, args, message] of cases) it(what, () => expectBadInput(ovgpu(...args()), message));
 
