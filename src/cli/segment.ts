@@ -73,7 +73,6 @@ export async function segment(argv: string[], openGpu: (backend?: string, adapte
   const image = args.positional[0]!;
   const queries = args.lists.get('--query') ?? [];
   if (queries.length === 0) throw new UsageError('segment needs at least one --query "text"');
-  if (queries.some((q) => q.trim() === '')) throw new UsageError('a --query is empty');
   const background = args.lists.get('--background') ?? [];
   if (background.some((q) => q.trim() === '')) throw new UsageError('a --background is empty');
   let prompts: VisualPromptType[];

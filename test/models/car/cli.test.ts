@@ -63,7 +63,7 @@ describe('ovgpu segment', () => {
 
   const bad: [string, string[], RegExp][] = [
     ['no query', [SAMPLE], /at least one --query/],
-    ['empty query', [SAMPLE, '--query', ' '], /a --query is empty/],
+    ['empty query', [SAMPLE, '--query', ' '], /--query is empty/],
     ['unknown prompt type', [SAMPLE, '--query', 'a', '--prompt', 'circle,glow'], /unknown visual prompt type "glow"/],
     ['threshold outside [0, 1]', [SAMPLE, '--query', 'a', '--threshold', '1.5'], /--threshold must be in \[0, 1\], got 1.5/],
     ['two images', [SAMPLE, SAMPLE, '--query', 'a'], /segment takes one image, got 2/],
