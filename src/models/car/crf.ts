@@ -113,6 +113,13 @@ function checkImage(rgba: ArrayLike<number>, width: number, height: number): voi
   if (!rgba || typeof rgba.length !== 'number' || rgba.length !== 4 * width * height) {
     throw new InputError(OP, `rgba must hold 4·width·height = ${4 * width * height} bytes (RGBA, ${width}×${height}), got ${rgba?.length}`);
   }
+  // A float image in [0, 1] would pass as near-black colours: only bytes are accepted.
+  if (!(rgba instanceof Uint8Array || rgba instanceof Uint8ClampedArray)) {
+    for (let i = 0; i < rgba.length; i++) {
+      const v = rgba[i]!;
+      if (!(Number.isInteger(v) && v >= 0 && v <= 255)) throw new InputError(OP, `rgba must hold integers 0-255, got ${v} at index ${i}`);
+    }
+  }
 }
 
 /**

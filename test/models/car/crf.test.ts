@@ -173,6 +173,7 @@ describe('denseCrf', () => {
     };
     await refuses(() => denseCrf(gpu, rgba.subarray(4), w, h, p), /rgba must hold 4·width·height = 48 bytes .* got 44/);
     await refuses(() => denseCrf(gpu, rgba, 4.5, h, p), /width must be an integer >= 1/);
+    await refuses(() => denseCrf(gpu, Float32Array.from(rgba, () => 0.5), w, h, p), /rgba must hold integers 0-255, got 0.5 at index 0/);
     await refuses(() => denseCrf(gpu, rgba, w, h, p.subarray(1)), /probabilities must be \[L, H, W\] = L·3·4 values with L >= 2 labels, got 23/);
     await refuses(() => denseCrf(gpu, rgba, w, h, p.subarray(12)), /L >= 2 labels, got 12 values/);
     await refuses(() => denseCrf(gpu, rgba, w, h, Float32Array.from(p, (v, i) => (i === 7 ? NaN : v))), /probabilities holds NaN at index 7/);
