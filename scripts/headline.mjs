@@ -16,7 +16,8 @@ const ROWS = [
   ['clip', 'ViT-B/32 image tower 224 px f32 b1', 'CLIP ViT-B/32 image tower, batch 1'],
   ['clip', 'ViT-B/32 image tower 224 px f32 b8', 'CLIP ViT-B/32 image tower, batch 8'],
   ['clip', 'ViT-B/32 text tower f32 b8 × 77 tokens', 'CLIP ViT-B/32 text tower, batch 8'],
-  ['owlvit', 'OWL-ViT B/32 768 px f32: image → detections (3 new text queries)', 'OWL-ViT B/32 768 px image → detections'],
+  ['owlvit', 'OWL-ViT B/32 768 px f32: stage: vision tower + box head + class-head inputs (embedImage)', 'OWL-ViT B/32 768 px image side (tower, box head, class-head inputs)'],
+  ['owlvit', 'OWL-ViT B/32 768 px f32: image → detections (10 new text queries)', 'OWL-ViT B/32 768 px detect, 10 text queries'],
 ];
 const PEERS = [
   ['tfjs', 'TF.js WebGPU'],

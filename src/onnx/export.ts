@@ -97,7 +97,7 @@ export async function exportOnnx(source: GraphBuilder | GraphPlan, options: Onnx
   const gpu = options.gpu ?? (source instanceof GraphPlan ? source.gpu : constants[0]?.gpu);
   const exporters = opExporters(g.viewOrigins);
   for (const node of g.nodes) {
-    if (!exporters.has(node.kernel)) throw new GpuError('exportOnnx', `node ${node.label} (kernel ${node.kernel.name}) has no ONNX form: only forward ops export`);
+    if (!exporters.has(node.kernel)) throw new GpuError('exportOnnx', `node ${node.label} (kernel ${node.kernel.name}) has no ONNX form (exportOnnx writes the inference ops; backward kernels, nms, box IoU and optimizer steps have none)`);
   }
 
   const e = new OnnxEmitter();
