@@ -115,7 +115,7 @@ describe('denseCrf', () => {
     });
   }
 
-  // Krähenbühl's densecrf itself (scripts/densecrf/oracle.cpp) on CaR-like inputs, 2, 4 and 6 labels.
+  // Krähenbühl's densecrf itself (test/fixtures/densecrf.json says how it was run) on CaR-like inputs, 2, 4 and 6 labels.
   it('matches densecrf (C++, as pydensecrf runs it): marginals within 1e-4, the CPU reference within 2e-6', async () => {
     const gpu = await getGpu();
     const fixture = JSON.parse(readFileSync('test/fixtures/densecrf.json', 'utf8')) as { cases: { width: number; height: number; labels: number; colors: string; probabilities: string; q: string }[] };
