@@ -14,7 +14,7 @@ import { randomArray } from '../test/util/random.js';
 import type { KernelBenchCase } from './types.js';
 import type { Peak } from './peak.js';
 import type { TfjsPeer } from './peers.js';
-import { exportCase, type OrtPeer } from './ort.js';
+import { exportCase, timeOnPeers, type OrtPeer } from './ort.js';
 
 export interface TimingSettings {
   /** Each trial runs enough repetitions to take about this long. */
@@ -209,7 +209,8 @@ export interface PeerTime {
   error?: string;
 }
 
-const firstLine = (err: unknown) => String((err as Error)?.message ?? err).split('\n')[0]!;
+/** An error's first line, for a row's error cell. */
+export const firstLine = (err: unknown) => String((err as Error)?.message ?? err).split('\n')[0]!;
 
 function fractionOfPeak(plan: KernelPlan, ms: number, peak: Peak | undefined): BenchRow['peak'] {
   if (!peak) return undefined;
@@ -236,27 +237,6 @@ export interface CaseContext {
   tfjs?: TfjsPeer;
   /** ONNX Runtime peers: the case's node exported with exportOnnx (bench/ort.ts). */
   ort?: readonly OrtPeer[];
-}
-
-/** Times the case's exported node on each ORT peer. */
-async function ortPeers(gpu: Gpu, c: KernelBenchCase, data: readonly ArrayLike<number>[], ctx: CaseContext, wallMs: number): Promise<Record<string, PeerTime>> {
-  const peers: Record<string, PeerTime> = {};
-  let exported: Awaited<ReturnType<typeof exportCase>>;
-  try {
-    exported = await exportCase(gpu, c, data);
-  } catch (err) {
-    for (const p of ctx.ort!) peers[p.name] = { error: firstLine(err) };
-    return peers;
-  }
-  for (const p of ctx.ort!) {
-    try {
-      const t = await p.timeModel(exported.bytes, exported.feeds, ctx.settings);
-      peers[p.name] = { ms: t.wallMs, ratio: wallMs / t.wallMs };
-    } catch (err) {
-      peers[p.name] = { error: firstLine(err) };
-    }
-  }
-  return peers;
 }
 
 /**
@@ -302,7 +282,7 @@ export async function benchKernelCase(gpu: Gpu, c: KernelBenchCase, ctx: CaseCon
       row.peerError = firstLine(err);
     }
   }
-  if (ctx.ort?.length) row.peers = await ortPeers(gpu, c, data, ctx, timing.wallMs);
+  if (ctx.ort?.length) row.peers = await timeOnPeers(ctx.ort, () => exportCase(gpu, c, data), timing.wallMs, ctx.settings);
   return row;
 }
 

@@ -10,7 +10,7 @@ import type { Gpu } from '../src/gpu/gpu.js';
 import { Tensor } from '../src/tensor.js';
 import { GraphBuilder } from '../src/graph/builder.js';
 import { exportOnnx } from '../src/onnx/export.js';
-import { timeLoop, type Timing, type TimingSettings } from './harness.js';
+import { firstLine, timeLoop, type PeerTime, type Timing, type TimingSettings } from './harness.js';
 import type { KernelBenchCase } from './types.js';
 
 /** The ORT peers `--peers` can name. */
@@ -87,4 +87,35 @@ export async function exportCase(gpu: Gpu, c: KernelBenchCase, data: readonly Ar
   } finally {
     for (const t of constants) t.dispose();
   }
+}
+
+/**
+ * Exports once (`exported`), then times the model on every peer: each peer's ms and ours/its ratio
+ * (`wallMs` is ours), or why it has none (an export failure names the node for every peer).
+ */
+export async function timeOnPeers(
+  peers: readonly OrtPeer[],
+  exported: () => Promise<{ bytes: Uint8Array; feeds: Record<string, OrtFeed> }>,
+  wallMs: number,
+  settings: TimingSettings,
+  log?: (line: string) => void,
+): Promise<Record<string, PeerTime>> {
+  const out: Record<string, PeerTime> = {};
+  let model: Awaited<ReturnType<typeof exported>>;
+  try {
+    model = await exported();
+  } catch (err) {
+    for (const p of peers) out[p.name] = { error: firstLine(err) };
+    return out;
+  }
+  for (const p of peers) {
+    try {
+      const t = await p.timeModel(model.bytes, model.feeds, settings);
+      out[p.name] = { ms: t.wallMs, ratio: wallMs / t.wallMs };
+      log?.(`  ${p.name}: ${t.wallMs.toFixed(1)} ms, ours/${p.name} ${(wallMs / t.wallMs).toFixed(3)}`);
+    } catch (err) {
+      out[p.name] = { error: firstLine(err) };
+    }
+  }
+  return out;
 }

@@ -9,9 +9,9 @@ import { runKernel } from '../../src/kernels/runtime.js';
 import type { VisionConfig } from '../../src/models/clip/config.js';
 import { towerShapes } from '../../src/models/clip/weights.js';
 import { randomArray } from '../../test/util/random.js';
-import type { BenchRow, PeerTime, Timing, TimingSettings } from '../harness.js';
+import { firstLine, type BenchRow, type PeerTime, type Timing, type TimingSettings } from '../harness.js';
 import type { SuiteContext } from '../main.js';
-import type { OrtFeed } from '../ort.js';
+import { timeOnPeers, type OrtFeed } from '../ort.js';
 
 /** A row for a whole call (model forward, load, post-processing): wall ms per call. */
 export function callRow(kernel: string, label: string, t: Timing, extra: Partial<BenchRow> = {}): BenchRow {
@@ -24,7 +24,7 @@ export function onceRow(kernel: string, label: string, ms: number, extra: Partia
 }
 
 export function failedRow(kernel: string, label: string, err: unknown): BenchRow {
-  return { kernel, label, shape: '', ms: NaN, source: 'wall', wallMs: NaN, reps: 0, error: String((err as Error)?.message ?? err).split('\n')[0] };
+  return { kernel, label, shape: '', ms: NaN, source: 'wall', wallMs: NaN, reps: 0, error: firstLine(err) };
 }
 
 /** The smoke-run stand-in for ViT-B/32: same structure, tiny sizes. */
@@ -98,24 +98,10 @@ export function graphFlops(gpu: Gpu, g: GraphBuilder): number {
  */
 export async function modelPeers(ctx: SuiteContext, build: (g: GraphBuilder) => void, feeds: Record<string, OrtFeed>, wallMs: number, settings: TimingSettings): Promise<Record<string, PeerTime> | undefined> {
   if (!ctx.ort?.length) return undefined;
-  const peers: Record<string, PeerTime> = {};
-  let bytes: Uint8Array;
-  try {
+  const exported = async () => {
     const g = new GraphBuilder();
     build(g);
-    bytes = await exportOnnx(g, { gpu: ctx.gpu });
-  } catch (err) {
-    for (const p of ctx.ort) peers[p.name] = { error: String((err as Error)?.message ?? err).split('\n')[0] };
-    return peers;
-  }
-  for (const p of ctx.ort) {
-    try {
-      const t = await p.timeModel(bytes, feeds, settings);
-      peers[p.name] = { ms: t.wallMs, ratio: wallMs / t.wallMs };
-      ctx.log(`  ${p.name}: ${t.wallMs.toFixed(1)} ms, ours/${p.name} ${(wallMs / t.wallMs).toFixed(3)}`);
-    } catch (err) {
-      peers[p.name] = { error: String((err as Error)?.message ?? err).split('\n')[0] };
-    }
-  }
-  return peers;
+    return { bytes: await exportOnnx(g, { gpu: ctx.gpu }), feeds };
+  };
+  return timeOnPeers(ctx.ort, exported, wallMs, settings, ctx.log);
 }
