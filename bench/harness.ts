@@ -201,6 +201,8 @@ export interface BenchRow {
   peerError?: string;
   /** Other peers by name ('ort-webgpu', 'ort-cpu'): wall ms per call, wallMs / ms, or why not. */
   peers?: Record<string, PeerTime>;
+  /** ISO date of the run that measured this row, when it differs from its section's (rows kept by a filtered run). */
+  date?: string;
 }
 
 export interface PeerTime {

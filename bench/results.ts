@@ -47,6 +47,7 @@ export function fmt(x: number | undefined): string {
   return x.toPrecision(3);
 }
 
+const when = (iso: string) => iso.replace('T', ' ').replace(/\.\d+Z$/, ' UTC');
 const cell = (s: string) => s.replace(/\|/g, '\\|').replace(/\n/g, ' ');
 
 export function renderSection(r: SuiteResult): string {
@@ -55,7 +56,7 @@ export function renderSection(r: SuiteResult): string {
   const key = `${r.suite} ${adapterSlug(a)}`;
   lines.push(`<!-- bench ${key} -->`, `## ${r.suite} · ${a.description || a.device || a.vendor}`, '');
   lines.push(`- adapter: vendor \`${a.vendor}\`, architecture \`${a.architecture}\`, device \`${a.device}\`${a.isFallbackAdapter ? ' (fallback adapter)' : ''}`);
-  lines.push(`- run: ${r.date.replace('T', ' ').replace(/\.\d+Z$/, ' UTC')}; median of ${r.timing.trials} trial(s) of ≥ ${r.timing.minSeconds} s each`);
+  lines.push(`- run: ${when(r.date)}; median of ${r.timing.trials} trial(s) of ≥ ${r.timing.minSeconds} s each${r.rows.some((row) => row.date) ? '; rows marked (run …) were kept from an earlier run' : ''}`);
   lines.push(
     r.timing.source === 'timestamp'
       ? '- ms: GPU time per run from timestamp queries around n back-to-back runs in one compute pass; wall ms: the same n runs from encoding to completion, per run'
@@ -75,8 +76,9 @@ export function renderSection(r: SuiteResult): string {
   const head = others.flatMap((name) => [`${name} ms`, `ours/${name}`]);
   lines.push('', `| kernel | case | ms | wall ms | GFLOP/s | GB/s | % of peak | TF.js ms | ours/TF.js |${head.map((h) => ` ${h} |`).join('')}`, `|---|---|--:|--:|--:|--:|--:|--:|--:|${head.map(() => '--:|').join('')}`);
   for (const row of r.rows) {
+    const label = cell(row.label) + (row.date ? ` (run ${when(row.date).slice(0, 16)})` : '');
     if (row.error) {
-      lines.push(`| ${cell(row.kernel)} | ${cell(row.label)} | failed: ${cell(row.error)} | | | | | | |${head.map(() => ' |').join('')}`);
+      lines.push(`| ${cell(row.kernel)} | ${label} | failed: ${cell(row.error)} | | | | | | |${head.map(() => ' |').join('')}`);
       continue;
     }
     const other = others.map((name) => {
@@ -86,7 +88,7 @@ export function renderSection(r: SuiteResult): string {
     const peak = row.peak ? `${(row.peak.fraction * 100).toFixed(1)}% ${row.peak.of === 'fma' ? 'FMA' : 'BW'}` : '';
     const peer = row.peerMs !== undefined ? fmt(row.peerMs) : row.peerError ? `failed: ${cell(row.peerError)}` : '';
     lines.push(
-      `| ${cell(row.kernel)} | ${cell(row.label)} | ${fmt(row.ms)} | ${fmt(row.wallMs)} | ${fmt(row.gflops)} | ${fmt(row.gbps)} | ${peak} | ${peer} | ${fmt(row.ratio)} |${other.join('')}`,
+      `| ${cell(row.kernel)} | ${label} | ${fmt(row.ms)} | ${fmt(row.wallMs)} | ${fmt(row.gflops)} | ${fmt(row.gbps)} | ${peak} | ${peer} | ${fmt(row.ratio)} |${other.join('')}`,
     );
   }
   if (r.appendix?.length) lines.push('', ...r.appendix);
@@ -107,6 +109,27 @@ export function replaceSection(md: string, key: string, section: string): string
 const rowKey = (r: BenchRow) => `${r.kernel}\u0000${r.label}`;
 
 /**
+ * A filtered run's rows over the previous run's: rows it did not measure are kept with their own run
+ * date, and so are the section's peak, peers, notes and appendix where the filtered run has none.
+ */
+export function mergeResults(previous: SuiteResult, fresh: SuiteResult): SuiteResult {
+  const dated = (r: BenchRow): BenchRow => (r.date || previous.date === fresh.date ? r : { ...r, date: previous.date });
+  const byKey = new Map(fresh.rows.map((r) => [rowKey(r), r]));
+  const rows = previous.rows.map((r) => byKey.get(rowKey(r)) ?? dated(r));
+  const kept = new Set(rows.map(rowKey));
+  const notes = [...new Set([...(previous.notes ?? []), ...(fresh.notes ?? [])])];
+  return {
+    ...fresh,
+    peak: fresh.peak ?? previous.peak,
+    peer: fresh.peer ?? previous.peer,
+    peers: { ...previous.peers, ...fresh.peers },
+    notes: notes.length ? notes : undefined,
+    appendix: fresh.appendix?.length ? fresh.appendix : previous.appendix,
+    rows: [...rows, ...fresh.rows.filter((r) => !kept.has(rowKey(r)))],
+  };
+}
+
+/**
  * Writes the JSON and replaces the RESULTS.md section under `dir` (bench/ of the repository).
  * With `merge` (a filtered run), rows of the previous JSON that this run did not measure are kept.
  * Returns the paths written.
@@ -115,14 +138,7 @@ export function writeResults(dir: string, result: SuiteResult, options: { merge?
   const slug = adapterSlug(result.adapter);
   const json = join(dir, 'results', `${result.suite}-${slug}.json`);
   const markdown = join(dir, 'RESULTS.md');
-  let merged = result;
-  if (options.merge && existsSync(json)) {
-    const previous = JSON.parse(readFileSync(json, 'utf8')) as SuiteResult;
-    const fresh = new Map(result.rows.map((r) => [rowKey(r), r]));
-    const rows = previous.rows.map((r) => fresh.get(rowKey(r)) ?? r);
-    const kept = new Set(rows.map(rowKey));
-    merged = { ...result, rows: [...rows, ...result.rows.filter((r) => !kept.has(rowKey(r)))] };
-  }
+  const merged = options.merge && existsSync(json) ? mergeResults(JSON.parse(readFileSync(json, 'utf8')) as SuiteResult, result) : result;
   mkdirSync(join(dir, 'results'), { recursive: true });
   writeFileSync(json, JSON.stringify(merged, null, 2) + '\n');
   const md = existsSync(markdown) ? readFileSync(markdown, 'utf8') : HEADER;

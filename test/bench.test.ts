@@ -195,6 +195,23 @@ describe('bench results', () => {
     expect(md).toContain('| k | third | 4.00 |');
   });
 
+  it("a filtered run keeps the section's peak, peers, notes and appendix and dates the rows it kept", () => {
+    const peak = { gflops: 30, gbps: 10, shaderCopyGbps: 9, bufferCopyGbps: 10 } as SuiteResult['peak'];
+    const withPeer = (r: BenchRow): BenchRow => ({ ...r, peers: { 'ort-cpu': { ms: 1, ratio: r.ms } } });
+    const full = { ...result('merge', [row('a', 1), row('b', 2)].map(withPeer)), peak, peers: { 'ort-cpu': 'ORT CPU' }, notes: ['full run'], appendix: ['profile'] };
+    writeResults(dir, full);
+    writeResults(dir, { ...result('merge', [row('b', 3)]), date: '2025-02-03T04:05:06.000Z', notes: ['filtered run'] }, { merge: true });
+    const md = readFileSync(join(dir, 'RESULTS.md'), 'utf8');
+    const section = md.slice(md.indexOf('<!-- bench merge'), md.indexOf('<!-- /bench merge'));
+    expect(section).toContain('f32 FMA 30.0 GFLOP/s');
+    expect(section).toContain('- ort-cpu: ORT CPU');
+    expect(section).toContain('- full run\n- filtered run');
+    expect(section).toContain('profile');
+    expect(section).toContain('- run: 2025-02-03 04:05:06 UTC');
+    expect(section).toContain('| k | a (run 2025-01-02 03:04) | 1.00 |');
+    expect(section).toContain('| k | b | 3.00 |');
+  });
+
   it('appends a section that is not there yet', () => {
     expect(replaceSection('# T\n', 'x y', 'S\n')).toBe('# T\n\nS\n');
     expect(replaceSection('# T\n\n<!-- bench x y -->\nold\n<!-- /bench x y -->\nafter\n', 'x y', 'new\n')).toBe('# T\n\nnew\nafter\n');
