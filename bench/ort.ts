@@ -1,6 +1,7 @@
 // ONNX Runtime (onnxruntime-node, a dev dependency) as peer columns, running the identical graph:
 // each case's node (or a model's graph) is exported with exportOnnx and run by ORT's native WebGPU
-// execution provider (Dawn inside ORT, on the same adapter, its own device) or its CPU provider.
+// execution provider (Dawn inside ORT, on the same adapter, its own device) or its CPU provider,
+// and by onnxruntime-web's WebGPU EP on our own GPUDevice.
 //
 // How a peer is timed: one session per case, a warm-up run, then n `session.run` calls awaited one
 // after another (timeLoop). Input 0 is fed from the host on every run and the outputs come back to
@@ -14,7 +15,7 @@ import { firstLine, timeLoop, type PeerTime, type Timing, type TimingSettings } 
 import type { KernelBenchCase } from './types.js';
 
 /** The ORT peers `--peers` can name. */
-export const ORT_PEERS = ['ort-webgpu', 'ort-cpu'] as const;
+export const ORT_PEERS = ['ort-webgpu', 'ort-cpu', 'ort-web'] as const;
 export type OrtPeerName = (typeof ORT_PEERS)[number];
 
 export interface OrtFeed {
@@ -31,22 +32,65 @@ export interface OrtPeer {
   timeModel(bytes: Uint8Array, feeds: Record<string, OrtFeed>, settings: TimingSettings): Promise<Timing>;
 }
 
-type Ort = typeof import('onnxruntime-node');
+/** What onnxruntime-node and onnxruntime-web have in common that the timing needs. */
+interface OrtApi {
+  Tensor: new (type: 'float32' | 'int32' | 'uint32', data: Float32Array | Int32Array | Uint32Array, dims: number[]) => unknown;
+  InferenceSession: {
+    create(bytes: Uint8Array, options: Record<string, unknown>): Promise<{ run(feeds: Record<string, unknown>): Promise<unknown>; release(): Promise<void> }>;
+  };
+  env: { versions?: { common?: string }; webgpu?: { device?: unknown }; wasm?: { numThreads?: number } };
+}
 
 const ORT_TYPE: Record<string, 'float32' | 'int32' | 'uint32'> = { f32: 'float32', i32: 'int32', u32: 'uint32' };
 
-/** Loads onnxruntime-node and checks that it offers the provider `name` asks for. */
-export async function loadOrt(name: OrtPeerName): Promise<OrtPeer> {
-  const ort: Ort = await import('onnxruntime-node');
+/**
+ * Loads the runtime `name` asks for: onnxruntime-node with its native WebGPU or CPU provider, or
+ * onnxruntime-web's WebGPU EP (wasm + WebGPU) on `gpu`'s own GPUDevice.
+ */
+export async function loadOrt(name: OrtPeerName, gpu: Gpu): Promise<OrtPeer> {
+  if (name === 'ort-web') return loadOrtWeb(gpu);
+  const ort = (await import('onnxruntime-node')) as unknown as OrtApi & { listSupportedBackends?: () => { name: string }[] };
   const provider = name === 'ort-webgpu' ? 'webgpu' : 'cpu';
-  const backends = (ort as unknown as { listSupportedBackends?: () => { name: string }[] }).listSupportedBackends?.() ?? [];
+  const backends = ort.listSupportedBackends?.() ?? [];
   if (!backends.some((b) => b.name === provider)) throw new Error(`onnxruntime-node offers no '${provider}' execution provider here`);
+  const description = `ONNX Runtime ${ort.env.versions?.common ?? ''} (onnxruntime-node, ${provider === 'webgpu' ? 'native WebGPU EP' : 'CPU EP'})`;
+  // Severity 3: errors only (ORT warns on stderr that it keeps shape ops on the CPU).
+  return ortPeer(name, description, ort, { executionProviders: [provider], graphOptimizationLevel: 'all', logSeverityLevel: 3 });
+}
+
+async function loadOrtWeb(gpu: Gpu): Promise<OrtPeer> {
+  const ort = (await import('onnxruntime-web/webgpu')) as unknown as OrtApi;
+  // ORT-web binds to one device for the life of the process.
+  if (ort.env.webgpu!.device === gpu.device) return webPeer(ort);
+  if (ort.env.webgpu!.device) throw new Error('onnxruntime-web is already bound to another GPUDevice in this process');
+  // ORT-web writes from its wasm heap, a SharedArrayBuffer, which browsers accept in
+  // queue.writeBuffer and Node's Dawn refuses ("Invalid argument"): such views are copied first.
+  const queue = Object.getPrototypeOf(gpu.device.queue) as GPUQueue;
+  const writeBuffer = queue.writeBuffer;
+  queue.writeBuffer = function (this: GPUQueue, buffer, offset, data, ...rest) {
+    const view = ArrayBuffer.isView(data) && data.buffer instanceof SharedArrayBuffer ? (data as Uint8Array).slice() : data;
+    return writeBuffer.call(this, buffer, offset, view, ...rest);
+  } as GPUQueue['writeBuffer'];
+  ort.env.webgpu!.device = gpu.device;
+  // ORT-web looks for navigator.gpu before it takes the device given; Node 20 has no navigator.
+  const nav = ((globalThis as { navigator?: { gpu?: unknown } }).navigator ??= {} as { gpu?: unknown });
+  nav.gpu ??= (await import('webgpu')).create([]);
+  // One wasm thread: its worker pool needs a browser's module workers (the kernels run on the GPU).
+  ort.env.wasm!.numThreads = 1;
+  return webPeer(ort);
+}
+
+function webPeer(ort: OrtApi): OrtPeer {
+  const description = `ONNX Runtime Web ${ort.env.versions?.common ?? ''} (onnxruntime-web, WebGPU EP, wasm) on the same GPUDevice, one wasm thread; SharedArrayBuffer uploads copied for Node's Dawn`;
+  return ortPeer('ort-web', description, ort, { executionProviders: ['webgpu'], graphOptimizationLevel: 'all', logSeverityLevel: 3 });
+}
+
+function ortPeer(name: OrtPeerName, description: string, ort: OrtApi, sessionOptions: Record<string, unknown>): OrtPeer {
   return {
     name,
-    description: `ONNX Runtime ${ort.env.versions?.common ?? ''} (onnxruntime-node, ${provider === 'webgpu' ? 'native WebGPU EP' : 'CPU EP'})`,
+    description,
     async timeModel(bytes, feeds, settings) {
-      // Severity 3: errors only (ORT warns on stderr that it keeps shape ops on the CPU).
-      const session = await ort.InferenceSession.create(bytes, { executionProviders: [provider], graphOptimizationLevel: 'all', logSeverityLevel: 3 });
+      const session = await ort.InferenceSession.create(bytes, sessionOptions);
       try {
         const inputs = Object.fromEntries(
           Object.entries(feeds).map(([k, f]) => {

@@ -18,7 +18,7 @@ try {
     entryPoints: [join(root, 'bench', 'main.ts')],
     outfile: join(dir, 'main.mjs'),
     ...nodeBundle,
-    external: [...nodeBundle.external, '@tensorflow/*', 'onnxruntime-node'],
+    external: [...nodeBundle.external, '@tensorflow/*', 'onnxruntime-node', 'onnxruntime-web', 'onnxruntime-web/*'],
     sourcemap: 'inline',
   });
   const run = spawnSync(process.execPath, ['--enable-source-maps', join(dir, 'main.mjs'), ...process.argv.slice(2)], {

@@ -18,7 +18,7 @@ describe('model bench suites (--quick)', () => {
       const before = gpu.stats();
       const lines: string[] = [];
       // The clip suite also runs its towers in every ONNX Runtime peer, so a peer that breaks is seen.
-      const ort = name === 'clip' ? await Promise.all(ORT_PEERS.map((p) => loadOrt(p))) : undefined;
+      const ort = name === 'clip' ? await Promise.all(ORT_PEERS.map((p) => loadOrt(p, gpu))) : undefined;
       const ctx: SuiteContext = { gpu, settings: QUICK, quick: true, peak: { gflops: 1, gbps: 1, shaderCopyGbps: 1, bufferCopyGbps: 1, source: 'wall' }, ort, log: (l) => lines.push(l) };
       const { rows, notes, appendix } = await suite(ctx);
       expect(rows.length).toBeGreaterThanOrEqual(minRows);

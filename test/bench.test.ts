@@ -55,10 +55,10 @@ describe('bench harness', () => {
     expect(gpu.stats().liveBytes).toBe(before.liveBytes);
   });
 
-  it('runs the identical graph in every ONNX Runtime peer (native WebGPU EP, CPU EP), and says why a kernel has none', async () => {
+  it('runs the identical graph in every ONNX Runtime peer (native WebGPU EP, CPU EP, ORT-web WebGPU EP on our device), and says why a kernel has none', async () => {
     const gpu = await getGpu();
     const before = gpu.stats();
-    const ort = await Promise.all(ORT_PEERS.map((name) => loadOrt(name)));
+    const ort = await Promise.all(ORT_PEERS.map((name) => loadOrt(name, gpu)));
     const mm: KernelBenchCase = { kernel: matmulKernel, label: 'tiny linear 4x16x8', inputs: [{ shape: [4, 16] }, { shape: [8, 16] }, { shape: [8] }], options: { transposeB: true, hasBias: true, activation: 'gelu' } };
     const noOnnx: KernelBenchCase = { kernel: softmaxBackwardKernel, label: 'backward: no ONNX form', inputs: [{ shape: [2, 8] }, { shape: [2, 8] }], options: {} };
     const [row, tinyRow] = await runCases(gpu, [mm, { ...tiny, tfjs: undefined }], { settings: QUICK, ort });
