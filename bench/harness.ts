@@ -171,9 +171,10 @@ export function bindPlan(gpu: Gpu, plan: KernelPlan, tensors: readonly Tensor[],
   }
 }
 
-/** Whether a row '<kernel> <label>' passes --filter (a case-insensitive substring). */
+/** Whether a row '<kernel> <label>' passes --filter: case-insensitive substrings, several separated by '|'. */
 export function matches(filter: string | undefined, kernel: string, label: string): boolean {
-  return !filter || `${kernel} ${label}`.toLowerCase().includes(filter.toLowerCase());
+  const text = `${kernel} ${label}`.toLowerCase();
+  return !filter || filter.toLowerCase().split('|').some((part) => text.includes(part));
 }
 
 /** One row of a kernel benchmark, as written to bench/results/*.json. */

@@ -1,4 +1,4 @@
-// `npm run bench -- <suite...> [--filter <substring>] [--quick] [--peers tfjs,ort-webgpu,ort-cpu,ort-web|all] [--no-peers] [--write|--no-write]
+// `npm run bench -- <suite...> [--filter <substring>[|<substring>…]] [--quick] [--peers tfjs,ort-webgpu,ort-cpu,ort-web|all] [--no-peers] [--write|--no-write]
 //  [--backend <name>] [--adapter <name>] [--profile gpu|cpu] [--note <text>]`, bundled and started by scripts/bench.mjs.
 // Suites: see SUITES below ('all' runs every one). --note adds a line to the results section
 // (e.g. 'machine under load'). Results go to bench/RESULTS.md and
@@ -106,7 +106,7 @@ async function main(): Promise<number> {
     args = parseArgs(process.argv.slice(2));
   } catch (err) {
     console.error(`bench: ${(err as Error).message}`);
-    console.error('usage: npm run bench -- <suite...|all> [--filter <substring>] [--quick] [--peers tfjs,ort-webgpu,ort-cpu,ort-web|all] [--no-peers] [--write|--no-write] [--backend <name>] [--adapter <name>] [--profile gpu|cpu] [--note <text>]');
+    console.error('usage: npm run bench -- <suite...|all> [--filter <substring>[|<substring>…]] [--quick] [--peers tfjs,ort-webgpu,ort-cpu,ort-web|all] [--no-peers] [--write|--no-write] [--backend <name>] [--adapter <name>] [--profile gpu|cpu] [--note <text>]');
     return 2;
   }
   const settings = args.quick ? QUICK : FULL;

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openGpu } from '../src/index.js';
 import { elementwiseKernel } from '../src/kernels/elementwise.js';
-import { inputData, QUICK, runCases, timeAsync, type BenchRow } from '../bench/harness.js';
+import { inputData, matches, QUICK, runCases, timeAsync, type BenchRow } from '../bench/harness.js';
 import { measurePeak, PEAK_QUICK } from '../bench/peak.js';
 import { loadTfjs } from '../bench/peers.js';
 import { loadOrt, ORT_PEERS } from '../bench/ort.js';
@@ -169,6 +169,13 @@ describe('bench results', () => {
     date: '2025-01-02T03:04:05.000Z',
     timing: { source: 'timestamp', minSeconds: 0.3, trials: 3 },
     rows,
+  });
+
+  it('filters rows by case-insensitive substrings, any of several separated by |', () => {
+    expect(matches(undefined, 'matmul', 'b8')).toBe(true);
+    expect(matches('MATMUL', 'matmul', 'b8')).toBe(true);
+    expect(matches('nms|softmax', 'softmax', '96x50x50')).toBe(true);
+    expect(matches('nms|softmax', 'matmul', 'b8')).toBe(false);
   });
 
   it('slugs adapter names for file names', () => {
