@@ -10,7 +10,7 @@ import { writeSafetensors } from '../util/write-safetensors.js';
 import sharp from 'sharp';
 import { ClipModel, ClipTokenizer, GraphBuilder, OwlVitDetector, decodeImage, kernels, preprocessOwlv2, preprocessOwlv2Batch, type Gpu } from '../../src/index.js';
 import { resizeOwlv2 } from '../../src/models/preprocess/index.js';
-import { useGpu } from '../util/gpu.js';
+import { requireF16, useGpu } from '../util/gpu.js';
 import { expectClose } from '../util/check.js';
 import { fixturePath } from '../util/fixtures.js';
 import { fixtureTensors } from '../util/grad.js';
@@ -150,6 +150,21 @@ describe('OWLv2 on owlv2_tiny: Owlv2ForObjectDetection', () => {
       console.log(close(p.boxes, `ig_post_boxes_${img}`, 1e-4, clipped(f64(`ig_post_boxes_${img}`), ORIGINAL[img]!)));
     });
   });
+
+  it('f16 weights and activations: logits, boxes, objectness within 2e-2 of scale vs float64', async (ctx) => {
+    requireF16(ctx, gpu);
+    const half = await OwlVitDetector.load(gpu, DIR, { dtype: 'f16' });
+    const out = await half.predict(predictInputs());
+    for (const m of [
+      checkLogits(out.logits, 2e-2),
+      close(out.predBoxes, 'pred_boxes', 2e-2),
+      close(out.objectnessLogits!, 'objectness_logits', 2e-2),
+      close(out.classEmbeds, 'class_embeds', 2e-2),
+      close(out.imageEmbeds, 'image_embeds', 2e-2),
+    ]) console.log(`f16 ${m}`);
+    half.dispose();
+    // Every f16 pipeline compiles anew: minutes on a loaded lavapipe.
+  }, 600_000);
 
   it('dispose frees everything load and the runs made', () => {
     const after = det.dispose();
