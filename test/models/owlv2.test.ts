@@ -14,6 +14,7 @@ import { requireF16, useGpu } from '../util/gpu.js';
 import { expectClose } from '../util/check.js';
 import { fixturePath } from '../util/fixtures.js';
 import { fixtureTensors } from '../util/grad.js';
+import { checkImageGuidedThresholds } from '../util/owl-postprocess.js';
 
 const getGpu = useGpu();
 const DIR = fixturePath('owlv2_tiny');
@@ -165,6 +166,13 @@ describe('OWLv2 on owlv2_tiny: Owlv2ForObjectDetection', () => {
     half.dispose();
     // Every f16 pipeline compiles anew: minutes on a loaded lavapipe.
   }, 600_000);
+
+  it('postProcessImageGuided thresholds the scores before the rescaling, as HF v4.35.2 (an independent reference checked on ig_post_* at 0)', async () => {
+    const fixture = (name: string) => expected(name).data as Float32Array;
+    const padded = ORIGINAL.map(([h, w]) => [Math.max(h, w), Math.max(h, w)] as [number, number]);
+    const refBoxes = (boxes: number[], img: number) => clipped(boxes, ORIGINAL[img]!);
+    for (const m of await checkImageGuidedThresholds(det, fixture, { n: N, sizes: ORIGINAL, refSizes: padded, refBoxes, thresholds: [0.5, 0.7, 0.8] })) console.log(m);
+  });
 
   it('dispose frees everything load and the runs made', () => {
     const after = det.dispose();

@@ -6,6 +6,7 @@ import sharp from 'sharp';
 import { ClipTokenizer, OwlVitDetector, kernels, preprocessOwlVit, selectImageQuery, type Gpu } from '../../src/index.js';
 import { readSafetensors } from '../../src/io/safetensors.js';
 import { requireF16, useGpu } from '../util/gpu.js';
+import { checkImageGuidedThresholds } from '../util/owl-postprocess.js';
 import { expectClose } from '../util/check.js';
 import { fixturePath, fixtureTensor, loadFixture } from '../util/fixtures.js';
 import { writeSafetensors } from '../util/write-safetensors.js';
@@ -116,6 +117,10 @@ describe('OwlVitDetector on owlvit_tiny', () => {
     expect(post[1]!.scores.length).toBeLessThan(N);
     const noNms = await det.postProcessImageGuided(out, { nmsThreshold: 1, targetSizes: targetSizes() });
     expect(noNms[1]!.scores.length).toBe(N);
+  });
+
+  it('postProcessImageGuided thresholds the scores before the rescaling, as HF v4.35.2 (an independent reference checked on ig_post_* at 0)', async () => {
+    for (const m of await checkImageGuidedThresholds(det, f32, { n: N, sizes: targetSizes(), refSizes: targetSizes(), thresholds: [0.9, 0.95, 0.99] })) console.log(m);
   });
 
   it('image-guided queries from a user box pick the predicted box that overlaps it most', async () => {

@@ -43,6 +43,8 @@ export interface PostProcessOptions {
 export type BatchedNms = (boxes: Float32Array, scores: Float32Array, labels: Int32Array, options: { iouThreshold: number; scoreThreshold?: number }) => Promise<Int32Array>;
 
 export interface ImageGuidedPostProcessOptions extends PostProcessOptions {
+  /** Boxes whose score (sigmoid, after NMS, before the rescaling) is below this are dropped (default 0, as HF v4.35). */
+  threshold?: number;
   /** IoU above which a lower-scoring box is suppressed (default 0.3); 1 or more: no NMS. */
   nmsThreshold?: number;
 }
@@ -120,13 +122,16 @@ export function postProcessObjectDetection(logits: ArrayLike<number>, predBoxes:
 }
 
 /**
- * post_process_image_guided_detection: scores = sigmoid(max logit); greedy NMS per image on the
- * normalised corners (a box suppresses lower-scoring boxes with IoU > nmsThreshold; suppressed
- * scores become 0); then scores are rescaled so the best box of the image gets 1 and 10% of it
- * gets 0, (s - 0.1·m) / (0.9·m) with m = max + 1e-6, those below `threshold` (default 0) dropped
- * and the rest clipped to [0, 1]. Boxes keep their index order, as in the reference. Labels are
- * the best query (0 with one image query). Unlike the reference, an image whose scores are all 0
- * gives an empty entry instead of being left out of the list.
+ * post_process_image_guided_detection (v4.35.2, the same for OWL-ViT and OWLv2): scores =
+ * sigmoid(max logit); greedy NMS per image on the normalised corners (a box suppresses
+ * lower-scoring boxes with IoU > nmsThreshold; suppressed scores become 0); scores below
+ * `threshold` (default 0) become 0 *before* the rescaling (HF PR #25608: before it, the rescaled
+ * scores were thresholded, so the best box always passed); then the scores are rescaled so the
+ * image's best remaining box gets 1 and 10% of it gets 0, (s - 0.1·m) / (0.9·m) with
+ * m = max + 1e-6, clipped to [0, 1], and boxes whose rescaled score is 0 are dropped. Boxes keep
+ * their index order, as in the reference. Labels are the best query (0 with one image query).
+ * Unlike the reference, an image whose scores are all 0 gives an empty entry instead of being left
+ * out of the list.
  */
 export async function postProcessImageGuided(nms: BatchedNms, logits: ArrayLike<number>, predBoxes: ArrayLike<number>, shape: readonly [number, number, number], options: ImageGuidedPostProcessOptions = {}): Promise<Detections[]> {
   const [b, n, q] = shape;
@@ -136,17 +141,18 @@ export async function postProcessImageGuided(nms: BatchedNms, logits: ArrayLike<
   const threshold = f(options.threshold ?? 0);
   const best = Array.from({ length: b }, (_, img) => bestQueries(logits, img, n, q));
   if (nmsThreshold < 1) await suppress(nms, predBoxes, best.map((x) => x.scores), n, nmsThreshold);
+  const eps = f(1e-6);
+  const [tenth, nineTenths] = [f(0.1), f(0.9)];
   return best.map(({ scores, labels }, img) => {
     let max = 0;
-    for (const s of scores) max = Math.max(max, s);
-    if (max === 0) return detections([], scores, labels, predBoxes, img, n, options);
-    const m = f(max + 1e-6);
-    const lo = f(m * f(0.1));
-    const span = f(m * f(0.9));
-    const alphas = Array.from(scores, (s) => {
-      const a = f(f(s - lo) / span);
-      return a < threshold ? 0 : Math.min(1, Math.max(0, a));
-    });
+    for (let i = 0; i < n; i++) {
+      if (scores[i]! < threshold) scores[i] = 0;
+      max = Math.max(max, scores[i]!);
+    }
+    const m = f(max + eps);
+    const lo = f(m * tenth);
+    const span = f(m * nineTenths);
+    const alphas = Array.from(scores, (s) => Math.min(1, Math.max(0, f(f(s - lo) / span))));
     const keep = [...alphas.keys()].filter((i) => alphas[i]! > 0);
     return detections(keep, alphas, labels, predBoxes, img, n, options);
   });
