@@ -14,6 +14,8 @@ export default defineConfig({
   ],
   test: {
     include: ['test/**/*.test.ts'],
+    // Tests import modules directly, not through src/index.ts: install the Node platform for them.
+    setupFiles: ['test/util/platform.ts'],
     // Dawn in forked processes; two at a time matches the 2-core CI machine and lavapipe's threads.
     pool: 'forks',
     poolOptions: { forks: { maxForks: 2, minForks: 1 } },

@@ -6,6 +6,7 @@
 // forces the kernels' settings (openGpu's profile); a profile other than the adapter's own is
 // recorded as its own suite, '<suite>-profile-<name>', beside the default one.
 import { spawnSync } from 'node:child_process';
+import '../src/platform/node.js';
 import { detectProfile, openGpu, type GpuProfile } from '../src/gpu/gpu.js';
 import type { Gpu } from '../src/gpu/gpu.js';
 import { FULL, matches, QUICK, runCases, type BenchRow, type TimingSettings } from './harness.js';

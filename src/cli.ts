@@ -3,6 +3,7 @@
 // open-vocabulary detection), `classify-regions` (name given boxes with CLIP), `segment` (CaR
 // segmentation) and the prompt-learning commands. Bad input ends with one line on stderr and exit
 // code 2; other failures with one line and exit code 1.
+import './platform/node.js';
 import { openGpu } from './gpu/index.js';
 import { Tensor } from './tensor.js';
 import { elementwise, elementwiseReference, type ElementwiseOptions } from './kernels/elementwise.js';

@@ -1,48 +1,6 @@
-export { openGpu, Gpu, GpuError, detectProfile } from './gpu/index.js';
-export type { OpenGpuOptions, GpuInfo, GpuStats, GpuProfile } from './gpu/index.js';
-export { Tensor, type TensorData } from './tensor.js';
-export { type DType, DTYPES, sizeOf } from './dtype.js';
-export * as kernels from './kernels/index.js';
-export { Optimizer, Sgd, Adam, AdamW, type SgdOptions, type AdamOptions } from './optim.js';
-export * from './graph/index.js';
-export { ClipModel, clipLogits, type ClipLoadOptions, type ImageRunOptions, type TowerResult } from './models/clip/model.js';
-export { gradCamToImage, type GradCamOptions, type GradCamResult } from './models/clip/gradcam.js';
-export { resizePositionEmbedding, type PositionEmbeddingOptions, type PositionInterpolation } from './models/clip/position.js';
-export { type ClipConfig, type VisionConfig, type TextConfig, clipConfigFromHf, clipConfigFromOpenAi } from './models/clip/config.js';
-export {
-  SafetensorsFile,
-  SafetensorsCheckpoint,
-  SafetensorsError,
-  openCheckpoint,
-  uploadTensor,
-  readSafetensors,
-  type TensorSource,
-  type SafetensorsEntry,
-  type SafetensorsDType,
-  type HostTensor,
-} from './io/safetensors.js';
-export { ClipTokenizer, TokenizerError, type EncodeOptions } from './models/tokenizer/index.js';
-export {
-  preprocessClip,
-  preprocessClipBatch,
-  preprocessClipResized,
-  preprocessOwlVit,
-  preprocessOwlVitBatch,
-  preprocessOwlv2,
-  preprocessOwlv2Batch,
-  decodeImage,
-  PreprocessError,
-  CLIP_MEAN,
-  CLIP_STD,
-  type ImageInput,
-  type NormalizeOptions,
-  type PixelBatch,
-} from './models/preprocess/index.js';
-export { InputError } from './models/inputs.js';
-export * from './models/region/index.js';
-export * from './models/prompts/index.js';
-export * from './models/owlvit/index.js';
-export { writeRandomModel, TINY_OWLVIT, TINY_CLIP, vitB32, type RandomModelKind } from './models/random.js';
-export { denseCrf, DenseCrfImage, crfProbabilitiesFromCams, crfColors, crfLattices, CAR_CRF_DEFAULTS, type DenseCrfOptions, type DenseCrfResult } from './models/car/crf.js';
-export { exportOnnx, ONNX_OPSET, type OnnxExportOptions } from './onnx/export.js';
-export * from './models/car/index.js';
+// The Node entry point: WebGPU through Dawn, model files from disk, images through sharp.
+import './platform/node.js';
+
+export * from './api.js';
+export { writeRandomModel } from './models/random.js';
+export { fileSource, folderFileSet } from './platform/node.js';

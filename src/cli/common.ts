@@ -56,11 +56,11 @@ export function checkConfig<T>(dir: string, parse: (json: Record<string, unknown
  * model's context length (`undefined`: the model has no text tower): an over-long query fails
  * before the model loads.
  */
-export function checkTexts(dir: string, contextLength: number | undefined, texts: readonly string[], truncate: boolean): ClipTokenizer {
+export async function checkTexts(dir: string, contextLength: number | undefined, texts: readonly string[], truncate: boolean): Promise<ClipTokenizer> {
   if (contextLength === undefined) throw new UsageError(`${join(dir, 'config.json')}: the model has no text tower`);
   let tokenizer: ClipTokenizer;
   try {
-    tokenizer = ClipTokenizer.load(dir);
+    tokenizer = await ClipTokenizer.load(dir);
   } catch (err) {
     throw new UsageError(`model folder ${dir}: ${firstLine(err)}`);
   }

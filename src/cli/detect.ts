@@ -96,7 +96,8 @@ export async function detect(argv: string[], openGpu: (backend?: string, adapter
   const clipDir = args.strings.get('--clip');
   if (promptsPath && !clipDir) throw new UsageError('--attributes needs --clip <the CLIP folder the prompts were trained on>');
   if (clipDir && !promptsPath) throw new UsageError('--clip is for --attributes <prompts.safetensors>');
-  const prompts = promptsPath ? (existsSync(promptsPath) ? readPrompts(promptsPath) : (() => { throw new UsageError(`--attributes ${promptsPath} not found`); })()) : undefined;
+  if (promptsPath && !existsSync(promptsPath)) throw new UsageError(`--attributes ${promptsPath} not found`);
+  const prompts = promptsPath ? await readPrompts(promptsPath) : undefined;
   if (clipDir) {
     checkModelDir(clipDir);
     checkConfig(clipDir, clipConfigFromHf);
@@ -110,7 +111,7 @@ export async function detect(argv: string[], openGpu: (backend?: string, adapter
   const truncate = args.booleans.has('--truncate');
   // config.json is checked for image queries too: only text queries need the tokenizer.
   const config = checkConfig(model, owlVitConfigFromHf);
-  const tokenizer = imageQuery ? undefined : checkTexts(model, config.text.contextLength, queries, truncate);
+  const tokenizer = imageQuery ? undefined : await checkTexts(model, config.text.contextLength, queries, truncate);
   const gpu = await openGpu(args.strings.get('--backend'), args.strings.get('--adapter'));
   try {
     const det = await withProgress(`loading the detector from ${model} (${weightsSize(model)})`, () => OwlVitDetector.load(gpu, model, { dtype, tokenizer }));

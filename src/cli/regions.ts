@@ -43,7 +43,7 @@ const FLAGS = {
 } as const;
 
 /** A prompt file, read before the model loads (a bad one is bad input). */
-function readPromptFile(path: string): LearnedPrompts {
+async function readPromptFile(path: string): Promise<LearnedPrompts> {
   if (!existsSync(path)) throw new UsageError(`--prompts ${path} not found`);
   return readPrompts(path);
 }
@@ -73,7 +73,7 @@ export async function classifyRegions(argv: string[], openGpu: (backend?: string
   const boxesPath = args.strings.get('--boxes');
   if (!boxesPath && !dataPath) throw new UsageError('classify-regions needs --boxes <boxes.json>');
   const promptsPath = args.strings.get('--prompts');
-  const learned = promptsPath ? readPromptFile(promptsPath) : undefined;
+  const learned = promptsPath ? await readPromptFile(promptsPath) : undefined;
   const labels = args.lists.get('--label') ?? [];
   if (labels.length === 0 && !learned?.categories) throw new UsageError('classify-regions needs at least one --label (or --prompts with categories)');
   if (labels.length && learned?.categories) throw new UsageError(`--label and --prompts: ${promptsPath} holds the categories`);
@@ -129,7 +129,7 @@ export async function classifyRegions(argv: string[], openGpu: (backend?: string
   const templates = args.lists.get('--template') ?? DEFAULT_TEMPLATES;
   const truncate = args.booleans.has('--truncate');
   const texts = [...promptTexts(labels, templates), ...promptTexts(attributes, DEFAULT_ATTRIBUTE_TEMPLATES)];
-  const tokenizer = checkTexts(model, config.text?.contextLength, texts, truncate);
+  const tokenizer = await checkTexts(model, config.text?.contextLength, texts, truncate);
 
   const gpu = await openGpu(args.strings.get('--backend'), args.strings.get('--adapter'));
   try {

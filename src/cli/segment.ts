@@ -106,8 +106,8 @@ export async function segment(argv: string[], openGpu: (backend?: string, adapte
   const context = (dir: string) => checkConfig(dir, clipConfigFromHf).text?.contextLength;
   // Every text the loop embeds is checked before the model loads.
   const texts = [...queries, ...queries.map((q) => `a clean origami ${q}.`), ...background.map((b) => `a clean origami ${b}.`)];
-  const tokenizer = checkTexts(model, context(model), texts, truncate);
-  if (classifierDir) checkTexts(classifierDir, context(classifierDir), texts, truncate);
+  const tokenizer = await checkTexts(model, context(model), texts, truncate);
+  if (classifierDir) await checkTexts(classifierDir, context(classifierDir), texts, truncate);
   const decoded = await decodeImage(image);
   const gpu = await openGpu(args.strings.get('--backend'), args.strings.get('--adapter'));
   try {

@@ -1,4 +1,5 @@
 import { GpuError } from './errors.js';
+import { platform } from '../platform/platform.js';
 
 export interface OpenGpuOptions {
   /** Dawn backend, e.g. 'vulkan', 'metal', 'd3d12'. Node only. Default: Dawn's choice. */
@@ -72,27 +73,13 @@ const MAX_LIMITS = [
   'maxUniformBufferBindingSize',
 ] as const;
 
-/** Where the WebGPU entry point comes from: the browser's navigator.gpu, else Dawn through `webgpu`. */
-async function getGpuEntry(options: OpenGpuOptions): Promise<{ gpu: GPU; keepAlive: unknown }> {
-  const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
-  const inNode = typeof process !== 'undefined' && !!process.versions?.node;
-  if (!inNode && nav?.gpu) return { gpu: nav.gpu, keepAlive: nav.gpu };
-  const dawn = await import('webgpu');
-  Object.assign(globalThis, dawn.globals);
-  const args = [...(options.dawnOptions ?? [])];
-  if (options.backend) args.push(`backend=${options.backend}`);
-  if (options.adapter) args.push(`adapter=${options.adapter}`);
-  const gpu = dawn.create(args);
-  return { gpu, keepAlive: gpu };
-}
-
 /** Opens the GPU: adapter, device with maximum limits and the optional features we use. */
 export async function openGpu(options: OpenGpuOptions = {}): Promise<Gpu> {
   const profile = options.profile ?? 'auto';
   if (profile !== 'auto' && profile !== 'gpu' && profile !== 'cpu') {
     throw new GpuError('openGpu', `profile must be 'auto', 'gpu' or 'cpu', got ${JSON.stringify(options.profile)}`);
   }
-  const { gpu, keepAlive } = await getGpuEntry(options).catch((err: unknown) => {
+  const { gpu, keepAlive } = await platform().gpu(options).catch((err: unknown) => {
     throw new GpuError('openGpu', `could not load WebGPU (${String((err as Error)?.message ?? err)})`, { cause: err });
   });
   let adapter: GPUAdapter | null;
@@ -109,7 +96,7 @@ export async function openGpu(options: OpenGpuOptions = {}): Promise<Gpu> {
       'openGpu',
       'no WebGPU adapter found' +
         (options.adapter || options.backend ? ` for adapter=${options.adapter ?? '*'} backend=${options.backend ?? '*'}` : '') +
-        '. On a machine without a GPU run scripts/setup to install a software Vulkan driver.',
+        `. ${platform().noAdapterAdvice}`,
     );
   }
   for (const [key, v] of Object.entries(options.limits ?? {})) {

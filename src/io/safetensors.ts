@@ -1,9 +1,8 @@
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
-import { dirname, isAbsolute, join } from 'node:path';
 import { Float16Array } from '@petamoriken/float16';
 import type { Gpu } from '../gpu/gpu.js';
 import { GpuError } from '../gpu/errors.js';
 import { Tensor, maxTensorBytes, paddedByteLength } from '../tensor.js';
+import { locate, readText, type ByteSource, type FileSet, type ModelSource } from './source.js';
 
 /** Dtypes we read. BF16 and F16 widen to f32; I64 narrows to i32 (values must fit). */
 export type SafetensorsDType = 'F32' | 'F16' | 'BF16' | 'I64' | 'I32';
@@ -18,9 +17,6 @@ export interface SafetensorsEntry {
   readonly begin: number;
   readonly end: number;
 }
-
-/** The most bytes one readSync call is asked for (it refuses 2 GiB and more). */
-const READ_CHUNK_BYTES = 1 << 30;
 
 /** Headers larger than this are refused before being read: real ones are a few MB at most. */
 export const MAX_HEADER_BYTES = 100 * 1024 * 1024 - 1;
@@ -143,46 +139,45 @@ export interface HostTensor {
 }
 
 /**
- * A .safetensors file opened for reading. The header is validated on open; tensor data is read
- * from disk one tensor at a time, so the whole file never sits in JS memory.
+ * A .safetensors file opened for reading. The header is validated on open; tensor data is read one
+ * tensor at a time (a file on disk, a Blob, or HTTP range requests), so the whole file never sits
+ * in JS memory.
  */
 export class SafetensorsFile {
   readonly path: string;
   readonly entries: ReadonlyMap<string, SafetensorsEntry>;
   readonly metadata: Readonly<Record<string, string>>;
   readonly #dataStart: number;
-  #fd: number | undefined;
+  #source: ByteSource | undefined;
 
-  private constructor(path: string, fd: number, entries: Map<string, SafetensorsEntry>, metadata: Record<string, string>, dataStart: number) {
-    this.path = path;
-    this.#fd = fd;
+  private constructor(source: ByteSource, entries: Map<string, SafetensorsEntry>, metadata: Record<string, string>, dataStart: number) {
+    this.path = source.name;
+    this.#source = source;
     this.entries = entries;
     this.metadata = metadata;
     this.#dataStart = dataStart;
   }
 
-  static open(path: string): SafetensorsFile {
-    let fd: number;
-    try {
-      fd = openSync(path, 'r');
-    } catch (err) {
-      throw new SafetensorsError(path, `cannot open (${(err as Error).message})`, { cause: err });
+  /** Opens a file: a path (Node), a URL, or an opened ByteSource (closed with this file). */
+  static async open(source: string | URL | ByteSource): Promise<SafetensorsFile> {
+    if (typeof source === 'string' || source instanceof URL) {
+      const where = await locate(source);
+      if (!where.file) throw new SafetensorsError(where.files.name, 'is a folder, not a .safetensors file');
+      return SafetensorsFile.open(await openMember(where.files, where.file));
     }
+    const path = source.name;
     try {
-      const size = fstatSync(fd).size;
+      const size = source.size;
       if (size < 8) throw new SafetensorsError(path, `file of ${size} bytes is too short for a safetensors header`);
-      const lenBytes = Buffer.alloc(8);
-      readSync(fd, lenBytes, 0, 8, 0);
-      const headerLength = lenBytes.readBigUInt64LE(0);
+      const headerLength = new DataView((await read(source, 0, 8, 'the header length')).slice().buffer).getBigUint64(0, true);
       if (headerLength > BigInt(MAX_HEADER_BYTES)) throw new SafetensorsError(path, `header length ${headerLength} exceeds the ${MAX_HEADER_BYTES}-byte limit`);
       if (headerLength > BigInt(size - 8)) throw new SafetensorsError(path, `header length ${headerLength} is beyond the end of the ${size}-byte file`);
       const n = Number(headerLength);
-      const header = Buffer.alloc(n);
-      if (readSync(fd, header, 0, n, 8) !== n) throw new SafetensorsError(path, 'short read of the header');
+      const header = await read(source, 8, n, 'the header');
       const { entries, metadata } = parseSafetensorsHeader(path, header, size - 8 - n);
-      return new SafetensorsFile(path, fd, entries, metadata, 8 + n);
+      return new SafetensorsFile(source, entries, metadata, 8 + n);
     } catch (err) {
-      closeSync(fd);
+      source.close();
       throw err;
     }
   }
@@ -203,51 +198,63 @@ export class SafetensorsFile {
     return entry;
   }
 
-  /** Reads one tensor's raw bytes. */
-  readBytes(name: string): { entry: SafetensorsEntry; bytes: Uint8Array } {
+  /** Reads one tensor's raw bytes (only those bytes: one read, one range request). */
+  async readBytes(name: string): Promise<{ entry: SafetensorsEntry; bytes: Uint8Array }> {
     const entry = this.entry(name);
-    if (this.#fd === undefined) throw new SafetensorsError(this.path, 'file is closed');
-    const where = `tensor ${JSON.stringify(name)}`;
-    let bytes: Uint8Array;
-    try {
-      bytes = new Uint8Array(entry.end - entry.begin);
-    } catch (err) {
-      throw new SafetensorsError(this.path, `${where}: cannot hold its ${entry.end - entry.begin} bytes in memory (${(err as Error).message})`, { cause: err });
-    }
-    let done = 0;
-    while (done < bytes.length) {
-      // readSync refuses lengths of 2 GiB and more: read big tensors in chunks.
-      const length = Math.min(bytes.length - done, READ_CHUNK_BYTES);
-      const got = readSync(this.#fd, bytes, done, length, this.#dataStart + entry.begin + done);
-      if (got === 0) throw new SafetensorsError(this.path, `${where}: file ended while reading`);
-      done += got;
-    }
+    if (!this.#source) throw new SafetensorsError(this.path, 'file is closed');
+    const bytes = await read(this.#source, this.#dataStart + entry.begin, entry.end - entry.begin, `tensor ${JSON.stringify(name)}`);
     return { entry, bytes };
   }
 
   /** Reads one tensor, converted: floats to Float32Array, integers to Int32Array. */
-  get(name: string): HostTensor {
-    const { entry, bytes } = this.readBytes(name);
-    let data: Float32Array | Int32Array;
-    try {
-      data = decodeTensor(this.path, entry, bytes);
-    } catch (err) {
-      if (!(err instanceof RangeError)) throw err;
-      throw new SafetensorsError(this.path, `tensor ${JSON.stringify(name)}: cannot widen its ${entry.end - entry.begin} bytes of ${entry.dtype} in memory (${err.message})`, { cause: err });
-    }
-    return { shape: entry.shape, dtype: entry.dtype, data };
+  async get(name: string): Promise<HostTensor> {
+    const { entry, bytes } = await this.readBytes(name);
+    return { shape: entry.shape, dtype: entry.dtype, data: decodeEntry(this.path, entry, bytes) };
   }
 
   close(): void {
-    if (this.#fd !== undefined) closeSync(this.#fd);
-    this.#fd = undefined;
+    this.#source?.close();
+    this.#source = undefined;
+  }
+}
+
+/** Reads a range, as a SafetensorsError naming `what` on failure. */
+async function read(source: ByteSource, offset: number, length: number, what: string): Promise<Uint8Array> {
+  try {
+    return await source.read(offset, length);
+  } catch (err) {
+    if (err instanceof SafetensorsError) throw err;
+    const message = err instanceof RangeError ? `cannot hold its ${length} bytes in memory` : 'read failed';
+    throw new SafetensorsError(source.name, `${what}: ${message} (${(err as Error).message})`, { cause: err });
+  }
+}
+
+/** Opens a file of a set, as a SafetensorsError when it is missing or unreadable. */
+async function openMember(files: FileSet, file: string): Promise<ByteSource> {
+  let source: ByteSource | undefined;
+  try {
+    source = await files.open(file);
+  } catch (err) {
+    throw new SafetensorsError(files.path(file), `cannot open (${(err as Error).message})`, { cause: err });
+  }
+  if (!source) throw new SafetensorsError(files.path(file), 'cannot open (no such file or folder)');
+  return source;
+}
+
+/** Decodes one tensor's bytes, as a SafetensorsError when widening runs out of memory. */
+function decodeEntry(file: string, entry: SafetensorsEntry, bytes: Uint8Array): Float32Array | Int32Array {
+  try {
+    return decodeTensor(file, entry, bytes);
+  } catch (err) {
+    if (!(err instanceof RangeError)) throw err;
+    throw new SafetensorsError(file, `tensor ${JSON.stringify(entry.name)}: cannot widen its ${entry.end - entry.begin} bytes of ${entry.dtype} in memory (${err.message})`, { cause: err });
   }
 }
 
 function decodeTensor(file: string, entry: SafetensorsEntry, bytes: Uint8Array): Float32Array | Int32Array {
   const n = entry.shape.reduce((a, b) => a * b, 1);
   // Typed views need an aligned start: copy unless the bytes start their own buffer (readBytes's do).
-  const aligned = bytes.byteOffset === 0 ? bytes.buffer : bytes.slice().buffer;
+  const aligned = bytes.byteOffset === 0 ? bytes.buffer : new Uint8Array(bytes).buffer;
   switch (entry.dtype) {
     case 'F32':
       return new Float32Array(aligned, 0, n);
@@ -274,14 +281,26 @@ function decodeTensor(file: string, entry: SafetensorsEntry, bytes: Uint8Array):
   }
 }
 
-/** Reads every tensor of a small file at once (fixtures, tests). */
-export function readSafetensors(path: string): Map<string, HostTensor> {
-  const f = SafetensorsFile.open(path);
+/** Reads every tensor of a small file at once (fixtures, tests): a path (Node), a URL, or a ByteSource. */
+export async function readSafetensors(source: string | URL | ByteSource): Promise<Map<string, HostTensor>> {
+  const f = await SafetensorsFile.open(source);
   try {
-    return new Map([...f.entries.keys()].map((name) => [name, f.get(name)]));
+    const out = new Map<string, HostTensor>();
+    for (const name of f.names) out.set(name, await f.get(name));
+    return out;
   } finally {
     f.close();
   }
+}
+
+/** Every tensor of a .safetensors file already in memory; `name` is for messages. */
+export function decodeSafetensors(bytes: Uint8Array, name = 'safetensors bytes'): Map<string, HostTensor> {
+  if (bytes.length < 8) throw new SafetensorsError(name, `file of ${bytes.length} bytes is too short for a safetensors header`);
+  const headerLength = new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
+  if (headerLength > BigInt(Math.min(MAX_HEADER_BYTES, bytes.length - 8))) throw new SafetensorsError(name, `header length ${headerLength} is beyond the end of the ${bytes.length}-byte file or the ${MAX_HEADER_BYTES}-byte limit`);
+  const start = 8 + Number(headerLength);
+  const { entries } = parseSafetensorsHeader(name, bytes.subarray(8, start), bytes.length - start);
+  return new Map([...entries.values()].map((e) => [e.name, { shape: e.shape, dtype: e.dtype, data: decodeEntry(name, e, bytes.subarray(start + e.begin, start + e.end)) }]));
 }
 
 /** What both a single file and a sharded checkpoint offer: named tensors read one at a time. */
@@ -290,8 +309,8 @@ export interface TensorSource {
   readonly names: readonly string[];
   has(name: string): boolean;
   entry(name: string): SafetensorsEntry;
-  readBytes(name: string): { entry: SafetensorsEntry; bytes: Uint8Array };
-  get(name: string): HostTensor;
+  readBytes(name: string): Promise<{ entry: SafetensorsEntry; bytes: Uint8Array }>;
+  get(name: string): Promise<HostTensor>;
   close(): void;
 }
 
@@ -315,40 +334,52 @@ export class SafetensorsCheckpoint implements TensorSource {
     this.#where = where;
   }
 
-  /** Opens a .safetensors file, an index .json, or a folder holding `model.safetensors` or the index. */
-  static open(pathOrDir: string): SafetensorsCheckpoint {
-    let path = pathOrDir;
-    if (existsSync(path) && statSync(path).isDirectory()) {
-      const single = join(path, SINGLE_FILE_NAME);
-      const index = join(path, INDEX_FILE_NAME);
-      if (existsSync(single)) path = single;
-      else if (existsSync(index)) path = index;
-      else throw new SafetensorsError(pathOrDir, `folder holds neither ${SINGLE_FILE_NAME} nor ${INDEX_FILE_NAME}`);
+  /**
+   * Opens a .safetensors file, an index .json, or a folder holding `model.safetensors` or the
+   * index: a path (Node), a URL (a folder's ends with '/'), or files by name (see ModelSource).
+   */
+  static async open(source: ModelSource): Promise<SafetensorsCheckpoint> {
+    const { files, file } = await locate(source);
+    let name = file;
+    if (name === undefined) {
+      for (const candidate of [SINGLE_FILE_NAME, INDEX_FILE_NAME]) {
+        const s = await files.open(candidate).catch(() => undefined);
+        if (!s) continue;
+        if (candidate === SINGLE_FILE_NAME) {
+          const f = await SafetensorsFile.open(s);
+          return new SafetensorsCheckpoint(f.path, [f], new Map(f.names.map((n) => [n, f])));
+        }
+        s.close();
+        name = candidate;
+        break;
+      }
+      if (name === undefined) throw new SafetensorsError(files.name, `folder holds neither ${SINGLE_FILE_NAME} nor ${INDEX_FILE_NAME}`);
     }
-    if (!path.endsWith('.json')) {
-      const file = SafetensorsFile.open(path);
-      return new SafetensorsCheckpoint(path, [file], new Map(file.names.map((n) => [n, file])));
+    if (!name.endsWith('.json')) {
+      const f = await SafetensorsFile.open(await openMember(files, name));
+      return new SafetensorsCheckpoint(f.path, [f], new Map(f.names.map((n) => [n, f])));
     }
-    const weightMap = readIndex(path);
-    const files = new Map<string, SafetensorsFile>();
+    const path = files.path(name);
+    const weightMap = await readIndex(files, name);
+    const opened = new Map<string, SafetensorsFile>();
     try {
-      for (const shard of new Set(weightMap.values())) files.set(shard, SafetensorsFile.open(join(dirname(path), shard)));
-      for (const [name, shard] of weightMap) {
-        if (!files.get(shard)!.has(name)) {
-          throw new SafetensorsError(path, `tensor ${JSON.stringify(name)} is listed in shard ${JSON.stringify(shard)}, which does not contain it`);
+      for (const shard of new Set(weightMap.values())) opened.set(shard, await SafetensorsFile.open(await openMember(files, shard)));
+      for (const [tensor, shard] of weightMap) {
+        if (!opened.get(shard)!.has(tensor)) {
+          throw new SafetensorsError(path, `tensor ${JSON.stringify(tensor)} is listed in shard ${JSON.stringify(shard)}, which does not contain it`);
         }
       }
       const where = new Map<string, SafetensorsFile>();
-      for (const file of files.values()) {
-        for (const name of file.names) {
-          const other = where.get(name);
-          if (other) throw new SafetensorsError(path, `tensor ${JSON.stringify(name)} is in two shards: ${other.path} and ${file.path}`);
-          where.set(name, file);
+      for (const f of opened.values()) {
+        for (const tensor of f.names) {
+          const other = where.get(tensor);
+          if (other) throw new SafetensorsError(path, `tensor ${JSON.stringify(tensor)} is in two shards: ${other.path} and ${f.path}`);
+          where.set(tensor, f);
         }
       }
-      return new SafetensorsCheckpoint(path, [...files.values()], where);
+      return new SafetensorsCheckpoint(path, [...opened.values()], where);
     } catch (err) {
-      for (const f of files.values()) f.close();
+      for (const f of opened.values()) f.close();
       throw err;
     }
   }
@@ -373,11 +404,11 @@ export class SafetensorsCheckpoint implements TensorSource {
     return this.file(name).entry(name);
   }
 
-  readBytes(name: string): { entry: SafetensorsEntry; bytes: Uint8Array } {
+  async readBytes(name: string): Promise<{ entry: SafetensorsEntry; bytes: Uint8Array }> {
     return this.file(name).readBytes(name);
   }
 
-  get(name: string): HostTensor {
+  async get(name: string): Promise<HostTensor> {
     return this.file(name).get(name);
   }
 
@@ -387,15 +418,22 @@ export class SafetensorsCheckpoint implements TensorSource {
 }
 
 /** Opens a checkpoint: see SafetensorsCheckpoint.open. */
-export function openCheckpoint(pathOrDir: string): SafetensorsCheckpoint {
-  return SafetensorsCheckpoint.open(pathOrDir);
+export function openCheckpoint(source: ModelSource): Promise<SafetensorsCheckpoint> {
+  return SafetensorsCheckpoint.open(source);
 }
 
-/** Reads and checks an index's `weight_map`: tensor name → shard path relative to the index. */
-function readIndex(path: string): Map<string, string> {
+/** Reads and checks an index's `weight_map`: tensor name → shard file beside the index. */
+async function readIndex(files: FileSet, name: string): Promise<Map<string, string>> {
+  const path = files.path(name);
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    const s = await files.open(name);
+    if (!s) throw new Error('no such file');
+    try {
+      text = await readText(s);
+    } finally {
+      s.close();
+    }
   } catch (err) {
     throw new SafetensorsError(path, `cannot read the index (${(err as Error).message})`, { cause: err });
   }
@@ -410,12 +448,12 @@ function readIndex(path: string): Map<string, string> {
   const duplicate = duplicateJsonKey(text);
   if (duplicate) throw new SafetensorsError(path, `key ${duplicate.map((k) => JSON.stringify(k)).join(' → ')} appears twice in the index`);
   const out = new Map<string, string>();
-  for (const [name, shard] of Object.entries(map)) {
+  for (const [tensor, shard] of Object.entries(map)) {
     // Shards live beside the index: a path that leaves the folder is refused, not followed.
-    if (typeof shard !== 'string' || shard === '' || isAbsolute(shard) || shard.split(/[\\/]/).includes('..')) {
-      throw new SafetensorsError(path, `tensor ${JSON.stringify(name)}: shard ${JSON.stringify(shard)} must be a file name beside the index`);
+    if (typeof shard !== 'string' || shard === '' || /^([\\/]|[A-Za-z]:|[a-z]+:\/\/)/.test(shard) || shard.split(/[\\/]/).includes('..')) {
+      throw new SafetensorsError(path, `tensor ${JSON.stringify(tensor)}: shard ${JSON.stringify(shard)} must be a file name beside the index`);
     }
-    out.set(name, shard);
+    out.set(tensor, shard);
   }
   if (out.size === 0) throw new SafetensorsError(path, 'weight_map lists no tensors');
   return out;
@@ -434,7 +472,7 @@ export function f16OverflowIndex(data: Float32Array): number {
  * Reads one tensor (only its bytes) and uploads it: float dtypes as f32 or f16 (default f32),
  * integer dtypes as i32. A float value that would overflow f16 is an error, not an infinity.
  */
-export function uploadTensor(gpu: Gpu, source: TensorSource, name: string, dtype?: 'f32' | 'f16' | 'i32'): Tensor {
+export async function uploadTensor(gpu: Gpu, source: TensorSource, name: string, dtype?: 'f32' | 'f16' | 'i32'): Promise<Tensor> {
   const entry = source.entry(name);
   const isInt = entry.dtype === 'I32' || entry.dtype === 'I64';
   const target = dtype ?? (isInt ? 'i32' : 'f32');
@@ -447,7 +485,7 @@ export function uploadTensor(gpu: Gpu, source: TensorSource, name: string, dtype
   if (bytes > maxTensorBytes(gpu)) {
     throw new SafetensorsError(source.path, `${where} of shape [${entry.shape.join(', ')}] needs ${bytes} bytes as ${target}, above this device's limit of ${maxTensorBytes(gpu)} bytes per buffer`);
   }
-  const host = source.get(name);
+  const host = await source.get(name);
   if (target === 'f16') {
     const i = f16OverflowIndex(host.data as Float32Array);
     if (i >= 0) throw new SafetensorsError(source.path, `${where}: value ${host.data[i]} at index ${i} overflows f16`);

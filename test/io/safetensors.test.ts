@@ -22,12 +22,12 @@ let serial = 0;
 const tmp = (name = 'x.safetensors') => join(dir, `${serial++}-${name}`);
 
 /** Writes a file and expects opening it to fail with a SafetensorsError naming the file and `mention`. */
-function expectRejected(bytes: Buffer, mention: RegExp | string): SafetensorsError {
+async function expectRejected(bytes: Buffer, mention: RegExp | string): Promise<SafetensorsError> {
   const path = tmp();
   writeFileSync(path, bytes);
   let caught: unknown;
   try {
-    SafetensorsFile.open(path).close();
+    (await SafetensorsFile.open(path)).close();
   } catch (err) {
     caught = err;
   }
@@ -41,7 +41,7 @@ function expectRejected(bytes: Buffer, mention: RegExp | string): SafetensorsErr
 const u16 = (...bits: number[]): Uint8Array => bytesOf(new Uint16Array(bits));
 
 describe('safetensors decoding', () => {
-  it('decodes F32, F16, BF16, I64 and I32 (unaligned offsets included)', () => {
+  it('decodes F32, F16, BF16, I64 and I32 (unaligned offsets included)', async () => {
     const path = writeSafetensors(tmp(), {
       // 1 byte-pair first so that every later tensor starts at an offset that is not a multiple of 4.
       h: { dtype: 'F16', shape: [7], bytes: u16(0x3c00, 0xc000, 0x7bff, 0x0001, 0x7c00, 0x3555, 0x8000) },
@@ -52,7 +52,7 @@ describe('safetensors decoding', () => {
       s: { dtype: 'F32', shape: [], bytes: bytesOf(new Float32Array([4.5])) },
       z: { dtype: 'F32', shape: [0, 3], bytes: new Uint8Array(0) },
     });
-    const t = readSafetensors(path);
+    const t = await readSafetensors(path);
     const h = t.get('h')!;
     expect(h.data).toBeInstanceOf(Float32Array);
     // 0x3555 is the f16 nearest to 1/3: 1 + 341/1024 times 2^-2.
@@ -71,33 +71,33 @@ describe('safetensors decoding', () => {
     expect(t.get('z')!.data.length).toBe(0);
   });
 
-  it('rejects an I64 value outside i32, naming the tensor and the index', () => {
+  it('rejects an I64 value outside i32, naming the tensor and the index', async () => {
     const path = writeSafetensors(tmp(), { big: { dtype: 'I64', shape: [2], bytes: bytesOf(new BigInt64Array([0n, 2n ** 31n])) } });
-    const f = SafetensorsFile.open(path);
-    expect(() => f.get('big')).toThrow(/"big": I64 value 2147483648 at 1 does not fit/);
+    const f = await SafetensorsFile.open(path);
+    await expect(f.get('big')).rejects.toThrow(/"big": I64 value 2147483648 at 1 does not fit/);
     f.close();
   });
 
-  it('keeps metadata and header order, reads names, and reports a missing tensor', () => {
+  it('keeps metadata and header order, reads names, and reports a missing tensor', async () => {
     const path = writeSafetensors(tmp(), { b: f32(1), a: f32(2, 3) }, { format: 'pt' });
-    const f = SafetensorsFile.open(path);
+    const f = await SafetensorsFile.open(path);
     expect(f.metadata).toEqual({ format: 'pt' });
     expect(f.names).toEqual(['b', 'a']);
     expect(f.entry('a')).toMatchObject({ dtype: 'F32', shape: [2], begin: 4, end: 12 });
     expect(() => f.entry('c')).toThrow(SafetensorsError);
-    expect(() => f.get('c')).toThrow(/no tensor named "c"/);
+    await expect(f.get('c')).rejects.toThrow(/no tensor named "c"/);
     f.close();
-    expect(() => f.get('a')).toThrow(/closed/);
+    await expect(f.get('a')).rejects.toThrow(/closed/);
   });
 
-  it('accepts tensors listed out of offset order when they tile the data', () => {
+  it('accepts tensors listed out of offset order when they tile the data', async () => {
     const header = JSON.stringify({
       second: { dtype: 'F32', shape: [1], data_offsets: [4, 8] },
       first: { dtype: 'F32', shape: [1], data_offsets: [0, 4] },
     });
     const path = tmp();
     writeFileSync(path, rawSafetensors(header, bytesOf(new Float32Array([10, 20]))));
-    const t = readSafetensors(path);
+    const t = await readSafetensors(path);
     expect(Array.from(t.get('first')!.data)).toEqual([10]);
     expect(Array.from(t.get('second')!.data)).toEqual([20]);
   });
@@ -107,82 +107,84 @@ describe('safetensors hostility', () => {
   const good = encodeSafetensors({ w: f32(1, 2, 3, 4), b: { dtype: 'F16', shape: [2], bytes: u16(0x3c00, 0x4000) } });
   const goodFile = rawSafetensors(good.header, good.data);
 
-  it('rejects every truncation of a valid file', () => {
+  it('rejects every truncation of a valid file', async () => {
     const path = tmp();
     for (let n = 0; n < goodFile.length; n++) {
       writeFileSync(path, goodFile);
       truncateSync(path, n);
-      expect(() => SafetensorsFile.open(path), `truncated to ${n} bytes`).toThrow(SafetensorsError);
+      await expect(SafetensorsFile.open(path), `truncated to ${n} bytes`).rejects.toThrow(SafetensorsError);
     }
     // Cut inside the data: the error names the tensor that no longer fits.
-    expectRejected(goodFile.subarray(0, goodFile.length - 1), /tensor "b": data_offsets end 20 beyond the 19 data bytes/);
-    expectRejected(goodFile.subarray(0, 5), /too short|beyond the end/);
+    await expectRejected(goodFile.subarray(0, goodFile.length - 1), /tensor "b": data_offsets end 20 beyond the 19 data bytes/);
+    await expectRejected(goodFile.subarray(0, 5), /too short|beyond the end/);
   });
 
-  it('rejects trailing bytes after the last tensor', () => {
-    expectRejected(Buffer.concat([goodFile, Buffer.from([0])]), /tensors cover 20 of the 21 data bytes/);
+  it('rejects trailing bytes after the last tensor', async () => {
+    await expectRejected(Buffer.concat([goodFile, Buffer.from([0])]), /tensors cover 20 of the 21 data bytes/);
   });
 
-  it('rejects a header length beyond the file and a 100 MB (or 2^64-1) header claim without reading it', () => {
-    expectRejected(rawSafetensors(good.header, good.data, BigInt(good.header.length + good.data.length + 1)), /header length \d+ is beyond the end/);
-    expectRejected(rawSafetensors(good.header, good.data, 100n * 1024n * 1024n), new RegExp(`exceeds the ${MAX_HEADER_BYTES}-byte limit`));
-    expectRejected(rawSafetensors(good.header, good.data, 2n ** 64n - 1n), /exceeds the \d+-byte limit/);
+  it('rejects a header length beyond the file and a 100 MB (or 2^64-1) header claim without reading it', async () => {
+    await expectRejected(rawSafetensors(good.header, good.data, BigInt(good.header.length + good.data.length + 1)), /header length \d+ is beyond the end/);
+    await expectRejected(rawSafetensors(good.header, good.data, 100n * 1024n * 1024n), new RegExp(`exceeds the ${MAX_HEADER_BYTES}-byte limit`));
+    await expectRejected(rawSafetensors(good.header, good.data, 2n ** 64n - 1n), /exceeds the \d+-byte limit/);
   });
 
-  it('rejects overlapping offsets, gaps, and end before begin, naming the tensor', () => {
+  it('rejects overlapping offsets, gaps, and end before begin, naming the tensor', async () => {
     const data = new Uint8Array(8);
     const two = (a: [number, number], b: [number, number]) =>
       JSON.stringify({ a: { dtype: 'F32', shape: [1], data_offsets: a }, b: { dtype: 'F32', shape: [1], data_offsets: b } });
-    expectRejected(rawSafetensors(two([0, 4], [2, 6]), data), /tensor "b": data starts at 2, expected 4 \(overlaps/);
-    expectRejected(rawSafetensors(two([0, 4], [0, 4]), data), /data starts at 0, expected 4 \(overlaps/);
-    expectRejected(rawSafetensors(two([0, 4], [8, 12]), new Uint8Array(12)), /tensor "b": data starts at 8, expected 4 \(gap/);
-    expectRejected(rawSafetensors(two([4, 8], [4, 0]), data), /tensor "b": data_offsets \[4, 0\] end before begin/);
+    await expectRejected(rawSafetensors(two([0, 4], [2, 6]), data), /tensor "b": data starts at 2, expected 4 \(overlaps/);
+    await expectRejected(rawSafetensors(two([0, 4], [0, 4]), data), /data starts at 0, expected 4 \(overlaps/);
+    await expectRejected(rawSafetensors(two([0, 4], [8, 12]), new Uint8Array(12)), /tensor "b": data starts at 8, expected 4 \(gap/);
+    await expectRejected(rawSafetensors(two([4, 8], [4, 0]), data), /tensor "b": data_offsets \[4, 0\] end before begin/);
   });
 
-  it('rejects a byte size that does not match dtype and shape', () => {
+  it('rejects a byte size that does not match dtype and shape', async () => {
     const header = JSON.stringify({ w: { dtype: 'F32', shape: [3], data_offsets: [0, 8] } });
-    expectRejected(rawSafetensors(header, new Uint8Array(8)), /tensor "w": 8 bytes for F32 of shape \[3\], expected 12/);
+    await expectRejected(rawSafetensors(header, new Uint8Array(8)), /tensor "w": 8 bytes for F32 of shape \[3\], expected 12/);
     const h16 = JSON.stringify({ w: { dtype: 'BF16', shape: [2, 2], data_offsets: [0, 16] } });
-    expectRejected(rawSafetensors(h16, new Uint8Array(16)), /tensor "w": 16 bytes for BF16 of shape \[2, 2\], expected 8/);
+    await expectRejected(rawSafetensors(h16, new Uint8Array(16)), /tensor "w": 16 bytes for BF16 of shape \[2, 2\], expected 8/);
   });
 
-  it('rejects duplicate tensor names and duplicate fields that JSON.parse would hide', () => {
+  it('rejects duplicate tensor names and duplicate fields that JSON.parse would hide', async () => {
     const entry = '{"dtype":"F32","shape":[1],"data_offsets":[0,4]}';
-    expectRejected(rawSafetensors(`{"w":${entry},"w":${entry}}`, new Uint8Array(4)), /tensor "w" appears twice/);
+    await expectRejected(rawSafetensors(`{"w":${entry},"w":${entry}}`, new Uint8Array(4)), /tensor "w" appears twice/);
     // The same name spelled with an escape is the same key.
-    expectRejected(rawSafetensors(`{"w":${entry}, "\\u0077" :${entry}}`, new Uint8Array(4)), /tensor "w" appears twice/);
-    expectRejected(
+    await expectRejected(rawSafetensors(`{"w":${entry}, "\\u0077" :${entry}}`, new Uint8Array(4)), /tensor "w" appears twice/);
+    await expectRejected(
       rawSafetensors('{"w":{"dtype":"F32","dtype":"F16","shape":[1],"data_offsets":[0,4]}}', new Uint8Array(4)),
       /tensor "w": field "dtype" appears twice/,
     );
     // Keys inside strings or arrays are not keys.
     const ok = tmp();
     writeFileSync(ok, rawSafetensors(`{"__metadata__":{"a":"\\"w\\":1","b":"[\\"w\\"]"},"w":${entry}}`, new Uint8Array(4)));
-    expect(SafetensorsFile.open(ok).names).toEqual(['w']);
+    const opened = await SafetensorsFile.open(ok);
+    expect(opened.names).toEqual(['w']);
+    opened.close();
   });
 
-  it('rejects bad JSON, bad UTF-8 and malformed entries', () => {
+  it('rejects bad JSON, bad UTF-8 and malformed entries', async () => {
     const d4 = new Uint8Array(4);
-    expectRejected(rawSafetensors('{"w": {', d4), /not valid UTF-8 JSON/);
-    expectRejected(Buffer.concat([rawSafetensors('{"w":1}').subarray(0, 8), Buffer.from([0x7b, 0xff, 0x7d])]), /header length/);
+    await expectRejected(rawSafetensors('{"w": {', d4), /not valid UTF-8 JSON/);
+    await expectRejected(Buffer.concat([rawSafetensors('{"w":1}').subarray(0, 8), Buffer.from([0x7b, 0xff, 0x7d])]), /header length/);
     const badUtf8 = Buffer.from([0x7b, 0x22, 0xc3, 0x28, 0x22, 0x3a, 0x31, 0x7d]);
     const withLen = Buffer.alloc(8);
     withLen.writeBigUInt64LE(BigInt(badUtf8.length));
-    expectRejected(Buffer.concat([withLen, badUtf8]), /not valid UTF-8 JSON/);
-    expectRejected(rawSafetensors('\ufeff{}'), /not valid UTF-8 JSON/);
-    expectRejected(rawSafetensors('[]'), /must be a JSON object/);
-    expectRejected(rawSafetensors('{"w": 3}', d4), /tensor "w": entry must be an object/);
-    expectRejected(rawSafetensors('{"w":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}}', new Uint8Array(8)), /tensor "w": unsupported dtype "F64"/);
-    expectRejected(rawSafetensors('{"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}', d4), /tensor "w": shape must be/);
-    expectRejected(rawSafetensors('{"w":{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}}', d4), /tensor "w": shape must be/);
-    expectRejected(rawSafetensors('{"w":{"dtype":"F32","shape":[1],"data_offsets":[0]}}', d4), /tensor "w": data_offsets must be/);
-    expectRejected(rawSafetensors('{"w":{"dtype":"F32","shape":[1],"data_offsets":["0",4]}}', d4), /tensor "w": data_offsets must be/);
-    expectRejected(rawSafetensors('{"w":{"dtype":"F32","shape":[1]}}', d4), /tensor "w": data_offsets must be/);
-    expectRejected(rawSafetensors('{"__metadata__":{"a":1}}'), /__metadata__ must be an object of strings/);
-    expectRejected(Buffer.alloc(0), /0 bytes is too short/);
+    await expectRejected(Buffer.concat([withLen, badUtf8]), /not valid UTF-8 JSON/);
+    await expectRejected(rawSafetensors('\ufeff{}'), /not valid UTF-8 JSON/);
+    await expectRejected(rawSafetensors('[]'), /must be a JSON object/);
+    await expectRejected(rawSafetensors('{"w": 3}', d4), /tensor "w": entry must be an object/);
+    await expectRejected(rawSafetensors('{"w":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}}', new Uint8Array(8)), /tensor "w": unsupported dtype "F64"/);
+    await expectRejected(rawSafetensors('{"w":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}', d4), /tensor "w": shape must be/);
+    await expectRejected(rawSafetensors('{"w":{"dtype":"F32","shape":[1.5],"data_offsets":[0,4]}}', d4), /tensor "w": shape must be/);
+    await expectRejected(rawSafetensors('{"w":{"dtype":"F32","shape":[1],"data_offsets":[0]}}', d4), /tensor "w": data_offsets must be/);
+    await expectRejected(rawSafetensors('{"w":{"dtype":"F32","shape":[1],"data_offsets":["0",4]}}', d4), /tensor "w": data_offsets must be/);
+    await expectRejected(rawSafetensors('{"w":{"dtype":"F32","shape":[1]}}', d4), /tensor "w": data_offsets must be/);
+    await expectRejected(rawSafetensors('{"__metadata__":{"a":1}}'), /__metadata__ must be an object of strings/);
+    await expectRejected(Buffer.alloc(0), /0 bytes is too short/);
   });
 
-  it('survives 1000 random mutations of a valid header: each is an error or a still-valid description', () => {
+  it('survives 1000 random mutations of a valid header: each is an error or a still-valid description', async () => {
     const tensors: Record<string, RawTensor> = {
       'text.weight': { dtype: 'F16', shape: [3, 2], bytes: u16(1, 2, 3, 4, 5, 6) },
       ids: { dtype: 'I64', shape: [2], bytes: bytesOf(new BigInt64Array([5n, -6n])) },
@@ -237,7 +239,7 @@ describe('safetensors hostility', () => {
     expect(accepted).toBeGreaterThan(0);
   });
 
-  it('survives mutations of whole files, reading every tensor of those it accepts', () => {
+  it('survives mutations of whole files, reading every tensor of those it accepts', async () => {
     const { header, data } = encodeSafetensors({ a: { dtype: 'I64', shape: [2], bytes: bytesOf(new BigInt64Array([1n, 2n])) }, b: f32(1, 2, 3) });
     const file = rawSafetensors(header, data);
     const r = rng(7);
@@ -247,8 +249,8 @@ describe('safetensors hostility', () => {
       for (let m = 1 + Math.floor(r() * 3); m > 0; m--) bytes[Math.floor(r() * bytes.length)] = Math.floor(r() * 256);
       writeFileSync(path, bytes);
       try {
-        const f = SafetensorsFile.open(path);
-        for (const n of f.names) f.get(n);
+        const f = await SafetensorsFile.open(path);
+        for (const n of f.names) await f.get(n);
         f.close();
       } catch (err) {
         expect(err, `trial ${trial}`).toBeInstanceOf(SafetensorsError);
@@ -275,58 +277,58 @@ describe('sharded checkpoints', () => {
     'b.weight': 'model-00002-of-00002.safetensors',
   };
 
-  it('opens every shard an index lists, from the folder or the index path', () => {
+  it('opens every shard an index lists, from the folder or the index path', async () => {
     const folder = shardedFolder(weightMap, shards);
     for (const where of [folder, join(folder, 'model.safetensors.index.json')]) {
-      const c = openCheckpoint(where);
+      const c = await openCheckpoint(where);
       expect(c.path).toBe(join(folder, 'model.safetensors.index.json'));
       expect(c.files.length).toBe(2);
       expect(c.names).toEqual(['a.weight', 'a.bias', 'b.weight']);
-      expect(Array.from(c.get('a.weight').data)).toEqual([1, 2]);
-      expect(Array.from(c.get('b.weight').data)).toEqual([3]);
+      expect(Array.from((await c.get('a.weight')).data)).toEqual([1, 2]);
+      expect(Array.from((await c.get('b.weight')).data)).toEqual([3]);
       expect(c.entry('b.weight')).toMatchObject({ dtype: 'BF16', shape: [1] });
       expect(c.file('a.bias').path).toBe(join(folder, 'model-00001-of-00002.safetensors'));
       expect(c.has('a.bias') && !c.has('c')).toBe(true);
-      expect(() => c.get('c')).toThrow(/no tensor named "c"/);
+      await expect(c.get('c')).rejects.toThrow(/no tensor named "c"/);
       c.close();
     }
   });
 
-  it('opens a folder with model.safetensors and a single file path', () => {
+  it('opens a folder with model.safetensors and a single file path', async () => {
     const folder = join(dir, `single-${serial++}`);
     mkdirSync(folder);
     const file = writeSafetensors(join(folder, 'model.safetensors'), { w: f32(5) });
     for (const where of [folder, file]) {
-      const c = openCheckpoint(where);
+      const c = await openCheckpoint(where);
       expect(c.path).toBe(file);
       expect(c.names).toEqual(['w']);
-      expect(Array.from(c.get('w').data)).toEqual([5]);
+      expect(Array.from((await c.get('w')).data)).toEqual([5]);
       c.close();
     }
     const empty = join(dir, `empty-${serial++}`);
     mkdirSync(empty);
-    expect(() => openCheckpoint(empty)).toThrow(/neither model.safetensors nor model.safetensors.index.json/);
-    expect(() => openCheckpoint(join(empty, 'nope.safetensors'))).toThrow(/cannot open/);
+    await expect(openCheckpoint(empty)).rejects.toThrow(/neither model.safetensors nor model.safetensors.index.json/);
+    await expect(openCheckpoint(join(empty, 'nope.safetensors'))).rejects.toThrow(/cannot open/);
   });
 
-  it('rejects a tensor in two shards, a listed tensor its shard lacks, and bad indexes', () => {
+  it('rejects a tensor in two shards, a listed tensor its shard lacks, and bad indexes', async () => {
     const dup = shardedFolder(weightMap, { ...shards, 'model-00002-of-00002.safetensors': { 'b.weight': f32(1), 'a.bias': f32(2) } });
-    expect(() => openCheckpoint(dup)).toThrow(/tensor "a.bias" is in two shards: .*model-00001-of-00002.safetensors and .*model-00002-of-00002.safetensors/);
+    await expect(openCheckpoint(dup)).rejects.toThrow(/tensor "a.bias" is in two shards: .*model-00001-of-00002.safetensors and .*model-00002-of-00002.safetensors/);
     const lacking = shardedFolder({ ...weightMap, 'c.weight': 'model-00002-of-00002.safetensors' }, shards);
-    expect(() => openCheckpoint(lacking)).toThrow(/tensor "c.weight" is listed in shard "model-00002-of-00002.safetensors", which does not contain it/);
+    await expect(openCheckpoint(lacking)).rejects.toThrow(/tensor "c.weight" is listed in shard "model-00002-of-00002.safetensors", which does not contain it/);
     const missing = shardedFolder({ ...weightMap, 'c.weight': 'model-00003.safetensors' }, shards);
-    expect(() => openCheckpoint(missing)).toThrow(/model-00003.safetensors: cannot open/);
+    await expect(openCheckpoint(missing)).rejects.toThrow(/model-00003.safetensors: cannot open/);
     const escaping = shardedFolder({ w: '../model.safetensors' }, {});
-    expect(() => openCheckpoint(escaping)).toThrow(/tensor "w": shard "..\/model.safetensors" must be a file name beside the index/);
-    expect(() => openCheckpoint(shardedFolder({}, {}, '{"weight_map": [1]}'))).toThrow(/index has no weight_map object/);
-    expect(() => openCheckpoint(shardedFolder({}, {}, '{"weight_map": {}}'))).toThrow(/weight_map lists no tensors/);
-    expect(() => openCheckpoint(shardedFolder({}, {}, '{"weight_map": {'))).toThrow(/index is not valid JSON/);
+    await expect(openCheckpoint(escaping)).rejects.toThrow(/tensor "w": shard "..\/model.safetensors" must be a file name beside the index/);
+    await expect(openCheckpoint(shardedFolder({}, {}, '{"weight_map": [1]}'))).rejects.toThrow(/index has no weight_map object/);
+    await expect(openCheckpoint(shardedFolder({}, {}, '{"weight_map": {}}'))).rejects.toThrow(/weight_map lists no tensors/);
+    await expect(openCheckpoint(shardedFolder({}, {}, '{"weight_map": {'))).rejects.toThrow(/index is not valid JSON/);
     const twice = '{"weight_map": {"w": "model-00002-of-00002.safetensors", "w": "model-00001-of-00002.safetensors"}}';
-    expect(() => openCheckpoint(shardedFolder({}, shards, twice))).toThrow(/key "weight_map" → "w" appears twice in the index/);
+    await expect(openCheckpoint(shardedFolder({}, shards, twice))).rejects.toThrow(/key "weight_map" → "w" appears twice in the index/);
     // A bad shard is reported with the shard's own path.
     const broken = shardedFolder(weightMap, shards);
     truncateSync(join(broken, 'model-00002-of-00002.safetensors'), 9);
-    expect(() => openCheckpoint(broken)).toThrow(new RegExp(`${join(broken, 'model-00002-of-00002.safetensors')}: `));
+    await expect(openCheckpoint(broken)).rejects.toThrow(new RegExp(`${join(broken, 'model-00002-of-00002.safetensors')}: `));
   });
 });
 
@@ -342,25 +344,25 @@ describe('uploadTensor', () => {
       ids: { dtype: 'I64', shape: [3], bytes: bytesOf(new BigInt64Array([49406n, 1n, 49407n])) },
       huge: f32(1, 70000),
     });
-    const c = openCheckpoint(folder);
+    const c = await openCheckpoint(folder);
     const before = gpu.stats();
-    const w32 = uploadTensor(gpu, c, 'w');
+    const w32 = await uploadTensor(gpu, c, 'w');
     expect(w32.dtype).toBe('f32');
     expect(w32.shape).toEqual([2, 2]);
     // 0x3eab = bf16 of 0.333984375 (= 0x3eab0000 as f32); it is exact in f16 too.
     expect(Array.from(await w32.read())).toEqual([1, -5, 0.333984375, 0]);
-    const w16 = uploadTensor(gpu, c, 'w', 'f16');
+    const w16 = await uploadTensor(gpu, c, 'w', 'f16');
     expect(w16.dtype).toBe('f16');
     expect(Array.from(await w16.read())).toEqual([1, -5, 0.333984375, 0]);
-    const ids = uploadTensor(gpu, c, 'ids');
+    const ids = await uploadTensor(gpu, c, 'ids');
     expect(ids.dtype).toBe('i32');
     expect(Array.from(await ids.read())).toEqual([49406, 1, 49407]);
     for (const t of [w32, w16, ids]) t.dispose();
     const after = gpu.stats();
-    expect(() => uploadTensor(gpu, c, 'huge', 'f16')).toThrow(/tensor "huge": value 70000 at index 1 overflows f16/);
-    expect(() => uploadTensor(gpu, c, 'ids', 'f32')).toThrow(/tensor "ids": cannot upload I64 data as f32/);
-    expect(() => uploadTensor(gpu, c, 'w', 'i32')).toThrow(/tensor "w": cannot upload BF16 data as i32/);
-    expect(() => uploadTensor(gpu, c, 'nope')).toThrow(/no tensor named "nope"/);
+    await expect(uploadTensor(gpu, c, 'huge', 'f16')).rejects.toThrow(/tensor "huge": value 70000 at index 1 overflows f16/);
+    await expect(uploadTensor(gpu, c, 'ids', 'f32')).rejects.toThrow(/tensor "ids": cannot upload I64 data as f32/);
+    await expect(uploadTensor(gpu, c, 'w', 'i32')).rejects.toThrow(/tensor "w": cannot upload BF16 data as i32/);
+    await expect(uploadTensor(gpu, c, 'nope')).rejects.toThrow(/no tensor named "nope"/);
     expect(gpu.stats()).toEqual(after);
     expect(after.liveBuffers).toBe(before.liveBuffers);
     c.close();

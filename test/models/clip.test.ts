@@ -104,7 +104,7 @@ describe('ClipModel on clip_tiny', () => {
     const gpu = await getGpu();
     const dir = mkdtempSync(join(tmpdir(), 'ovgpu-bad-'));
     try {
-      const all = readSafetensors(fixturePath('clip_tiny', 'weights_hf.safetensors'));
+      const all = await readSafetensors(fixturePath('clip_tiny', 'weights_hf.safetensors'));
       const tensors = Object.fromEntries([...all].map(([k, v]) => [k, { shape: v.shape, data: v.data }]));
       const before = gpu.stats();
       const missing = { ...tensors };
@@ -135,7 +135,7 @@ describe('ClipModel on clip_tiny', () => {
     expect(Array.from(await model.encodeImage([png, png]))).toEqual(Array.from(await model.encodeImage(pre.data, [2, 3, 32, 32])));
     await expect(model.encodeText('a cat')).rejects.toThrow(/strings need a tokenizer/);
     // OpenAI's vocabulary is larger than clip_tiny's 512 ids: tokenizing works, the ids are refused by name.
-    const withTokenizer = await ClipModel.load(gpu, hfDir, { tokenizer: ClipTokenizer.load(fixturePath('bpe_simple_vocab_16e6.txt.gz')) });
+    const withTokenizer = await ClipModel.load(gpu, hfDir, { tokenizer: await ClipTokenizer.load(fixturePath('bpe_simple_vocab_16e6.txt.gz')) });
     await expect(withTokenizer.encodeText(['a cat'])).rejects.toThrow(/token id 49406 outside the vocabulary \[0, 512\)/);
     withTokenizer.dispose();
     model.dispose();

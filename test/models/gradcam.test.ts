@@ -4,7 +4,7 @@
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { ClipModel, gradCamToImage, resizePositionEmbedding, type Gpu } from '../../src/index.js';
-import { readSafetensors } from '../../src/io/safetensors.js';
+import { decodeSafetensors } from '../../src/io/safetensors.js';
 import { forEachProfile, requireF16 } from '../util/gpu.js';
 import { expectClose } from '../util/check.js';
 import { fixturePath } from '../util/fixtures.js';
@@ -32,7 +32,7 @@ function tokensMajor(x: ArrayLike<number>, n: number): Float64Array {
 const close = (label: string, got: ArrayLike<number>, ref: ArrayLike<number>, tol = 1e-4) => console.log(expectClose(got, ref, { scaleTol: tol, label }).message);
 
 describe('position embedding resize (CaR upsample_position_embedding)', () => {
-  const pos = () => readSafetensors(weightsPath()).get('visual.positional_embedding')!.data as Float32Array;
+  const pos = () => decodeSafetensors(readFileSync(weightsPath())).get('visual.positional_embedding')!.data as Float32Array;
   for (const res of RESOLUTIONS) {
     it(`${res}: bilinear (align_corners=False) vs F.upsample, then fp16 as .half()`, () => {
       const grid = meta.results.resolutions[res]!.grid_hw;

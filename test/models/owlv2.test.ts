@@ -5,7 +5,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { readSafetensors } from '../../src/io/safetensors.js';
+import { decodeSafetensors } from '../../src/io/safetensors.js';
 import { writeSafetensors } from '../util/write-safetensors.js';
 import sharp from 'sharp';
 import { ClipModel, ClipTokenizer, GraphBuilder, OwlVitDetector, decodeImage, kernels, preprocessOwlv2, preprocessOwlv2Batch, type Gpu } from '../../src/index.js';
@@ -190,7 +190,7 @@ describe('OWLv2 load errors', () => {
   /** A copy of the fixture checkpoint with some tensors left out and the config edited. */
   function checkpoint(name: string, drop: (tensor: string) => boolean, editConfig: (c: Record<string, any>) => void = () => undefined): string {
     const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
-    for (const [k, t] of readSafetensors(join(DIR, 'model.safetensors'))) if (!drop(k)) tensors[k] = { shape: [...t.shape], data: t.data as Float32Array };
+    for (const [k, t] of decodeSafetensors(readFileSync(join(DIR, 'model.safetensors')))) if (!drop(k)) tensors[k] = { shape: [...t.shape], data: t.data as Float32Array };
     const config = JSON.parse(readFileSync(join(DIR, 'config.json'), 'utf8')) as Record<string, any>;
     editConfig(config);
     const d = join(dir, name);

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { ClipTokenizer, OwlVitDetector, kernels, preprocessOwlVit, selectImageQuery, type Gpu } from '../../src/index.js';
-import { readSafetensors } from '../../src/io/safetensors.js';
+import { decodeSafetensors } from '../../src/io/safetensors.js';
 import { requireF16, useGpu } from '../util/gpu.js';
 import { checkImageGuidedThresholds } from '../util/owl-postprocess.js';
 import { expectClose } from '../util/check.js';
@@ -281,7 +281,7 @@ describe('OwlVitDetector.load errors', () => {
   /** A copy of the fixture checkpoint with some tensors changed or left out. */
   function checkpoint(name: string, edit: (tensors: Record<string, { shape: number[]; data: Float32Array }>) => void, config = readFileSync(join(DIR, 'config.json'), 'utf8')): string {
     const tensors: Record<string, { shape: number[]; data: Float32Array }> = {};
-    for (const [k, t] of readSafetensors(join(DIR, 'model.safetensors'))) tensors[k] = { shape: [...t.shape], data: t.data as Float32Array };
+    for (const [k, t] of decodeSafetensors(readFileSync(join(DIR, 'model.safetensors')))) tensors[k] = { shape: [...t.shape], data: t.data as Float32Array };
     edit(tensors);
     const d = join(dir, name);
     rmSync(d, { recursive: true, force: true });
@@ -317,7 +317,7 @@ describe('OwlVitDetector.load errors', () => {
     mkdirSync(d);
     const shards: Record<string, { shape: number[]; data: Float32Array }>[] = [{}, {}];
     const weightMap: Record<string, string> = {};
-    [...readSafetensors(join(DIR, 'model.safetensors'))].forEach(([k, t], i) => {
+    [...decodeSafetensors(readFileSync(join(DIR, 'model.safetensors')))].forEach(([k, t], i) => {
       shards[i % 2]![k] = { shape: [...t.shape], data: t.data as Float32Array };
       weightMap[k] = `model-0000${(i % 2) + 1}-of-00002.safetensors`;
     });

@@ -49,7 +49,7 @@ describe('trainPrompts on synthetic shapes', () => {
     if (!trained) return ctx.skip('the training test did not run');
     const path = join(dir, 'prompts.safetensors');
     savePrompts(path, trained.prompts);
-    const back = readPrompts(path);
+    const back = await readPrompts(path);
     expect(back.categories!.names).toEqual(trained.prompts.categories!.names);
     expect(Array.from(back.attributes!.ctx)).toEqual(Array.from(trained.prompts.attributes!.ctx));
     const record = records[0]!;

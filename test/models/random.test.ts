@@ -17,7 +17,7 @@ describe('random-weight models', () => {
     writeRandomModel(a, 'owlvit', TINY_OWLVIT, 7);
     writeRandomModel(b, 'owlvit', TINY_OWLVIT, 7);
     expect(readFileSync(join(a, 'model.safetensors')).equals(readFileSync(join(b, 'model.safetensors')))).toBe(true);
-    const tensors = readSafetensors(join(a, 'model.safetensors'));
+    const tensors = await readSafetensors(join(a, 'model.safetensors'));
     expect([...tensors.keys()].sort()).toEqual(randomParams('owlvit', TINY_OWLVIT).map((p) => p.name).sort());
     expect(tensors.get('owlvit.vision_model.embeddings.position_embedding.weight')!.shape).toEqual([65, 64]);
     expect(tensors.get('box_head.dense2.weight')!.shape).toEqual([4, 64]);
@@ -25,7 +25,7 @@ describe('random-weight models', () => {
     expect(config).toMatchObject({ model_type: 'owlvit', projection_dim: 64, vision_config: { image_size: 256, patch_size: 32 }, text_config: { vocab_size: 514, eos_token_id: 513 } });
 
     // Every byte is a token: "a red" → SOT, a</w>, r, e, d</w>, EOT.
-    const tok = ClipTokenizer.load(a);
+    const tok = await ClipTokenizer.load(a);
     const ids = tok.encode('a red', { contextLength: 8 });
     // Printable bytes come first in the byte table ('!' = id 0), then the same with '</w>' (+256).
     const byte = (ch: string) => ch.charCodeAt(0) - 0x21;

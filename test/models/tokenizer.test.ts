@@ -20,7 +20,7 @@ interface TokenizerCase {
 
 const fixture = JSON.parse(readFileSync(fixturePath('tokenizer.json'), 'utf8')) as { cases: TokenizerCase[]; context_length: number };
 const bpePath = fixturePath('bpe_simple_vocab_16e6.txt.gz');
-const tokenizer = ClipTokenizer.load(bpePath);
+const tokenizer = await ClipTokenizer.load(bpePath);
 const dir = mkdtempSync(join(tmpdir(), 'ovgpu-tok-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -72,14 +72,14 @@ describe('ClipTokenizer (OpenAI merges file)', () => {
     expect(() => tokenizer.tokenIds(['not-a-token'])).toThrow(/"not-a-token" is not in the vocabulary/);
   });
 
-  it('rejects missing files, empty folders and malformed merges', () => {
-    expect(() => ClipTokenizer.load(join(dir, 'nope.txt.gz'))).toThrow(/no such file or folder/);
+  it('rejects missing files, empty folders and malformed merges', async () => {
+    await expect(ClipTokenizer.load(join(dir, 'nope.txt.gz'))).rejects.toThrow(/no such file or folder/);
     const empty = join(dir, 'empty');
     mkdirSync(empty);
-    expect(() => ClipTokenizer.load(empty)).toThrow(/folder holds none of tokenizer.json, vocab.json, bpe_simple_vocab_16e6.txt.gz/);
+    await expect(ClipTokenizer.load(empty)).rejects.toThrow(/folder holds none of tokenizer.json, vocab.json, bpe_simple_vocab_16e6.txt.gz/);
     const notGzip = join(dir, 'bad.txt.gz');
     writeFileSync(notGzip, 'plain text');
-    expect(() => ClipTokenizer.load(notGzip)).toThrow(/cannot decompress/);
+    await expect(ClipTokenizer.load(notGzip)).rejects.toThrow(/cannot decompress/);
     expect(() => ClipTokenizer.fromOpenAIMerges('#version\na b\nc d e\n', 'm.txt')).toThrow(/m.txt: merge on line 3 is not two tokens: "c d e"/);
   });
 });
@@ -112,17 +112,17 @@ describe('ClipTokenizer (Hugging Face files)', () => {
     }),
   );
 
-  it('vocab.json + merges.txt (as a folder) gives the fixture ids', () => {
-    expectFixtureCases(ClipTokenizer.load(folder), { cleaned: false });
+  it('vocab.json + merges.txt (as a folder) gives the fixture ids', async () => {
+    expectFixtureCases(await ClipTokenizer.load(folder), { cleaned: false });
   });
 
-  it('tokenizer.json (merges as pairs, specials as added tokens) gives the fixture ids', () => {
-    const tok = ClipTokenizer.load(tokenizerJson);
+  it('tokenizer.json (merges as pairs, specials as added tokens) gives the fixture ids', async () => {
+    const tok = await ClipTokenizer.load(tokenizerJson);
     expect([tok.sotId, tok.eotId]).toEqual([49406, 49407]);
     expectFixtureCases(tok, { cleaned: false });
   });
 
-  it('rejects tokenizer files that are not CLIP BPE', () => {
+  it('rejects tokenizer files that are not CLIP BPE', async () => {
     const bad = (json: unknown) => () => ClipTokenizer.fromTokenizerJson(json, 't.json');
     expect(bad({ model: { type: 'WordPiece', vocab: {} } })).toThrow(/t.json: not a BPE tokenizer.json/);
     expect(bad({ model: { type: 'BPE', vocab: {}, merges: [], end_of_word_suffix: '' } })).toThrow(/end_of_word_suffix "" is not CLIP's/);
@@ -132,9 +132,9 @@ describe('ClipTokenizer (Hugging Face files)', () => {
     const lonely = join(dir, 'lonely');
     mkdirSync(lonely);
     writeFileSync(join(lonely, 'vocab.json'), '{}');
-    expect(() => ClipTokenizer.load(lonely)).toThrow(/no merges.txt beside it/);
+    await expect(ClipTokenizer.load(lonely)).rejects.toThrow(/no merges.txt beside it/);
     writeFileSync(join(lonely, 'tokenizer.json'), '{');
-    expect(() => ClipTokenizer.load(lonely)).toThrow(/tokenizer.json: not valid JSON/);
+    await expect(ClipTokenizer.load(lonely)).rejects.toThrow(/tokenizer.json: not valid JSON/);
   });
 });
 

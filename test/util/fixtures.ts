@@ -1,7 +1,7 @@
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
-import { readSafetensors, type HostTensor } from '../../src/io/safetensors.js';
+import { decodeSafetensors, type HostTensor } from '../../src/io/safetensors.js';
 
 /** ../shared/fixtures beside the project root (see its README). */
 export const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 'shared', 'fixtures');
@@ -18,7 +18,7 @@ const cache = new Map<string, Map<string, HostTensor>>();
 export function loadFixture(...parts: string[]): Map<string, HostTensor> {
   const p = fixturePath(...parts);
   let m = cache.get(p);
-  if (!m) cache.set(p, (m = readSafetensors(p)));
+  if (!m) cache.set(p, (m = decodeSafetensors(readFileSync(p), p)));
   return m;
 }
 

@@ -1,5 +1,3 @@
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Gpu } from '../../gpu/gpu.js';
 import { GpuError } from '../../gpu/errors.js';
 import type { DType, ReadArray } from '../../dtype.js';
@@ -8,6 +6,7 @@ import { GraphBuilder, Value } from '../../graph/builder.js';
 import type { GraphPlan } from '../../graph/plan.js';
 import { PlanCache, type PlanCacheLimits } from '../../graph/cache.js';
 import { SafetensorsError } from '../../io/safetensors.js';
+import { hasFile, locate, readFile, type Location, type ModelSource } from '../../io/source.js';
 import { Tensor, maxTensorBytes } from '../../tensor.js';
 import { checkClipConfig, clipConfigFromHf, clipConfigFromOpenAi, clipOrigin, hfOrigin, type ClipConfig, type ConfigOrigin } from './config.js';
 import { detectConvention, type Convention } from './names.js';
@@ -31,8 +30,8 @@ export interface ClipLoadOptions {
   heads?: { vision?: number; text?: number };
   /** Checkpoint name convention; default: detected from the names. */
   convention?: Convention;
-  /** Tokenizer for string inputs (a ClipTokenizer or a path); default: the folder's tokenizer files. */
-  tokenizer?: ClipTokenizer | string;
+  /** Tokenizer for string inputs (a ClipTokenizer, or where its files are); default: the folder's tokenizer files. */
+  tokenizer?: ClipTokenizer | ModelSource;
   /** Accept weights holding NaN or ±Inf (default: the load fails, naming the tensor). */
   allowNonFinite?: boolean;
   /** Bounds on the compiled plans kept (per tower and batch-size bucket); see PlanCache. */
@@ -97,32 +96,34 @@ export class ClipModel {
   }
 
   /**
-   * Loads a checkpoint: a folder (config.json + model.safetensors or shards) or a .safetensors file.
+   * Loads a checkpoint: a folder (config.json + model.safetensors or shards) or a .safetensors file,
+   * given as a path (Node), a URL (a folder's ends with '/') or files by name (see ModelSource).
    * The config is checked against the tensors' headers before anything is read or allocated; every
    * failure is a GpuError (a SafetensorsError for the checkpoint itself) naming the file and tensor.
    */
-  static async load(gpu: Gpu, pathOrDir: string, options: ClipLoadOptions = {}): Promise<ClipModel> {
+  static async load(gpu: Gpu, source: ModelSource, options: ClipLoadOptions = {}): Promise<ClipModel> {
     const op = 'ClipModel.load';
     const dtype = options.dtype ?? 'f32';
     checkInput(dtype === 'f32' || dtype === 'f16', op, `dtype must be f32 or f16, got ${JSON.stringify(dtype)}`);
     checkInput(dtype !== 'f16' || gpu.features.has('shader-f16'), op, 'dtype f16 needs the shader-f16 feature, which this adapter lacks');
     let reader: (WeightReader & { close(): void }) | undefined;
     try {
-      const tokenizer = loadTokenizer(pathOrDir, options.tokenizer);
-      reader = openWeightReader(pathOrDir, { allowNonFinite: options.allowNonFinite });
+      const where = await locate(source);
+      const tokenizer = await loadTokenizer(where, options.tokenizer);
+      reader = await openWeightReader(where, { allowNonFinite: options.allowNonFinite });
       const names = reader.names();
       const convention = options.convention ?? detectConvention(names, reader.path);
-      const { config, origin } = resolveConfig(pathOrDir, reader, convention, options);
+      const { config, origin } = await resolveConfig(where, reader, convention, options);
       const ctx: LoadContext = { op, reader, conv: convention, origin, dtype, maxBytes: maxTensorBytes(gpu) };
       // Every tensor of both towers is checked before the first is read.
       const visionPlan = config.vision && planTower(ctx, 'vision', config.vision, config.embedDim);
       const textPlan = config.text && planTower(ctx, 'text', config.text, config.embedDim);
       const used = new Set<string>();
-      const logitScale = readLogitScale(reader, convention, used, !!(visionPlan && textPlan));
-      const vision = visionPlan && uploadPlanned(gpu, reader, visionPlan, dtype, used);
+      const logitScale = await readLogitScale(reader, convention, used, !!(visionPlan && textPlan));
+      const vision = visionPlan && (await uploadPlanned(gpu, reader, visionPlan, dtype, used));
       let text: Map<string, Tensor> | undefined;
       try {
-        text = textPlan && uploadPlanned(gpu, reader, textPlan, dtype, used);
+        text = textPlan && (await uploadPlanned(gpu, reader, textPlan, dtype, used));
       } catch (err) {
         for (const t of vision?.values() ?? []) t.dispose();
         throw err;
@@ -587,18 +588,21 @@ export function clipLogits(a: Float32Array, b: Float32Array, d: number, scale: n
   return out;
 }
 
-function loadTokenizer(pathOrDir: string, given: ClipTokenizer | string | undefined): ClipTokenizer | undefined {
+/** The given tokenizer, else the folder's tokenizer files if it has any. */
+export async function loadTokenizer(where: Location, given: ClipTokenizer | ModelSource | undefined): Promise<ClipTokenizer | undefined> {
   if (given instanceof ClipTokenizer) return given;
   if (given !== undefined) return ClipTokenizer.load(given);
-  if (!statSync(pathOrDir, { throwIfNoEntry: false })?.isDirectory()) return undefined;
-  return TOKENIZER_FILES.some((f) => existsSync(join(pathOrDir, f))) ? ClipTokenizer.load(pathOrDir) : undefined;
+  if (where.file !== undefined) return undefined;
+  for (const f of TOKENIZER_FILES) if (await hasFile(where.files, f)) return ClipTokenizer.load(where.files);
+  return undefined;
 }
 
 /** The config and where it came from: options.config, the folder's config.json, or the OpenAI tensors. */
-function resolveConfig(pathOrDir: string, reader: WeightReader, convention: Convention, options: ClipLoadOptions): { config: ClipConfig; origin: ConfigOrigin } {
+async function resolveConfig(where: Location, reader: WeightReader, convention: Convention, options: ClipLoadOptions): Promise<{ config: ClipConfig; origin: ConfigOrigin }> {
   const given = options.config;
-  const configPath = statSync(pathOrDir).isDirectory() ? join(pathOrDir, 'config.json') : undefined;
-  const source = given ? 'options.config' : configPath && existsSync(configPath) ? configPath : undefined;
+  const configPath = where.file === undefined ? where.files.path('config.json') : undefined;
+  const configBytes = !given && configPath !== undefined ? await readFile(where.files, 'config.json') : undefined;
+  const source = given ? 'options.config' : configBytes ? configPath : undefined;
   if (!source) {
     // Only OpenAI's names let the config be inferred (as build_model does).
     if (convention.name !== 'openai') throw new SafetensorsError(reader.path, `Hugging Face-named weights need a config: no config.json ${configPath ? 'in the folder' : 'beside a single file'} and no options.config`);
@@ -613,7 +617,7 @@ function resolveConfig(pathOrDir: string, reader: WeightReader, convention: Conv
       checkClipConfig(given);
       return { config: given, origin: clipOrigin(source) };
     }
-    const json = given ?? (JSON.parse(readFileSync(source, 'utf8')) as Record<string, unknown>);
+    const json = given ?? (JSON.parse(new TextDecoder().decode(configBytes)) as Record<string, unknown>);
     return { config: clipConfigFromHf(json), origin: hfOrigin(source, json) };
   } catch (err) {
     throw new InputError('ClipModel.load', `${source}: ${(err as Error).message}`, { cause: err });

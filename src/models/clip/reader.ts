@@ -1,5 +1,5 @@
-import { existsSync } from 'node:fs';
 import { SafetensorsError, openCheckpoint } from '../../io/safetensors.js';
+import type { Location } from '../../io/source.js';
 import type { WeightReader } from './weights.js';
 
 export interface WeightReaderOptions {
@@ -11,16 +11,15 @@ export interface WeightReaderOptions {
  * A WeightReader over a .safetensors file, a sharded index, or a folder holding either. Reading
  * refuses integer tensors where weights are expected, and NaN or Inf unless `allowNonFinite`.
  */
-export function openWeightReader(pathOrDir: string, options: WeightReaderOptions = {}): WeightReader & { close(): void } {
-  if (!existsSync(pathOrDir)) throw new SafetensorsError(pathOrDir, 'no such file or folder');
-  const f = openCheckpoint(pathOrDir);
+export async function openWeightReader(where: Location, options: WeightReaderOptions = {}): Promise<WeightReader & { close(): void }> {
+  const f = await openCheckpoint(where);
   return {
     path: f.path,
     names: () => f.names,
     shape: (n) => (f.has(n) ? f.entry(n).shape : undefined),
     dtype: (n) => (f.has(n) ? f.entry(n).dtype : undefined),
-    read: (n) => {
-      const t = f.get(n);
+    read: async (n) => {
+      const t = await f.get(n);
       const where = `tensor ${JSON.stringify(n)}`;
       if (!(t.data instanceof Float32Array)) throw new SafetensorsError(f.file(n).path, `${where} has dtype ${t.dtype}, expected a float dtype`);
       if (!options.allowNonFinite) {

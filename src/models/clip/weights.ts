@@ -16,7 +16,7 @@ export interface WeightReader {
   /** The stored dtype (F32, F16, …); undefined when there is no such tensor. */
   dtype(name: string): string | undefined;
   /** A float tensor's values as f32 (F16/BF16 widened); refuses other dtypes and, unless allowed, NaN or Inf. */
-  read(name: string): Float32Array;
+  read(name: string): Promise<Float32Array>;
 }
 
 const fmt = (s: readonly number[]) => `[${s.join(', ')}]`;
@@ -185,18 +185,18 @@ export function planTower(ctx: LoadContext, tower: 'vision' | 'text', config: Vi
  * Reads and uploads planned parameters one at a time under their canonical names, recording the
  * checkpoint names used. On any error the tensors uploaded so far are freed before it is rethrown.
  */
-export function uploadPlanned(gpu: Gpu, reader: WeightReader, plan: readonly PlannedParam[], dtype: DType, used: Set<string>): Map<string, Tensor> {
+export async function uploadPlanned(gpu: Gpu, reader: WeightReader, plan: readonly PlannedParam[], dtype: DType, used: Set<string>): Promise<Map<string, Tensor>> {
   const out = new Map<string, Tensor>();
   try {
     for (const { param, shape, names } of plan) {
       let data: Float32Array;
-      if (names.length === 1) data = reader.read(names[0]!);
+      if (names.length === 1) data = await reader.read(names[0]!);
       else {
         data = new Float32Array(shape.reduce((a, b) => a * b, 1));
-        names.forEach((name, k) => {
-          const part = reader.read(name);
+        for (const [k, name] of names.entries()) {
+          const part = await reader.read(name);
           data.set(part, k * part.length);
-        });
+        }
       }
       if (dtype === 'f16') {
         const i = f16OverflowIndex(data);
@@ -217,12 +217,12 @@ export function uploadPlanned(gpu: Gpu, reader: WeightReader, plan: readonly Pla
  * The stored (log) logit scale: one finite float. Undefined when the checkpoint has none, which is
  * an error where `required` (a two-tower checkpoint: similarities would silently use a default).
  */
-export function readLogitScale(reader: WeightReader, conv: Convention, used: Set<string>, required: boolean): number | undefined {
+export async function readLogitScale(reader: WeightReader, conv: Convention, used: Set<string>, required: boolean): Promise<number | undefined> {
   const shape = reader.shape(conv.logitScale);
   if (!shape && !required) return undefined;
   checkTensor(reader, conv.logitScale, shape?.length ? [1] : [], 'logit scale');
   used.add(conv.logitScale);
-  return reader.read(conv.logitScale)[0];
+  return (await reader.read(conv.logitScale))[0];
 }
 
 /** Any loader failure as a GpuError naming `op` (GpuErrors, SafetensorsErrors included, pass as they are). */

@@ -1,5 +1,3 @@
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { join } from 'node:path';
 import type { Gpu, GpuStats } from '../../gpu/gpu.js';
 import { GpuError } from '../../gpu/errors.js';
 import type { DType } from '../../dtype.js';
@@ -13,6 +11,8 @@ import { checkSize, checkTensor, loadError, planTower, uploadPlanned, type LoadC
 import { hfOrigin } from '../clip/config.js';
 import { openWeightReader } from '../clip/reader.js';
 import { SafetensorsError } from '../../io/safetensors.js';
+import { locate, readFile, type Location, type ModelSource } from '../../io/source.js';
+import { loadTokenizer } from '../clip/model.js';
 import { poolIndices, type Weights } from '../clip/towers.js';
 import { owlVitConfigFromHf, type OwlModelType, type OwlVitConfig } from './config.js';
 import { headShapes, towerRoot, unusedByDetection } from './names.js';
@@ -36,8 +36,8 @@ export interface OwlVitLoadOptions {
   dtype?: 'f32' | 'f16';
   /** An OwlViTConfig object; default: the folder's config.json. */
   config?: Record<string, unknown>;
-  /** For text queries given as strings; default: the folder's tokenizer files, if it has any. */
-  tokenizer?: ClipTokenizer | string;
+  /** For text queries given as strings (a ClipTokenizer, or where its files are); default: the folder's tokenizer files, if it has any. */
+  tokenizer?: ClipTokenizer | ModelSource;
   /** Text embeddings kept per query, least recently added dropped first (default 4096). */
   textCacheSize?: number;
   /** Accept weights holding NaN or ±Inf (default: the load fails, naming the tensor). */
@@ -206,51 +206,52 @@ export class OwlVitDetector {
 
   /**
    * Loads a folder holding config.json and model.safetensors (or shards): OWL-ViT or OWLv2, as the
-   * config's model_type says (without one, as the weight names say).
+   * config's model_type says (without one, as the weight names say). The folder is a path (Node), a
+   * URL ending with '/', or files by name (see ModelSource).
    */
-  static async load(gpu: Gpu, dir: string, options: OwlVitLoadOptions = {}): Promise<OwlVitDetector> {
+  static async load(gpu: Gpu, source: ModelSource, options: OwlVitLoadOptions = {}): Promise<OwlVitDetector> {
     const op = `${OP}.load`;
     const dtype = options.dtype ?? 'f32';
     checkInput(dtype === 'f32' || dtype === 'f16', op, `dtype must be f32 or f16, got ${JSON.stringify(dtype)}`);
     checkInput(dtype !== 'f16' || gpu.features.has('shader-f16'), op, 'dtype f16 needs the shader-f16 feature, which this adapter lacks');
     const textCacheSize = options.textCacheSize ?? TEXT_CACHE_SIZE;
     checkInput(Number.isInteger(textCacheSize) && textCacheSize >= 0, op, `textCacheSize must be a non-negative integer, got ${textCacheSize}`);
-    checkInput(existsSync(dir) && statSync(dir).isDirectory(), op, `${dir}: no such model folder`);
+    const where = await locate(source);
+    checkInput(where.file === undefined, op, () => `${where.files.path(where.file!)}: no such model folder`);
     let config: OwlVitConfig;
-    const configPath = join(dir, 'config.json');
-    const source = options.config ? 'options.config' : configPath;
+    const configPath = where.files.path('config.json');
+    const configSource = options.config ? 'options.config' : configPath;
     let json: Record<string, unknown>;
     try {
+      const bytes = options.config ? undefined : await readFile(where.files, 'config.json');
       if (options.config) json = options.config;
-      else if (existsSync(configPath)) json = JSON.parse(readFileSync(configPath, 'utf8')) as Record<string, unknown>;
+      else if (bytes) json = JSON.parse(new TextDecoder().decode(bytes)) as Record<string, unknown>;
       else throw new Error('no config.json in this folder');
-      config = owlVitConfigFromHf(json, json?.model_type === undefined ? typeFromWeights(dir) : undefined);
+      config = owlVitConfigFromHf(json, json?.model_type === undefined ? await typeFromWeights(where) : undefined);
     } catch (err) {
-      throw new InputError(op, `${source}: ${(err as Error).message}`, { cause: err });
+      throw new InputError(op, `${configSource}: ${(err as Error).message}`, { cause: err });
     }
     let tokenizer: ClipTokenizer | undefined;
     try {
-      if (options.tokenizer instanceof ClipTokenizer) tokenizer = options.tokenizer;
-      else if (options.tokenizer !== undefined) tokenizer = ClipTokenizer.load(options.tokenizer);
-      else if (TOKENIZER_FILES.some((f) => existsSync(join(dir, f)))) tokenizer = ClipTokenizer.load(dir);
+      tokenizer = await loadTokenizer(where, options.tokenizer);
     } catch (err) {
       throw new InputError(op, `tokenizer: ${(err as Error).message}`, { cause: err });
     }
     let reader: (WeightReader & { close(): void }) | undefined;
     const loaded: Map<string, Tensor>[] = [];
     try {
-      reader = openWeightReader(dir, { allowNonFinite: options.allowNonFinite });
+      reader = await openWeightReader(where, { allowNonFinite: options.allowNonFinite });
       const root = towerRoot(config);
       const conv = hfNames(root);
       if (!reader.names().some((n) => n.startsWith(root))) {
         const model = config.modelType === 'owlv2' ? 'OWLv2 weights: no tensor named owlv2.* (Owlv2ForObjectDetection)' : 'OWL-ViT weights: no tensor named owlvit.* (OwlViTForObjectDetection)';
         throw new SafetensorsError(reader.path, `no ${model}, e.g. "${conv.vision.prefix}embeddings.class_embedding" (config.json's model_type is ${JSON.stringify(config.modelType)})`);
       }
-      const ctx: LoadContext = { op, reader, conv, origin: hfOrigin(source, json), dtype, maxBytes: maxTensorBytes(gpu) };
+      const ctx: LoadContext = { op, reader, conv, origin: hfOrigin(configSource, json), dtype, maxBytes: maxTensorBytes(gpu) };
       // Every tensor is checked against the config before the first is read.
       const plans = [planTower(ctx, 'vision', config.vision, config.embedDim, ['proj']), planTower(ctx, 'text', config.text, config.embedDim), planHead(ctx, config)];
       const used = new Set<string>();
-      for (const plan of plans) loaded.push(uploadPlanned(gpu, reader, plan, dtype, used));
+      for (const plan of plans) loaded.push(await uploadPlanned(gpu, reader, plan, dtype, used));
       const skipped = unusedByDetection(config);
       const unused = reader.names().filter((n) => !used.has(n) && !skipped.includes(n));
       if (unused.length) console.warn(`ovgpu: ${unused.length} tensor(s) in ${reader.path} not used by ${config.modelType === 'owlv2' ? 'OWLv2' : 'OWL-ViT'}: ${unused.slice(0, 5).join(', ')}${unused.length > 5 ? ', …' : ''}`);
@@ -637,9 +638,9 @@ function normaliseQueryBoxes(op: string, box: ImageGuidedInputs['queryBox'], nq:
 }
 
 /** The model type a folder's weights imply, for a config without model_type: OWLv2 when they are named owlv2.*. */
-function typeFromWeights(dir: string): OwlModelType {
+async function typeFromWeights(where: Location): Promise<OwlModelType> {
   try {
-    const reader = openWeightReader(dir);
+    const reader = await openWeightReader(where);
     try {
       return reader.names().some((n) => n.startsWith('owlv2.')) ? 'owlv2' : 'owlvit';
     } finally {

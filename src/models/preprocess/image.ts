@@ -3,16 +3,34 @@
 //   CenterCrop(size), convert('RGB'), ToTensor (/255), Normalize(mean, std), all in float32.
 // - OWL-ViT (Hugging Face OwlViTImageProcessor): resize to size x size ignoring the aspect ratio
 //   (boxes are rescaled with the original size afterwards), /255, normalize with CLIP's mean/std.
-// sharp decodes any format it reads and applies the EXIF orientation (which the references, on
-// PIL's Image.open, do not: a phone photo is used upright here); resizing is Pillow's exactly.
-import sharp from 'sharp';
+// Decoding is the platform's (sharp in Node, which applies the EXIF orientation as the
+// references on PIL's Image.open do not, so a phone photo is used upright; createImageBitmap in a
+// page); RGBA pixels given as { data, width, height } (an ImageData) skip it, and everything after
+// decoding is ours, so both platforms give the same numbers for the same pixels. Resizing is
+// Pillow's exactly.
+import { platform } from '../../platform/platform.js';
 import { premultiply, resizeBicubic, unpremultiply } from './resample.js';
 
 export const CLIP_MEAN: readonly number[] = [0.48145466, 0.4578275, 0.40821073];
 export const CLIP_STD: readonly number[] = [0.26862954, 0.26130258, 0.27577711];
 
-/** A file path, or the bytes of an encoded image (PNG, JPEG, WebP, GIF, TIFF, AVIF, SVG, …). */
-export type ImageInput = string | Buffer | Uint8Array;
+/** 8-bit RGBA pixels, row-major, as an ImageData holds them. */
+export interface RgbaPixels {
+  readonly data: Uint8ClampedArray | Uint8Array;
+  readonly width: number;
+  readonly height: number;
+}
+
+/**
+ * An image: RGBA pixels ({ data, width, height }, e.g. an ImageData), or what the platform decodes:
+ * in Node a file path or the bytes of an encoded image (PNG, JPEG, WebP, GIF, TIFF, AVIF, SVG, …);
+ * in a page also a URL, an ImageBitmap, an HTMLImageElement, an HTMLCanvasElement, an
+ * OffscreenCanvas or a Blob / File.
+ */
+export type ImageInput = string | Uint8Array | RgbaPixels | BrowserImage;
+
+/** A browser image source (ImageBitmap, HTMLImageElement, HTMLCanvasElement, OffscreenCanvas, Blob, …), typed structurally so Node builds need no DOM types. */
+export type BrowserImage = Blob | { readonly width: number; readonly height: number };
 
 export interface NormalizeOptions {
   /** Output side in pixels (224 for CLIP ViT-B/32, 768 for OWL-ViT B/32). */
@@ -42,22 +60,19 @@ export interface DecodedImage {
   channels: 3 | 4;
 }
 
-function describe(input: ImageInput): string {
-  return typeof input === 'string' ? input : `image buffer of ${input.length} bytes`;
+function isRgbaPixels(v: unknown): v is RgbaPixels {
+  const p = v as RgbaPixels;
+  return typeof v === 'object' && v !== null && (p.data instanceof Uint8ClampedArray || p.data instanceof Uint8Array) && Number.isInteger(p.width) && Number.isInteger(p.height);
 }
 
-/** Decodes with sharp: EXIF orientation applied, converted to 8-bit sRGB, alpha kept if present. */
+/** Decodes to 8-bit sRGB, upright, alpha kept if present; RGBA pixels are taken as they are. */
 export async function decodeImage(input: ImageInput): Promise<DecodedImage> {
-  if (typeof input !== 'string' && !(input instanceof Uint8Array)) {
-    throw new PreprocessError(`expected a file path or the bytes of an image, got ${typeof input}`);
+  if (!isRgbaPixels(input)) return platform().decodeImage(input);
+  const { data, width, height } = input;
+  if (width < 1 || height < 1 || data.length !== width * height * 4) {
+    throw new PreprocessError(`RGBA pixels must hold width · height · 4 = ${width * height * 4} bytes for ${width}x${height}, got ${data.length}`);
   }
-  try {
-    const { data, info } = await sharp(input).rotate().toColourspace('srgb').raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
-    if (info.channels !== 3 && info.channels !== 4) throw new Error(`${info.channels} channels after conversion to sRGB`);
-    return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width: info.width, height: info.height, channels: info.channels };
-  } catch (err) {
-    throw new PreprocessError(`${describe(input)}: cannot read the image (${(err as Error).message})`, { cause: err });
-  }
+  return { data: new Uint8Array(data.buffer, data.byteOffset, data.length), width, height, channels: 4 };
 }
 
 /**

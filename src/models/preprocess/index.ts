@@ -15,6 +15,8 @@ export {
   preprocessOwlVitBatch,
   type DecodedImage,
   type ImageInput,
+  type RgbaPixels,
+  type BrowserImage,
   type NormalizeOptions,
   type PixelBatch,
 } from './image.js';

@@ -3,6 +3,7 @@
 // Loading onto a CLIP re-encodes the prompts and compares with the saved features: a different
 // checkpoint (or tokenizer) is refused instead of silently giving other classes.
 import { SafetensorsError, SafetensorsFile } from '../../io/safetensors.js';
+import type { ByteSource } from '../../io/source.js';
 import { writeSafetensorsFile } from '../../io/safetensorsWrite.js';
 import type { ClipModel } from '../clip/model.js';
 import { InputError, type QueryTokenizer } from '../inputs.js';
@@ -77,9 +78,10 @@ export function savePrompts(path: string, prompts: LearnedPrompts): void {
   writeSafetensorsFile(path, tensors, metadata);
 }
 
-/** Reads a prompt file written by savePrompts; a file of another kind is a SafetensorsError naming it. */
-export function readPrompts(path: string): LearnedPrompts {
-  const file = SafetensorsFile.open(path);
+/** Reads a prompt file written by savePrompts (a path, a URL or a ByteSource); a file of another kind is a SafetensorsError naming it. */
+export async function readPrompts(source: string | URL | ByteSource): Promise<LearnedPrompts> {
+  const file = await SafetensorsFile.open(source);
+  const path = file.path;
   try {
     const fail = (message: string): never => {
       throw new SafetensorsError(path, message);
@@ -99,8 +101,8 @@ export function readPrompts(path: string): LearnedPrompts {
       const names = m.names as string[];
       const position = m.position as ClassTokenPosition;
       if (!Array.isArray(names) || !names.every((n) => typeof n === 'string') || !Number.isInteger(m.n_ctx) || !CLASS_TOKEN_POSITIONS.includes(position)) fail(`metadata ${kind} must hold names, n_ctx and position, got ${file.metadata[kind]}`);
-      const ctx = file.get(`${kind}.ctx`);
-      const features = file.get(`${kind}.features`);
+      const ctx = await file.get(`${kind}.ctx`);
+      const features = await file.get(`${kind}.features`);
       if (ctx.dtype !== 'F32' || features.dtype !== 'F32' || features.shape[0] !== names.length) fail(`${kind}.ctx and ${kind}.features must be F32, features [${names.length}, embed]`);
       out[kind] = { names, nCtx: m.n_ctx as number, classSpecific: !!m.class_specific, position, ...(typeof m.init === 'string' && { init: m.init }), ctx: ctx.data as Float32Array, features: features.data as Float32Array };
     }

@@ -10,7 +10,7 @@ import { Tensor } from '../../tensor.js';
 import type { ClipModel } from '../clip/model.js';
 import { poolIndices } from '../clip/towers.js';
 import { InputError, checkFinite, encodeQuery, type QueryTokenizer } from '../inputs.js';
-import { normal } from '../random.js';
+import { normal } from '../randomWeights.js';
 
 /** Where the class name sits among the context vectors (CoOp's CLASS_TOKEN_POSITION). */
 export type ClassTokenPosition = 'end' | 'middle' | 'front';

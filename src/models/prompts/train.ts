@@ -2,8 +2,6 @@
 // embeddings from the RegionClassifier computed once, then epochs of Adam steps on the category and
 // attribute contexts (one submit per step), a held-out split, early stopping on the held-out loss,
 // and the best epoch's prompts returned (save them with savePrompts).
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
 import { Adam } from '../../optim.js';
 import { clipLogits } from '../clip/model.js';
 import { InputError } from '../inputs.js';
@@ -12,7 +10,8 @@ import { categoryAccuracy, evaluateAttributes } from './evaluate.js';
 import { clipIdentity, promptSetOf, type LearnedPrompts } from './file.js';
 import { PromptLearner, type PromptLearnerOptions } from './learner.js';
 import { PromptObjective, type PromptStepResult } from './objective.js';
-import { uniform } from '../random.js';
+import { uniform } from '../randomWeights.js';
+import { localFiles } from '../../platform/platform.js';
 
 /** One labelled box: category and attributes (1 present, 0 absent, −1 unknown) are each optional. */
 export interface PromptBox {
@@ -83,7 +82,7 @@ export interface TrainPromptsResult {
 export function readPromptRecords(path: string, options: { checkImages?: boolean } = {}): PromptRecord[] {
   let text: string;
   try {
-    text = readFileSync(path, 'utf8');
+    text = localFiles('readPromptRecords').readText(path);
   } catch (err) {
     throw new InputError('readPromptRecords', `cannot read ${path}: ${(err as Error).message}`);
   }
@@ -98,7 +97,7 @@ export function readPromptRecords(path: string, options: { checkImages?: boolean
       throw new InputError('readPromptRecords', `${source}: not JSON (${(err as Error).message})`);
     }
     if (typeof json?.image !== 'string') throw new InputError('readPromptRecords', `${source}: "image" must be a path, got ${JSON.stringify(json?.image)}`);
-    records.push({ image: resolve(dirname(path), json.image), boxes: json.boxes as PromptBox[], source });
+    records.push({ image: localFiles('readPromptRecords').besides(path, json.image), boxes: json.boxes as PromptBox[], source });
   });
   if (records.length === 0) throw new InputError('readPromptRecords', `${path} holds no records`);
   checkRecords(records, {}, options);
@@ -111,7 +110,7 @@ export function checkRecords(records: readonly PromptRecord[], vocab: { categori
   if (!Array.isArray(records) || records.length === 0) throw new InputError(op, 'records must be a non-empty list');
   records.forEach((r, i) => {
     const where = r?.source ?? `records[${i}]`;
-    if (options.checkImages !== false && typeof r?.image === 'string' && !(existsSync(r.image) && statSync(r.image).isFile())) throw new InputError(op, `${where}: image ${r.image} does not exist`);
+    if (options.checkImages !== false && typeof r?.image === 'string' && !localFiles(op).isFile(r.image)) throw new InputError(op, `${where}: image ${r.image} does not exist`);
     if (!Array.isArray(r?.boxes) || r.boxes.length === 0) throw new InputError(op, `${where}: the record has no boxes`);
     (r.boxes as PromptBox[]).forEach((b: PromptBox, j: number) => {
       const at = `${where}: box ${j}`;

@@ -19,6 +19,7 @@ import { ClipModel, type ClipLoadOptions } from '../clip/model.js';
 import { InputError, checkFinite, clipBox, encodeQuery, type QueryTokenizer } from '../inputs.js';
 import { encodePrompts, readPrompts, type LearnedPrompts } from '../prompts/file.js';
 import { ModelLifetime } from '../lifetime.js';
+import type { ModelSource } from '../../io/source.js';
 import { decodeImage, halfRoundedEven, preprocessClip, preprocessOwlVit, shortSideSize, type ImageInput, type PixelBatch } from '../preprocess/index.js';
 
 /** What the classifier needs from a tokenizer (ClipTokenizer has it). */
@@ -119,9 +120,9 @@ export class RegionClassifier {
     this.tokenizer = options.tokenizer ?? clip.tokenizer;
   }
 
-  /** Loads CLIP (and its tokenizer files) from a folder, as ClipModel.load does; dispose() frees it. */
-  static async load(gpu: Gpu, dir: string, options: ClipLoadOptions = {}): Promise<RegionClassifier> {
-    const r = new RegionClassifier(await ClipModel.load(gpu, dir, options), { plans: options.plans });
+  /** Loads CLIP (and its tokenizer files) from a folder (path, URL or files; see ModelSource), as ClipModel.load does; dispose() frees it. */
+  static async load(gpu: Gpu, source: ModelSource, options: ClipLoadOptions = {}): Promise<RegionClassifier> {
+    const r = new RegionClassifier(await ClipModel.load(gpu, source, options), { plans: options.plans });
     r.#ownsClip = true;
     return r;
   }
@@ -319,7 +320,7 @@ export class RegionClassifier {
     let entry = this.#learned.get(prompts);
     if (!entry) {
       const load = async (): Promise<LearnedWords> => {
-        const data = typeof prompts === 'string' ? readPrompts(prompts) : prompts;
+        const data = typeof prompts === 'string' ? await readPrompts(prompts) : prompts;
         const features = await encodePrompts(this.clip, data, { tokenizer: this.tokenizer, source: typeof prompts === 'string' ? prompts : undefined });
         const out: LearnedWords = {};
         if (data.categories) out.categories = { names: data.categories.names, features: features.categories! };

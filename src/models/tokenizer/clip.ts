@@ -4,9 +4,7 @@
 // SOT … EOT, zero padded to the context length. The merges come from OpenAI's
 // bpe_simple_vocab_16e6.txt.gz or from a Hugging Face tokenizer.json / vocab.json + merges.txt;
 // the cleaning is OpenAI's either way.
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
-import { gunzipSync } from 'node:zlib';
+import { gunzip, locate, readFile, type FileSet, type ModelSource } from '../../io/source.js';
 import { fixText } from './ftfy.js';
 import { htmlUnescape } from './html.js';
 
@@ -33,6 +31,7 @@ const OPENAI_MERGES = 49152 - 256 - 2;
 export const TOKENIZER_FILES = ['tokenizer.json', 'vocab.json', 'bpe_simple_vocab_16e6.txt.gz'];
 const CACHE_LIMIT = 100_000;
 const utf8 = new TextEncoder();
+const utf8Decoder = new TextDecoder();
 
 /** GPT-2/CLIP byte → character table: printable Latin-1 bytes map to themselves, the rest to U+0100… */
 export function bytesToUnicode(): string[] {
@@ -92,26 +91,40 @@ export class ClipTokenizer {
 
   /**
    * Loads OpenAI's merges file (.txt.gz, or the same text uncompressed), a Hugging Face
-   * tokenizer.json, a vocab.json with merges.txt beside it, or a folder holding one of these.
+   * tokenizer.json, a vocab.json with merges.txt beside it, or a folder holding one of these: a
+   * path (Node), a URL (a folder's ends with '/'), or files by name (see ModelSource).
    */
-  static load(path: string): ClipTokenizer {
-    if (!existsSync(path)) throw new TokenizerError(`${path}: no such file or folder`);
-    if (statSync(path).isDirectory()) {
-      const found = TOKENIZER_FILES.map((f) => join(path, f)).find((f) => existsSync(f));
-      if (!found) throw new TokenizerError(`${path}: folder holds none of ${TOKENIZER_FILES.join(', ')}`);
-      path = found;
+  static async load(source: ModelSource): Promise<ClipTokenizer> {
+    const { files, file } = await locate(source);
+    let name = file;
+    if (name === undefined) {
+      for (const f of TOKENIZER_FILES) {
+        const bytes = await readFile(files, f).catch(() => undefined);
+        if (bytes) return ClipTokenizer.#fromFile(files, f, bytes);
+      }
+      throw new TokenizerError(`${files.name}: folder holds none of ${TOKENIZER_FILES.join(', ')}`);
     }
-    const name = basename(path);
-    if (name === 'vocab.json' || name.endsWith('.vocab.json')) {
-      const merges = join(dirname(path), 'merges.txt');
-      if (!existsSync(merges)) throw new TokenizerError(`${path}: no merges.txt beside it`);
-      return ClipTokenizer.fromHuggingFace(readJson(path), readFileSync(merges, 'utf8'), path);
+    const bytes = await readFile(files, name).catch((err: unknown) => {
+      throw new TokenizerError(`${files.path(name!)}: cannot read (${(err as Error).message})`, { cause: err });
+    });
+    if (!bytes) throw new TokenizerError(`${files.path(name)}: no such file or folder`);
+    return ClipTokenizer.#fromFile(files, name, bytes);
+  }
+
+  /** A tokenizer from one file's bytes, by the file's name (merges.txt read from beside a vocab.json). */
+  static async #fromFile(files: FileSet, name: string, bytes: Uint8Array): Promise<ClipTokenizer> {
+    const path = files.path(name);
+    const base = name.slice(name.lastIndexOf('/') + 1);
+    if (base === 'vocab.json' || base.endsWith('.vocab.json')) {
+      const mergesName = name.slice(0, name.length - base.length) + 'merges.txt';
+      const merges = await readFile(files, mergesName).catch(() => undefined);
+      if (!merges) throw new TokenizerError(`${path}: no merges.txt beside it`);
+      return ClipTokenizer.fromHuggingFace(parseJson(path, bytes), utf8Decoder.decode(merges), path);
     }
-    if (name.endsWith('.json')) return ClipTokenizer.fromTokenizerJson(readJson(path), path);
-    const bytes = readFileSync(path);
+    if (base.endsWith('.json')) return ClipTokenizer.fromTokenizerJson(parseJson(path, bytes), path);
     let text: string;
     try {
-      text = (name.endsWith('.gz') ? gunzipSync(bytes) : bytes).toString('utf8');
+      text = utf8Decoder.decode(base.endsWith('.gz') ? await gunzip(bytes) : bytes);
     } catch (err) {
       throw new TokenizerError(`${path}: cannot decompress (${(err as Error).message})`, { cause: err });
     }
@@ -280,9 +293,9 @@ function pyStrip(text: string): string {
   return text.replace(STRIP, '');
 }
 
-function readJson(path: string): unknown {
+function parseJson(path: string, bytes: Uint8Array): unknown {
   try {
-    return JSON.parse(readFileSync(path, 'utf8'));
+    return JSON.parse(utf8Decoder.decode(bytes));
   } catch (err) {
     throw new TokenizerError(`${path}: not valid JSON (${(err as Error).message})`, { cause: err });
   }
