@@ -54,6 +54,8 @@ beforeAll(async () => {
     '/clip/config.json': fixturePath('clip_tiny', 'config.json'),
     '/clip/model.safetensors': fixturePath('clip_tiny', 'weights_hf.safetensors'),
     '/image.png': resolve('test/fixtures/preprocess/rgb_61x97.png'),
+    '/demo/ovgpu.js': join(dir, 'ovgpu.js'),
+    '/demo/': resolve('examples/web'),
   });
   if (!chromium) return;
   browser = await puppeteer.launch({ executablePath: chromium, headless: true, args: chromiumArgs() });
@@ -140,5 +142,33 @@ describe('in Chromium', () => {
     expect(message).toMatch(/navigator\.gpu is undefined.*--enable-unsafe-webgpu/);
     expect(message).not.toMatch(/scripts\/setup|Vulkan driver/);
     await page.reload();
+  });
+});
+
+describe('the demo page (examples/web)', () => {
+  it('shows the adapter, loads the random demo model with progress, and draws detections for a picked image', async (ctx) => {
+    skipWithout(ctx);
+    const demo = await browser!.newPage();
+    try {
+      await demo.goto(`${server.url}/demo/index.html`);
+      await demo.waitForFunction("document.getElementById('adapter').textContent !== '…'");
+      expect(await demo.$eval('#adapter', (e) => e.textContent)).toMatch(/swiftshader|profile/i);
+      await demo.click('#load');
+      await demo.waitForFunction("/loaded|failed/.test(document.getElementById('status').textContent)", { timeout: 120_000 });
+      expect(await demo.$eval('#status', (e) => e.textContent)).toMatch(/^loaded owlvit/);
+      expect(await demo.$eval('#progress', (e) => (e as unknown as { value: number }).value)).toBe(1);
+      const input = await demo.$('#image');
+      await (input as unknown as { uploadFile(p: string): Promise<void> }).uploadFile(resolve('test/fixtures/preprocess/rgb_61x97.png'));
+      await demo.waitForFunction("!document.getElementById('detect').disabled");
+      await demo.$eval('#threshold', (e) => ((e as unknown as { value: string }).value = '0'));
+      await demo.click('#detect');
+      await demo.waitForFunction("/detect/.test(document.getElementById('status').textContent)", { timeout: 120_000 });
+      const text = await demo.$eval('#status', (e) => e.textContent);
+      console.log(`chromium demo: ${text}`);
+      expect(text).toMatch(/^detect: \d+ ms .*, [1-9]\d* detections/);
+      expect(await demo.$$eval('#results tr', (rows) => rows.length)).toBeGreaterThan(1);
+    } finally {
+      await demo.close();
+    }
   });
 });
