@@ -3,13 +3,14 @@
 // same four storage bindings, unused ones bound to any input:
 //   a: x / y / logits,  b: dy / targets (labels: the same binding as i32),  c: dL (the scalar
 //   upstream gradient of a loss),  out: the result.
-// The forward losses write one value per row (the row's loss; for BCE its mean over the row); the
-// TS module appends the reduce kernel's mean over rows, so the loss is mean over every element.
-// Math in f32 (storage is f32 only).
+// The forward losses write one value per row (the row's loss; for BCE its mean over the row); BCE's
+// TS module appends the reduce kernel's mean over rows, cross-entropy its own mean over the rows
+// whose label is not ignored (cross_entropy_mean). Math in f32 (storage is f32 only).
 struct Params {
   rows: u32,
   row: u32,      // row length (classes)
-  scale: f32,    // backward: 1 / (elements the loss averages over)
+  scale: f32,    // BCE backward: 1 / (elements the loss averages over)
+  ignore: i32,   // cross-entropy: the label of rows that contribute nothing (ignore_index)
 }
 
 override WG: u32 = 64u;
@@ -53,13 +54,23 @@ fn log_softmax_grad(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) 
   for (var j = 0u; j < p.row; j++) { out[base + j] = b[base + j] - exp(a[base + j]) * s; }
 }
 
-// A label outside [0, row) contributes nothing (loss 0, gradient 0).
+// Cross-entropy as PyTorch's F.cross_entropy with ignore_index: a row labelled p.ignore
+// contributes nothing and is left out of the mean's count; any other label outside [0, row) makes
+// its row's loss and gradient NaN (PyTorch raises; a shader cannot, so the loss shows it).
+const IGNORED = -1;
+const INVALID = -2;
 fn label_of(r: u32) -> i32 {
   let k = labels[r];
-  return select(-1, k, k >= 0 && u32(k) < p.row);
+  if (k == p.ignore) { return IGNORED; }
+  return select(INVALID, k, k >= 0 && u32(k) < p.row);
 }
 
-// Row loss logsumexp(x) - x[label].
+fn nan() -> f32 {
+  var bits = 0x7fc00000u;  // a var: WGSL refuses NaN as a constant expression
+  return bitcast<f32>(bits);
+}
+
+// Row loss logsumexp(x) - x[label] (0 for an ignored row).
 @compute @workgroup_size(WG)
 fn cross_entropy_rows(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let r = row_index(wid, nwg, lid);
@@ -67,10 +78,43 @@ fn cross_entropy_rows(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups
   let k = label_of(r);
   let base = r * p.row;
   let l = lse(base);
-  out[r] = select(0.0, l.x + l.y - a[base + u32(max(k, 0))], k >= 0);
+  out[r] = select(select(nan(), 0.0, k == IGNORED), l.x + l.y - a[base + u32(max(k, 0))], k >= 0);
 }
 
-// dx = dL · scale · (softmax(x) - onehot(label)).
+// One workgroup sums (sum of `a` over rows if `with_sum`, count of rows not ignored) through
+// workgroup memory; a strided loop first, so any row count fits.
+const RED = 64u;
+var<workgroup> partial: array<vec2f, RED>;
+fn sum_and_kept(lid: u32, with_sum: bool) -> vec2f {
+  var acc = vec2f(0.0);
+  for (var r = lid; r < p.rows; r += RED) {
+    acc += vec2f(select(0.0, a[r], with_sum), select(1.0, 0.0, labels[r] == p.ignore));
+  }
+  partial[lid] = acc;
+  for (var s = RED / 2u; s > 0u; s >>= 1u) {
+    workgroupBarrier();
+    if (lid < s) { partial[lid] += partial[lid + s]; }
+  }
+  workgroupBarrier();
+  return partial[0];
+}
+
+// The loss: row losses (a) summed over the kept rows' count; NaN when every row is ignored (0 / 0,
+// as PyTorch).
+@compute @workgroup_size(RED)
+fn cross_entropy_mean(@builtin(local_invocation_index) lid: u32) {
+  let t = sum_and_kept(lid, true);
+  if (lid == 0u) { out[0] = select(nan(), t.x / t.y, t.y > 0.0); }
+}
+
+// The backward's per-row factor dL / kept rows (c: dL); unused when every row is ignored.
+@compute @workgroup_size(RED)
+fn cross_entropy_scale(@builtin(local_invocation_index) lid: u32) {
+  let t = sum_and_kept(lid, false);
+  if (lid == 0u) { out[0] = c[0] / max(t.y, 1.0); }
+}
+
+// dx = (dL / kept rows) · (softmax(x) - onehot(label)), c[0] holding cross_entropy_scale's factor.
 @compute @workgroup_size(WG)
 fn cross_entropy_grad(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u, @builtin(local_invocation_index) lid: u32) {
   let r = row_index(wid, nwg, lid);
@@ -78,7 +122,7 @@ fn cross_entropy_grad(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups
   let k = label_of(r);
   let base = r * p.row;
   let l = lse(base);
-  let g = select(0.0, c[0] * p.scale, k >= 0);
+  let g = select(select(nan(), 0.0, k == IGNORED), c[0], k >= 0);
   for (var j = 0u; j < p.row; j++) {
     out[base + j] = g * (exp(a[base + j] - l.x - l.y) - select(0.0, 1.0, i32(j) == k));
   }

@@ -11,7 +11,7 @@ import { layerNormKernel } from '../kernels/layerNorm.js';
 import { attentionKernel, type AttentionVariant } from '../kernels/attention.js';
 import { softmaxKernel } from '../kernels/softmax.js';
 import { reduceKernel } from '../kernels/reduce.js';
-import { binaryCrossEntropyWithLogitsKernel, crossEntropyKernel, logSoftmaxKernel } from '../kernels/losses.js';
+import { binaryCrossEntropyWithLogitsKernel, crossEntropyKernel, logSoftmaxKernel, type CrossEntropyOptions } from '../kernels/losses.js';
 import { roiAlignKernel, type RoiAlignOptions } from '../kernels/roiAlign.js';
 import { regionWordSimilarityKernel } from '../kernels/regionWordSimilarity.js';
 import { patchEmbedKernel } from '../kernels/patchEmbed.js';
@@ -287,9 +287,12 @@ export class GraphBuilder {
     return this.op(logSoftmaxKernel, [x], {}, label)[0]!;
   }
 
-  /** Mean softmax cross-entropy of logits [N, C] against i32 labels [N] (PyTorch's F.cross_entropy): a scalar. */
-  crossEntropy(logits: Value, labels: Value, label?: string): Value {
-    return this.op(crossEntropyKernel, [logits, labels], {}, label)[0]!;
+  /**
+   * Mean softmax cross-entropy of logits [N, C] against i32 labels [N] (PyTorch's F.cross_entropy):
+   * a scalar. Rows labelled `ignoreIndex` (default -100) are left out of the mean.
+   */
+  crossEntropy(logits: Value, labels: Value, options: CrossEntropyOptions = {}, label?: string): Value {
+    return this.op(crossEntropyKernel, [logits, labels], { ignoreIndex: options.ignoreIndex }, label)[0]!;
   }
 
   /** Mean binary cross-entropy of logits against targets in [0, 1] of their shape (F.binary_cross_entropy_with_logits): a scalar. */

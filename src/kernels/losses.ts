@@ -2,7 +2,7 @@ import type { Gpu } from '../gpu/gpu.js';
 import { check } from '../gpu/errors.js';
 import { shapeString, sizeOf } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
-import { grid1d, uniforms, type Kernel, type KernelPlan, type TensorInfo } from './program.js';
+import { grid1d, uniforms, type Dispatch, type Kernel, type KernelPlan, type TensorInfo } from './program.js';
 import { runKernel } from './runtime.js';
 import { reduceStep } from './reduce.js';
 import lossesWgsl from '../../shaders/losses.wgsl';
@@ -14,7 +14,21 @@ import lossesWgsl from '../../shaders/losses.wgsl';
 const WG = 64;
 const same = (a: readonly number[], b: readonly number[]) => shapeString(a) === shapeString(b);
 
-type Entry = 'log_softmax' | 'log_softmax_grad' | 'cross_entropy_rows' | 'cross_entropy_grad' | 'bce_rows' | 'bce_grad';
+type Entry = 'log_softmax' | 'log_softmax_grad' | 'cross_entropy_rows' | 'cross_entropy_mean' | 'cross_entropy_scale' | 'cross_entropy_grad' | 'bce_rows' | 'bce_grad';
+
+/** Options of cross-entropy and its backward. */
+export interface CrossEntropyOptions {
+  /** Rows with this label contribute nothing and are left out of the mean (PyTorch's ignore_index). Default -100. */
+  readonly ignoreIndex?: number;
+}
+
+const IGNORE_INDEX = -100;
+
+function ignoreIndexOf(op: string, options: CrossEntropyOptions): number {
+  const k = options.ignoreIndex ?? IGNORE_INDEX;
+  check(Number.isInteger(k) && k >= -(2 ** 31) && k < 2 ** 31, op, () => `ignoreIndex must be an i32 integer, got ${String(k)}`);
+  return k;
+}
 
 /** Rows and row length of x over its last dimension (a scalar is one row of one). */
 function rowsOf(x: TensorInfo): [number, number] {
@@ -23,19 +37,21 @@ function rowsOf(x: TensorInfo): [number, number] {
 }
 
 /** One dispatch of an entry point over x's rows. `tensors`: [a, b, c, out] as plan tensor indices. */
-function rowPlan(gpu: Gpu, name: string, entryPoint: Entry, x: TensorInfo, tensors: number[], scale = 1): KernelPlan {
+function rowPlan(gpu: Gpu, name: string, entryPoint: Entry, x: TensorInfo, tensors: number[], scale = 1, ignore = IGNORE_INDEX): KernelPlan {
   const [rows, row] = rowsOf(x);
   return {
-    dispatches: rows === 0 ? [] : [
-      {
-        program: { name: `${name}.${entryPoint}`, key: 'f32', code: lossesWgsl, entryPoint, constants: { WG }, bindings: ['read', 'read', 'read', 'write'] },
-        tensors,
-        uniforms: uniforms(rows, row, { f32: scale }),
-        workgroups: grid1d(gpu, rows, WG),
-      },
-    ],
+    dispatches: rows === 0 ? [] : [dispatch(name, entryPoint, tensors, rows, row, scale, ignore, grid1d(gpu, rows, WG))],
     flops: 4 * sizeOf(x.shape),
     bytes: 3 * 4 * sizeOf(x.shape),
+  };
+}
+
+function dispatch(name: string, entryPoint: Entry, tensors: number[], rows: number, row: number, scale: number, ignore: number, workgroups: Dispatch['workgroups']): Dispatch {
+  return {
+    program: { name: `${name}.${entryPoint}`, key: 'f32', code: lossesWgsl, entryPoint, constants: { WG }, bindings: ['read', 'read', 'read', 'write'] },
+    tensors,
+    uniforms: uniforms(rows, row, { f32: scale }, { i32: ignore }),
+    workgroups,
   };
 }
 
@@ -99,32 +115,52 @@ export const logSoftmaxBackwardKernel: Kernel<Record<string, never>> = {
 };
 
 /**
- * Fused softmax cross-entropy, mean over rows (PyTorch's `F.cross_entropy`, reduction 'mean').
- * Inputs [logits [N, C] f32, labels [N] i32]; output the scalar loss, shape []. Labels must lie in
- * [0, C): a row whose label does not contributes 0 (and gets a zero gradient) but still counts in
- * the mean (PyTorch's ignore_index would drop it from the count).
+ * Fused softmax cross-entropy, mean over the rows whose label is not `ignoreIndex` (PyTorch's
+ * `F.cross_entropy`, reduction 'mean', ignore_index). Inputs [logits [N, C] f32, labels [N] i32];
+ * output the scalar loss, shape []. NaN when every row is ignored (as PyTorch). Labels live on the
+ * GPU, so a label outside [0, C) that is not ignoreIndex cannot be refused: it makes the loss (and
+ * its row's gradient) NaN where PyTorch raises.
  */
-export const crossEntropyKernel: Kernel<Record<string, never>> = {
+export const crossEntropyKernel: Kernel<CrossEntropyOptions> = {
   name: 'crossEntropy',
-  outputs(inputs) {
+  outputs(inputs, options) {
     checkCount('crossEntropy', inputs, ['logits', 'labels']);
     checkLogitsLabels('crossEntropy', inputs[0]!, inputs[1]!);
+    ignoreIndexOf('crossEntropy', options);
     return [{ shape: [], dtype: 'f32' }];
   },
-  plan: (gpu, inputs) => meanLossPlan(gpu, 'crossEntropy', 'cross_entropy_rows', inputs[0]!, 2),
+  plan(gpu, inputs, _outputs, options) {
+    // Tensors: logits 0, labels 1, loss 2, scratch row losses 3.
+    const ignore = ignoreIndexOf('crossEntropy', options);
+    const [rows, row] = rowsOf(inputs[0]!);
+    const perRow = rowPlan(gpu, 'crossEntropy', 'cross_entropy_rows', inputs[0]!, [0, 1, 0, 3], 1, ignore);
+    const mean = dispatch('crossEntropy', 'cross_entropy_mean', [3, 1, 3, 2], rows, row, 1, ignore, [1, 1, 1]);
+    return { ...perRow, dispatches: [...perRow.dispatches, mean], scratch: [{ shape: [rows], dtype: 'f32' }] };
+  },
 };
 
-/** d logits of `crossEntropy`: dLoss·(softmax(logits) - onehot(labels)) / N. Inputs [logits, labels, dLoss []]; output [N, C]. */
-export const crossEntropyBackwardKernel: Kernel<Record<string, never>> = {
+/**
+ * d logits of `crossEntropy`: dLoss·(softmax(logits) − onehot(labels)) / (rows not ignored), 0 on
+ * ignored rows. Inputs [logits, labels, dLoss []]; output [N, C].
+ */
+export const crossEntropyBackwardKernel: Kernel<CrossEntropyOptions> = {
   name: 'crossEntropyBackward',
-  outputs(inputs) {
+  outputs(inputs, options) {
     const op = 'crossEntropyBackward';
     checkCount(op, inputs, ['logits', 'labels', 'dLoss']);
     checkLogitsLabels(op, inputs[0]!, inputs[1]!);
     checkScalarGrad(op, inputs[2]!);
+    ignoreIndexOf(op, options);
     return [{ shape: inputs[0]!.shape, dtype: 'f32' }];
   },
-  plan: (gpu, inputs) => rowPlan(gpu, 'crossEntropyBackward', 'cross_entropy_grad', inputs[0]!, [0, 1, 2, 3], 1 / inputs[0]!.shape[0]!),
+  plan(gpu, inputs, _outputs, options) {
+    // Tensors: logits 0, labels 1, dLoss 2, d logits 3, scratch dLoss / kept rows 4.
+    const ignore = ignoreIndexOf('crossEntropyBackward', options);
+    const [rows, row] = rowsOf(inputs[0]!);
+    const grad = rowPlan(gpu, 'crossEntropyBackward', 'cross_entropy_grad', inputs[0]!, [0, 1, 4, 3], 1, ignore);
+    const factor = dispatch('crossEntropyBackward', 'cross_entropy_scale', [0, 1, 2, 4], rows, row, 1, ignore, [1, 1, 1]);
+    return { ...grad, dispatches: rows === 0 ? [] : [factor, ...grad.dispatches], scratch: [{ shape: [1], dtype: 'f32' }] };
+  },
 };
 
 function checkLogitsTargets(op: string, logits: TensorInfo, targets: TensorInfo): void {
@@ -161,16 +197,17 @@ export const binaryCrossEntropyWithLogitsBackwardKernel: Kernel<Record<string, n
   plan: (gpu, inputs) => rowPlan(gpu, 'binaryCrossEntropyWithLogitsBackward', 'bce_grad', inputs[0]!, [0, 1, 2, 3], 1 / sizeOf(inputs[0]!.shape)),
 };
 
-const one = async (gpu: Gpu, kernel: Kernel<Record<string, never>>, inputs: Tensor[]) => (await runKernel(gpu, kernel, inputs, {}))[0]!;
+const one = async <O>(gpu: Gpu, kernel: Kernel<O>, inputs: Tensor[], options = {} as O) => (await runKernel(gpu, kernel, inputs, options))[0]!;
 
 /** log(softmax(x)) over the last dimension. */
 export const logSoftmax = (gpu: Gpu, x: Tensor) => one(gpu, logSoftmaxKernel, [x]);
 /** dx of `logSoftmax` given its output y and the upstream gradient dy. */
 export const logSoftmaxBackward = (gpu: Gpu, y: Tensor, dy: Tensor) => one(gpu, logSoftmaxBackwardKernel, [y, dy]);
-/** Mean softmax cross-entropy of logits [N, C] against i32 labels [N]: a scalar tensor. */
-export const crossEntropy = (gpu: Gpu, logits: Tensor, labels: Tensor) => one(gpu, crossEntropyKernel, [logits, labels]);
+/** Mean softmax cross-entropy of logits [N, C] against i32 labels [N] (rows labelled ignoreIndex left out): a scalar tensor. */
+export const crossEntropy = (gpu: Gpu, logits: Tensor, labels: Tensor, options: CrossEntropyOptions = {}) => one(gpu, crossEntropyKernel, [logits, labels], options);
 /** d logits of `crossEntropy` for the scalar upstream gradient dLoss (a tensor of 1 for the loss itself). */
-export const crossEntropyBackward = (gpu: Gpu, logits: Tensor, labels: Tensor, dLoss: Tensor) => one(gpu, crossEntropyBackwardKernel, [logits, labels, dLoss]);
+export const crossEntropyBackward = (gpu: Gpu, logits: Tensor, labels: Tensor, dLoss: Tensor, options: CrossEntropyOptions = {}) =>
+  one(gpu, crossEntropyBackwardKernel, [logits, labels, dLoss], options);
 /** Mean binary cross-entropy of logits against targets of the same shape: a scalar tensor. */
 export const binaryCrossEntropyWithLogits = (gpu: Gpu, logits: Tensor, targets: Tensor) => one(gpu, binaryCrossEntropyWithLogitsKernel, [logits, targets]);
 /** d logits of `binaryCrossEntropyWithLogits` for the scalar upstream gradient dLoss. */
@@ -178,6 +215,18 @@ export const binaryCrossEntropyWithLogitsBackward = (gpu: Gpu, logits: Tensor, t
   one(gpu, binaryCrossEntropyWithLogitsBackwardKernel, [logits, targets, dLoss]);
 
 // ---- CPU references (for tests only): float64 ----
+
+/** Rows whose label is not ignoreIndex; throws (as PyTorch) on a label outside [0, row). */
+function keptRows(labels: ArrayLike<number>, row: number, ignoreIndex: number): number[] {
+  const kept: number[] = [];
+  for (let r = 0; r < labels.length; r++) {
+    const k = labels[r]!;
+    if (k === ignoreIndex) continue;
+    if (!(k >= 0 && k < row)) throw new RangeError(`crossEntropy reference: label ${k} of row ${r} is outside [0, ${row})`);
+    kept.push(r);
+  }
+  return kept;
+}
 
 function rowLse(x: ArrayLike<number>, base: number, row: number): number {
   let m = -Infinity;
@@ -206,21 +255,19 @@ export const lossesReference = {
     }
     return dx;
   },
-  crossEntropy(logits: ArrayLike<number>, labels: ArrayLike<number>, row: number): number {
+  /** Mean over rows whose label is not ignoreIndex; NaN if all are; throws on other labels outside [0, row). */
+  crossEntropy(logits: ArrayLike<number>, labels: ArrayLike<number>, row: number, ignoreIndex = IGNORE_INDEX): number {
     let sum = 0;
-    for (let r = 0; r < labels.length; r++) {
-      const k = labels[r]!;
-      if (k >= 0 && k < row) sum += rowLse(logits, r * row, row) - logits[r * row + k]!;
-    }
-    return sum / labels.length;
+    const kept = keptRows(labels, row, ignoreIndex);
+    for (const r of kept) sum += rowLse(logits, r * row, row) - logits[r * row + labels[r]!]!;
+    return sum / kept.length;
   },
-  crossEntropyBackward(logits: ArrayLike<number>, labels: ArrayLike<number>, row: number, dLoss: number): Float64Array {
+  crossEntropyBackward(logits: ArrayLike<number>, labels: ArrayLike<number>, row: number, dLoss: number, ignoreIndex = IGNORE_INDEX): Float64Array {
     const dx = new Float64Array(logits.length);
-    for (let r = 0; r < labels.length; r++) {
-      const k = labels[r]!;
-      if (!(k >= 0 && k < row)) continue;
+    const kept = keptRows(labels, row, ignoreIndex);
+    for (const r of kept) {
       const l = rowLse(logits, r * row, row);
-      for (let j = 0; j < row; j++) dx[r * row + j] = (dLoss / labels.length) * (Math.exp(logits[r * row + j]! - l) - (j === k ? 1 : 0));
+      for (let j = 0; j < row; j++) dx[r * row + j] = (dLoss / kept.length) * (Math.exp(logits[r * row + j]! - l) - (j === labels[r] ? 1 : 0));
     }
     return dx;
   },

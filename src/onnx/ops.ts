@@ -18,7 +18,7 @@ import { gatherKernel } from '../kernels/gather.js';
 import { concatKernel, padKernel, stridedCopyKernel, type PadOptions, type StridedView } from '../kernels/copy.js';
 import { patchEmbedKernel, type PatchEmbedOptions } from '../kernels/patchEmbed.js';
 import { reduceKernel, type ReduceOptions } from '../kernels/reduce.js';
-import { binaryCrossEntropyWithLogitsKernel, crossEntropyKernel, logSoftmaxKernel } from '../kernels/losses.js';
+import { binaryCrossEntropyWithLogitsKernel, crossEntropyKernel, logSoftmaxKernel, type CrossEntropyOptions } from '../kernels/losses.js';
 import { roiAlignKernel, type RoiAlignOptions } from '../kernels/roiAlign.js';
 import { regionWordSimilarityKernel, type RegionWordSimilarityOptions } from '../kernels/regionWordSimilarity.js';
 import { boxesKernel, type BoxesOptions } from '../kernels/boxes.js';
@@ -226,7 +226,8 @@ const reduce: OpExporter = (ctx, node) => {
 
 const crossEntropy: OpExporter = (ctx, node) => {
   const [logits, labels] = node.inputs as Value[];
-  return [ctx.e.op('SoftmaxCrossEntropyLoss', [ctx.name(logits!), ctx.name(labels!)], node.label, { reduction: 'mean' })];
+  const o = node.options as CrossEntropyOptions;
+  return [ctx.e.op('SoftmaxCrossEntropyLoss', [ctx.name(logits!), ctx.name(labels!)], node.label, { reduction: 'mean', ignore_index: o.ignoreIndex ?? -100 })];
 };
 
 const binaryCrossEntropy: OpExporter = (ctx, node) => {

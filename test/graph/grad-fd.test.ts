@@ -106,8 +106,16 @@ const STEPS: Record<string, Step> = {
   logSoftmax: (r) => r.g.logSoftmax(r.recent()),
   crossEntropy: (r) => {
     const x = r.matrix();
+    const [N, C] = x.shape as [number, number];
+    const labels = r.indices([N], C);
+    // Row 0 labelled ignoreIndex (the default, or a class index: that class's rows drop out too);
+    // the last row keeps a label that is not, so some row counts.
+    const ignoreIndex = r.pick(C > 1 ? [undefined, 0, C - 1] : [undefined]);
+    const data = r.data[(labels.source as { name: string }).name]!;
+    data[0] = ignoreIndex ?? -100;
+    data[N - 1] = ignoreIndex === 0 ? C - 1 : 0;
     // The scalar loss as [1, 1], so that later steps have dimensions to work on.
-    return r.g.reshape(r.g.crossEntropy(x, r.indices([x.shape[0]!], x.shape[1]!)), [1, 1]);
+    return r.g.reshape(r.g.crossEntropy(x, labels, { ignoreIndex }), [1, 1]);
   },
   binaryCrossEntropyWithLogits: (r) => {
     const x = r.recent();

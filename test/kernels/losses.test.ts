@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { Tensor, kernels } from '../../src/index.js';
+import { GraphBuilder, Tensor, kernels } from '../../src/index.js';
 import { crossEntropyKernel, lossesReference } from '../../src/kernels/losses.js';
 import { forEachProfile } from '../util/gpu.js';
 import { expectClose } from '../util/check.js';
@@ -34,7 +34,7 @@ forEachProfile((_profile, getGpu) => {
       const gpu = await getGpu();
       for (const [s, [N, C]] of [[1, 1], [3, 5], [17, 3], [5000, 4]].entries()) {
         const logits = randomArray(N! * C!, 60 + s, 6);
-        // Labels in range, plus one out of range (contributes nothing, still counted).
+        // Labels in range, plus one at the default ignoreIndex -100 (left out of the mean).
         const labels = Int32Array.from({ length: N! }, (_, i) => (i === 2 ? -100 : (i * 7 + s) % C!));
         const targets = randomArray(N! * C!, 70 + s, 0.5).map((v) => v + 0.5);
         const dLoss = 0.75;
@@ -50,6 +50,85 @@ forEachProfile((_profile, getGpu) => {
         expectClose(await dbce.read(), lossesReference.binaryCrossEntropyWithLogitsBackward(logits, targets, dLoss), { scaleTol: 1e-5, label: `dbce ${N}x${C}` });
         for (const t of [tl, tk, tt, tg, ce, bce, dce, dbce]) t.dispose();
       }
+    });
+
+    it('crossEntropy ignoreIndex: left out of the mean, in the kernels and in a graph, vs the f64 reference and finite differences', async () => {
+      const gpu = await getGpu();
+      const [N, C] = [9, 4];
+      const logits = randomArray(N * C, 91, 3);
+      const dLoss = 1.5;
+      const cases: Array<{ ignoreIndex?: number; labels: number[] }> = [
+        { labels: [0, -100, 3, 1, -100, 2, 2, 0, 1] },
+        { ignoreIndex: 2, labels: [0, 2, 3, 1, 2, 2, 1, 0, 3] }, // a class index: its rows drop out
+        { ignoreIndex: -1, labels: [-1, 1, -1, 3, 0, -1, 2, 2, 1] },
+      ];
+      const tl = Tensor.from(gpu, logits, [N, C]);
+      const tg = Tensor.from(gpu, [dLoss], []);
+      for (const { ignoreIndex, labels } of cases) {
+        const label = `ignoreIndex ${ignoreIndex ?? 'default'}`;
+        const kept = labels.filter((k) => k !== (ignoreIndex ?? -100));
+        // Independent of the module's reference: mean of lse - x[label] over kept rows, written out.
+        let want = 0;
+        labels.forEach((k, r) => {
+          if (k === (ignoreIndex ?? -100)) return;
+          const row = Array.from(logits.subarray(r * C, r * C + C), Number);
+          const m = Math.max(...row);
+          want += m + Math.log(row.reduce((s, v) => s + Math.exp(v - m), 0)) - row[k]!;
+        });
+        want /= kept.length;
+        expect(lossesReference.crossEntropy(logits, labels, C, ignoreIndex)).toBeCloseTo(want, 12);
+        const tk = Tensor.from(gpu, labels, [N], 'i32');
+        const ce = await kernels.crossEntropy(gpu, tl, tk, { ignoreIndex });
+        expectClose(await ce.read(), [want], { scaleTol: 1e-5, label: `ce ${label}` });
+        const dce = await (await kernels.crossEntropyBackward(gpu, tl, tk, tg, { ignoreIndex })).read();
+        // Central differences of the f64 reference, and exact zeros on ignored rows.
+        const x = Float64Array.from(logits);
+        const fd = x.map((v, i) => {
+          x[i] = v + 1e-6;
+          const up = lossesReference.crossEntropy(x, labels, C, ignoreIndex);
+          x[i] = v - 1e-6;
+          const down = lossesReference.crossEntropy(x, labels, C, ignoreIndex);
+          x[i] = v;
+          return (dLoss * (up - down)) / 2e-6;
+        });
+        expectClose(dce, fd, { scaleTol: 1e-5, label: `dce ${label} vs finite differences` });
+        expect(Array.from(dce).filter((_, i) => labels[Math.floor(i / C)] === (ignoreIndex ?? -100) && dce[i] !== 0)).toEqual([]);
+        // The graph op and its gradient rule carry the option.
+        const g = new GraphBuilder();
+        const gl = g.input('logits', [N, C]);
+        const loss = g.crossEntropy(gl, g.input('labels', [N], 'i32'), { ignoreIndex });
+        g.output('loss', loss);
+        g.output('dlogits', g.gradients(loss, [gl])[0]!);
+        const plan = await g.compile(gpu);
+        const { outputs } = await plan.run({ logits, labels: Int32Array.from(labels) });
+        expectClose(outputs.loss!, [want], { scaleTol: 1e-5, label: `graph ce ${label}` });
+        expectClose(outputs.dlogits!, fd.map((v) => v / dLoss), { scaleTol: 1e-5, label: `graph dce ${label}` });
+        plan.dispose();
+        for (const t of [tk, ce]) t.dispose();
+      }
+      // Every row ignored: NaN loss (as PyTorch), zero gradient; a label outside [0, C) that is not
+      // ignoreIndex: NaN (PyTorch raises; the GPU cannot), and the reference throws.
+      for (const [labels, loss, grad] of [
+        [[-100, -100], NaN, 'zero'],
+        [[0, 4], NaN, 'nan row 1'],
+        [[-3, 1], NaN, 'nan row 0'],
+      ] as const) {
+        const tk = Tensor.from(gpu, labels, [2], 'i32');
+        const two = Tensor.from(gpu, logits.subarray(0, 2 * C), [2, C]);
+        const ce = await (await kernels.crossEntropy(gpu, two, tk)).read();
+        expect(ce[0], `loss for labels ${labels}`).toBe(loss);
+        const d = Array.from(await (await kernels.crossEntropyBackward(gpu, two, tk, tg)).read());
+        if (grad === 'zero') expect(d).toEqual(new Array(2 * C).fill(0));
+        else {
+          const bad = Number(grad.at(-1));
+          expect(d.map((v, i) => Number.isNaN(v) === (Math.floor(i / C) === bad))).toEqual(new Array(2 * C).fill(true));
+        }
+        if (grad !== 'zero') expect(() => lossesReference.crossEntropy(logits, labels, C)).toThrow(/label -?\d+ of row \d is outside \[0, 4\)/);
+        for (const t of [tk, two]) t.dispose();
+      }
+      expect(() => crossEntropyKernel.outputs([tl, { shape: [N], dtype: 'i32' }], { ignoreIndex: 0.5 })).toThrow(/crossEntropy: ignoreIndex must be an i32 integer, got 0.5/);
+      tl.dispose();
+      tg.dispose();
     });
 
     it('matches PyTorch autograd: the losses fixture', async () => {

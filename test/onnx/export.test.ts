@@ -122,13 +122,14 @@ describe('exportOnnx: every forward op against onnxruntime-node', () => {
     await roundTrip((g, { px }) => g.output('tokens', g.patchEmbed(px!, g.constant(w), g.constant(cls), g.constant(pos), { patchSize: 4 })), { px: f32([2, 3, 12, 8], 1) });
   });
 
-  it('losses: cross-entropy with i32 labels and binary cross-entropy with logits', async () => {
+  it('losses: cross-entropy with i32 labels (ignore_index) and binary cross-entropy with logits', async () => {
     await roundTrip(
-      (g, { logits, labels, targets }) => {
+      (g, { logits, labels, classLabels, targets }) => {
         g.output('ce', g.crossEntropy(logits!, labels!));
+        g.output('ce_ignore', g.crossEntropy(logits!, classLabels!, { ignoreIndex: 1 }));
         g.output('bce', g.binaryCrossEntropyWithLogits(logits!, targets!));
       },
-      { logits: f32([5, 4], 1, 3), labels: i32([0, 3, 1, 1, 2]), targets: { data: Float32Array.from({ length: 20 }, (_, i) => (i % 3) / 2), shape: [5, 4] } },
+      { logits: f32([5, 4], 1, 3), labels: i32([0, 3, -100, 1, 2]), classLabels: i32([0, 3, 1, 1, 2]), targets: { data: Float32Array.from({ length: 20 }, (_, i) => (i % 3) / 2), shape: [5, 4] } },
     );
   });
 

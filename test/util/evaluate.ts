@@ -17,6 +17,7 @@ import {
   reduceReference,
   stridedCopyReference,
   type AttentionOptions,
+  type CrossEntropyOptions,
   type ElementwiseOptions,
   type RegionWordSimilarityOptions,
   type RoiAlignOptions,
@@ -76,7 +77,7 @@ const EVALUATORS: Record<string, Evaluator> = {
   },
   softmax: ([x, mask]) => [softmaxReference(x!.data, x!.value.shape.at(-1)!, mask?.data)],
   logSoftmax: ([x]) => [lossesReference.logSoftmax(x!.data, x!.value.shape.at(-1)!)],
-  crossEntropy: ([logits, labels]) => [Float64Array.of(lossesReference.crossEntropy(logits!.data, labels!.data, logits!.value.shape[1]!))],
+  crossEntropy: ([logits, labels], o) => [Float64Array.of(lossesReference.crossEntropy(logits!.data, labels!.data, logits!.value.shape[1]!, (o as CrossEntropyOptions).ignoreIndex))],
   binaryCrossEntropyWithLogits: ([logits, targets]) => [Float64Array.of(lossesReference.binaryCrossEntropyWithLogits(logits!.data, targets!.data))],
   roiAlign: ([features, boxes], o) => [roiAlignReference(features!.data, features!.value.shape as [number, number, number, number], boxes!.data, o as RoiAlignOptions)],
   regionWordSimilarity: ([regions, words, shift, scale], options) => {

@@ -1,9 +1,9 @@
 import { sizeOf } from '../../dtype.js';
-import { binaryCrossEntropyWithLogitsBackwardKernel, crossEntropyBackwardKernel } from '../../kernels/losses.js';
+import { binaryCrossEntropyWithLogitsBackwardKernel, crossEntropyBackwardKernel, type CrossEntropyOptions } from '../../kernels/losses.js';
 import type { GradRule } from './index.js';
 
-/** d logits = dLoss·(softmax(logits) − onehot(labels)) / N; the i32 labels have none. */
-export const crossEntropyGrad: GradRule = ({ g, node, dys, label }) => [g.op(crossEntropyBackwardKernel, [...node.inputs, dys[0]!], {}, label('logits'))[0]!];
+/** d logits = dLoss·(softmax(logits) − onehot(labels)) / (rows not ignored); the i32 labels have none. */
+export const crossEntropyGrad: GradRule = ({ g, node, dys, label }) => [g.op(crossEntropyBackwardKernel, [...node.inputs, dys[0]!], node.options as CrossEntropyOptions, label('logits'))[0]!];
 
 /** d logits = dLoss·(sigmoid(logits) − targets) / count; d targets = −dLoss·logits / count. */
 export const binaryCrossEntropyWithLogitsGrad: GradRule = ({ g, node, dys, needs, label }) => {
