@@ -47,7 +47,7 @@ export { InputError } from './models/inputs.js';
 export * from './models/region/index.js';
 export * from './models/prompts/index.js';
 export * from './models/owlvit/index.js';
-export { randomModel, TINY_OWLVIT, TINY_CLIP, vitB32, type RandomModelKind } from './models/randomWeights.js';
+export { randomModel, TINY_OWLVIT, TINY_CLIP, vitB32, owlv2B16, type RandomModelKind } from './models/randomWeights.js';
 export { denseCrf, DenseCrfImage, crfProbabilitiesFromCams, crfColors, crfLattices, CAR_CRF_DEFAULTS, type DenseCrfOptions, type DenseCrfResult } from './models/car/crf.js';
 export { exportOnnx, ONNX_OPSET, type OnnxExportOptions } from './onnx/export.js';
 export * from './models/car/index.js';

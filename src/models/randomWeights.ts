@@ -32,6 +32,12 @@ export function vitB32(kind: RandomModelKind): ClipConfig {
   };
 }
 
+/** OWLv2 B/16 (owlv2-base-patch16): ViT-B/16 at 960 px (a 60 × 60 grid: 3 600 boxes, 3 601 tokens), OWL-ViT's text tower. */
+export function owlv2B16(): ClipConfig {
+  const c = vitB32('owlv2');
+  return { ...c, vision: { ...c.vision!, imageSize: 960, patchSize: 16 } };
+}
+
 /** Seeded uniform [-1, 1) (mulberry32). */
 export function uniform(seed: number): () => number {
   let s = seed >>> 0;
