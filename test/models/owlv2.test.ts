@@ -8,12 +8,13 @@ import { join } from 'node:path';
 import { decodeSafetensors } from '../../src/io/safetensors.js';
 import { writeSafetensors } from '../util/write-safetensors.js';
 import sharp from 'sharp';
-import { ClipModel, ClipTokenizer, GraphBuilder, OwlVitDetector, decodeImage, kernels, preprocessOwlv2, preprocessOwlv2Batch, type Gpu } from '../../src/index.js';
+import { ClipModel, GraphBuilder, OwlVitDetector, decodeImage, kernels, preprocessOwlv2, preprocessOwlv2Batch, type Gpu } from '../../src/index.js';
 import { resizeOwlv2 } from '../../src/models/preprocess/index.js';
 import { requireF16, useGpu } from '../util/gpu.js';
 import { expectClose } from '../util/check.js';
 import { fixturePath } from '../util/fixtures.js';
 import { fixtureTensors } from '../util/grad.js';
+import { useDetector } from '../util/owl-detect.js';
 import { checkImageGuidedThresholds } from '../util/owl-postprocess.js';
 
 const getGpu = useGpu();
@@ -299,27 +300,14 @@ describe('preprocessOwlv2 = Owlv2ImageProcessor (rescale, pad with 0.5, gaussian
 });
 
 describe('OWLv2 boxes in original-image pixels and detect', () => {
-  // A tokenizer small enough for the tiny model's 512 ids: single letters, no merges, SOT 510 / EOT 511 as the fixture.
-  const vocab: Record<string, number> = { '<|startoftext|>': 510, '<|endoftext|>': 511 };
-  [...'acdgot'].forEach((c, i) => ((vocab[c] = 1 + 2 * i), (vocab[`${c}</w>`] = 2 + 2 * i)));
-  const tokenizer = ClipTokenizer.fromHuggingFace(vocab, '#version: 0.2\n');
-  let det: OwlVitDetector;
-  let dir: string;
-  beforeAll(async () => {
-    det = await OwlVitDetector.load(await getGpu(), DIR, { tokenizer });
-    dir = mkdtempSync(join(tmpdir(), 'ovgpu-owlv2-detect-'));
-  });
-  afterAll(() => {
-    det.dispose();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const { tokenizer, det, dir } = useDetector(getGpu, DIR);
 
   it('a shape drawn in a non-square image sits where the padded frame puts it, and a box there maps back onto it', async () => {
     // 80×40 (wide) and 30×60 (tall) images, one red rectangle each at a known place.
     for (const [w, h, rect] of [[80, 40, [40, 10, 60, 30]], [30, 60, [4, 36, 20, 56]]] as const) {
       const raw = Buffer.alloc(w * h * 3, 255);
       for (let y = rect[1]; y < rect[3]; y++) for (let x = rect[0]; x < rect[2]; x++) raw.set([255, 0, 0], (y * w + x) * 3);
-      const file = join(dir, `shape-${w}x${h}.png`);
+      const file = join(dir(), `shape-${w}x${h}.png`);
       await sharp(raw, { raw: { width: w, height: h, channels: 3 } }).png().toFile(file);
       const size = 32;
       const side = Math.max(w, h);
@@ -330,12 +318,12 @@ describe('OWLv2 boxes in original-image pixels and detect', () => {
       expect(at(1, cx, cy)).toBeLessThan(-1.4); // green channel: red there (normalised 0 ≈ -1.75)
       expect(at(1, (rect[2] * size) / side + 1.5, cy)).toBeGreaterThan(1.5); // white just right of it
       // A predicted box (cxcywh, normalised to the padded square) on the rectangle, and one reaching into the padding.
-      const n = det.numPatches;
+      const n = det().numPatches;
       const predBoxes = new Float32Array(n * 4);
       predBoxes.set([(rect[0] + rect[2]) / 2 / side, (rect[1] + rect[3]) / 2 / side, (rect[2] - rect[0]) / side, (rect[3] - rect[1]) / side], 0);
       predBoxes.set([0.9, 0.9, 0.4, 0.4], 4);
       const logits = Float32Array.from({ length: n }, (_, i) => (i < 2 ? 5 : -5));
-      const [found] = det.postProcess({ logits, predBoxes }, { targetSizes: [[h, w]] });
+      const [found] = det().postProcess({ logits, predBoxes }, { targetSizes: [[h, w]] });
       expectClose(found!.boxes.subarray(0, 4), rect, { atol: 1e-4 });
       // HF's output for the same box (scaled to the padded square) is the same point: the padding is after it.
       expect(Array.from(found!.boxes.subarray(4, 8))).toEqual([0.7 * side, 0.7 * side, w, h].map((v, i) => Math.min(Math.fround(v), [w, h][i % 2]!)).map(Math.fround));
@@ -344,12 +332,12 @@ describe('OWLv2 boxes in original-image pixels and detect', () => {
 
   it('detect: images read and preprocessed as OWLv2, the predict → postProcess pipeline, objectness per detection', async () => {
     const files = ['img0_rgb_45x71.png', 'img1_rgb_61x38.png'].map((f) => join(DIR, 'images', f));
-    const got = await det.detect(files, ['a cat', 'a dog'], { threshold: 0 });
+    const got = await det().detect(files, ['a cat', 'a dog'], { threshold: 0 });
     const pre = await preprocessOwlv2Batch(files, { size: 32 });
     const ids = new Int32Array(4 * 16);
     for (const [i, q] of ['a cat', 'a dog', 'a cat', 'a dog'].entries()) ids.set(tokenizer.encode(q, { contextLength: 16 }), i * 16);
-    const out = await det.predict({ pixelValues: pre.data, pixelShape: pre.shape, inputIds: ids, idsShape: [4, 16] });
-    const ref = det.postProcess(out, { threshold: 0, targetSizes: ORIGINAL });
+    const out = await det().predict({ pixelValues: pre.data, pixelShape: pre.shape, inputIds: ids, idsShape: [4, 16] });
+    const ref = det().postProcess(out, { threshold: 0, targetSizes: ORIGINAL });
     ref.forEach((r, img) => {
       const want = Array.from(r.scores, (score, k) => ({ box: Array.from(r.boxes.subarray(4 * k, 4 * k + 4)), score, label: r.labels[k]!, query: ['a cat', 'a dog'][r.labels[k]!], objectness: r.objectness![k]! }));
       expect(got[img]).toEqual(want.sort((a, b) => b.score - a.score));
@@ -358,21 +346,21 @@ describe('OWLv2 boxes in original-image pixels and detect', () => {
     // objectnessThreshold keeps exactly the detections whose objectness passes it.
     const all = got.flat().map((d) => d.objectness!).sort();
     const cut = all[Math.floor(all.length / 2)]!;
-    const kept = await det.detect(files, ['a cat', 'a dog'], { threshold: 0, objectnessThreshold: cut });
+    const kept = await det().detect(files, ['a cat', 'a dog'], { threshold: 0, objectnessThreshold: cut });
     kept.forEach((k, img) => expect(k).toEqual(got[img]!.filter((d) => d.objectness! > cut)));
     expect(kept.flat().length).toBeLessThan(got.flat().length);
-    await expect(det.detect(files, ['a cat'], { objectnessThreshold: Number.NaN })).rejects.toThrow(/objectnessThreshold must be a finite number/);
+    await expect(det().detect(files, ['a cat'], { objectnessThreshold: Number.NaN })).rejects.toThrow(/objectnessThreshold must be a finite number/);
   });
 
   it('detect with an image query: the query box is in its pixels, relative to its padded square', async () => {
     const query = join(DIR, 'images', 'img2_rgba_33x50.png');
     const target = join(DIR, 'images', 'img0_rgb_45x71.png');
     const box = [5, 20, 30, 32] as const; // in the 50×33 query image
-    const got = await det.detect([target], { image: query, box });
+    const got = await det().detect([target], { image: query, box });
     const q = await preprocessOwlv2(query, { size: 32 });
     const t = await preprocessOwlv2(target, { size: 32 });
-    const ref = await det.imageGuided({ pixelValues: t.data, pixelShape: t.shape, queryPixelValues: q.data, queryShape: q.shape, queryBox: box.map((v) => v / 50) });
-    const [post] = await det.postProcessImageGuided(ref, { threshold: 0.1, targetSizes: [t.originalSize] });
+    const ref = await det().imageGuided({ pixelValues: t.data, pixelShape: t.shape, queryPixelValues: q.data, queryShape: q.shape, queryBox: box.map((v) => v / 50) });
+    const [post] = await det().postProcessImageGuided(ref, { threshold: 0.1, targetSizes: [t.originalSize] });
     expect(got[0]!.map((d) => d.score)).toEqual(Array.from(post!.scores).sort((a, b) => b - a));
     expect(got[0]!.every((d) => d.objectness !== undefined)).toBe(true);
   });

@@ -3,9 +3,10 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
-import { ClipTokenizer, OwlVitDetector, kernels, preprocessOwlVit, selectImageQuery, type Gpu } from '../../src/index.js';
+import { OwlVitDetector, kernels, preprocessOwlVit, selectImageQuery, type Gpu } from '../../src/index.js';
 import { decodeSafetensors } from '../../src/io/safetensors.js';
 import { requireF16, useGpu } from '../util/gpu.js';
+import { useDetector } from '../util/owl-detect.js';
 import { checkImageGuidedThresholds } from '../util/owl-postprocess.js';
 import { expectClose } from '../util/check.js';
 import { fixturePath, fixtureTensor, loadFixture } from '../util/fixtures.js';
@@ -354,48 +355,33 @@ describe('selectImageQuery', () => {
 });
 
 describe('OwlVitDetector.detect', () => {
-  // A tokenizer small enough for the tiny model's 512 ids: single letters, no merges, SOT 510 / EOT 511 as the fixture.
-  const letters = 'acdgot';
-  const vocab: Record<string, number> = { '<|startoftext|>': 510, '<|endoftext|>': 511 };
-  [...letters].forEach((c, i) => ((vocab[c] = 1 + 2 * i), (vocab[`${c}</w>`] = 2 + 2 * i)));
-  const tokenizer = ClipTokenizer.fromHuggingFace(vocab, '#version: 0.2\n');
+  const { tokenizer, det, dir } = useDetector(getGpu, DIR);
   const image = (i: number) => ({ pixelValues: pixelValues().subarray(i * 3 * 32 * 32, (i + 1) * 3 * 32 * 32), originalSize: targetSizes()[i]! });
   const sorted = (d: { scores: Float32Array; labels: Int32Array; boxes: Float32Array }, names: string[]) =>
     Array.from(d.scores, (score, k) => ({ box: Array.from(d.boxes.subarray(4 * k, 4 * k + 4)), score, label: d.labels[k]!, query: names[d.labels[k]!]! })).sort((a, b) => b.score - a.score);
 
-  let det: OwlVitDetector;
-  let dir: string;
-  beforeAll(async () => {
-    det = await OwlVitDetector.load(await getGpu(), DIR, { tokenizer });
-    dir = mkdtempSync(join(tmpdir(), 'ovgpu-detect-'));
-  });
-  afterAll(() => {
-    det.dispose();
-    rmSync(dir, { recursive: true, force: true });
-  });
-
   it('text queries, different per image: the predict → postProcess pipeline, best first, padded queries never win', async () => {
-    const got = await det.detect([image(0), image(1)], [['a cat', 'a dog'], ['a cat']], { batchSize: 2 });
+    const got = await det().detect([image(0), image(1)], [['a cat', 'a dog'], ['a cat']], { batchSize: 2 });
     const cat = tokenizer.encode('a cat', { contextLength: 16 });
     const dog = tokenizer.encode('a dog', { contextLength: 16 });
     const ids = new Int32Array(4 * 16);
     ids.set(cat, 0);
     ids.set(dog, 16);
     ids.set(cat, 32); // image 1, query 1: zeros (padding)
-    const out = await det.predict({ pixelValues: pixelValues(), pixelShape: [2, 3, 32, 32], inputIds: ids, idsShape: [4, 16] });
-    const ref = det.postProcess(out, { targetSizes: targetSizes() });
+    const out = await det().predict({ pixelValues: pixelValues(), pixelShape: [2, 3, 32, 32], inputIds: ids, idsShape: [4, 16] });
+    const ref = det().postProcess(out, { targetSizes: targetSizes() });
     expect(got[0]).toEqual(sorted(ref[0]!, ['a cat', 'a dog']));
     expect(got[1]).toEqual(sorted(ref[1]!, ['a cat']));
     expect(got[1]!.length).toBeGreaterThan(0);
     expect(got[1]!.every((d) => d.label === 0)).toBe(true);
     // One image at a time gives the same, and topK keeps the best.
-    expect(await det.detect([image(0), image(1)], [['a cat', 'a dog'], ['a cat']])).toEqual(got);
-    expect(await det.detect([image(0)], ['a cat', 'a dog'], { topK: 2 })).toEqual([got[0]!.slice(0, 2)]);
+    expect(await det().detect([image(0), image(1)], [['a cat', 'a dog'], ['a cat']])).toEqual(got);
+    expect(await det().detect([image(0)], ['a cat', 'a dog'], { topK: 2 })).toEqual([got[0]!.slice(0, 2)]);
   });
 
   it('class-aware NMS drops exactly the boxes a better box of the same query overlaps by more than the threshold', async () => {
-    const all = (await det.detect([image(1)], ['a cat', 'a dog'], { threshold: 0 }))[0]!;
-    const kept = (await det.detect([image(1)], ['a cat', 'a dog'], { threshold: 0, nms: 0.1 }))[0]!;
+    const all = (await det().detect([image(1)], ['a cat', 'a dog'], { threshold: 0 }))[0]!;
+    const kept = (await det().detect([image(1)], ['a cat', 'a dog'], { threshold: 0, nms: 0.1 }))[0]!;
     const iou = (a: number[], b: number[]) => {
       const w = Math.max(0, Math.min(a[2]!, b[2]!) - Math.max(a[0]!, b[0]!));
       const h = Math.max(0, Math.min(a[3]!, b[3]!) - Math.max(a[1]!, b[1]!));
@@ -413,34 +399,34 @@ describe('OwlVitDetector.detect', () => {
 
   it('an image query: the imageGuided → postProcessImageGuided pipeline', async () => {
     const query = { pixelValues: input('query_pixel_values') as Float32Array, originalSize: [32, 32] as const };
-    const got = await det.detect([image(0), image(1)], { image: query });
-    const out = await det.imageGuided(guidedInputs());
-    const ref = await det.postProcessImageGuided(out, { threshold: 0.1, targetSizes: targetSizes() });
+    const got = await det().detect([image(0), image(1)], { image: query });
+    const out = await det().imageGuided(guidedInputs());
+    const ref = await det().postProcessImageGuided(out, { threshold: 0.1, targetSizes: targetSizes() });
     expect(got).toEqual(ref.map((r) => sorted(r, ['image'])));
     // A box in the query image's pixels picks the predicted box that overlaps it most, as imageGuided with the normalised box.
-    const boxed = await det.detect([image(0)], { image: query, box: [1.6, 19.2, 9.6, 30.4] });
-    const refBoxed = await det.imageGuided({ ...guidedInputs(), queryBox: [0.05, 0.6, 0.3, 0.95] });
-    const post = await det.postProcessImageGuided(refBoxed, { threshold: 0.1, targetSizes: targetSizes() });
+    const boxed = await det().detect([image(0)], { image: query, box: [1.6, 19.2, 9.6, 30.4] });
+    const refBoxed = await det().imageGuided({ ...guidedInputs(), queryBox: [0.05, 0.6, 0.3, 0.95] });
+    const post = await det().postProcessImageGuided(refBoxed, { threshold: 0.1, targetSizes: targetSizes() });
     expect(boxed[0]).toEqual(sorted(post[0]!, ['image']));
   });
 
   it('reads image files and scales boxes back to their own size', async () => {
     const gpu = await getGpu();
-    const png = join(dir, 'wide.png');
+    const png = join(dir(), 'wide.png');
     const raw = Buffer.from(Array.from({ length: 50 * 20 * 3 }, (_, i) => (i * 37) % 256));
     await sharp(raw, { raw: { width: 50, height: 20, channels: 3 } }).png().toFile(png);
-    const got = await det.detect([png], ['a dog'], { threshold: 0 });
+    const got = await det().detect([png], ['a dog'], { threshold: 0 });
     const pre = await preprocessOwlVit(png, { size: 32 });
-    const out = await det.predict({ pixelValues: pre.data, pixelShape: pre.shape, inputIds: tokenizer.encode('a dog', { contextLength: 16 }), idsShape: [1, 16] });
+    const out = await det().predict({ pixelValues: pre.data, pixelShape: pre.shape, inputIds: tokenizer.encode('a dog', { contextLength: 16 }), idsShape: [1, 16] });
     expect(pre.originalSize).toEqual([20, 50]);
-    expect(got[0]).toEqual(sorted(det.postProcess(out, { threshold: 0, targetSizes: [pre.originalSize] })[0]!, ['a dog']));
+    expect(got[0]).toEqual(sorted(det().postProcess(out, { threshold: 0, targetSizes: [pre.originalSize] })[0]!, ['a dog']));
     const before = gpu.stats();
-    await expect(det.detect([join(dir, 'missing.png')], ['a dog'])).rejects.toThrow(/missing.png: cannot read the image/);
-    await expect(det.detect([png], [])).rejects.toThrow(/OwlVitDetector.detect: no queries: give at least one string/);
-    await expect(det.detect([png], [[]])).rejects.toThrow(/OwlVitDetector.detect: every image needs at least one query/);
-    await expect(det.detect([png], ['a bat'])).rejects.toThrow(/OwlVitDetector.detect: query "a bat": token "b" is not in the vocabulary/);
-    await expect(det.detect([png], ['a cat a cat a cat a cat a cat'])).rejects.toThrow(/query "a cat a cat a cat a cat a cat" is longer than the model's context of 16 tokens/);
-    await expect(det.detect([png], ['a cat'], { batchSize: 0 })).rejects.toThrow(/batchSize must be a positive integer/);
+    await expect(det().detect([join(dir(), 'missing.png')], ['a dog'])).rejects.toThrow(/missing.png: cannot read the image/);
+    await expect(det().detect([png], [])).rejects.toThrow(/OwlVitDetector.detect: no queries: give at least one string/);
+    await expect(det().detect([png], [[]])).rejects.toThrow(/OwlVitDetector.detect: every image needs at least one query/);
+    await expect(det().detect([png], ['a bat'])).rejects.toThrow(/OwlVitDetector.detect: query "a bat": token "b" is not in the vocabulary/);
+    await expect(det().detect([png], ['a cat a cat a cat a cat a cat'])).rejects.toThrow(/query "a cat a cat a cat a cat a cat" is longer than the model's context of 16 tokens/);
+    await expect(det().detect([png], ['a cat'], { batchSize: 0 })).rejects.toThrow(/batchSize must be a positive integer/);
     const plain = await OwlVitDetector.load(gpu, DIR);
     await expect(plain.detect([png], ['a cat'])).rejects.toThrow(/string queries need a tokenizer: the model folder has none of tokenizer.json/);
     plain.dispose();
