@@ -1,4 +1,4 @@
-// `npm run bench -- <suite...> [--filter <substring>[|<substring>…]] [--quick] [--peers tfjs,ort-webgpu,ort-cpu,ort-web|all] [--no-peers] [--write|--no-write]
+// `npm run bench -- <suite...> [--filter <substring>[|<substring>…]] [--quick] [--peers tfjs,ort-webgpu,ort-cpu,ort-web|all] [--no-peers] [--write|--no-write|--render]
 //  [--backend <name>] [--adapter <name>] [--profile gpu|cpu] [--note <text>]`, bundled and started by scripts/bench.mjs.
 // Suites: see SUITES below ('all' runs every one). --note adds a line to the results section
 // (e.g. 'machine under load'). Results go to bench/RESULTS.md and
@@ -13,7 +13,7 @@ import { FULL, matches, QUICK, runCases, type BenchRow, type TimingSettings } fr
 import { measurePeak, PEAK_FULL, PEAK_QUICK, type Peak } from './peak.js';
 import { loadTfjs, type TfjsPeer } from './peers.js';
 import { loadOrt, ORT_PEERS, type OrtPeer, type OrtPeerName } from './ort.js';
-import { writeResults } from './results.js';
+import { renderAll, writeResults } from './results.js';
 import type { KernelBenchCase } from './types.js';
 
 export interface SuiteContext {
@@ -61,6 +61,8 @@ interface Args {
   adapter?: string;
   profile?: GpuProfile;
   notes: string[];
+  /** --render: rewrite RESULTS.md's sections from bench/results/*.json, run nothing. */
+  render?: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -82,6 +84,7 @@ function parseArgs(argv: string[]): Args {
       for (const p of names) if (!ALL_PEERS.includes(p)) throw new Error(`--peers: unknown peer ${JSON.stringify(p)}; peers: ${ALL_PEERS.join(', ')}, all`);
       args.peers = names;
     }
+    else if (a === '--render') args.render = true;
     else if (a === '--write') args.write = true;
     else if (a === '--no-write') args.write = false;
     else if (a === '--backend') args.backend = value(++i, a);
@@ -96,6 +99,10 @@ function parseArgs(argv: string[]): Args {
     else args.suites.push(a);
   }
   if (args.suites.includes('all')) args.suites = Object.keys(SUITES);
+  if (args.render) {
+    if (args.suites.length) throw new Error('--render runs no suite: name none');
+    return args;
+  }
   if (args.suites.length === 0) throw new Error(`name a suite: ${[...Object.keys(SUITES), 'all'].join(', ')}`);
   for (const s of args.suites) if (!SUITES[s]) throw new Error(`unknown suite ${JSON.stringify(s)}; suites: ${[...Object.keys(SUITES), 'all'].join(', ')}`);
   return args;
@@ -107,8 +114,12 @@ async function main(): Promise<number> {
     args = parseArgs(process.argv.slice(2));
   } catch (err) {
     console.error(`bench: ${(err as Error).message}`);
-    console.error('usage: npm run bench -- <suite...|all> [--filter <substring>[|<substring>…]] [--quick] [--peers tfjs,ort-webgpu,ort-cpu,ort-web|all] [--no-peers] [--write|--no-write] [--backend <name>] [--adapter <name>] [--profile gpu|cpu] [--note <text>]');
+    console.error('usage: npm run bench -- <suite...|all> [--filter <substring>[|<substring>…]] [--quick] [--peers tfjs,ort-webgpu,ort-cpu,ort-web|all] [--no-peers] [--write|--no-write|--render] [--backend <name>] [--adapter <name>] [--profile gpu|cpu] [--note <text>]');
     return 2;
+  }
+  if (args.render) {
+    console.log(`bench/RESULTS.md: ${renderAll('bench')} sections rendered from bench/results/*.json`);
+    return 0;
   }
   const settings = args.quick ? QUICK : FULL;
   const write = args.write ?? !args.quick;

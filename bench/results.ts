@@ -1,6 +1,6 @@
 // Where benchmark results go: bench/results/<suite>-<adapter>.json (machine-readable) and one
 // section per suite and adapter in bench/RESULTS.md, replaced when that pair is re-run.
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { GpuInfo } from '../src/gpu/gpu.js';
 import type { BenchRow } from './harness.js';
@@ -144,4 +144,20 @@ export function writeResults(dir: string, result: SuiteResult, options: { merge?
   const md = existsSync(markdown) ? readFileSync(markdown, 'utf8') : HEADER;
   writeFileSync(markdown, replaceSection(md, `${result.suite} ${slug}`, renderSection(merged)));
   return { json, markdown };
+}
+
+/**
+ * Re-renders every RESULTS.md section from bench/results/*.json under `dir` (after a change to how
+ * sections are rendered), without running anything. Returns the number of sections written.
+ */
+export function renderAll(dir: string): number {
+  const markdown = join(dir, 'RESULTS.md');
+  let md = existsSync(markdown) ? readFileSync(markdown, 'utf8') : HEADER;
+  const files = existsSync(join(dir, 'results')) ? readdirSync(join(dir, 'results')).filter((f) => f.endsWith('.json')).sort() : [];
+  for (const f of files) {
+    const result = JSON.parse(readFileSync(join(dir, 'results', f), 'utf8')) as SuiteResult;
+    md = replaceSection(md, `${result.suite} ${adapterSlug(result.adapter)}`, renderSection(result));
+  }
+  writeFileSync(markdown, md);
+  return files.length;
 }

@@ -1,6 +1,6 @@
 // Smoke test of the benchmark harness (bench/): it runs, produces sane rows and frees what it
 // allocates. No speed assertions: CI machines are shared and slow.
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -10,7 +10,7 @@ import { inputData, matches, QUICK, runCases, timeAsync, type BenchRow } from '.
 import { measurePeak, PEAK_QUICK } from '../bench/peak.js';
 import { loadTfjs } from '../bench/peers.js';
 import { loadOrt, ORT_PEERS } from '../bench/ort.js';
-import { adapterSlug, renderSection, replaceSection, writeResults, type SuiteResult } from '../bench/results.js';
+import { adapterSlug, renderAll, renderSection, replaceSection, writeResults, type SuiteResult } from '../bench/results.js';
 import { softmaxBackwardKernel } from '../src/kernels/softmaxBackward.js';
 import { sequenceKernel } from '../bench/sequence.js';
 import type { KernelBenchCase } from '../bench/types.js';
@@ -217,6 +217,16 @@ describe('bench results', () => {
     expect(section).toContain('- run: 2025-02-03 04:05:06 UTC');
     expect(section).toContain('| k | a (run 2025-01-02 03:04) | 1.00 |');
     expect(section).toContain('| k | b | 3.00 |');
+  });
+
+  it('re-renders every section from the JSON files (--render)', () => {
+    writeResults(dir, result('render', [row('r', 7)]));
+    writeFileSync(join(dir, 'RESULTS.md'), '# Results\n');
+    expect(renderAll(dir)).toBe(readdirSync(join(dir, 'results')).length);
+    const md = readFileSync(join(dir, 'RESULTS.md'), 'utf8');
+    expect(md.startsWith('# Results\n')).toBe(true);
+    expect(md).toContain('| k | r | 7.00 |');
+    expect(md.match(/^## render · Some GPU/gm)).toHaveLength(1);
   });
 
   it('appends a section that is not there yet', () => {
