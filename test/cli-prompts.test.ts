@@ -2,26 +2,20 @@
 // learned prompts over a JSONL, eval-attributes, their bad input (exit 2) and Ctrl-C (exit 130,
 // the previous prompt file untouched).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TINY_CLIP, writeRandomModel } from '../src/models/random.js';
 import { evaluateAttributes } from '../src/index.js';
 import { writeShapes } from './util/shapes.js';
+import { ovgpu, requireBuiltCli, CLI, CLI_ENV } from './util/cli.js';
 
-const CLI = join(__dirname, '..', 'dist', 'cli.js');
-const env = { ...process.env, XDG_RUNTIME_DIR: '/tmp' };
 let dir: string;
 let data: string;
 
-function ovgpu(...args: string[]) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env, timeout: 300_000 });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
 beforeAll(async () => {
-  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build (npm test does)`);
+  requireBuiltCli();
   dir = mkdtempSync(join(tmpdir(), 'ovgpu-cli-prompts-'));
   writeRandomModel(join(dir, 'clip'), 'clip', { ...TINY_CLIP, vision: { ...TINY_CLIP.vision!, patchSize: 16 } }, 3);
   const records = await writeShapes(dir, 12, 7);
@@ -115,7 +109,7 @@ describe('ovgpu train-prompts / classify-regions --prompts --data / eval-attribu
   it('Ctrl-C stops training with exit 130 and leaves the previous prompt file as it was', async () => {
     const out = join(dir, 'kept.safetensors');
     writeFileSync(out, 'the previous prompts');
-    const child = spawn(process.execPath, [CLI, 'train-prompts', '--model', join(dir, 'clip'), '--data', data, '--out', out, '--epochs', '100000', '--patience', '100000', '--n-ctx', '2'], { env });
+    const child = spawn(process.execPath, [CLI, 'train-prompts', '--model', join(dir, 'clip'), '--data', data, '--out', out, '--epochs', '100000', '--patience', '100000', '--n-ctx', '2'], { env: CLI_ENV });
     let stderr = '';
     let sent = false;
     const status = await new Promise<number | null>((resolve) => {

@@ -1,23 +1,16 @@
 // The built command line, run as a user would (`npm test` builds dist/ first).
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { TINY_CLIP, writeRandomModel } from '../src/models/random.js';
+import { ovgpu, requireBuiltCli, SAMPLE } from './util/cli.js';
 
-const CLI = join(__dirname, '..', 'dist', 'cli.js');
-const SAMPLE = join(__dirname, '..', 'assets', 'sample.png');
 let dir: string;
 
-function ovgpu(...args: string[]) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, XDG_RUNTIME_DIR: '/tmp' }, timeout: 120_000 });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
 beforeAll(() => {
-  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build (npm test does)`);
+  requireBuiltCli();
   dir = mkdtempSync(join(tmpdir(), 'ovgpu-cli-'));
   writeFileSync(join(dir, 'not-an-image.png'), 'hello');
   writeFileSync(join(dir, 'boxes.json'), JSON.stringify([[28, 40, 118, 130], { box: [165, 35, 265, 135] }]));

@@ -2,22 +2,15 @@
 // before the model loads where it can be; outputs are checked before inference and written under
 // temporary names, renamed only when all of them were written.
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
-import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { TINY_CLIP, TINY_OWLVIT, writeRandomModel } from '../../src/models/random.js';
 import { OutputFiles } from '../../src/cli/common.js';
+import { ovgpu, requireBuiltCli, SAMPLE } from '../util/cli.js';
 
-const CLI = join(__dirname, '..', '..', 'dist', 'cli.js');
-const SAMPLE = join(__dirname, '..', '..', 'assets', 'sample.png');
 let dir: string;
 const at = (...p: string[]) => join(dir, ...p);
-
-function ovgpu(...args: string[]) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, XDG_RUNTIME_DIR: '/tmp' }, timeout: 120_000 });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
 
 /** Exit code 2 and exactly one line, `ovgpu: …` matching `message` (so nothing was loaded before it). */
 function expectBadInput(r: ReturnType<typeof ovgpu>, message: RegExp): void {
@@ -30,7 +23,7 @@ function expectBadInput(r: ReturnType<typeof ovgpu>, message: RegExp): void {
 }
 
 beforeAll(() => {
-  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build (npm test does)`);
+  requireBuiltCli();
   dir = mkdtempSync(join(tmpdir(), 'ovgpu-cli-rel-'));
   writeRandomModel(at('owl'), 'owlvit', TINY_OWLVIT, 1);
   writeRandomModel(at('clip'), 'clip', TINY_CLIP, 5);

@@ -1,25 +1,17 @@
 // `ovgpu segment` as a user runs it (dist/cli.js, built by npm test): the random demo CLIP end to
 // end, a given model with a second classifier, and bad input (exit code 2, one line, nothing written).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { TINY_CLIP, writeRandomModel } from '../../../src/models/random.js';
+import { ovgpu, requireBuiltCli, SAMPLE } from '../../util/cli.js';
 
-const ROOT = join(__dirname, '..', '..', '..');
-const CLI = join(ROOT, 'dist', 'cli.js');
-const SAMPLE = join(ROOT, 'assets', 'sample.png');
 let dir: string;
 
-function ovgpu(...args: string[]) {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', env: { ...process.env, XDG_RUNTIME_DIR: '/tmp' }, timeout: 300_000 });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
 beforeAll(() => {
-  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: run npm run build (npm test does)`);
+  requireBuiltCli();
   dir = mkdtempSync(join(tmpdir(), 'ovgpu-segment-'));
   writeFileSync(join(dir, 'not-an-image.png'), 'hello');
   writeRandomModel(join(dir, 'clip'), 'clip', { ...TINY_CLIP, text: { ...TINY_CLIP.text!, contextLength: 77 } }, 3);
