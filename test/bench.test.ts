@@ -229,6 +229,15 @@ describe('bench results', () => {
     expect(md.match(/^## render · Some GPU/gm)).toHaveLength(1);
   });
 
+  it('shows a short n/a for a peer that cannot run a kernel with no ONNX form, and other peer failures in full', () => {
+    const noForm = 'exportOnnx: node nms (kernel nms) has no ONNX form (exportOnnx writes the inference ops; backward kernels, nms, box IoU and optimizer steps have none)';
+    const peers = { 'ort-webgpu': { error: noForm }, 'ort-cpu': { error: 'session.run: out of memory' } };
+    const section = renderSection({ ...result('kernels', [{ ...row('nms', 2), peers }]), peers: { 'ort-webgpu': 'ORT WebGPU', 'ort-cpu': 'ORT CPU' } });
+    const line = section.split('\n').find((l) => l.startsWith('| k | nms |'))!;
+    expect(line).toContain('| n/a: no ONNX form | | failed: session.run: out of memory | |');
+    expect(line).not.toContain('exportOnnx');
+  });
+
   it('appends a section that is not there yet', () => {
     expect(replaceSection('# T\n', 'x y', 'S\n')).toBe('# T\n\nS\n');
     expect(replaceSection('# T\n\n<!-- bench x y -->\nold\n<!-- /bench x y -->\nafter\n', 'x y', 'new\n')).toBe('# T\n\nnew\nafter\n');
