@@ -29,12 +29,11 @@ struct Params {
   maskStride: u32,  // elements between the mask's batches (0: one [L, L] mask for every batch)
 }
 
-override DH: u32 = 64u;             // head dim, at most 4 · MAXV
+override DH: u32 = 64u;             // head dim, at most 128 (4 · 32 chunks)
 override WG: u32 = 32u;             // invocations per workgroup
 override TK: u32 = 16u;             // keys per workgroup-memory tile (`tiled`)
 override DV: u32 = (DH + 3u) / 4u;  // vec4s per head row
 
-const MAXV = 32u;
 const LOWEST = -3.4028234663852886e38;  // below every finite logit: marks masked keys
 const LOG2E = 1.4426950408889634;
 
@@ -194,95 +193,111 @@ fn tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
 }
 
 // ---- subgroup variant: compiled with `enable subgroups;` prepended ----
-// One invocation owns one query row: its q and its output accumulator live in private arrays
-// indexed only by constants once the loops over G (at most 4) unroll. Keys go two at a time: two
-// scores, one rescale of the accumulator, two updates (four per step unrolls into code that
-// lavapipe takes ~50% longer to compile, for no speed).
-// Lane t (of the first 8 of a subgroup) holds chunks c ≡ t (mod 8) of each of the two current K
-// and V rows: kr[kk·G + g] = K[j0 + kk][chunk 8g + t]. Every other lane repeats lane t % 8.
-// Shuffles with literal lane ids and loops of constant length keep everything in registers.
+// One invocation owns one query row. Its q and its output accumulator are a Row: up to 4 groups
+// of 8 vec4 chunks, held in struct members that are only ever named, never indexed, so they stay
+// in registers. (As arrays indexed by a loop counter over the head dim they did not: lavapipe
+// leaves a 16- or 32-iteration loop rolled and the arrays in per-lane memory.) Groups past G are
+// never read or written: G is an override, so the `G > n` branches fold away.
+// Keys go two at a time: two scores, one rescale of the accumulator, two updates (four per step
+// made code that lavapipe took ~50% longer to compile, for no speed).
+// Lane t (of the first 8 of a subgroup) holds chunk 8g + t of group g of the two current K and V
+// rows, and hands it round with subgroupShuffle by literal lane ids; every other lane repeats lane
+// t % 8.
 
-override G: u32 = (DV + 7u) / 8u;  // chunk groups of 8 vec4s per head row
+override G: u32 = (DV + 7u) / 8u;  // chunk groups of 8 vec4s per head row, 1..4
 
-var<private> kr: array<vec4f, 8>;
-var<private> vr: array<vec4f, 8>;
+struct Group { c0: vec4f, c1: vec4f, c2: vec4f, c3: vec4f, c4: vec4f, c5: vec4f, c6: vec4f, c7: vec4f }
+struct Row { g0: Group, g1: Group, g2: Group, g3: Group }
+// One lane's chunk of a K row and of a V row, per group.
+struct Part { k: vec4f, v: vec4f }
+struct Parts { g0: Part, g1: Part, g2: Part, g3: Part }
 
-var<private> qv: array<vec4f, MAXV>;
-var<private> acc: array<vec4f, MAXV>;
-var<private> mRun: f32;  // running max of the (log2-scaled) logits
-var<private> lRun: f32;  // running sum of exp2(logit - mRun)
+fn qChunk(base: u32, c: u32) -> vec4f {
+  if (c >= DV) { return vec4f(0.0); }
+  return loadQ(base, c) * p.scale;
+}
 
-fn begin(i: u32, bl: Block) {
+fn qGroup(base: u32, g: u32) -> Group {
+  let c = 8u * g;
+  return Group(qChunk(base, c), qChunk(base, c + 1u), qChunk(base, c + 2u), qChunk(base, c + 3u),
+               qChunk(base, c + 4u), qChunk(base, c + 5u), qChunk(base, c + 6u), qChunk(base, c + 7u));
+}
+
+// Query row i's q, pre-scaled (zeros past DV).
+fn qRow(i: u32, bl: Block) -> Row {
   let base = rowBase(min(i, p.L - 1u), p.qOff, bl);
-  for (var c = 0u; c < DV; c++) {
-    qv[c] = loadQ(base, c) * p.scale;
-    acc[c] = vec4f(0.0);
-  }
-  mRun = LOWEST;
-  lRun = 0.0;
+  var r: Row;
+  r.g0 = qGroup(base, 0u);
+  if (G > 1u) { r.g1 = qGroup(base, 1u); }
+  if (G > 2u) { r.g2 = qGroup(base, 2u); }
+  if (G > 3u) { r.g3 = qGroup(base, 3u); }
+  return r;
 }
 
-// Online-softmax step over two logits: returns their weights and rescales the accumulator.
-fn softmaxStep(s: vec2f) -> vec2f {
-  let m = max(mRun, max(s.x, s.y));
-  let corr = exp2(mRun - m);
-  let w = select(exp2(s - m), vec2f(0.0), s <= vec2f(LOWEST));
-  mRun = m;
-  lRun = lRun * corr + w.x + w.y;
-  for (var c = 0u; c < DV; c++) { acc[c] *= corr; }
-  return w;
+fn lanePart(j: u32, c: u32, bl: Block) -> Part {
+  if (c >= DV) { return Part(vec4f(0.0), vec4f(0.0)); }
+  return Part(loadK(rowBase(j, p.kOff, bl), c), loadV(rowBase(j, p.vOff, bl), c));
 }
 
-fn finish(i: u32, bl: Block) {
-  if (i >= p.L) { return; }
-  // No finite logit (every key masked by -inf): 0 rather than 0/0.
-  let inv = select(1.0 / lRun, 0.0, mRun <= LOWEST);
-  for (var c = 0u; c < DV; c++) { storeChunk(i, c, acc[c] * inv, bl); }
+// This lane's parts of key j's K and V rows.
+fn laneParts(j: u32, lane: u32, bl: Block) -> Parts {
+  var x: Parts;
+  x.g0 = lanePart(j, lane, bl);
+  if (G > 1u) { x.g1 = lanePart(j, 8u + lane, bl); }
+  if (G > 2u) { x.g2 = lanePart(j, 16u + lane, bl); }
+  if (G > 3u) { x.g3 = lanePart(j, 24u + lane, bl); }
+  return x;
 }
 
-fn loadRows(j0: u32, lane: u32, bl: Block) {
-  for (var kk = 0u; kk < 2u; kk++) {
-    let base = min(j0 + kk, bl.kEnd - 1u);
-    for (var g = 0u; g < G; g++) {
-      let c = 8u * g + lane;
-      var kx = vec4f(0.0);
-      var vx = vec4f(0.0);
-      if (c < DV) {
-        kx = loadK(rowBase(base, p.kOff, bl), c);
-        vx = loadV(rowBase(base, p.vOff, bl), c);
-      }
-      kr[kk * G + g] = kx;
-      vr[kk * G + g] = vx;
-    }
-  }
+// q's group times the group of a K row whose chunks the first 8 lanes hold in x.
+fn groupDot(q: Group, x: vec4f) -> vec4f {
+  return q.c0 * subgroupShuffle(x, 0u) + q.c1 * subgroupShuffle(x, 1u)
+       + q.c2 * subgroupShuffle(x, 2u) + q.c3 * subgroupShuffle(x, 3u)
+       + q.c4 * subgroupShuffle(x, 4u) + q.c5 * subgroupShuffle(x, 5u)
+       + q.c6 * subgroupShuffle(x, 6u) + q.c7 * subgroupShuffle(x, 7u);
 }
 
-fn rowDot(kk: u32) -> f32 {
-  var d = vec4f(0.0);
-  for (var g = 0u; g < G; g++) {
-    let x = kr[kk * G + g];
-    let c = 8u * g;
-    d += qv[c] * subgroupShuffle(x, 0u) + qv[c + 1u] * subgroupShuffle(x, 1u)
-       + qv[c + 2u] * subgroupShuffle(x, 2u) + qv[c + 3u] * subgroupShuffle(x, 3u)
-       + qv[c + 4u] * subgroupShuffle(x, 4u) + qv[c + 5u] * subgroupShuffle(x, 5u)
-       + qv[c + 6u] * subgroupShuffle(x, 6u) + qv[c + 7u] * subgroupShuffle(x, 7u);
-  }
+fn rowDot(q: Row, x: Parts) -> f32 {
+  var d = groupDot(q.g0, x.g0.k);
+  if (G > 1u) { d += groupDot(q.g1, x.g1.k); }
+  if (G > 2u) { d += groupDot(q.g2, x.g2.k); }
+  if (G > 3u) { d += groupDot(q.g3, x.g3.k); }
   return dot(d, vec4f(1.0));
 }
 
-fn addRow(kk: u32, w: f32) {
-  for (var g = 0u; g < G; g++) {
-    let x = vr[kk * G + g];
-    let c = 8u * g;
-    acc[c] += w * subgroupShuffle(x, 0u);
-    acc[c + 1u] += w * subgroupShuffle(x, 1u);
-    acc[c + 2u] += w * subgroupShuffle(x, 2u);
-    acc[c + 3u] += w * subgroupShuffle(x, 3u);
-    acc[c + 4u] += w * subgroupShuffle(x, 4u);
-    acc[c + 5u] += w * subgroupShuffle(x, 5u);
-    acc[c + 6u] += w * subgroupShuffle(x, 6u);
-    acc[c + 7u] += w * subgroupShuffle(x, 7u);
-  }
+// a·corr + w.x·(V row 0's group) + w.y·(V row 1's group), their chunks held by the lanes in x0, x1.
+fn groupUpdate(a: Group, corr: f32, w: vec2f, x0: vec4f, x1: vec4f) -> Group {
+  return Group(
+    a.c0 * corr + w.x * subgroupShuffle(x0, 0u) + w.y * subgroupShuffle(x1, 0u),
+    a.c1 * corr + w.x * subgroupShuffle(x0, 1u) + w.y * subgroupShuffle(x1, 1u),
+    a.c2 * corr + w.x * subgroupShuffle(x0, 2u) + w.y * subgroupShuffle(x1, 2u),
+    a.c3 * corr + w.x * subgroupShuffle(x0, 3u) + w.y * subgroupShuffle(x1, 3u),
+    a.c4 * corr + w.x * subgroupShuffle(x0, 4u) + w.y * subgroupShuffle(x1, 4u),
+    a.c5 * corr + w.x * subgroupShuffle(x0, 5u) + w.y * subgroupShuffle(x1, 5u),
+    a.c6 * corr + w.x * subgroupShuffle(x0, 6u) + w.y * subgroupShuffle(x1, 6u),
+    a.c7 * corr + w.x * subgroupShuffle(x0, 7u) + w.y * subgroupShuffle(x1, 7u));
+}
+
+fn rowUpdate(a: Row, corr: f32, w: vec2f, x0: Parts, x1: Parts) -> Row {
+  var r: Row;
+  r.g0 = groupUpdate(a.g0, corr, w, x0.g0.v, x1.g0.v);
+  if (G > 1u) { r.g1 = groupUpdate(a.g1, corr, w, x0.g1.v, x1.g1.v); }
+  if (G > 2u) { r.g2 = groupUpdate(a.g2, corr, w, x0.g2.v, x1.g2.v); }
+  if (G > 3u) { r.g3 = groupUpdate(a.g3, corr, w, x0.g3.v, x1.g3.v); }
+  return r;
+}
+
+// storeChunk writes nothing past DH, so a group's chunks past DV cost a bound check only.
+fn storeGroup(i: u32, g: u32, a: Group, inv: f32, bl: Block) {
+  let c = 8u * g;
+  storeChunk(i, c, a.c0 * inv, bl);
+  storeChunk(i, c + 1u, a.c1 * inv, bl);
+  storeChunk(i, c + 2u, a.c2 * inv, bl);
+  storeChunk(i, c + 3u, a.c3 * inv, bl);
+  storeChunk(i, c + 4u, a.c4 * inv, bl);
+  storeChunk(i, c + 5u, a.c5 * inv, bl);
+  storeChunk(i, c + 6u, a.c6 * inv, bl);
+  storeChunk(i, c + 7u, a.c7 * inv, bl);
 }
 
 @compute @workgroup_size(WG)
@@ -292,12 +307,28 @@ fn subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec
   if (flat >= p.total) { return; }
   let bl = block(flat, WG);
   let i = bl.qb * WG + lid;
-  begin(i, bl);
+  let lane = sgid % 8u;
+  let q = qRow(i, bl);
+  var acc: Row;
+  var m = LOWEST;  // running max of the (log2-scaled) logits
+  var l = 0.0;     // running sum of exp2(logit - m)
   for (var j0 = 0u; j0 < bl.kEnd; j0 += 2u) {
-    loadRows(j0, sgid % 8u, bl);
-    let w = softmaxStep(vec2f(logit(rowDot(0u), i, j0, bl), logit(rowDot(1u), i, j0 + 1u, bl)));
-    addRow(0u, w.x);
-    addRow(1u, w.y);
+    let x0 = laneParts(j0, lane, bl);
+    let x1 = laneParts(min(j0 + 1u, bl.kEnd - 1u), lane, bl);
+    let s = vec2f(logit(rowDot(q, x0), i, j0, bl), logit(rowDot(q, x1), i, j0 + 1u, bl));
+    // Online softmax over the two logits: rescale by the new max, add their weights.
+    let mt = max(m, max(s.x, s.y));
+    let corr = exp2(m - mt);
+    let w = select(exp2(s - mt), vec2f(0.0), s <= vec2f(LOWEST));
+    m = mt;
+    l = l * corr + w.x + w.y;
+    acc = rowUpdate(acc, corr, w, x0, x1);
   }
-  finish(i, bl);
+  if (i >= p.L) { return; }
+  // No finite logit (every key masked by -inf): 0 rather than 0/0.
+  let inv = select(1.0 / l, 0.0, m <= LOWEST);
+  storeGroup(i, 0u, acc.g0, inv, bl);
+  if (G > 1u) { storeGroup(i, 1u, acc.g1, inv, bl); }
+  if (G > 2u) { storeGroup(i, 2u, acc.g2, inv, bl); }
+  if (G > 3u) { storeGroup(i, 3u, acc.g3, inv, bl); }
 }

@@ -28,7 +28,7 @@ export interface AttentionOptions {
   variant?: AttentionVariant;
 }
 
-/** Largest head dim: the subgroup variant's private q and accumulator arrays hold 32 vec4s. */
+/** Largest head dim: the subgroup variant holds a q row and an accumulator row of up to 4 groups of 8 vec4s. */
 export const ATTENTION_MAX_HEAD_DIM = 128;
 
 const NAME = 'attention';

@@ -9,7 +9,7 @@ import { randomArray, rng } from '../util/random.js';
 /**
  * Variants to test for a head dim: the profile's default always; the other where the adapter
  * allows it, for head dims up to 16 only (each head dim is a pipeline to compile; the code does not
- * depend on it otherwise). The tiled variant has its own test at the head dims models use.
+ * depend on it otherwise). Each profile's variant has its own test at the head dims models use.
  */
 function variants(gpu: Gpu, headDim: number): AttentionVariant[] {
   const subgroup = gpu.features.has('subgroups') && (gpu.info.subgroupMinSize ?? 0) >= 8;
@@ -181,10 +181,9 @@ forEachProfile((profile, getGpu) => {
       for (const t of [...tensors, tqkv]) t.dispose();
     });
 
-    it('tiled variant at head dims 32, 64, 128 (and 80, a partial slice), with and without masks, f32 and f16', async (ctx) => {
-      // The same code runs under either profile; it is the default (and runs here) under 'gpu'.
-      ctx.skip(profile !== 'gpu', "the tiled variant's code does not depend on the profile: tested under 'gpu', its default");
+    it("the profile's variant (subgroup under 'cpu' where subgroups allow, tiled under 'gpu') at head dims 32, 64, 128 and 80 (partial groups), with and without masks, f32 and f16", async (ctx) => {
       const gpu = await getGpu();
+      const [variant] = variants(gpu, 128);
       const dtypes = gpu.features.has('shader-f16') ? (['f32', 'f16'] as const) : (['f32'] as const);
       for (const [s, [B, L, H, D]] of ([[2, 37, 3, 32], [1, 50, 2, 64], [1, 29, 2, 128], [1, 21, 1, 80]] as const).entries()) {
         const W = H * D;
@@ -195,9 +194,9 @@ forEachProfile((profile, getGpu) => {
           const [q, k, v] = await Promise.all(tensors.map((t) => t.read()));
           for (const mask of [undefined, 'causal', tmask] as const) {
             const ref = attentionReference(q!, k!, v!, { batch: B, length: L, heads: H, headDim: D, mask: mask instanceof Tensor ? maskData : mask });
-            const y = await kernels.attention(gpu, tensors[0]!, tensors[1]!, tensors[2]!, { heads: H, mask, variant: 'tiled' });
+            const y = await kernels.attention(gpu, tensors[0]!, tensors[1]!, tensors[2]!, { heads: H, mask, variant });
             // f16 rounds the inputs only (the math is f32): the output's own rounding is the error.
-            expectClose(await y.read(), ref, { scaleTol: dtype === 'f16' ? 1e-3 : 1e-5, label: `D${D} L${L} ${dtype} ${mask instanceof Tensor ? 'tensor' : mask ?? 'no'} mask` });
+            expectClose(await y.read(), ref, { scaleTol: dtype === 'f16' ? 1e-3 : 1e-5, label: `${variant} D${D} L${L} ${dtype} ${mask instanceof Tensor ? 'tensor' : mask ?? 'no'} mask` });
             y.dispose();
           }
           for (const t of tensors) t.dispose();
