@@ -23,6 +23,7 @@ struct Params {
   spatial_scale: f32,
   sampling_ratio: i32,  // <= 0: adaptive ceil(roi size / bins) samples per bin
   k: u32,         // boxes (backward only)
+  accumulate: u32, // backward: 1 adds to the gradient (a later chunk of boxes), 0 overwrites it
 }
 
 override NHWC: bool = false;
@@ -329,5 +330,10 @@ fn backward(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec
   }
   let cstride = select(pixels, 1u, NHWC);
   let base = select((n * p.c + ch) * pixels + pix, (n * pixels + pix) * p.c + ch, NHWC);
-  for (var j = 0u; j < min(p.c - ch, 4u * E); j++) { grad[base + j * cstride] = T(sum[j / 4u][j % 4u]); }
+  for (var j = 0u; j < min(p.c - ch, 4u * E); j++) {
+    let at = base + j * cstride;
+    var prior = 0.0;
+    if (p.accumulate == 1u) { prior = f32(grad[at]); }
+    grad[at] = T(prior + sum[j / 4u][j % 4u]);
+  }
 }

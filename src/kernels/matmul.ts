@@ -81,7 +81,7 @@ export function matmulConfig(gpu: Gpu) {
 /**
  * Chunks under the binding limit: rows of a, out and residual when b is shared (b and bias stay
  * whole), whole batches of every operand when b is batched. a stored transposed ([K, M]) with a
- * shared b has no contiguous rows: it is bound whole.
+ * shared b has no contiguous rows: it is bound whole, and so is the output.
  */
 function rowChunks(gpu: Gpu, inputs: readonly TensorInfo[], out: TensorInfo, o: MatmulOptions, d: { batched: boolean; batch: number; M: number; K: number; N: number }): UnitChunk[] {
   const bytes = BYTES_PER_ELEMENT[out.dtype];
@@ -95,8 +95,13 @@ function rowChunks(gpu: Gpu, inputs: readonly TensorInfo[], out: TensorInfo, o: 
       ...(residual > 0 ? [at(residual, 'residual', d.M * d.N * bytes)] : []),
     ]);
   }
+  if (o.transposeA) {
+    // Summed over a's rows (K), which no chunk of M can split.
+    const advice = 'with transposeA, a, b and the output are bound whole: split K (the rows of a and b) into several products and add them (matmulBackward: fewer rows per call, adding up their db)';
+    for (const [name, t] of [['a', inputs[0]!], ['b', inputs[1]!], ['output', out]] as const) checkBindable(gpu, NAME, name, t, advice);
+    return splitUnits(gpu, NAME, 'rows', d.M, []);
+  }
   checkBindable(gpu, NAME, 'b', inputs[1]!, 'matmul splits the rows of a, not b: multiply by column blocks of b (row blocks with transposeB) and concatenate the outputs');
-  if (o.transposeA) return splitUnits(gpu, NAME, 'rows', d.M, []);
   return splitUnits(gpu, NAME, 'rows', d.M, [
     at(0, 'a', d.K * bytes),
     at(inputs.length, 'output', d.N * bytes),

@@ -259,6 +259,12 @@ export const regionWordSimilarityBackwardKernel: Kernel<RegionWordSimilarityOpti
       workgroups: grid1d(gpu, count, 64),
     });
     const pairs = b * r * q;
+    const scratch: TensorInfo = { shape: [b * r + bw * q + 2 * pairs + b * r], dtype: 'f32' };
+    // Not split: the words' gradients sum over every region and the regions' over every query.
+    const advice = 'call it on fewer regions (or images) at a time and add up the words\' gradients of the calls';
+    for (const [name, t] of [['regions', regions], ['words', words], ['dy', inputs[n - 1]!], ['its scratch (8 bytes per region-query pair)', scratch]] as const) {
+      checkBindable(gpu, 'regionWordSimilarityBackward', name, t, advice);
+    }
     const dispatches = [
       step('bw_norms', b * r + bw * q, dRegions, dWords),
       step('bw_pairs', pairs, dRegions, dWords),
@@ -268,7 +274,7 @@ export const regionWordSimilarityBackwardKernel: Kernel<RegionWordSimilarityOpti
     ];
     return {
       dispatches: b * r * q * d > 0 ? dispatches : [],
-      scratch: [{ shape: [b * r + bw * q + 2 * pairs + b * r], dtype: 'f32' }],
+      scratch: [scratch],
       flops: 8 * pairs * d,
       bytes: 4 * (b * r * d + bw * q * d) * (regions.dtype === 'f16' ? 1 : 2) + 16 * pairs,
     };

@@ -151,6 +151,7 @@ export const roiAlignBackwardKernel: Kernel<RoiAlignBackwardOptions> = {
     return [{ shape: [...o.featuresShape], dtype: dy.dtype }];
   },
   plan(gpu, inputs, outputs, o) {
+    const op = 'roiAlignBackward';
     const dy = inputs[0]!;
     const layout = o.layout ?? 'nchw';
     const [n, c, h, w] = dims(o.featuresShape, layout);
@@ -158,22 +159,30 @@ export const roiAlignBackwardKernel: Kernel<RoiAlignBackwardOptions> = {
     const k = inputs[1]!.shape[0]!;
     const invocations = n * h * w * Math.ceil(c / CHANNELS);
     const ratio = o.samplingRatio ?? -1;
-    const dispatch = {
-      program: {
-        name: `roiAlignBackward.${layout}`,
-        entryPoint: 'backward',
-        key: dy.dtype,
-        code: specialize(roiAlignWgsl, dy.dtype),
-        constants: { NHWC: layout === 'nhwc' ? 1 : 0, WG, MAX_SAMPLES: ROI_ALIGN_MAX_SAMPLES },
-        bindings: ['read', 'read', 'read', 'write'] as const,
-      },
-      // Binding 1 (the forward's features) is unused: dy fills it.
-      tensors: [0, 1, 0, 2],
-      uniforms: uniforms(invocations, n, c, h, w, oh, ow, o.aligned ? 1 : 0, { f32: o.spatialScale ?? 1 }, { i32: ratio }, k),
-      workgroups: grid1d(gpu, invocations, WG),
-    };
     const bytesPer = dy.dtype === 'f16' ? 2 : 4;
-    return { dispatches: invocations === 0 ? [] : [dispatch], bytes: (sizeOf(outputs[0]!.shape) + sizeOf(dy.shape)) * bytesPer + k * 20 };
+    checkBindable(gpu, op, 'the features gradient', outputs[0]!, `${op} splits boxes, not the feature map: call it per image (one image's gradient with that image's boxes)`);
+    const program = {
+      name: `roiAlignBackward.${layout}`,
+      entryPoint: 'backward',
+      key: dy.dtype,
+      code: specialize(roiAlignWgsl, dy.dtype),
+      constants: { NHWC: layout === 'nhwc' ? 1 : 0, WG, MAX_SAMPLES: ROI_ALIGN_MAX_SAMPLES },
+      bindings: ['read', 'read', 'read', 'write'] as const,
+    };
+    // Chunks of boxes with their rows of dy under the binding limit; every chunk gathers over its
+    // own boxes, and those after the first add to what the gradient already holds.
+    const chunks = splitUnits(gpu, op, 'boxes', k, [
+      { tensor: 0, name: 'dy', info: dy, unitBytes: c * oh * ow * bytesPer },
+      { tensor: 1, name: 'boxes', info: inputs[1]!, unitBytes: 20 },
+    ]);
+    const dispatches = chunks.map((chunk, i) => ({
+      program,
+      // Binding 1 (the forward's features) is unused: dy fills it.
+      tensors: [chunk.bind(0), chunk.bind(1), chunk.bind(0), 2],
+      uniforms: uniforms(invocations, n, c, h, w, oh, ow, o.aligned ? 1 : 0, { f32: o.spatialScale ?? 1 }, { i32: ratio }, chunk.count, i > 0 ? 1 : 0),
+      workgroups: grid1d(gpu, invocations, WG),
+    }));
+    return { dispatches: invocations === 0 ? [] : dispatches, bytes: (sizeOf(outputs[0]!.shape) * chunks.length + sizeOf(dy.shape)) * bytesPer + k * 20 };
   },
 };
 

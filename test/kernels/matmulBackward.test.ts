@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Tensor, kernels, type Gpu } from '../../src/index.js';
-import { forEachProfile } from '../util/gpu.js';
+import { forEachProfile, useGpu } from '../util/gpu.js';
 import { expectClose } from '../util/check.js';
 import { randomArray } from '../util/random.js';
 import { gradFixture } from '../util/grad.js';
@@ -49,7 +49,9 @@ async function checkCase(gpu: Gpu, c: Case, seed: number): Promise<void> {
   for (const t of [a, b, bias, dOut, ...returned]) t?.dispose();
 }
 
-forEachProfile((_profile, getGpu) => describe('matmulBackward', () => {
+forEachProfile((profile, getGpu) => describe('matmulBackward', () => {
+  const getSmallGpu = useGpu(profile, { limits: { maxStorageBufferBindingSize: 4096 } });
+
   it('matches the reference: shared and batched b, both layouts, every activation, with and without bias', async () => {
     const gpu = await getGpu();
     let i = 0;
@@ -68,6 +70,19 @@ forEachProfile((_profile, getGpu) => describe('matmulBackward', () => {
         await checkCase(gpu, { aShape, N, transposeB, batchedB, bias: i % 2 === 0, activation }, 10 * i++);
       }
     }
+  });
+
+  it('under the binding limit: da splits by rows like the forward; db (summed over the rows) fails before dispatch, saying what to do', async () => {
+    const small = await getSmallGpu();
+    // a [300, 8] and da are 9600 bytes: da's rows split into 3 chunks and more.
+    await checkCase(small, { aShape: [300, 8], N: 4, bias: true, activation: 'gelu', wrt: { a: true } }, 950);
+    const [a, b, dOut] = [[300, 8], [8, 4], [300, 4]].map((shape, i) => Tensor.from(small, randomArray(shape[0]! * shape[1]!, 960 + i), shape));
+    const before = small.stats();
+    await expect(kernels.matmulBackward(small, dOut!, a!, b!, { wrt: { b: true } })).rejects.toThrow(
+      /matmul: a \(f32 \[300, 8\], 9600 bytes\) is bound whole and exceeds the device's maxStorageBufferBindingSize of 4096 bytes: with transposeA, .*matmulBackward: fewer rows per call, adding up their db/,
+    );
+    expect(small.stats().submits).toBe(before.submits);
+    for (const t of [a, b, dOut]) t!.dispose();
   });
 
   it('computes only the gradients asked for', async () => {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { GpuError, Tensor, kernels } from '../../src/index.js';
+import { GpuError, GraphBuilder, Tensor, kernels } from '../../src/index.js';
 import { regionWordSimilarityBackwardReference, regionWordSimilarityReference, topKReference } from '../../src/kernels/regionWordSimilarity.js';
 import { gradFixture } from '../util/grad.js';
 import { forEachProfile, requireF16, useGpu } from '../util/gpu.js';
@@ -270,6 +270,21 @@ forEachProfile((profile, getGpu) => {
         }
         for (const t of [regions, words, shift, scale, dy, logits, ...Object.values(g)]) t.dispose();
       }
+    });
+
+    it('is not split: over the binding limit it fails before dispatch, naming the op, the sizes, the limit and what to do, in eager calls and graphs', async () => {
+      const small = await getSmallGpu();
+      // 20 regions x 30 queries: dy is 2400 bytes, the scratch (8 bytes a pair and the norms) 5080.
+      const inputs = [Tensor.from(small, randomArray(160, 1), [1, 20, 8]), Tensor.from(small, randomArray(240, 2), [1, 30, 8]), Tensor.from(small, randomArray(600, 3), [1, 20, 30])];
+      const before = small.stats();
+      const message = /regionWordSimilarityBackward: its scratch \(8 bytes per region-query pair\) \(f32 \[1270\], 5080 bytes\) is bound whole and exceeds the device's maxStorageBufferBindingSize of 4096 bytes: call it on fewer regions/;
+      await expect(kernels.regionWordSimilarityBackward(small, inputs[0]!, inputs[1]!, inputs[2]!, { logitScale: 1 })).rejects.toThrow(message);
+      const g = new GraphBuilder();
+      const grads = g.op(kernels.regionWordSimilarityBackwardKernel, inputs.map((t, i) => g.input(`x${i}`, t.shape)), { mode: 'clip', logitScale: 1 });
+      grads.forEach((v, i) => g.output(`d${i}`, v));
+      await expect(g.compile(small)).rejects.toThrow(message);
+      expect(small.stats().submits).toBe(before.submits);
+      for (const t of inputs) t.dispose();
     });
 
     it('rejects bad arguments before dispatching', async () => {

@@ -380,6 +380,32 @@ forEachProfile((profile, getGpu) => {
       }
     });
 
+    it('splits boxes into chunks under the binding limit, each adding to the gradient, eager and in a graph', async () => {
+      const gpu = await getGpu();
+      const small = await getSmallGpu();
+      // dy of 150 boxes x 40 channels x 7 x 7 f32 is 1.2 MB: some 20 chunks of 64 KiB.
+      const shape = [2, 40, 6, 6] as const;
+      const k = 150;
+      const boxes = randomBoxes(k, 2, 96, 96, 31);
+      const o: RoiAlignOptions = { outputSize: 7, spatialScale: 1 / 16, samplingRatio: 0, aligned: true };
+      const dy = randomArray(k * 40 * 49, 32, 1);
+      const want = roiAlignBackwardReference(dy, shape, boxes, o);
+      const options = { ...o, featuresShape: shape };
+      const whole = [Tensor.from(gpu, dy, [k, 40, 7, 7]), Tensor.from(gpu, boxes, [k, 5])];
+      const unsplit = await kernels.roiAlignBackward(gpu, whole[0]!, whole[1]!, options);
+      const inputs = [Tensor.from(small, dy, [k, 40, 7, 7]), Tensor.from(small, boxes, [k, 5])];
+      const { eager, graph, dispatches } = await runEagerAndGraph(small, kernels.roiAlignBackwardKernel, inputs, options);
+      expect(dispatches).toBeGreaterThanOrEqual(Math.ceil((k * 40 * 49 * 4) / SMALL_LIMIT));
+      expectClose(await unsplit.read(), want, { scaleTol: 1e-5, label: 'unsplit' });
+      expectClose(eager[0]!, want, { scaleTol: 1e-5, label: 'eager, split' });
+      expectClose(graph[0]!, want, { scaleTol: 1e-5, label: 'graph, split' });
+      // A gradient over the limit is not split: it fails before dispatch, saying what to do.
+      await expect(kernels.roiAlignBackward(small, inputs[0]!, inputs[1]!, { ...o, featuresShape: [2, 40, 16, 16] })).rejects.toThrow(
+        /roiAlignBackward: the features gradient \(f32 \[2, 40, 16, 16\], 81920 bytes\) is bound whole and exceeds the device's maxStorageBufferBindingSize of 65536 bytes: .*call it per image/,
+      );
+      for (const t of [unsplit, ...whole, ...inputs]) t.dispose();
+    });
+
     it('matches PyTorch autograd: the roi_align grad fixture (aligned or not, sampling 2 and adaptive, scales 1 and 0.25)', async () => {
       const gpu = await getGpu();
       const fx = gradFixture('roi_align');
