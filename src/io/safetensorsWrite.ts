@@ -3,7 +3,7 @@ import { localFiles } from '../platform/platform.js';
 type Tensors = Record<string, { shape: readonly number[]; data: Float32Array | Int32Array }>;
 
 /** F32 / I32 tensors and string metadata as the bytes of a .safetensors file. */
-export function encodeSafetensorsFile(tensors: Tensors, metadata: Record<string, string> = {}): Uint8Array {
+function encodeSafetensorsFile(tensors: Tensors, metadata: Record<string, string> = {}): Uint8Array {
   const header: Record<string, unknown> = { __metadata__: metadata };
   let offset = 0;
   for (const [name, t] of Object.entries(tensors)) {

@@ -41,7 +41,7 @@ const SUBGROUP_WG = 16;
  * with 4 vec4 chunks; QB queries in a workgroup of about 64 invocations; TK keys per staged tile,
  * 16 unless the tiles would pass the 16 KiB of workgroup memory every WebGPU device has.
  */
-export function attentionTiledLayout(headDim: number): { S: number; QB: number; WG: number; TK: number } {
+function attentionTiledLayout(headDim: number): { S: number; QB: number; WG: number; TK: number } {
   const S = Math.ceil(Math.ceil(headDim / 4) / 4);
   const QB = Math.floor(64 / S);
   const WG = QB * S;

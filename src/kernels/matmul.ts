@@ -14,7 +14,7 @@ export type MatmulActivation = 'none' | 'gelu' | 'quick_gelu';
 export type MatmulVariant = 'register' | 'tiled' | 'gemv';
 
 /** Most rows per product (M) the gemv variant takes; the gpu profile uses it up to there. */
-export const MATMUL_GEMV_MAX_ROWS = 16;
+const MATMUL_GEMV_MAX_ROWS = 16;
 
 /** Kernel options: plain data. Inputs are [a, b, bias if hasBias, residual if hasResidual]. */
 export interface MatmulOptions {

@@ -38,7 +38,7 @@ export interface ExportContext {
 type OpExporter = (ctx: ExportContext, node: GraphNode) => string[] | Promise<string[]>;
 
 /** An f32 or f16 constant (the dtype of the values it meets) of `dims`. */
-export function floatConst(e: OnnxEmitter, values: readonly number[], dtype: DType, dims: readonly number[] = []): string {
+function floatConst(e: OnnxEmitter, values: readonly number[], dtype: DType, dims: readonly number[] = []): string {
   if (dtype === 'f32') return e.f32(values, dims);
   const bytes = new Uint8Array(encodeTensorData(values, dtype, values.length, 'exportOnnx'), 0, values.length * 2);
   return e.tensor('const_f16', dims, onnxElementType(dtype, 'constant'), bytes);

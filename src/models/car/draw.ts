@@ -12,7 +12,7 @@ const XY_ONE = 1 << XY_SHIFT;
 const SIN_TABLE = Float32Array.from({ length: 451 }, (_, k) => Number(Math.sin((k * Math.PI) / 180).toFixed(7)));
 
 /** C's rint (cvRound): to the nearest integer, halves to even. */
-export function roundHalfEven(v: number): number {
+function roundHalfEven(v: number): number {
   const r = Math.round(v);
   return r - v === 0.5 && r % 2 !== 0 ? r - 1 : r;
 }

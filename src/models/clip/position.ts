@@ -67,7 +67,7 @@ function dot(taps: Taps, value: (i: number) => number): number {
 }
 
 /** x rounded to the nearest fp16 value (ties to even), back in float32. */
-export function roundToF16(x: Float32Array): Float32Array {
+function roundToF16(x: Float32Array): Float32Array {
   const bits = new Uint16Array(x.length);
   f32ToF16Bits(x, bits);
   return decodeTensorData(bits.buffer, 'f16', x.length) as Float32Array;

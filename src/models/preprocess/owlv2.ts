@@ -19,7 +19,7 @@ function mirror(i: number, n: number): number {
 }
 
 /** scipy's _gaussian_kernel1d (order 0): taps for offsets 0..radius, radius = int(truncate·σ + 0.5). */
-export function gaussianTaps(sigma: number, truncate = 4): Float64Array {
+function gaussianTaps(sigma: number, truncate = 4): Float64Array {
   const radius = Math.trunc(truncate * sigma + 0.5);
   const a = -0.5 / (sigma * sigma);
   const phi = Array.from({ length: 2 * radius + 1 }, (_, k) => Math.exp(a * (k - radius) ** 2));

@@ -41,7 +41,7 @@ export interface LearnedPrompts {
   attributes?: PromptSet;
 }
 
-export const PROMPT_KINDS = ['categories', 'attributes'] as const;
+const PROMPT_KINDS = ['categories', 'attributes'] as const;
 
 export function clipIdentity(clip: ClipModel): ClipIdentity {
   const t = clip.config.text;

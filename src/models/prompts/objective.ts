@@ -160,7 +160,7 @@ export class PromptObjective {
 }
 
 /** Rows scaled to unit length (zero rows stay zero). */
-export function unitRows(x: Float32Array, d: number): Float32Array {
+function unitRows(x: Float32Array, d: number): Float32Array {
   const out = new Float32Array(x.length);
   for (let r = 0; r < x.length / d; r++) {
     const row = x.subarray(r * d, (r + 1) * d);
