@@ -74,6 +74,10 @@ export const gatherBackwardKernel: Kernel<GatherBackwardOptions> = {
     const [indices, dy] = inputs as [TensorInfo, TensorInfo];
     const [rows, width] = outputs[0]!.shape as [number, number];
     const n = sizeOf(indices.shape);
+    const chain: TensorInfo = { shape: [Math.max(2 * n, 1)], dtype: 'i32' };
+    // Not split: each output row sums the dy rows of every index that points at it.
+    const advice = 'gatherBackward binds its tensors whole: call it on fewer indices at a time (their dy rows) and add up the gradients';
+    for (const [name, t] of [['dy', dy], ['the table gradient', outputs[0]!], ['its scratch (8 bytes per index)', chain]] as const) checkBindable(gpu, 'gatherBackward', name, t, advice);
     const program = (entryPoint: string) => ({
       name: `gatherBackward.${entryPoint}`,
       key: dy.dtype,
@@ -92,7 +96,7 @@ export const gatherBackwardKernel: Kernel<GatherBackwardOptions> = {
     const work: [string, number][] = [['link', n], ['zero', rows * width], ['accumulate', n * width]];
     return {
       dispatches: work.filter(([, count]) => count > 0 && width > 0).map(([e, count]) => step(e, count)),
-      scratch: [{ shape: [Math.max(2 * n, 1)], dtype: 'i32' }],
+      scratch: [chain],
       bytes: (rows * width + 2 * n * width) * BYTES_PER_ELEMENT[dy.dtype],
     };
   },

@@ -118,5 +118,19 @@ forEachProfile((profile, getGpu) => {
       expect(gpu.stats().submits).toBe(before.submits);
       for (const t of [idx, dy, wrong]) t.dispose();
     });
+
+    it('is not split: over the binding limit it fails before dispatch, saying what to do', async () => {
+      const small = await getSmallGpu();
+      // 100 indices of 33 columns: dy is 13200 bytes.
+      const i = Tensor.from(small, Array.from({ length: 100 }, (_, j) => j % 7), [100], 'i32');
+      const dy = Tensor.empty(small, [100, 33]);
+      const before = small.stats();
+      await expect(kernels.gatherBackward(small, i, dy, { rows: 7 })).rejects.toThrow(
+        /gatherBackward: dy \(f32 \[100, 33\], 13200 bytes\) is bound whole and exceeds the device's maxStorageBufferBindingSize of 8192 bytes: .*call it on fewer indices at a time .* and add up the gradients/,
+      );
+      expect(small.stats().submits).toBe(before.submits);
+      i.dispose();
+      dy.dispose();
+    });
   });
 });
