@@ -46,6 +46,7 @@ export const SUITES: Record<string, Suite> = {
   graph: async (ctx) => (await import('./suites/graph.js')).graphSuite(ctx),
   clip: async (ctx) => (await import('./suites/clip.js')).clipSuite(ctx),
   owlvit: async (ctx) => (await import('./suites/owlvit.js')).owlvitSuite(ctx),
+  owlv2: async (ctx) => (await import('./suites/owlvit.js')).owlv2Suite(ctx),
   prompts: async (ctx) => (await import('./suites/prompts.js')).promptsSuite(ctx),
   car: async (ctx) => (await import('./suites/car.js')).carSuite(ctx),
 };

@@ -4,7 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { QUICK } from '../bench/harness.js';
 import { graphSuite } from '../bench/suites/graph.js';
 import { clipSuite } from '../bench/suites/clip.js';
-import { owlvitSuite } from '../bench/suites/owlvit.js';
+import { owlv2Suite, owlvitSuite } from '../bench/suites/owlvit.js';
 import type { SuiteContext } from '../bench/main.js';
 import { useGpu } from './util/gpu.js';
 import { loadOrt, ORT_PEERS } from '../bench/ort.js';
@@ -12,7 +12,7 @@ import { loadOrt, ORT_PEERS } from '../bench/ort.js';
 const getGpu = useGpu();
 
 describe('model bench suites (--quick)', () => {
-  for (const [name, suite, minRows] of [['graph', graphSuite, 4], ['clip', clipSuite, 4], ['owlvit', owlvitSuite, 8]] as const) {
+  for (const [name, suite, minRows] of [['graph', graphSuite, 4], ['clip', clipSuite, 4], ['owlvit', owlvitSuite, 8], ['owlv2', owlv2Suite, 8]] as const) {
     it(`${name}: rows without errors, nothing left allocated`, async () => {
       const gpu = await getGpu();
       const before = gpu.stats();

@@ -77,4 +77,5 @@ export const cases: KernelBenchCase[] = [
   packedCase('CLIP text b8 attention, causal, packed qkv, 77 tokens, 8 heads of 64', 8, 77, 8, true),
   packedCase('OWL-ViT B/32 768px attention, packed qkv, 577 tokens, 12 heads of 64', 1, 577, 12),
   unfusedCase('OWL-ViT B/32 768px attention,', 1, 577, 12),
+  packedCase('OWLv2 B/16 960px attention, packed qkv, 3601 tokens, 12 heads of 64', 1, 3601, 12),
 ];

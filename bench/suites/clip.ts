@@ -13,7 +13,7 @@ import { GraphBuilder } from '../../src/graph/builder.js';
 import { randomArray } from '../../test/util/random.js';
 import { matches, timeAsync, type BenchRow } from '../harness.js';
 import type { Suite } from '../main.js';
-import { callRow, failedRow, graphFlops, modelPeers, onceRow, QUICK_VISION } from './common.js';
+import { callRow, failedRow, flopsOf, modelPeers, onceRow, QUICK_VISION } from './common.js';
 
 /** Random valid ids: SOT, words, EOT (the largest id, where the text tower pools), zero padding. */
 export function randomIds(batch: number, length: number, vocab: number, seed: number): Int32Array {
@@ -41,13 +41,6 @@ export const clipSuite: Suite = async (ctx) => {
   const want = (label: string) => matches(ctx.filter, 'clip', label);
   // Peers of whole towers take one trial (ORT's WebGPU EP needs seconds per ViT-B/32 forward here).
   const heavy = { ...ctx.settings, trials: 1 };
-  /** GFLOP/s and % of the measured FMA peak from the graph's nominal FLOPs. */
-  const flopsOf = (build: (g: GraphBuilder) => void, wallMs: number): Partial<BenchRow> => {
-    const g = new GraphBuilder();
-    build(g);
-    const gflops = graphFlops(gpu, g) / (wallMs * 1e6);
-    return { gflops, peak: { fraction: gflops / ctx.peak.gflops, of: 'fma' } };
-  };
   try {
     // One checkpoint per tower: the image tower file is the "350 MB" one (87.8 M f32 parameters).
     const visionDir = join(dir, 'vision');
@@ -76,7 +69,7 @@ export const clipSuite: Suite = async (ctx) => {
             const timing = await timeAsync(() => clip!.encodeImage(pixels, [b, 3, v.imageSize, v.imageSize]), ctx.settings);
             const shape = [b, 3, v.imageSize, v.imageSize];
             const build = (g: GraphBuilder) => g.output('embeds', clip!.buildVision(g, g.input('pixels', shape, dtype)).embeds);
-            const row = callRow('clip', label, timing, { shape: `[${b}, ${config.embedDim}]`, ...flopsOf(build, timing.wallMs) });
+            const row = callRow('clip', label, timing, { shape: `[${b}, ${config.embedDim}]`, ...flopsOf(gpu, ctx.peak, build, timing.wallMs) });
             // The peers run f32 (ORT's CPU EP has no f16 matmuls): the f16 rows compare precisions too.
             if (dtype === 'f32') row.peers = await modelPeers(ctx, build, { pixels: { data: pixels, shape, dtype: 'f32' } }, timing.wallMs, heavy);
             rows.push(row);
@@ -114,7 +107,7 @@ export const clipSuite: Suite = async (ctx) => {
         const timing = await timeAsync(() => text!.encodeText(ids, [8, t.contextLength]), ctx.settings);
         const pool = poolIndices(ids, 8, t.contextLength);
         const build = (g: GraphBuilder) => g.output('embeds', text!.buildText(g, g.input('ids', [8, t.contextLength], 'i32'), g.input('pool', [8], 'i32')).embeds);
-        const row = callRow('clip', label, timing, { shape: `[8, ${config.embedDim}]`, ...flopsOf(build, timing.wallMs) });
+        const row = callRow('clip', label, timing, { shape: `[8, ${config.embedDim}]`, ...flopsOf(gpu, ctx.peak, build, timing.wallMs) });
         if (dtype === 'f32') {
           row.peers = await modelPeers(ctx, build, { ids: { data: ids, shape: [8, t.contextLength], dtype: 'i32' }, pool: { data: pool, shape: [8], dtype: 'i32' } }, timing.wallMs, heavy);
         }

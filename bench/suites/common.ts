@@ -12,6 +12,7 @@ import { randomArray } from '../../test/util/random.js';
 import { firstLine, type BenchRow, type PeerTime, type Timing, type TimingSettings } from '../harness.js';
 import type { SuiteContext } from '../main.js';
 import { timeOnPeers, type OrtFeed } from '../ort.js';
+import type { Peak } from '../peak.js';
 
 /** A row for a whole call (model forward, load, post-processing): wall ms per call. */
 export function callRow(kernel: string, label: string, t: Timing, extra: Partial<BenchRow> = {}): BenchRow {
@@ -90,6 +91,14 @@ export async function replayEager(gpu: Gpu, g: GraphBuilder, inputs: Record<stri
 /** Nominal FLOPs of a built graph: the sum of its nodes' kernel plans. */
 export function graphFlops(gpu: Gpu, g: GraphBuilder): number {
   return g.nodes.reduce((sum, n) => sum + (n.kernel.plan(gpu, n.inputs, n.outputs, n.options).flops ?? 0), 0);
+}
+
+/** A model row's GFLOP/s and % of the measured FMA peak, from the nominal FLOPs of the graph `build` makes. */
+export function flopsOf(gpu: Gpu, peak: Peak, build: (g: GraphBuilder) => void, wallMs: number): Partial<BenchRow> {
+  const g = new GraphBuilder();
+  build(g);
+  const gflops = graphFlops(gpu, g) / (wallMs * 1e6);
+  return { gflops, peak: { fraction: gflops / peak.gflops, of: 'fma' } };
 }
 
 /**
