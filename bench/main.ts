@@ -44,6 +44,7 @@ export const SUITES: Record<string, Suite> = {
     return { rows: await runCases(ctx.gpu, cases, ctx, ctx.log) };
   },
   graph: async (ctx) => (await import('./suites/graph.js')).graphSuite(ctx),
+  grad: async (ctx) => (await import('./suites/grad.js')).gradSuite(ctx),
   clip: async (ctx) => (await import('./suites/clip.js')).clipSuite(ctx),
   owlvit: async (ctx) => (await import('./suites/owlvit.js')).owlvitSuite(ctx),
   owlv2: async (ctx) => (await import('./suites/owlvit.js')).owlv2Suite(ctx),

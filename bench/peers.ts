@@ -24,6 +24,8 @@ export interface TfjsPeer {
   version: string;
   /** Wall time per call of `fn(tf, inputs)`, n calls then one fence. */
   time(fn: TfjsPeerFn, inputs: PeerInput[], settings: TimingSettings): Promise<Timing>;
+  /** One call's outputs read back (a tensor or a list of them), to check the peer computes what we do. */
+  values(fn: TfjsPeerFn, inputs: PeerInput[]): Promise<Float32Array[]>;
 }
 
 /** TF.js's WebGPUBackend refuses to start unless navigator.gpu exists, even when handed a device. */
@@ -45,6 +47,11 @@ async function ensureNavigatorGpu(): Promise<void> {
 export async function loadTfjs(gpu: Gpu): Promise<TfjsPeer> {
   await ensureNavigatorGpu();
   const tf = await import('@tensorflow/tfjs-core');
+  // tfjs-core's Node bundle registers no gradient functions (the @tensorflow/tfjs union package
+  // does); tf.grads (the grad suite's peer) needs them. Its ESM sources, imported by file path so
+  // that the bench's esbuild bundle includes them (Node cannot resolve their extensionless imports),
+  // register into tfjs's global registry, which every copy of tfjs-core shares.
+  await import('../node_modules/@tensorflow/tfjs-core/dist/register_all_gradients.js');
   const { WebGPUBackend } = await import('@tensorflow/tfjs-backend-webgpu');
   // Importing the backend registered a factory that would open its own device: replace it.
   if (tf.findBackendFactory('webgpu')) tf.removeBackend('webgpu');
@@ -61,14 +68,28 @@ export async function loadTfjs(gpu: Gpu): Promise<TfjsPeer> {
     await gpu.device.queue.onSubmittedWorkDone();
   };
 
+  const upload = (inputs: PeerInput[]) =>
+    inputs.map((i) => {
+      const int = i.dtype === 'i32' || i.dtype === 'u32';
+      // TF.js has no f16 tensors: f16 cases run their peer in f32.
+      return tf.tensor(int ? Int32Array.from(i.data) : Float32Array.from(i.data), i.shape, int ? 'int32' : 'float32');
+    });
+
   return {
     version: tf.version_core,
+    async values(fn, inputs) {
+      const xs = upload(inputs);
+      tf.engine().startScope();
+      try {
+        const out = await fn(tf, xs);
+        return await Promise.all((Array.isArray(out) ? out : [out]).map(async (t) => Float32Array.from(await t.data())));
+      } finally {
+        tf.engine().endScope();
+        tf.dispose(xs);
+      }
+    },
     async time(fn, inputs, settings) {
-      const xs = inputs.map((i) => {
-        const int = i.dtype === 'i32' || i.dtype === 'u32';
-        // TF.js has no f16 tensors: f16 cases run their peer in f32.
-        return tf.tensor(int ? Int32Array.from(i.data) : Float32Array.from(i.data), i.shape, int ? 'int32' : 'float32');
-      });
+      const xs = upload(inputs);
       try {
         return await timeLoop(async (n) => {
           for (let i = 0; i < n; i++) {

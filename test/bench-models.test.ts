@@ -8,18 +8,22 @@ import { owlv2Suite, owlvitSuite } from '../bench/suites/owlvit.js';
 import type { SuiteContext } from '../bench/main.js';
 import { useGpu } from './util/gpu.js';
 import { loadOrt, ORT_PEERS } from '../bench/ort.js';
+import { loadTfjs } from '../bench/peers.js';
+import { gradSuite } from '../bench/suites/grad.js';
 
 const getGpu = useGpu();
 
 describe('model bench suites (--quick)', () => {
-  for (const [name, suite, minRows] of [['graph', graphSuite, 4], ['clip', clipSuite, 4], ['owlvit', owlvitSuite, 8], ['owlv2', owlv2Suite, 8]] as const) {
+  for (const [name, suite, minRows] of [['graph', graphSuite, 4], ['clip', clipSuite, 4], ['owlvit', owlvitSuite, 8], ['owlv2', owlv2Suite, 8], ['grad', gradSuite, 2]] as const) {
     it(`${name}: rows without errors, nothing left allocated`, async () => {
       const gpu = await getGpu();
       const before = gpu.stats();
       const lines: string[] = [];
       // The clip suite also runs its towers in every ONNX Runtime peer, so a peer that breaks is seen.
       const ort = name === 'clip' ? await Promise.all(ORT_PEERS.map((p) => loadOrt(p, gpu))) : undefined;
-      const ctx: SuiteContext = { gpu, settings: QUICK, quick: true, peak: { gflops: 1, gbps: 1, shaderCopyGbps: 1, bufferCopyGbps: 1, source: 'wall' }, ort, log: (l) => lines.push(l) };
+      // The grad suite checks its TF.js tf.grads peer's gradients against ours.
+      const tfjs = name === 'grad' ? await loadTfjs(gpu) : undefined;
+      const ctx: SuiteContext = { gpu, settings: QUICK, quick: true, peak: { gflops: 1, gbps: 1, shaderCopyGbps: 1, bufferCopyGbps: 1, source: 'wall' }, ort, tfjs, log: (l) => lines.push(l) };
       const { rows, notes, appendix } = await suite(ctx);
       expect(rows.length).toBeGreaterThanOrEqual(minRows);
       for (const r of rows) {
@@ -31,6 +35,12 @@ describe('model bench suites (--quick)', () => {
         const f32 = rows.filter((r) => / f32 b\d/.test(r.label));
         expect(f32.length).toBe(3);
         for (const r of f32) for (const p of ORT_PEERS) expect(r.peers?.[p]?.ms, `${r.label} ${p}: ${r.peers?.[p]?.error}`).toBeGreaterThan(0);
+      }
+      if (name === 'grad') {
+        for (const r of rows) expect(r.ratio, `${r.label}: ${r.peerError}`).toBeGreaterThan(0);
+        const agree = notes!.filter((n) => n.includes('TF.js tf.grads computes the same gradients')).map((n) => Number(/ over the \d+ gradients (\S+)/.exec(n)![1]));
+        expect(agree).toHaveLength(2);
+        for (const e of agree) expect(e).toBeLessThan(1e-4);
       }
       if (name === 'graph') {
         expect(rows.some((r) => r.label.includes('eager') && r.ratio! > 0)).toBe(true);

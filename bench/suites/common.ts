@@ -31,11 +31,11 @@ export function failedRow(kernel: string, label: string, err: unknown): BenchRow
 /** The smoke-run stand-in for ViT-B/32: same structure, tiny sizes. */
 export const QUICK_VISION: VisionConfig = { width: 64, layers: 2, heads: 2, mlpWidth: 128, activation: 'quick_gelu', eps: 1e-5, imageSize: 64, patchSize: 32 };
 
-/** Random vision-tower weights under canonical names (nn.Linear layout), in `dtype`. */
-export function randomVisionWeights(gpu: Gpu, v: VisionConfig, embedDim: number, dtype: DType): Map<string, Tensor> {
+/** Random weights under canonical names (nn.Linear layout, as towerShapes gives them), in `dtype`. */
+export function randomWeights(gpu: Gpu, shapes: ReadonlyMap<string, number[]>, dtype: DType): Map<string, Tensor> {
   const out = new Map<string, Tensor>();
   let seed = 1;
-  for (const [name, shape] of towerShapes('vision', v, embedDim, 'NK')) {
+  for (const [name, shape] of shapes) {
     const n = shape.reduce((a, b) => a * b, 1);
     const scale = name.endsWith('.weight') && shape.length === 2 ? Math.sqrt(3 / shape[1]!) : 0.5;
     const data = randomArray(n, seed++, scale);
@@ -43,6 +43,11 @@ export function randomVisionWeights(gpu: Gpu, v: VisionConfig, embedDim: number,
     out.set(name, Tensor.from(gpu, data, shape, dtype));
   }
   return out;
+}
+
+/** Random vision-tower weights (randomWeights of the tower's shapes). */
+export function randomVisionWeights(gpu: Gpu, v: VisionConfig, embedDim: number, dtype: DType): Map<string, Tensor> {
+  return randomWeights(gpu, towerShapes('vision', v, embedDim, 'NK'), dtype);
 }
 
 /** Sum of the nominal FLOPs of a profiled run's nodes. */

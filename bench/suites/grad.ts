@@ -1,0 +1,186 @@
+// `grad` suite: forward + backward as one plan (one submit, the loss the only readback) against
+// TF.js's tf.grads on our GPUDevice: a CLIP ViT-B/32 residual block (50 tokens) and the CLIP text
+// tower (77 tokens, causal) at batch 8, loss = mean of the output's squares, gradients w.r.t. the
+// input and every weight. The peer's gradients are read back once and compared with ours, so the
+// two sides are known to compute the same thing.
+import { GraphBuilder, type Value } from '../../src/graph/builder.js';
+import { Tensor } from '../../src/tensor.js';
+import type { TextConfig, TowerConfig, VisionConfig } from '../../src/models/clip/config.js';
+import { textFromEmbeddings, transformerBlock } from '../../src/models/clip/towers.js';
+import { towerShapes } from '../../src/models/clip/weights.js';
+import { TINY_CLIP, vitB32 } from '../../src/models/random.js';
+import { randomArray } from '../../test/util/random.js';
+import { matches, timeAsync, type BenchRow } from '../harness.js';
+import type { Suite } from '../main.js';
+import type { PeerInput } from '../peers.js';
+import { callRow, failedRow, flopsOf, QUICK_VISION, randomWeights } from './common.js';
+
+const BATCH = 8;
+
+/** A differentiable model: the graph from (input, weights) to its output, and the same in TF.js ops. */
+interface Model {
+  label: string;
+  input: number[];
+  /** Canonical weight names and shapes (what the graph and the peer take). */
+  shapes: Map<string, number[]>;
+  /** Extra int32 inputs (the text tower's pool indices): graph inputs and the peer's trailing inputs. */
+  indices?: { name: string; data: Int32Array };
+  build(g: GraphBuilder, x: Value, w: (name: string) => Value, indices?: Value): Value;
+  tf(tf: any, x: any, w: (name: string) => any, indices?: any): any;
+}
+
+/** TF.js's form of transformerBlock (pre-LN, packed qkv, nn.Linear weights, quick_gelu MLP). */
+function tfBlock(tf: any, c: TowerConfig, x: any, p: (s: string) => any, causal: boolean): any {
+  const [b, l, d] = x.shape as [number, number, number];
+  const dh = d / c.heads;
+  const ln = (v: any, name: string) => {
+    const { mean, variance } = tf.moments(v, -1, true);
+    return tf.add(tf.mul(tf.div(tf.sub(v, mean), tf.sqrt(tf.add(variance, c.eps))), p(`${name}.weight`)), p(`${name}.bias`));
+  };
+  const linear = (v: any, name: string) => {
+    const [rows, k] = [v.size / v.shape.at(-1), v.shape.at(-1)];
+    const y = tf.add(tf.matMul(tf.reshape(v, [rows, k]), p(`${name}.weight`), false, true), p(`${name}.bias`));
+    return tf.reshape(y, [...v.shape.slice(0, -1), y.shape[1]]);
+  };
+  const heads = (v: any) => tf.transpose(tf.reshape(v, [b, l, c.heads, dh]), [0, 2, 1, 3]);
+  const [q, k, v] = tf.split(linear(ln(x, 'ln1'), 'qkv'), 3, -1).map(heads);
+  let s = tf.mul(tf.matMul(q, k, false, true), dh ** -0.5);
+  if (causal) s = tf.add(s, tf.mul(tf.sub(1, tf.linalg.bandPart(tf.ones([l, l]), -1, 0)), -1e9));
+  const a = tf.reshape(tf.transpose(tf.matMul(tf.softmax(s), v), [0, 2, 1, 3]), [b, l, d]);
+  const x1 = tf.add(x, linear(a, 'out'));
+  const f = linear(ln(x1, 'ln2'), 'fc1');
+  const act = c.activation === 'quick_gelu' ? tf.mul(f, tf.sigmoid(tf.mul(f, 1.702))) : tf.mul(tf.mul(f, 0.5), tf.add(1, tf.erf(tf.mul(f, Math.SQRT1_2))));
+  return tf.add(x1, linear(act, 'fc2'));
+}
+
+function blockModel(c: VisionConfig, tokens: number, label: string): Model {
+  const shapes = new Map([...towerShapes('vision', c, 1, 'NK')].filter(([n]) => n.startsWith('layers.0.')));
+  return {
+    label,
+    input: [BATCH, tokens, c.width],
+    shapes,
+    build: (g, x, w) => transformerBlock(g, w, 0, c, x, undefined, 'block'),
+    tf: (tf, x, w) => tfBlock(tf, c, x, (s) => w(`layers.0.${s}`), false),
+  };
+}
+
+function textModel(t: TextConfig, label: string): Model {
+  const shapes = new Map([...towerShapes('text', t, 512, 'NK')].filter(([n]) => n !== 'tok'));
+  const l = t.contextLength;
+  // Pooled at a different position per row, as token ids ending at different lengths would be.
+  const pool = Int32Array.from({ length: BATCH }, (_, r) => r * l + ((5 + 7 * r) % l));
+  return {
+    label,
+    input: [BATCH, l, t.width],
+    shapes,
+    indices: { name: 'pool', data: pool },
+    build: (g, x, w, indices) => textFromEmbeddings(g, w, t, 'NK', x, indices!).embeds,
+    tf: (tf, x, w, indices) => {
+      let h = tf.add(x, w('pos'));
+      for (let i = 0; i < t.layers; i++) h = tfBlock(tf, t, h, (s) => w(`layers.${i}.${s}`), true);
+      const { mean, variance } = tf.moments(h, -1, true);
+      h = tf.add(tf.mul(tf.div(tf.sub(h, mean), tf.sqrt(tf.add(variance, t.eps))), w('ln_final.weight')), w('ln_final.bias'));
+      const pooled = tf.gather(tf.reshape(h, [BATCH * l, t.width]), indices);
+      return tf.matMul(pooled, w('proj'), false, true);
+    },
+  };
+}
+
+/** Largest |ours − peer| over the largest |peer|, per gradient; the worst of them and where. */
+function agreement(names: string[], ours: Float32Array[], peer: Float32Array[]): { worst: number; at: string } {
+  let worst = 0;
+  let at = '';
+  names.forEach((name, i) => {
+    const a = ours[i]!;
+    const b = peer[i]!;
+    let err = 0;
+    let scale = 0;
+    for (let j = 0; j < b.length; j++) {
+      err = Math.max(err, Math.abs(a[j]! - b[j]!));
+      scale = Math.max(scale, Math.abs(b[j]!));
+    }
+    const rel = a.length === b.length ? err / (scale || 1) : Infinity;
+    if (rel >= worst) [worst, at] = [rel, name];
+  });
+  return { worst, at };
+}
+
+export const gradSuite: Suite = async (ctx) => {
+  const { gpu, log } = ctx;
+  const block = ctx.quick ? QUICK_VISION : vitB32('clip').vision!;
+  const text = ctx.quick ? TINY_CLIP.text! : vitB32('clip').text!;
+  const models = [
+    blockModel(block, ctx.quick ? 2 : 50, ctx.quick ? 'tiny ViT block (quick)' : 'CLIP ViT-B/32 residual block (50 tokens)'),
+    textModel(text, ctx.quick ? 'tiny text tower (quick)' : 'CLIP text tower (12 layers, 77 tokens, causal)'),
+  ];
+  const rows: BenchRow[] = [];
+  const notes: string[] = [];
+  // A ViT-B/32 block's forward + backward at batch 8 takes seconds on a CPU adapter: one trial.
+  const heavy = { ...ctx.settings, trials: 1 };
+  for (const m of models) {
+    const label = `${m.label} b${BATCH}: forward + backward (loss = mean(y²); gradients of the input and all ${m.shapes.size} weights), 1 plan, 1 submit`;
+    if (!matches(ctx.filter, 'grad', label)) continue;
+    const weights = randomWeights(gpu, m.shapes, 'f32');
+    const data = randomArray(m.input.reduce((a, b) => a * b, 1), 7, 0.5);
+    const input = Tensor.from(gpu, data, m.input);
+    const names = ['input', ...m.shapes.keys()];
+    const build = (g: GraphBuilder) => {
+      const x = g.input('x', m.input);
+      const idx = m.indices && g.input(m.indices.name, [m.indices.data.length], 'i32');
+      const w = new Map([...weights].map(([k, t]) => [k, g.parameter(t, k)]));
+      const y = m.build(g, x, (n) => w.get(n)!, idx);
+      const loss = g.mean(g.mul(y, y), y.shape.map((_, i) => i));
+      g.output('loss', loss);
+      g.gradients(loss, [x, ...w.values()]).forEach((d, i) => g.output(names[i]!, d));
+    };
+    const g = new GraphBuilder();
+    build(g);
+    const plan = await g.compile(gpu);
+    const feeds = { x: input, ...(m.indices ? { [m.indices.name]: m.indices.data } : {}) };
+    try {
+      const ours = (await plan.run(feeds)).outputs;
+      const timing = await timeAsync(() => plan.run(feeds, { outputs: ['loss'] }), heavy);
+      const row = callRow('grad', label, timing, { shape: `[${m.input.join(', ')}]`, ...flopsOf(gpu, ctx.peak, build, timing.wallMs) });
+      rows.push(row);
+      notes.push(`${label}: ${g.nodes.length} nodes, peak intermediates ${(plan.memory.intermediateBytes / 2 ** 20).toFixed(1)} MiB (${(plan.memory.unsharedBytes / 2 ** 20).toFixed(1)} MiB unshared)`);
+      log(`${label}: ${timing.wallMs.toFixed(1)} ms`);
+      if (ctx.tfjs) {
+        // The peer's inputs: x, the weights in `shapes` order, then the indices; gradients of all but the indices.
+        const peerInputs: PeerInput[] = [
+          { data, shape: m.input, dtype: 'f32' },
+          ...(await Promise.all([...weights.values()].map(async (t) => ({ data: (await t.read()) as Float32Array, shape: [...t.shape], dtype: 'f32' as const })))),
+          ...(m.indices ? [{ data: m.indices.data, shape: [m.indices.data.length], dtype: 'i32' as const }] : []),
+        ];
+        const differentiable = names.length;
+        const fn = (tf: any, xs: any[]) => {
+          const idx = xs[differentiable];
+          const loss = (...args: any[]) => {
+            const byName = new Map(names.map((n, i) => [n, args[i]]));
+            const y = m.tf(tf, args[0], (n) => byName.get(n), idx);
+            return tf.mean(tf.mul(y, y));
+          };
+          return tf.grads(loss)(xs.slice(0, differentiable));
+        };
+        try {
+          const check = agreement(names, names.map((n) => ours[n] as Float32Array), await ctx.tfjs.values(fn, peerInputs));
+          const peer = await ctx.tfjs.time(fn, peerInputs, heavy);
+          Object.assign(row, { peerMs: peer.wallMs, ratio: timing.wallMs / peer.wallMs });
+          notes.push(`${label}: TF.js tf.grads computes the same gradients: worst max |ours − TF.js| / max |TF.js| over the ${differentiable} gradients ${check.worst.toExponential(1)} (${check.at})`);
+          log(`  TF.js ${peer.wallMs.toFixed(1)} ms, ours/TF.js ${(timing.wallMs / peer.wallMs).toFixed(3)}, gradients agree to ${check.worst.toExponential(1)}`);
+        } catch (err) {
+          row.peerError = (err as Error).message.split('\n')[0];
+          log(`  TF.js: FAILED ${row.peerError}`);
+        }
+      }
+    } catch (err) {
+      rows.push(failedRow('grad', label, err));
+      log(`${label}: FAILED ${(err as Error).message}`);
+    } finally {
+      plan.dispose();
+      input.dispose();
+      for (const t of weights.values()) t.dispose();
+    }
+  }
+  notes.push('ms: wall time per training-step graph run (input uploaded once, the loss read back; gradients stay on the GPU); TF.js: tf.grads of the same function, n calls then one fence, nothing read back');
+  return { rows, notes };
+};
