@@ -1,10 +1,12 @@
 // `npm run bench -- <suite...> [--filter <substring>[|<substring>…]] [--quick] [--peers tfjs,ort-webgpu,ort-cpu,ort-web|all] [--no-peers] [--write|--no-write|--render]
-//  [--backend <name>] [--adapter <name>] [--profile gpu|cpu] [--note <text>]`, bundled and started by scripts/bench.mjs.
+//  [--backend <name>] [--adapter <name>] [--profile gpu|cpu] [--browser] [--note <text>]`, bundled and started by scripts/bench.mjs.
 // Suites: see SUITES below ('all' runs every one). --note adds a line to the results section
 // (e.g. 'machine under load'). Results go to bench/RESULTS.md and
 // bench/results/<suite>-<adapter>.json (not for --quick runs unless --write is given). --profile
 // forces the kernels' settings (openGpu's profile); a profile other than the adapter's own is
-// recorded as its own suite, '<suite>-profile-<name>', beside the default one.
+// recorded as its own suite, '<suite>-profile-<name>', beside the default one. --browser runs the
+// kernels suite in headless Chromium instead (bench/chromium.ts), recorded as 'kernels-chromium'
+// with the same row labels, keyed by the browser's adapter (SwiftShader without a GPU); no peers.
 import { spawnSync } from 'node:child_process';
 import '../src/platform/node.js';
 import { detectProfile, openGpu, type GpuProfile } from '../src/gpu/gpu.js';
@@ -13,7 +15,7 @@ import { FULL, matches, QUICK, runCases, type BenchRow, type TimingSettings } fr
 import { measurePeak, PEAK_FULL, PEAK_QUICK, type Peak } from './peak.js';
 import { loadTfjs, type TfjsPeer } from './peers.js';
 import { loadOrt, ORT_PEERS, type OrtPeer, type OrtPeerName } from './ort.js';
-import { renderAll, writeResults } from './results.js';
+import { renderAll, writeResults, type SuiteResult } from './results.js';
 import type { KernelBenchCase } from './types.js';
 
 export interface SuiteContext {
@@ -65,6 +67,8 @@ interface Args {
   notes: string[];
   /** --render: rewrite RESULTS.md's sections from bench/results/*.json, run nothing. */
   render?: boolean;
+  /** --browser: the kernels suite in headless Chromium. */
+  browser?: boolean;
 }
 
 function parseArgs(argv: string[]): Args {
@@ -87,6 +91,7 @@ function parseArgs(argv: string[]): Args {
       args.peers = names;
     }
     else if (a === '--render') args.render = true;
+    else if (a === '--browser') args.browser = true;
     else if (a === '--write') args.write = true;
     else if (a === '--no-write') args.write = false;
     else if (a === '--backend') args.backend = value(++i, a);
@@ -107,6 +112,7 @@ function parseArgs(argv: string[]): Args {
   }
   if (args.suites.length === 0) throw new Error(`name a suite: ${[...Object.keys(SUITES), 'all'].join(', ')}`);
   for (const s of args.suites) if (!SUITES[s]) throw new Error(`unknown suite ${JSON.stringify(s)}; suites: ${[...Object.keys(SUITES), 'all'].join(', ')}`);
+  if (args.browser && args.suites.some((s) => s !== 'kernels')) throw new Error('--browser runs the kernels suite only');
   return args;
 }
 
@@ -116,7 +122,7 @@ async function main(): Promise<number> {
     args = parseArgs(process.argv.slice(2));
   } catch (err) {
     console.error(`bench: ${(err as Error).message}`);
-    console.error('usage: npm run bench -- <suite...|all> [--filter <substring>[|<substring>…]] [--quick] [--peers tfjs,ort-webgpu,ort-cpu,ort-web|all] [--no-peers] [--write|--no-write|--render] [--backend <name>] [--adapter <name>] [--profile gpu|cpu] [--note <text>]');
+    console.error('usage: npm run bench -- <suite...|all> [--filter <substring>[|<substring>…]] [--quick] [--peers tfjs,ort-webgpu,ort-cpu,ort-web|all] [--no-peers] [--write|--no-write|--render] [--backend <name>] [--adapter <name>] [--profile gpu|cpu] [--browser] [--note <text>]');
     return 2;
   }
   if (args.render) {
@@ -125,6 +131,7 @@ async function main(): Promise<number> {
   }
   const settings = args.quick ? QUICK : FULL;
   const write = args.write ?? !args.quick;
+  if (args.browser) return browserMain(args, settings, write);
   const gpu = await openGpu({ backend: args.backend, adapter: args.adapter, profile: args.profile });
   const suffix = gpu.profile === detectProfile(gpu.info) ? '' : `-profile-${gpu.profile}`;
   let failed = false;
@@ -163,13 +170,11 @@ async function main(): Promise<number> {
         log(`(no rows${args.filter ? ` match --filter ${args.filter}` : ''}; nothing written)`);
         continue;
       }
-      const written = writeResults(
-        'bench',
+      record(
         {
           suite: suite + suffix,
           adapter: gpu.info,
-          date: new Date().toISOString(),
-          timing: { source: gpu.features.has('timestamp-query') ? 'timestamp' : 'wall', minSeconds: settings.minSeconds, trials: settings.trials },
+          timing: timingOf(gpu.features.has('timestamp-query') ? 'timestamp' : 'wall', settings),
           peak,
           peer: tfjs ? `TF.js ${tfjs.version} (tfjs-backend-webgpu) in the same process on the same GPUDevice` : undefined,
           peers: Object.fromEntries(ort.map((p) => [p.name, p.description])),
@@ -177,9 +182,9 @@ async function main(): Promise<number> {
           notes: [...notes, ...suiteNotes],
           appendix,
         },
-        { merge: !!args.filter },
+        args,
+        log,
       );
-      log(`wrote ${written.markdown} and ${written.json}`);
     }
     // README's headline table follows the results it was generated from (scripts/headline.mjs).
     if (write) spawnSync(process.execPath, ['scripts/headline.mjs'], { stdio: 'inherit' });
@@ -187,6 +192,29 @@ async function main(): Promise<number> {
     gpu.close();
   }
   return failed ? 1 : 0;
+}
+
+const timingOf = (source: 'timestamp' | 'wall', settings: TimingSettings): SuiteResult['timing'] => ({ source, minSeconds: settings.minSeconds, trials: settings.trials });
+
+/** Writes a suite's results (dated now), merged into the previous ones for a filtered run. */
+function record(result: Omit<SuiteResult, 'date'>, args: Args, log: (line: string) => void): void {
+  const written = writeResults('bench', { ...result, date: new Date().toISOString() }, { merge: !!args.filter });
+  log(`wrote ${written.markdown} and ${written.json}`);
+}
+
+/** --browser: the kernels suite in headless Chromium, recorded as 'kernels-chromium[-profile-<name>]'. */
+async function browserMain(args: Args, settings: TimingSettings, write: boolean): Promise<number> {
+  const log = (line: string) => console.log(line);
+  const { kernelsInChromium } = await import('./chromium.js');
+  const r = await kernelsInChromium({ settings, quick: args.quick, filter: args.filter, profile: args.profile }, log);
+  if (r.rows.length === 0) log(`(no rows${args.filter ? ` match --filter ${args.filter}` : ''}; nothing written)`);
+  else if (write) {
+    const suffix = r.profile === detectProfile(r.adapter) ? '' : `-profile-${r.profile}`;
+    const timing = r.source === 'timestamp' ? 'timestamp queries' : `wall clock (${r.browser} offers no 'timestamp-query' on this adapter)`;
+    const where = `${r.browser} headless (puppeteer-core, --enable-unsafe-webgpu): the kernels suite's cases run in a page (bench/page.ts), timed with ${timing}; no peers (they run in Node only)`;
+    record({ suite: `kernels-chromium${suffix}`, adapter: r.adapter, timing: timingOf(r.source, settings), peak: r.peak, rows: r.rows, notes: [where, ...args.notes] }, args, log);
+  }
+  return r.rows.some((row) => row.error) ? 1 : 0;
 }
 
 process.exitCode = await main();

@@ -18,7 +18,8 @@ try {
     entryPoints: [join(root, 'bench', 'main.ts')],
     outfile: join(dir, 'main.mjs'),
     ...nodeBundle,
-    external: [...nodeBundle.external, '@tensorflow/*', 'onnxruntime-node', 'onnxruntime-web', 'onnxruntime-web/*'],
+    // esbuild and puppeteer-core: for --browser, which bundles the page and drives Chromium.
+    external: [...nodeBundle.external, '@tensorflow/*', 'onnxruntime-node', 'onnxruntime-web', 'onnxruntime-web/*', 'esbuild', 'puppeteer-core'],
     sourcemap: 'inline',
   });
   const run = spawnSync(process.execPath, ['--enable-source-maps', join(dir, 'main.mjs'), ...process.argv.slice(2)], {

@@ -32,7 +32,8 @@ const args = process.argv.slice(2);
 const files = readdirSync(dir).filter((f) => f.endsWith('.json'));
 let adapter = args[args.indexOf('--adapter') + 1];
 if (!args.includes('--adapter')) {
-  const kernels = files.filter((f) => f.startsWith('kernels-') && !f.startsWith('kernels-profile-'));
+  // The default-profile Node run's, not kernels-profile-* nor kernels-chromium-* (bench --browser).
+  const kernels = files.filter((f) => f.startsWith('kernels-') && JSON.parse(readFileSync(join(dir, f), 'utf8')).suite === 'kernels');
   const newest = kernels.map((f) => JSON.parse(readFileSync(join(dir, f), 'utf8'))).sort((a, b) => b.date.localeCompare(a.date))[0];
   if (!newest) throw new Error('no bench/results/kernels-*.json: run `npm run bench -- kernels` first');
   adapter = kernels.find((f) => JSON.parse(readFileSync(join(dir, f), 'utf8')).date === newest.date).slice('kernels-'.length, -'.json'.length);

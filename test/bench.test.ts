@@ -20,6 +20,9 @@ import { softmaxKernel } from '../src/kernels/softmax.js';
 import { runKernel } from '../src/kernels/runtime.js';
 import { Tensor } from '../src/tensor.js';
 import { useGpu } from './util/gpu.js';
+import { findChromium, NO_CHROMIUM } from './util/chromium.js';
+import { kernelsInChromium } from '../bench/chromium.js';
+import * as registry from '../bench/kernels/index.js';
 import { expectClose } from './util/check.js';
 import { randomArray } from './util/random.js';
 
@@ -113,6 +116,26 @@ describe('bench harness', () => {
     expect(t.reps).toBeGreaterThan(1);
     expect(t.ms).toBeGreaterThanOrEqual(2.5);
   });
+});
+
+describe('bench in Chromium (--browser --quick)', () => {
+  it("runs the kernels suite's cases in a page: the Node suite's row labels, timed, no errors", async (ctx) => {
+    ctx.skip(!findChromium(), NO_CHROMIUM);
+    const filter = 'CLIP B/32 b1 softmax|CLIP B/32 b1 visual projection';
+    const expected = Object.values(registry).flat().filter((c) => matches(filter, c.kernel.name, c.label)).map((c) => `${c.kernel.name} ${c.label}`);
+    expect(expected.length).toBe(2);
+    const lines: string[] = [];
+    const r = await kernelsInChromium({ settings: QUICK, quick: true, filter }, (l) => lines.push(l));
+    expect(r.browser).toMatch(/Chrome/);
+    expect(lines.find((l) => l.startsWith('adapter:'))).toBeDefined();
+    for (const x of [r.peak.gflops, r.peak.gbps]) positive(x);
+    expect(r.rows.map((row) => `${row.kernel} ${row.label}`)).toEqual(expected);
+    for (const row of r.rows) {
+      expect(row.error, row.label).toBeUndefined();
+      expect(row.source).toBe(r.source);
+      for (const x of [row.ms, row.wallMs, row.gflops]) positive(x);
+    }
+  }, 180_000);
 });
 
 describe('bench sequences', () => {

@@ -13,20 +13,11 @@ import { browserBundle } from '../../scripts/esbuild-options.mjs';
 import { preprocessClip, preprocessOwlVit } from '../../src/index.js';
 import { fixturePath, FIXTURES } from '../util/fixtures.js';
 import { serveStatic, type StaticServer } from '../util/static-server.js';
+import { chromiumArgs, findChromium, NO_CHROMIUM } from '../util/chromium.js';
 import type * as Suite from './page/suite.js';
 
-/** Chromium: $CHROMIUM, else the usual install paths (scripts/setup installs Debian's). */
-export function findChromium(): string | undefined {
-  return [process.env.CHROMIUM, '/usr/bin/chromium', '/usr/bin/chromium-browser', '/usr/bin/google-chrome'].find((p): p is string => !!p && existsSync(p));
-}
-
-/** Chromium flags for WebGPU headless (SwiftShader where there is no GPU); root needs --no-sandbox. */
-export function chromiumArgs(): string[] {
-  return ['--enable-unsafe-webgpu', '--enable-features=Vulkan', ...(process.getuid?.() === 0 ? ['--no-sandbox'] : [])];
-}
-
 const chromium = findChromium();
-const skipWithout = (ctx: TestContext) => ctx.skip(!chromium, 'no Chromium found (set CHROMIUM, or run scripts/setup to install Debian\'s chromium)');
+const skipWithout = (ctx: TestContext) => ctx.skip(!chromium, NO_CHROMIUM);
 const dir = mkdtempSync(join(tmpdir(), 'ovgpu-browser-'));
 let server: StaticServer;
 let browser: Browser | undefined;
