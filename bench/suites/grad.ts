@@ -11,9 +11,11 @@ import { towerShapes } from '../../src/models/clip/weights.js';
 import { TINY_CLIP, vitB32 } from '../../src/models/random.js';
 import { randomArray } from '../../test/util/random.js';
 import { matches, timeAsync, type BenchRow } from '../harness.js';
-import type { Suite } from '../main.js';
+import type { Suite, SuiteContext } from '../main.js';
 import type { PeerInput } from '../peers.js';
-import { callRow, failedRow, flopsOf, QUICK_VISION, randomWeights } from './common.js';
+import { callRow, failedRow, flopsOf, onceRow, QUICK_VISION, randomWeights } from './common.js';
+import { trainingMemory } from '../../test/util/training-memory.js';
+import { isCpuAdapter } from '../../src/kernels/program.js';
 
 const BATCH = 8;
 
@@ -182,5 +184,54 @@ export const gradSuite: Suite = async (ctx) => {
     }
   }
   notes.push('ms: wall time per training-step graph run (input uploaded once, the loss read back; gradients stay on the GPU); TF.js: tf.grads of the same function, n calls then one fence, nothing read back');
+  for (const r of await memoryRows(ctx)) {
+    rows.push(r.row);
+    notes.push(...r.notes);
+  }
   return { rows, notes };
 };
+
+/**
+ * #12's memory check as rows: a ViT-B/32-shaped vision tower's training step (loss = mean(embeds²),
+ * gradients of every weight) at batch 8, run for some steps (test/util/training-memory.ts): ms per
+ * step, and in the notes the peak intermediates, whether live GPU memory stayed flat over the steps
+ * and what dispose() left. 100 steps at width 64; the full width runs 100 steps only off CPU
+ * adapters (a step takes tens of seconds on lavapipe).
+ */
+async function memoryRows(ctx: SuiteContext): Promise<{ row: BenchRow; notes: string[] }[]> {
+  const b32 = vitB32('clip').vision!;
+  const cases = ctx.quick
+    ? [{ cfg: QUICK_VISION, name: 'tiny ViT (quick)', steps: 3 }]
+    : [
+        { cfg: { ...b32, width: 64, heads: 4, mlpWidth: 256 }, name: 'ViT-B/32-shaped vision tower at width 64', steps: 100 },
+        { cfg: b32, name: 'ViT-B/32 vision tower', steps: isCpuAdapter(ctx.gpu) ? 3 : 100 },
+      ];
+  const out: { row: BenchRow; notes: string[] }[] = [];
+  for (const c of cases) {
+    const label = `${c.name} b${BATCH}: training step memory over ${c.steps} steps (forward + backward, gradients of all weights)`;
+    if (!matches(ctx.filter, 'grad', label)) continue;
+    try {
+      const r = await trainingMemory(ctx.gpu, c.cfg, BATCH, c.steps);
+      const m = r.memory;
+      const drift = Math.max(...r.liveBytes) - Math.min(...r.liveBytes);
+      const buffers = Math.max(...r.liveBuffers) - Math.min(...r.liveBuffers);
+      const MiB = (bytes: number) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+      const range = (xs: number[]) => (Math.min(...xs) === Math.max(...xs) ? `${xs[0]}` : `${Math.min(...xs)}-${Math.max(...xs)}`);
+      ctx.log(`${label}: ${r.msPerStep.toFixed(0)} ms per step, peak intermediates ${MiB(m.intermediateBytes)}, live drift ${drift} B, left after dispose ${r.leftBytes} B`);
+      out.push({
+        row: onceRow('grad', label, r.msPerStep, { shape: `[${BATCH}, 3, ${c.cfg.imageSize}, ${c.cfg.imageSize}]` }),
+        notes: [
+          `${label}: ${r.nodes} nodes; peak intermediates ${MiB(m.intermediateBytes)} in ${m.intermediateBuffers} buffers (unshared ${MiB(m.unsharedBytes)}), ` +
+            `of which ${MiB(r.gradientBytes)} are the weight gradients (outputs, alive to the end) and ${MiB(m.intermediateBytes - r.gradientBytes)} activations and backward temporaries; ` +
+            `compiling allocated ${MiB(r.compiledBytes)} (the plan reports owning ${MiB(m.ownedBytes)}); live GPU memory over the ${c.steps} steps ${MiB(r.liveBytes[0]!)}, ` +
+            `varying by ${drift} B and ${buffers} buffers; submits per step ${range(r.submitsPerStep)}; ${new Set(r.losses).size} distinct loss value(s) over the steps; ` +
+            `dispose() left ${r.leftBytes} B in ${r.leftBuffers} buffers`,
+        ],
+      });
+    } catch (err) {
+      out.push({ row: failedRow('grad', label, err), notes: [] });
+      ctx.log(`${label}: FAILED ${(err as Error).message}`);
+    }
+  }
+  return out;
+}
