@@ -40,7 +40,8 @@ const LOG2E = 1.4426950408889634;
 
 @group(0) @binding(0) var<uniform> p: Params;
 // q, k, v, out and dout elements: vec4<T> when DH % 4 == 0 (one load per chunk), else T
-// (attentionBackward.ts swaps this line). The loaders below type-check with either.
+// (attentionBackward.ts swaps this line). The loaders below type-check with either, for T f32 and
+// f16 (vec4<T>(x) of a T or a vec4<T>, then f32: vec4f(x) of an f16 scalar is no valid conversion).
 alias QKV = vec4<T>;
 @group(0) @binding(1) var<storage, read> q: array<QKV>;
 @group(0) @binding(2) var<storage, read> k: array<QKV>;
@@ -53,33 +54,33 @@ alias QKV = vec4<T>;
 // branches fold away for a given DH.
 override VEC: bool = DH % 4u == 0u;  // must agree with the QKV alias
 fn chunkQ(base: u32, c: u32) -> vec4f {
-  if (VEC) { return vec4f(q[base / 4u + c]); }
+  if (VEC) { return vec4f(vec4<T>(q[base / 4u + c])); }
   var r = vec4f(0.0);
-  for (var t = 0u; t < 4u; t++) { if (4u * c + t < DH) { r[t] = vec4f(q[base + 4u * c + t]).x; } }
+  for (var t = 0u; t < 4u; t++) { if (4u * c + t < DH) { r[t] = f32(vec4<T>(q[base + 4u * c + t]).x); } }
   return r;
 }
 fn chunkK(base: u32, c: u32) -> vec4f {
-  if (VEC) { return vec4f(k[base / 4u + c]); }
+  if (VEC) { return vec4f(vec4<T>(k[base / 4u + c])); }
   var r = vec4f(0.0);
-  for (var t = 0u; t < 4u; t++) { if (4u * c + t < DH) { r[t] = vec4f(k[base + 4u * c + t]).x; } }
+  for (var t = 0u; t < 4u; t++) { if (4u * c + t < DH) { r[t] = f32(vec4<T>(k[base + 4u * c + t]).x); } }
   return r;
 }
 fn chunkV(base: u32, c: u32) -> vec4f {
-  if (VEC) { return vec4f(v[base / 4u + c]); }
+  if (VEC) { return vec4f(vec4<T>(v[base / 4u + c])); }
   var r = vec4f(0.0);
-  for (var t = 0u; t < 4u; t++) { if (4u * c + t < DH) { r[t] = vec4f(v[base + 4u * c + t]).x; } }
+  for (var t = 0u; t < 4u; t++) { if (4u * c + t < DH) { r[t] = f32(vec4<T>(v[base + 4u * c + t]).x); } }
   return r;
 }
 fn chunkO(base: u32, c: u32) -> vec4f {
-  if (VEC) { return vec4f(o[base / 4u + c]); }
+  if (VEC) { return vec4f(vec4<T>(o[base / 4u + c])); }
   var r = vec4f(0.0);
-  for (var t = 0u; t < 4u; t++) { if (4u * c + t < DH) { r[t] = vec4f(o[base + 4u * c + t]).x; } }
+  for (var t = 0u; t < 4u; t++) { if (4u * c + t < DH) { r[t] = f32(vec4<T>(o[base + 4u * c + t]).x); } }
   return r;
 }
 fn chunkDO(base: u32, c: u32) -> vec4f {
-  if (VEC) { return vec4f(dout[base / 4u + c]); }
+  if (VEC) { return vec4f(vec4<T>(dout[base / 4u + c])); }
   var r = vec4f(0.0);
-  for (var t = 0u; t < 4u; t++) { if (4u * c + t < DH) { r[t] = vec4f(dout[base + 4u * c + t]).x; } }
+  for (var t = 0u; t < 4u; t++) { if (4u * c + t < DH) { r[t] = f32(vec4<T>(dout[base + 4u * c + t]).x); } }
   return r;
 }
 

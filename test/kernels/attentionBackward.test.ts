@@ -119,10 +119,11 @@ forEachProfile((_profile, getGpu) => {
       }
     });
 
-    it('f16 storage matches the reference within 2e-2', async (ctx) => {
+    it('f16 storage matches the reference within 2e-2 (vec4 rows, and head dim 7: scalar loads of f16)', async (ctx) => {
       const gpu = await getGpu();
       requireF16(ctx, gpu);
       await checkCase(gpu, { B: 2, L: 11, H: 2, D: 8, mask: 'causal' }, 900, 'f16');
+      await checkCase(gpu, { B: 1, L: 9, H: 2, D: 7, packed: true }, 910, 'f16');
     });
 
     it('rejects bad input before dispatching', async () => {
