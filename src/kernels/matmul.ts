@@ -97,7 +97,7 @@ function rowChunks(gpu: Gpu, inputs: readonly TensorInfo[], out: TensorInfo, o: 
   }
   if (o.transposeA) {
     // Summed over a's rows (K), which no chunk of M can split.
-    const advice = 'with transposeA, a, b and the output are bound whole: split K (the rows of a and b) into several products and add them (matmulBackward: fewer rows per call, adding up their db)';
+    const advice = 'with transposeA, a, b and the output are bound whole: split K (the rows of a and b) into several products and add them, as matmulBackward does for its db';
     for (const [name, t] of [['a', inputs[0]!], ['b', inputs[1]!], ['output', out]] as const) checkBindable(gpu, NAME, name, t, advice);
     return splitUnits(gpu, NAME, 'rows', d.M, []);
   }

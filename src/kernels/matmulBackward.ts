@@ -1,12 +1,12 @@
 import type { Gpu } from '../gpu/gpu.js';
 import { GpuError, check } from '../gpu/errors.js';
-import { shapeString, sizeOf } from '../dtype.js';
+import { BYTES_PER_ELEMENT, shapeString, sizeOf } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
-import { remapDispatch, type Dispatch, type Kernel, type KernelPlan, type TensorInfo } from './program.js';
+import { checkBindable, remapDispatch, splitUnits, type Dispatch, type Kernel, type KernelPlan, type SplitTensor, type TensorInfo, type TensorSlice, type UnitChunk } from './program.js';
 import { runKernel } from './runtime.js';
 import { matmulKernel, matmulReference, type MatmulActivation, type MatmulOptions } from './matmul.js';
 import { reduceKernel } from './reduce.js';
-import { geluGradReference, quickGeluGradReference } from './elementwise.js';
+import { elementwiseKernel, geluGradReference, quickGeluGradReference } from './elementwise.js';
 
 /** Which gradients a matmulBackward node computes; its outputs follow this order. */
 export interface MatmulGradients {
@@ -32,6 +32,9 @@ export interface MatmulBackwardOptions {
 }
 
 const NAME = 'matmulBackward';
+
+/** A tensor of the plan, or a slice of one. */
+type Binding = number | TensorSlice;
 
 function wanted(o: MatmulBackwardOptions): Required<MatmulGradients> {
   const w = o.wrt ?? {};
@@ -89,13 +92,21 @@ export const matmulBackwardKernel: Kernel<MatmulBackwardOptions> = {
     let bytes = 0;
     const addScratch = (t: TensorInfo) => inputs.length + outputs.length + scratch.push(t) - 1;
     // A sub-kernel's plan, its [...inputs, ...outputs] mapped to ours by `map`, its scratch added to ours.
-    const run = (plan: KernelPlan, map: number[]) => {
+    const run = (plan: KernelPlan, map: Binding[]) => {
       const all = [...map, ...(plan.scratch ?? []).map(addScratch)];
       dispatches.push(...plan.dispatches.map((d) => remapDispatch(d, all)));
       flops += plan.flops ?? 0;
       bytes += plan.bytes ?? 0;
     };
-    const matmul = (ins: TensorInfo[], out: TensorInfo, options: MatmulOptions, map: number[]) => run(matmulKernel.plan(gpu, ins, [out], options), map);
+    const matmul = (ins: TensorInfo[], out: TensorInfo, options: MatmulOptions, map: Binding[]) => run(matmulKernel.plan(gpu, ins, [out], options), map);
+    // A sum over row chunks into tensor `out`: `step` writes chunk i's running sum (reading the one
+    // before it, `sum`) to `target`. The last chunk writes `out`; earlier ones alternate between
+    // `out` and one scratch so that no dispatch reads and writes the same tensor.
+    const accumulate = (chunks: UnitChunk[], out: number, info: TensorInfo, step: (chunk: UnitChunk, target: number, sum: number | undefined) => void) => {
+      const spare = chunks.length > 1 ? addScratch(info) : out;
+      const target = (i: number) => ((chunks.length - 1 - i) % 2 === 0 ? out : spare);
+      chunks.forEach((chunk, i) => step(chunk, target(i), i > 0 ? target(i - 1) : undefined));
+    };
     // [...inputs, ...outputs, ...scratch] indices of dz, and of each output.
     let dz = 0;
     const dzInfo = { shape: dOut.shape, dtype: dOut.dtype };
@@ -107,16 +118,36 @@ export const matmulBackwardKernel: Kernel<MatmulBackwardOptions> = {
     }
     let next = inputs.length;
     if (w.a) matmul([dzInfo, b], outputs[0]!, { transposeB: !transposeB }, [dz, 2, next++]);
+    // db and dbias sum over every row. Under the binding limit the rows of a and dz are split into
+    // chunks, each chunk's sum added to the earlier chunks' (see `accumulate`).
+    const flat = (t: TensorInfo, count = rows) => ({ shape: [count, t.shape[t.shape.length - 1]!], dtype: t.dtype });
+    const bytesPer = BYTES_PER_ELEMENT[a.dtype];
+    const dzRows: SplitTensor = { tensor: dz, name: 'dOut', info: flat(dzInfo), unitBytes: N * bytesPer };
     if (w.b) {
-      // db = aᵀ·dz, or dz ᵀ·a for a [N, K] b; with a shared b, over every row of every batch.
-      const flat = (t: TensorInfo) => (batched ? t : { shape: [rows, t.shape[t.shape.length - 1]!], dtype: t.dtype });
+      // db = aᵀ·dz, or dzᵀ·a for a [N, K] b; with a shared b, over every row of every batch (a
+      // batched b: the matmul splits by batches).
       const [first, second] = transposeB ? [dz, 1] : [1, dz];
-      const info = (i: number) => flat(i === dz ? dzInfo : inputs[i]!);
-      matmul([info(first), info(second)], outputs[next - inputs.length]!, { transposeA: true }, [first, second, next++]);
+      const info = (i: number, count: number) => (batched ? (i === dz ? dzInfo : inputs[i]!) : flat(i === dz ? dzInfo : inputs[i]!, count));
+      const db = outputs[next - inputs.length]!;
+      checkBindable(gpu, NAME, 'db', db, 'the weight gradient is bound whole (each element sums over every row): compute it for column blocks of b (row blocks with transposeB)');
+      const chunks = batched ? splitUnits(gpu, NAME, 'rows', rows, []) : splitUnits(gpu, NAME, 'rows', rows, [{ tensor: 1, name: 'a', info: flat(a), unitBytes: K * bytesPer }, dzRows]);
+      // Chunks after the first take the sum so far as the matmul's residual.
+      accumulate(chunks, next++, db, (chunk, target, sum) => {
+        const ins = [info(first, chunk.count), info(second, chunk.count), ...(sum === undefined ? [] : [db])];
+        matmul(ins, db, { transposeA: true, hasResidual: sum !== undefined }, [chunk.bind(first), chunk.bind(second), ...(sum === undefined ? [] : [sum]), target]);
+      });
     }
     if (w.bias) {
-      const flat = { shape: [rows, N], dtype: dOut.dtype };
-      run(reduceKernel.plan(gpu, [flat], [outputs[next - inputs.length]!], { op: 'sum', axes: [0] }), [dz, next]);
+      const dbias = outputs[next - inputs.length]!;
+      const chunks = splitUnits(gpu, NAME, 'rows', rows, [dzRows]);
+      const rowSum = (chunk: UnitChunk, to: number) => run(reduceKernel.plan(gpu, [flat(dzInfo, chunk.count)], [dbias], { op: 'sum', axes: [0] }), [chunk.bind(dz), to]);
+      // Chunks after the first sum their rows into `part`, then add it to the sum so far.
+      const part = chunks.length > 1 ? addScratch(dbias) : -1;
+      accumulate(chunks, next, dbias, (chunk, target, sum) => {
+        if (sum === undefined) return rowSum(chunk, target);
+        rowSum(chunk, part);
+        run(elementwiseKernel.plan(gpu, [dbias, dbias], [dbias], { op: 'add' }), [sum, part, target]);
+      });
     }
     return { dispatches, scratch, flops, bytes };
   },

@@ -76,10 +76,16 @@ export interface Dispatch {
 
 /**
  * A sub-kernel's dispatch inside another kernel's plan: its tensor indices (and those of its
- * slices) mapped through `map` to the other plan's [...inputs, ...outputs, ...scratch].
+ * slices) mapped through `map` to the other plan's [...inputs, ...outputs, ...scratch], or to a
+ * slice of one (a sub-kernel run on one chunk of the other plan's tensors).
  */
-export function remapDispatch(d: Dispatch, map: readonly number[]): Dispatch {
-  return { ...d, tensors: d.tensors.map((t) => (typeof t === 'number' ? map[t]! : { ...t, tensor: map[t.tensor]! })) };
+export function remapDispatch(d: Dispatch, map: readonly (number | TensorSlice)[]): Dispatch {
+  const to = (t: number | TensorSlice): number | TensorSlice => {
+    if (typeof t === 'number') return map[t]!;
+    const m = map[t.tensor]!;
+    return typeof m === 'number' ? { ...t, tensor: m } : { tensor: m.tensor, offset: m.offset + t.offset, size: t.size };
+  };
+  return { ...d, tensors: d.tensors.map(to) };
 }
 
 /** What a kernel does for given inputs on a given device. */

@@ -4,6 +4,7 @@ import { forEachProfile, useGpu } from '../util/gpu.js';
 import { expectClose } from '../util/check.js';
 import { randomArray } from '../util/random.js';
 import { gradFixture } from '../util/grad.js';
+import { runEagerAndGraph } from '../util/chunks.js';
 import { matmulBackwardReference, type MatmulGradients } from '../../src/kernels/matmulBackward.js';
 import type { MatmulActivation } from '../../src/kernels/matmul.js';
 
@@ -72,14 +73,37 @@ forEachProfile((profile, getGpu) => describe('matmulBackward', () => {
     }
   });
 
-  it('under the binding limit: da splits by rows like the forward; db (summed over the rows) fails before dispatch, saying what to do', async () => {
-    const small = await getSmallGpu();
+  it('under the binding limit: da splits by rows like the forward; db and dbias split the rows and add the chunks, eager and in a graph', async () => {
+    const [gpu, small] = [await getGpu(), await getSmallGpu()];
     // a [300, 8] and da are 9600 bytes: da's rows split into 3 chunks and more.
     await checkCase(small, { aShape: [300, 8], N: 4, bias: true, activation: 'gelu', wrt: { a: true } }, 950);
-    const [a, b, dOut] = [[300, 8], [8, 4], [300, 4]].map((shape, i) => Tensor.from(small, randomArray(shape[0]! * shape[1]!, 960 + i), shape));
+    // a [3, 100, 8] (9600 bytes) and dOut [3, 100, 12] (14400 bytes): db and dbias sum 300 rows in
+    // 4+ chunks (an odd count too: 5 with N = 20). Compared with the same call on the full limit.
+    for (const [c, transposeB, activation, N] of [[0, false, 'none', 12], [1, true, 'gelu', 12], [2, true, 'quick_gelu', 20]] as const) {
+      const K = 8;
+      const a = Tensor.from(small, randomArray(300 * K, 970 + c), [3, 100, K]);
+      const b = Tensor.from(small, randomArray(K * N, 980 + c), transposeB ? [N, K] : [K, N]);
+      const bias = Tensor.from(small, randomArray(N, 990 + c), [N]);
+      const dOut = Tensor.from(small, randomArray(300 * N, 1000 + c), [3, 100, N]);
+      const options = { transposeB, activation, hasBias: true, wrt: { b: true, bias: true } };
+      const split = await runEagerAndGraph(small, kernels.matmulBackwardKernel, [dOut, a, b, bias], options);
+      const onGpu = await Promise.all([dOut, a, b, bias].map(async (t) => Tensor.from(gpu, await t.read(), t.shape)));
+      const whole = await runEagerAndGraph(gpu, kernels.matmulBackwardKernel, onGpu, options);
+      expect(split.dispatches, `case ${c}`).toBeGreaterThan(whole.dispatches + 4);
+      for (const [i, name] of ['db', 'dbias'].entries()) {
+        expectClose(split.eager[i]!, whole.eager[i]!, { scaleTol: 1e-5, label: `case ${c} ${name} eager` });
+        expectClose(split.graph[i]!, whole.eager[i]!, { scaleTol: 1e-5, label: `case ${c} ${name} graph` });
+      }
+      for (const t of [a, b, bias, dOut, ...onGpu]) t.dispose();
+    }
+  });
+
+  it('under the binding limit: a db that does not fit one binding fails before dispatch, saying what to do', async () => {
+    const small = await getSmallGpu();
+    const [a, b, dOut] = [[30, 40], [40, 40], [30, 40]].map((shape, i) => Tensor.from(small, randomArray(shape[0]! * shape[1]!, 960 + i), shape));
     const before = small.stats();
     await expect(kernels.matmulBackward(small, dOut!, a!, b!, { wrt: { b: true } })).rejects.toThrow(
-      /matmul: a \(f32 \[300, 8\], 9600 bytes\) is bound whole and exceeds the device's maxStorageBufferBindingSize of 4096 bytes: with transposeA, .*matmulBackward: fewer rows per call, adding up their db/,
+      /^matmulBackward: db \(f32 \[40, 40\], 6400 bytes\) is bound whole and exceeds the device's maxStorageBufferBindingSize of 4096 bytes: the weight gradient is bound whole .*column blocks of b/,
     );
     expect(small.stats().submits).toBe(before.submits);
     for (const t of [a, b, dOut]) t!.dispose();
