@@ -395,6 +395,18 @@ describe('OwlVitDetector.detect', () => {
     }
     expect(kept).toEqual(expected);
     expect(kept.length).toBeLessThan(all.length);
+    // A batch's images share one NMS submit (it was one per image) and keep what they keep alone.
+    const gpu = await getGpu();
+    const submits = async (options: { nms?: number }) => {
+      const before = gpu.stats().submits;
+      const found = await det().detect([image(0), image(1)], ['a cat', 'a dog'], { threshold: 0, batchSize: 2, ...options });
+      return { found, submits: gpu.stats().submits - before };
+    };
+    const plain = await submits({});
+    const batched = await submits({ nms: 0.1 });
+    expect(batched.submits - plain.submits).toBe(1);
+    expect(batched.found[1]).toEqual(kept);
+    expect(batched.found[0]).toEqual((await det().detect([image(0)], ['a cat', 'a dog'], { threshold: 0, nms: 0.1 }))[0]);
   });
 
   it('an image query: the imageGuided → postProcessImageGuided pipeline', async () => {

@@ -6,6 +6,7 @@ import { preprocessOwlVitBatch, preprocessOwlv2Batch, type ImageInput } from '..
 import { checkFinite, checkInput, clipBox, encodeQuery } from '../inputs.js';
 import type { OwlVitDetector } from './detector.js';
 import type { Detections } from './postprocess.js';
+import { NMS_MAX_BOXES } from '../../kernels/nms.js';
 
 /** An image for detect: a path or encoded bytes, or pixels already preprocessed to the model's size. */
 export type DetectImage = ImageInput | { pixelValues: Float32Array; originalSize: readonly [number, number] };
@@ -119,7 +120,7 @@ export async function detect(det: DetectorCalls, images: readonly DetectImage[],
           found = det.postProcess({ logits, predBoxes: image.predBoxes }, post);
           // Boxes that are not objects are dropped before they can suppress others.
           if (objectnessThreshold !== undefined) found = found.map((d) => objectFilter(d, objectnessThreshold));
-          if (options.nms !== undefined) found = await Promise.all(found.map((d) => classNms(det, d, options.nms!)));
+          if (options.nms !== undefined) found = await classNms(det, found, options.nms);
         }
         found.forEach((d, i) => {
           const name = (label: number) => (imageQuery ? (typeof imageQuery.image === 'string' ? imageQuery.image : 'image') : lists[first + i]![label]!);
@@ -178,9 +179,34 @@ function pick(d: Detections, keep: readonly number[]): Detections {
   };
 }
 
-/** Class-aware NMS of one image's detections (boxes of different labels never suppress each other), kept in index order. */
-async function classNms(det: DetectorCalls, d: Detections, iouThreshold: number): Promise<Detections> {
-  return pick(d, Array.from(await det.nms(d.boxes, d.scores, d.labels, { iouThreshold })).sort((a, b) => a - b));
+/**
+ * Class-aware NMS of each image's detections (boxes of different labels never suppress each other),
+ * kept in index order. The images share NMS calls while their boxes fit one (NMS_MAX_BOXES), each
+ * image's labels offset past the others', so a batch costs one submit, not one per image.
+ */
+async function classNms(det: DetectorCalls, found: readonly Detections[], iouThreshold: number): Promise<Detections[]> {
+  const kept: number[][] = found.map(() => []);
+  for (let first = 0; first < found.length; ) {
+    let end = first + 1;
+    let k = found[first]!.scores.length;
+    while (end < found.length && k + found[end]!.scores.length <= NMS_MAX_BOXES) k += found[end++]!.scores.length;
+    const group = found.slice(first, end);
+    const span = Math.max(1, ...group.map((d) => Math.max(0, ...d.labels) + 1));
+    // Box j of the group's concatenation is box j - start[i] of image first + i.
+    const start = group.map((_, i) => group.slice(0, i).reduce((n, d) => n + d.scores.length, 0));
+    const concat = <T extends Float32Array | Int32Array>(make: new (n: number) => T, part: (d: Detections, i: number) => ArrayLike<number>, width = 1) => {
+      const out = new make(k * width);
+      group.forEach((d, i) => out.set(part(d, i), start[i]! * width));
+      return out;
+    };
+    const labels = concat(Int32Array, (d, i) => d.labels.map((l) => l + i * span));
+    for (const j of await det.nms(concat(Float32Array, (d) => d.boxes, 4), concat(Float32Array, (d) => d.scores), labels, { iouThreshold })) {
+      const i = Math.floor(labels[j]! / span);
+      kept[first + i]!.push(j - start[i]!);
+    }
+    first = end;
+  }
+  return found.map((d, i) => pick(d, kept[i]!.sort((a, b) => a - b)));
 }
 
 /** The detections whose objectness is above the threshold. */
