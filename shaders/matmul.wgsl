@@ -79,6 +79,12 @@ fn row_block(wid: vec3u, nwg: vec3u, rows: u32) -> Block {
   return Block(y / per_batch, (y % per_batch) * rows);
 }
 
+// acc + bm * av as fused multiply-adds. Written as fma(): llvmpipe (lavapipe) compiles a * b + c
+// and matrix products to a separate multiply and add, which halves its arithmetic rate.
+fn fma4(av: vec4f, bm: mat4x4f, acc: vec4f) -> vec4f {
+  return fma(vec4f(av.w), bm[3], fma(vec4f(av.z), bm[2], fma(vec4f(av.y), bm[1], fma(vec4f(av.x), bm[0], acc))));
+}
+
 // acc[r] for a run-time r, by constant indices only: indexing the array with r itself would move
 // the whole accumulator out of registers, for the main loop too. `n` is a constant (ROWS, 4).
 fn pick(acc: array<vec4f, MAX_ROWS>, r: u32, n: u32) -> vec4f {
@@ -103,10 +109,10 @@ fn register_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
   let bt = b0 + vec4u(min(col, last), min(col + 1u, last), min(col + 2u, last), min(col + 3u, last)) * k4;
   var acc: array<vec4f, MAX_ROWS>;
   for (var k = 0u; k < k4; k++) {
-    // bm * av = sum_i av[i] * column i; av * bm = (dot(av, column j))_j.
+    // bm[i]: the 4 columns at depth 4k + i (a transpose is free: a vec4 is 4 SIMD registers).
     var bm: mat4x4f;
     if (TRANS_B) {
-      bm = mat4x4f(vec4f(b4[bt.x + k]), vec4f(b4[bt.y + k]), vec4f(b4[bt.z + k]), vec4f(b4[bt.w + k]));
+      bm = transpose(mat4x4f(vec4f(b4[bt.x + k]), vec4f(b4[bt.y + k]), vec4f(b4[bt.z + k]), vec4f(b4[bt.w + k])));
     } else {
       let i = b0 + 4u * k * n4 + col / 4u;
       bm = mat4x4f(vec4f(b4[i]), vec4f(b4[i + n4]), vec4f(b4[i + 2u * n4]), vec4f(b4[i + 3u * n4]));
@@ -114,7 +120,7 @@ fn register_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
     for (var r = 0u; r < ROWS; r++) {
       // Rows past M re-read the last row of a; they are never stored.
       let av = vec4f(a4[min(row0 + r, last_row) * k4 + k]);
-      if (TRANS_B) { acc[r] += av * bm; } else { acc[r] += bm * av; }
+      acc[r] = fma4(av, bm, acc[r]);
     }
   }
   // One rolled loop with a run-time bound: unrolled per element, the epilogue (exp in the
@@ -149,7 +155,7 @@ fn register_scalar(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) n
   for (var k = 0u; k < p.K; k++) {
     let bv = b_cols(b0, cols, k);
     for (var r = 0u; r < ROWS; r++) {
-      acc[r] += a_at(blk.batch, min(blk.row0 + r, p.M - 1u), k) * bv;
+      acc[r] = fma(vec4f(a_at(blk.batch, min(blk.row0 + r, p.M - 1u), k)), bv, acc[r]);
     }
   }
   let rows = min(ROWS, p.M - blk.row0);
