@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Tensor, kernels, type Gpu } from '../../src/index.js';
-import { forEachProfile, useGpu } from '../util/gpu.js';
+import { forEachProfile, requireF16, useGpu } from '../util/gpu.js';
 import { expectClose } from '../util/check.js';
 import { randomArray } from '../util/random.js';
 import { gradFixture } from '../util/grad.js';
@@ -95,6 +95,22 @@ forEachProfile((profile, getGpu) => describe('matmulBackward', () => {
         expectClose(split.graph[i]!, whole.eager[i]!, { scaleTol: 1e-5, label: `case ${c} ${name} graph` });
       }
       for (const t of [a, b, bias, dOut, ...onGpu]) t.dispose();
+    }
+  });
+
+  it('under the binding limit, f16: db and dbias split with an odd N (chunk sums kept in f16 between chunks)', async (ctx) => {
+    const [gpu, small] = [await getGpu(), await getSmallGpu()];
+    requireF16(ctx, small);
+    const [K, N] = [8, 13];
+    const data = [randomArray(300 * N, 1010), randomArray(300 * K, 1011), randomArray(N * K, 1012), randomArray(N, 1013)];
+    const shapes = [[300, N], [300, K], [N, K], [N]];
+    const run = (on: Gpu) => runEagerAndGraph(on, kernels.matmulBackwardKernel, data.map((d, i) => Tensor.from(on, d, shapes[i]!, 'f16')), { transposeB: true, activation: 'gelu' as const, hasBias: true, wrt: { b: true, bias: true } });
+    const [split, whole] = [await run(small), await run(gpu)];
+    expect(split.dispatches, `${whole.dispatches} dispatches unsplit`).toBeGreaterThan(whole.dispatches + 3);
+    // Each chunk's sum is rounded to f16 once more than the unsplit call's.
+    for (const [i, name] of ['db', 'dbias'].entries()) {
+      expectClose(split.eager[i]!, whole.eager[i]!, { scaleTol: 4e-3, label: `f16 ${name} eager` });
+      expectClose(split.graph[i]!, whole.eager[i]!, { scaleTol: 4e-3, label: `f16 ${name} graph` });
     }
   });
 
