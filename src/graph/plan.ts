@@ -4,7 +4,7 @@ import { BYTES_PER_ELEMENT, shapeString, sizeOf, type ReadArray } from '../dtype
 import { Tensor, decodeTensorData, encodeTensorData, type TensorData } from '../tensor.js';
 import type { Kernel, KernelPlan, TensorInfo } from '../kernels/program.js';
 import { contiguousStrides, stridedCopyKernel } from '../kernels/copy.js';
-import { checkBindings, createBindGroups, encodeDispatches, packUniforms, scopedWithPipelines } from '../kernels/runtime.js';
+import { checkBindings, createBindGroups, encodeDispatches, packUniforms, preparePipelines, scopedWithPipelines } from '../kernels/runtime.js';
 import type { GraphBuilder, Value } from './builder.js';
 import { planMemory } from './memory.js';
 import { releaseConstant, retainConstant } from './constants.js';
@@ -382,6 +382,8 @@ export async function compileGraph(gpu: Gpu, graph: GraphBuilder): Promise<Graph
 
   const sharedSlots = slots.filter((s) => s.kind === 'shared');
   const mem = planMemory(sharedSlots);
+  // Every pipeline the plan needs, compiled concurrently before anything is allocated.
+  await preparePipelines(gpu, nodes.flatMap((n) => n.plan.dispatches.map((d) => d.program)));
 
   const buffers: GPUBuffer[] = [];
   const make = (size: number, usage: number, label: string) => {

@@ -13,13 +13,8 @@ export function pipelineKey(p: Program): string {
   return `${p.name}|${p.key}|${p.entryPoint ?? 'main'}|${JSON.stringify(constants)}|${p.bindings.join(',')}|${p.code}`;
 }
 
-/** The compute pipeline for a program, compiled once per device and reused by every plan. */
-export function getPipeline(gpu: Gpu, program: Program): GPUComputePipeline {
-  const cache = gpu.cache<GPUComputePipeline>('pipelines');
-  const key = pipelineKey(program);
-  let pipeline = cache.get(key);
-  if (pipeline) return pipeline;
-  const device = gpu.device;
+/** The pipeline descriptor of a program: one bind group of a uniform and its storage bindings. */
+function pipelineDescriptor(device: GPUDevice, program: Program): GPUComputePipelineDescriptor {
   const entries: GPUBindGroupLayoutEntry[] = [
     { binding: 0, visibility: 4 /* COMPUTE */, buffer: { type: 'uniform' } },
     ...program.bindings.map(
@@ -34,7 +29,7 @@ export function getPipeline(gpu: Gpu, program: Program): GPUComputePipeline {
     label: program.name,
     bindGroupLayouts: [device.createBindGroupLayout({ label: program.name, entries })],
   });
-  pipeline = device.createComputePipeline({
+  return {
     label: program.name,
     layout,
     compute: {
@@ -42,9 +37,52 @@ export function getPipeline(gpu: Gpu, program: Program): GPUComputePipeline {
       entryPoint: program.entryPoint ?? 'main',
       constants: program.constants as Record<string, number> | undefined,
     },
-  });
+  };
+}
+
+/** The compute pipeline for a program, compiled once per device and reused by every plan. */
+export function getPipeline(gpu: Gpu, program: Program): GPUComputePipeline {
+  const cache = gpu.cache<GPUComputePipeline>('pipelines');
+  const key = pipelineKey(program);
+  let pipeline = cache.get(key);
+  if (pipeline) return pipeline;
+  pipeline = gpu.device.createComputePipeline(pipelineDescriptor(gpu.device, program));
   cache.set(key, pipeline);
   return pipeline;
+}
+
+/**
+ * Compiles the pipelines of `programs` that are not cached yet with createComputePipelineAsync, all
+ * at once, into the cache getPipeline reads: the driver may compile them in parallel and off the
+ * calling thread (in a browser, seconds per shader on a software adapter), and the dispatches that
+ * follow find them ready. A shader that fails to compile rejects with an error naming its kernel.
+ */
+export async function preparePipelines(gpu: Gpu, programs: readonly Program[]): Promise<void> {
+  const cache = gpu.cache<GPUComputePipeline>('pipelines');
+  const pending = gpu.cache<Promise<GPUComputePipeline>>('pipelines pending');
+  const byKey = new Map(programs.map((p) => [pipelineKey(p), p]));
+  const compile = async (program: Program) => {
+    // The shader module and layout in an error scope of their own: a WGSL error names this kernel.
+    const descriptor = await gpu.scoped(program.name, () => pipelineDescriptor(gpu.device, program));
+    try {
+      return await gpu.device.createComputePipelineAsync(descriptor);
+    } catch (err) {
+      throw new GpuError(program.name, `its pipeline (entry point ${program.entryPoint ?? 'main'}) did not compile: ${(err as Error)?.message ?? err}`, { cause: err });
+    }
+  };
+  await Promise.all(
+    [...byKey].map(([key, program]) => {
+      if (cache.has(key)) return undefined;
+      let promise = pending.get(key);
+      if (!promise) {
+        promise = compile(program)
+          .then((pipeline) => (cache.set(key, pipeline), pipeline))
+          .finally(() => pending.delete(key));
+        pending.set(key, promise);
+      }
+      return promise;
+    }),
+  );
 }
 
 /**
@@ -168,6 +206,7 @@ export async function runKernel<O>(gpu: Gpu, kernel: Kernel<O>, inputs: readonly
   if (outputInfos.length > 0 && outputInfos.every((o) => sizeOf(o.shape) === 0)) return outputInfos.map((o) => Tensor.empty(gpu, o.shape, o.dtype));
   const plan = kernel.plan(gpu, inputInfos, outputInfos, options);
   checkBindings(gpu, kernel.name, kernel.name, plan, [...inputInfos, ...outputInfos, ...(plan.scratch ?? [])], inputs.length, outputInfos.length);
+  await preparePipelines(gpu, plan.dispatches.map((d) => d.program));
   const outputs: Tensor[] = [];
   const scratch: Tensor[] = [];
   let uniformBuffer: GPUBuffer | undefined;

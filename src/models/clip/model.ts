@@ -320,17 +320,22 @@ export class ClipModel {
     const [b, , h, w] = shape as [number, number, number, number];
     // An empty batch has nothing to run (and WebGPU cannot bind an empty buffer).
     if (b === 0) return { embeds: new Float32Array(0), dense: options.dense ? new Float32Array(0) : undefined };
-    const position = await this.#positionFor(op, h, w, options.position);
     const padded = bucket(b);
+    const { key, build } = await this.#visionPlan(op, padded, h, w, options);
+    const run = (plan: GraphPlan) => plan.run({ pixels: padRows(pixels, b, padded) }, { outputs: wanted(plan, options) });
+    return collect(await this.#plans.use(key, build, run), b, padded);
+  }
+
+  /** The vision plan's cache key and graph for `padded` images of h × w. */
+  async #visionPlan(op: string, padded: number, h: number, w: number, options: ImageRunOptions): Promise<{ key: string; build: (g: GraphBuilder) => void }> {
+    const position = await this.#positionFor(op, h, w, options.position);
     const build = (g: GraphBuilder) => {
       const out = this.buildVision(g, g.input('pixels', [padded, 3, h, w], this.dtype), { dense: options.dense, positionEmbedding: position });
       g.output('embeds', out.embeds);
       if (out.dense) g.output('dense', out.dense);
       for (const [k, val] of Object.entries(out.intermediates)) g.output(k, val);
     };
-    const run = (plan: GraphPlan) => plan.run({ pixels: padRows(pixels, b, padded) }, { outputs: wanted(plan, options) });
-    const key = `vision:${padded}:${!!options.dense}:${h}x${w}:${position ? positionKey(options.position) : 'native'}`;
-    return collect(await this.#plans.use(key, build, run), b, padded);
+    return { key: `vision:${padded}:${!!options.dense}:${h}x${w}:${position ? positionKey(options.position) : 'native'}`, build };
   }
 
   /**
@@ -381,14 +386,41 @@ export class ClipModel {
     }
     const [b, l] = shape as [number, number];
     const padded = bucket(b);
+    const { key, build } = this.#textPlan(padded, l);
+    const paddedIds = padRows(ids, b, padded);
+    const pool = poolIndices(paddedIds, padded, l, t.eosTokenId);
+    return collect(await this.#plans.use(key, build, (plan) => plan.run({ ids: paddedIds, pool }, { outputs: wanted(plan, options) })), b, padded);
+  }
+
+  /** The text plan's cache key and graph for `padded` rows of l token ids. */
+  #textPlan(padded: number, l: number): { key: string; build: (g: GraphBuilder) => void } {
     const build = (g: GraphBuilder) => {
       const out = this.buildText(g, g.input('ids', [padded, l], 'i32'), g.input('pool', [padded], 'i32'));
       g.output('embeds', out.embeds);
       for (const [k, val] of Object.entries(out.intermediates)) g.output(k, val);
     };
-    const paddedIds = padRows(ids, b, padded);
-    const pool = poolIndices(paddedIds, padded, l, t.eosTokenId);
-    return collect(await this.#plans.use(`text:${padded}:${l}`, build, (plan) => plan.run({ ids: paddedIds, pool }, { outputs: wanted(plan, options) })), b, padded);
+    return { key: `text:${padded}:${l}`, build };
+  }
+
+  /**
+   * Compiles, without running them, the plans that encodeImage (`images` at the model's size) and
+   * encodeText (`texts` strings at the context length) will use, every pipeline of them at once
+   * (createComputePipelineAsync): the first real call then starts at once. Worth it where shader
+   * compilation is slow (seconds per kernel in a browser on a software adapter).
+   */
+  warmUp(options: { images?: number; texts?: number } = {}): Promise<void> {
+    return this.#life.call('ClipModel.warmUp', async () => {
+      const { images = 1, texts = 1 } = options;
+      for (const [name, n] of [['images', images], ['texts', texts]] as const) {
+        if (!Number.isInteger(n) || n < 0) throw new InputError('ClipModel.warmUp', `${name} must be a non-negative integer, got ${n}`);
+      }
+      const { vision, text } = this.config;
+      const plans = [
+        ...(vision && images > 0 ? [await this.#visionPlan('ClipModel.warmUp', bucket(images), vision.imageSize, vision.imageSize, {})] : []),
+        ...(text && texts > 0 ? [this.#textPlan(bucket(texts), text.contextLength)] : []),
+      ];
+      await Promise.all(plans.map(({ key, build }) => this.#plans.use(key, build, async () => undefined)));
+    });
   }
 
   /** logits_per_image [Ni, Nt] = exp(logitScale) · cosine(image, text), as the reference (no clamp). */

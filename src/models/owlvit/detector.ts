@@ -305,6 +305,64 @@ export class OwlVitDetector {
     return shape[0]!;
   }
 
+  /** The vision plan (tower, box head, class-head inputs) for `padded` images: cache key and graph. */
+  #visionPlan(padded: number): { key: string; build: (g: GraphBuilder) => void } {
+    const size = this.config.vision.imageSize;
+    const build = (gb: GraphBuilder) => {
+      const out = this.buildImage(gb, gb.input('pixels', [padded, 3, size, size], this.dtype));
+      for (const [name, v] of Object.entries(out)) gb.output(name, v);
+    };
+    return { key: `vision:${padded}`, build };
+  }
+
+  /** The text plan for `padded` rows of l token ids. */
+  #textPlan(padded: number, l: number): { key: string; build: (g: GraphBuilder) => void } {
+    const build = (g: GraphBuilder) => {
+      g.output('textEmbeds', this.buildText(g, g.input('ids', [padded, l], 'i32'), g.input('pool', [padded], 'i32')));
+    };
+    return { key: `text:${padded}:${l}`, build };
+  }
+
+  /** The class-head scoring plan: `padded` embedded images against [pbq, pq] queries. */
+  #scorePlan(padded: number, pbq: number, pq: number): { key: string; build: (g: GraphBuilder) => void } {
+    const n = this.numPatches;
+    const width = this.config.text.width;
+    const build = (g: GraphBuilder) => {
+      const out = classLogits(
+        g,
+        {
+          classEmbedsRaw: g.input('classEmbedsRaw', [padded, n, width], this.dtype),
+          logitShift: g.input('logitShift', [padded, n, 1], this.dtype),
+          logitScale: g.input('logitScale', [padded, n, 1], this.dtype),
+        },
+        g.input('queries', [pbq, pq, width], this.dtype),
+        g.input('mask', [pbq, pq], 'i32'),
+      );
+      g.output('logits', out.logits);
+      g.output('classEmbeds', out.classEmbeds);
+    };
+    return { key: `score:${padded}:${pbq}:${pq}`, build };
+  }
+
+  /**
+   * Compiles, without running them, the plans a detect of `images` images with `queries` text
+   * queries uses (vision tower and heads, text tower at the context length, class-head scoring),
+   * every pipeline of them at once (createComputePipelineAsync): the first real call then starts at
+   * once. Worth it where shader compilation is slow (seconds per kernel in a browser on a software
+   * adapter).
+   */
+  warmUp(options: { images?: number; queries?: number } = {}): Promise<void> {
+    return this.#life.call(`${OP}.warmUp`, async () => {
+      const { images = 1, queries = 1 } = options;
+      for (const [name, n] of [['images', images], ['queries', queries]] as const) {
+        checkInput(Number.isInteger(n) && n >= 1, `${OP}.warmUp`, () => `${name} must be a positive integer, got ${n}`);
+      }
+      const padded = bucket(images);
+      const plans = [this.#visionPlan(padded), this.#textPlan(bucket(queries), this.config.text.contextLength), this.#scorePlan(padded, 1, bucket(queries))];
+      await Promise.all(plans.map(({ key, build }) => this.#plans.use(key, build, async () => undefined)));
+    });
+  }
+
   /**
    * Runs the vision tower and the query-independent heads once: boxes, and the class head's inputs
    * kept on the GPU for scoring queries later (queryText / queryImage). With `imageEmbeds` the
@@ -321,11 +379,7 @@ export class OwlVitDetector {
     const { gridSize: g, text } = this.config;
     const n = g * g;
     const padded = bucket(b);
-    const size = this.config.vision.imageSize;
-    const build = (gb: GraphBuilder) => {
-      const out = this.buildImage(gb, gb.input('pixels', [padded, 3, size, size], this.dtype));
-      for (const [name, v] of Object.entries(out)) gb.output(name, v);
-    };
+    const { key, build } = this.#visionPlan(padded);
     const tensors = {
       classEmbedsRaw: Tensor.empty(this.gpu, [padded, n, text.width], this.dtype),
       logitShift: Tensor.empty(this.gpu, [padded, n, 1], this.dtype),
@@ -336,7 +390,7 @@ export class OwlVitDetector {
       const wanted = ['imageEmbeds', 'classEmbedsRaw'].filter((o) => options[o as 'imageEmbeds']);
       const always = ['predBoxes', ...(this.config.modelType === 'owlv2' ? ['objectnessLogits'] : [])];
       const run = (plan: GraphPlan) => plan.run({ pixels: padRows(pixelValues, b, padded) }, { outputs: [...always, ...wanted], copyTo: tensors });
-      const { outputs } = await this.#plans.use(`vision:${padded}`, build, run);
+      const { outputs } = await this.#plans.use(key, build, run);
       const rows = (name: string) => outputs[name] && firstRows(outputs[name] as Float32Array, b, padded);
       const e = new OwlVitImageEmbedding({
         batch: b,
@@ -386,9 +440,7 @@ export class OwlVitDetector {
     const found = new Map(keys.map((k) => [k, this.#textCache.get(k)]));
     if (missing.length) {
       const padded = bucket(missing.length);
-      const build = (g: GraphBuilder) => {
-        g.output('textEmbeds', this.buildText(g, g.input('ids', [padded, l], 'i32'), g.input('pool', [padded], 'i32')));
-      };
+      const { key, build } = this.#textPlan(padded, l);
       const ids = new Int32Array(padded * l);
       const poolAt = new Int32Array(padded);
       missing.forEach((k, i) => {
@@ -397,7 +449,7 @@ export class OwlVitDetector {
         poolAt[i] = i * l + (pool[r]! - r * l);
       });
       for (let i = missing.length; i < padded; i++) poolAt[i] = i * l;
-      const out = (await this.#plans.use(`text:${padded}:${l}`, build, (plan) => plan.run({ ids, pool: poolAt }))).outputs.textEmbeds as Float32Array;
+      const out = (await this.#plans.use(key, build, (plan) => plan.run({ ids, pool: poolAt }))).outputs.textEmbeds as Float32Array;
       const e = this.config.embedDim;
       missing.forEach((k, i) => {
         const v = out.slice(i * e, (i + 1) * e);
@@ -422,20 +474,10 @@ export class OwlVitDetector {
     // Images as embedImage padded them; queries padded to a power of two with mask 0 (logit -1e6, trimmed).
     const padded = image.tensors.classEmbedsRaw.shape[0]!;
     const [pbq, pq] = [bq === 1 ? 1 : padded, bucket(q)];
-    const build = (g: GraphBuilder) => {
-      const input = (name: string, t: Tensor) => g.input(name, t.shape, t.dtype);
-      const { tensors } = image;
-      const out = classLogits(
-        g,
-        { classEmbedsRaw: input('classEmbedsRaw', tensors.classEmbedsRaw), logitShift: input('logitShift', tensors.logitShift), logitScale: input('logitScale', tensors.logitScale) },
-        g.input('queries', [pbq, pq, dt], this.dtype),
-        g.input('mask', [pbq, pq], 'i32'),
-      );
-      g.output('logits', out.logits);
-      g.output('classEmbeds', out.classEmbeds);
-    };
+    checkInput(dt === this.config.text.width, op, () => `query embeddings must have ${this.config.text.width} values each, got ${dt}`);
+    const { key, build } = this.#scorePlan(padded, pbq, pq);
     const inputs = { ...image.tensors, queries: padRows(padColumns(queries, bq, q * dt, pq * dt), bq, pbq), mask: padRows(padColumns(mask, bq, q, pq), bq, pbq) };
-    const { outputs } = await this.#plans.use(`score:${padded}:${pbq}:${pq}`, build, (plan) => plan.run(inputs));
+    const { outputs } = await this.#plans.use(key, build, (plan) => plan.run(inputs));
     const n = this.numPatches;
     return { logits: firstColumns(outputs.logits as Float32Array, b * n, pq, q), classEmbeds: firstRows(outputs.classEmbeds as Float32Array, b, padded) };
   }
