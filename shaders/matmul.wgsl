@@ -15,7 +15,10 @@
 // memory are expensive and one workgroup runs as SIMD lanes on one thread: each invocation keeps
 // ROWS rows x 4 columns of the output in registers, and all invocations of a workgroup share their
 // rows, so the addresses read from a are uniform across it. On lavapipe, vec4 loads were ~1.5x
-// faster than four scalar loads, hence the separate aligned entry point.
+// faster than four scalar loads, hence the separate aligned entry point. llvmpipe loads an address
+// that is uniform across the workgroup once (a scalar and a broadcast), one that varies (b here)
+// lane by lane, each behind its own bounds check; that check is llvmpipe's, so Dawn's
+// disable_robustness toggle changed nothing measurable (2026-12-03), and ovgpu does not offer it.
 alias T = f32;
 
 struct Params {
