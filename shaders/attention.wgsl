@@ -193,7 +193,7 @@ fn tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   for (var c = 0u; c < CV; c++) { storeChunk(i, c0 + c, acc[c] * inv, bl); }
 }
 
-// ---- subgroup variant: compiled with `enable subgroups;` prepended ----
+// ---- subgroup variant: compiled with `enable subgroups;` and shaders/subgroupRows.wgsl prepended ----
 // One invocation owns one query row. Its q and its output accumulator are a Row: up to 4 groups
 // of 8 vec4 chunks, held in struct members that are only ever named, never indexed, so they stay
 // in registers. (As arrays indexed by a loop counter over the head dim they did not: lavapipe
@@ -207,8 +207,7 @@ fn tiled(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
 
 override G: u32 = (DV + 7u) / 8u;  // chunk groups of 8 vec4s per head row, 1..4
 
-struct Group { c0: vec4f, c1: vec4f, c2: vec4f, c3: vec4f, c4: vec4f, c5: vec4f, c6: vec4f, c7: vec4f }
-struct Row { g0: Group, g1: Group, g2: Group, g3: Group }
+// Group, Row and groupDot: shaders/subgroupRows.wgsl, prepended.
 // One lane's chunk of a K row and of a V row, per group.
 struct Part { k: vec4f, v: vec4f }
 struct Parts { g0: Part, g1: Part, g2: Part, g3: Part }
@@ -248,14 +247,6 @@ fn laneParts(j: u32, lane: u32, bl: Block) -> Parts {
   if (G > 2u) { x.g2 = lanePart(j, 16u + lane, bl); }
   if (G > 3u) { x.g3 = lanePart(j, 24u + lane, bl); }
   return x;
-}
-
-// q's group times the group of a K row whose chunks the first 8 lanes hold in x.
-fn groupDot(q: Group, x: vec4f) -> vec4f {
-  return q.c0 * subgroupShuffle(x, 0u) + q.c1 * subgroupShuffle(x, 1u)
-       + q.c2 * subgroupShuffle(x, 2u) + q.c3 * subgroupShuffle(x, 3u)
-       + q.c4 * subgroupShuffle(x, 4u) + q.c5 * subgroupShuffle(x, 5u)
-       + q.c6 * subgroupShuffle(x, 6u) + q.c7 * subgroupShuffle(x, 7u);
 }
 
 fn rowDot(q: Row, x: Parts) -> f32 {

@@ -5,6 +5,7 @@ import type { Tensor } from '../tensor.js';
 import { grid1d, isCpuAdapter, specialize, uniforms, type Kernel, type TensorInfo } from './program.js';
 import { runKernel } from './runtime.js';
 import attentionWgsl from '../../shaders/attention.wgsl';
+import subgroupRowsWgsl from '../../shaders/subgroupRows.wgsl';
 
 export type AttentionMaskKind = 'none' | 'causal' | 'tensor';
 /**
@@ -48,13 +49,14 @@ function attentionTiledLayout(headDim: number): { S: number; QB: number; WG: num
   const bytes = (tk: number) => 2 * tk * S * 4 * 16 + (WG + QB) * tk * 4;
   return { S, QB, WG, TK: bytes(16) <= 16384 ? 16 : 8 };
 }
-// The subgroup variant is the end of the shader, after this line; it needs `enable subgroups;`.
+// The subgroup variant is the end of the shader, after this line; it needs `enable subgroups;` and shaders/subgroupRows.wgsl.
 const SUBGROUP_MARKER = '// ---- subgroup variant';
 const TILED_WGSL = attentionWgsl.slice(0, attentionWgsl.indexOf(SUBGROUP_MARKER));
 
 const QKV_LINE = 'alias QKV = vec4<T>;';
 
-function subgroupsUsable(gpu: Gpu): boolean {
+/** Whether the 'subgroup' variants (of attention and its backward) can run: the feature, with subgroups of at least 8 lanes. */
+export function subgroupsUsable(gpu: Gpu): boolean {
   return gpu.features.has('subgroups') && (gpu.info.subgroupMinSize ?? 0) >= 8;
 }
 
@@ -154,7 +156,7 @@ export const attentionKernel: Kernel<AttentionOptions> = {
           program: {
             name: `${NAME}.${variant}`,
             key: `${dtype}|${vec ? 'vec4' : 'scalar'}`,
-            code: specialize((variant === 'subgroup' ? 'enable subgroups;\n' + attentionWgsl : TILED_WGSL).replace(QKV_LINE, vec ? QKV_LINE : 'alias QKV = T;'), dtype),
+            code: specialize((variant === 'subgroup' ? 'enable subgroups;\n' + subgroupRowsWgsl + attentionWgsl : TILED_WGSL).replace(QKV_LINE, vec ? QKV_LINE : 'alias QKV = T;'), dtype),
             entryPoint: variant,
             constants: variant === 'tiled' ? { DH: headDim, WG: tiled.WG, TK: tiled.TK } : { DH: headDim, WG: SUBGROUP_WG } as Record<string, number>,
             bindings: ['read', 'read', 'read', 'read', 'write'],

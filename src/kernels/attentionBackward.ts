@@ -2,10 +2,11 @@ import type { Gpu } from '../gpu/gpu.js';
 import { GpuError, check } from '../gpu/errors.js';
 import { BYTES_PER_ELEMENT, shapeString } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
-import { grid1d, specialize, uniforms, type Kernel, type TensorInfo } from './program.js';
+import { grid1d, isCpuAdapter, specialize, uniforms, type Kernel, type TensorInfo } from './program.js';
 import { runKernel } from './runtime.js';
-import { attentionKernel, type AttentionMaskKind, type AttentionReferenceOptions } from './attention.js';
+import { attentionKernel, subgroupsUsable, type AttentionMaskKind, type AttentionReferenceOptions } from './attention.js';
 import attentionBackwardWgsl from '../../shaders/attentionBackward.wgsl';
+import subgroupRowsWgsl from '../../shaders/subgroupRows.wgsl';
 
 /**
  * Kernel options, as the forward's. Inputs are [q, k, v] ([B, L, H·Dh] each) or [qkv] ([B, L,
@@ -26,6 +27,9 @@ const NAME = 'attentionBackward';
 const QKV_LINE = 'alias QKV = vec4<T>;';
 /** Rows per workgroup. */
 const WG = 16;
+// The subgroup variant is the end of the shader, after this line; it needs `enable subgroups;` and shaders/subgroupRows.wgsl.
+const SUBGROUP_MARKER = '// ---- subgroup variant';
+const ROWS_WGSL = attentionBackwardWgsl.slice(0, attentionBackwardWgsl.indexOf(SUBGROUP_MARKER));
 
 /**
  * Gradients of softmax(q·kᵀ·scale + mask)·v (the fused attention kernel) w.r.t. q, k and v, from
@@ -85,19 +89,24 @@ export const attentionBackwardKernel: Kernel<AttentionBackwardOptions> = {
     const n = packed ? 1 : 3;
     // Head rows are read as vec4s when they are whole vec4s (then so are all offsets).
     const vec = headDim % 4 === 0;
-    // [...inputs, ...outputs, stats, a dummy for dkv_pass's unused dv binding when packed].
+    // As the forward: rows in registers shared by subgroup shuffles on CPU adapters, else the rows variant.
+    const variant = isCpuAdapter(gpu) && subgroupsUsable(gpu) ? 'subgroup' : 'rows';
+    const code = (variant === 'subgroup' ? 'enable subgroups;\n' + subgroupRowsWgsl + attentionBackwardWgsl : ROWS_WGSL).replace(QKV_LINE, vec ? QKV_LINE : 'alias QKV = T;');
+    // Bindings [...inputs, grad (dq, then dk), dv, stats]: scratch holds stats and a dummy for the dv
+    // binding where nothing goes to it (the dq pass; the dkv pass when packed, dv then going to grad).
     const qkv = packed ? [0, 0, 0] : [0, 1, 2];
     const [out, dOut] = [n, n + 1];
     const mask = maskInput ? inputs.length - 1 : 0;
     const [dq, dk, dv] = packed ? [inputs.length, inputs.length, inputs.length] : [inputs.length, inputs.length + 1, inputs.length + 2];
     const stats = inputs.length + outputs.length;
-    const program = (entryPoint: string, bindings: ('read' | 'write')[]) => ({
-      name: `${NAME}.${entryPoint}`,
+    const dummy = stats + 1;
+    const program = (pass: 'dq' | 'dkv') => ({
+      name: `${NAME}.${pass}_${variant}`,
       key: `${x.dtype}|${vec ? 'vec4' : 'scalar'}`,
-      code: specialize(vec ? attentionBackwardWgsl : attentionBackwardWgsl.replace(QKV_LINE, 'alias QKV = T;'), x.dtype),
-      entryPoint,
-      constants: { DH: headDim, WG, ...(entryPoint === 'dkv_pass' ? { PACKED: packed ? 1 : 0 } : {}) },
-      bindings,
+      code: specialize(code, x.dtype),
+      entryPoint: `${pass}_${variant}`,
+      constants: { DH: headDim, WG, ...(pass === 'dkv' ? { PACKED: packed ? 1 : 0 } : {}) },
+      bindings: [...Array(6).fill('read'), 'write', 'write', pass === 'dq' ? 'write' : 'read'] as ('read' | 'write')[],
     });
     const common = [...qkv, out, dOut, mask];
     const workgroups = grid1d(gpu, total, 1);
@@ -105,20 +114,10 @@ export const attentionBackwardKernel: Kernel<AttentionBackwardOptions> = {
     const elem = BYTES_PER_ELEMENT[x.dtype];
     return {
       dispatches: [
-        {
-          program: program('dq_pass', ['read', 'read', 'read', 'read', 'read', 'read', 'write', 'write']),
-          tensors: [...common, dq, stats],
-          uniforms: u,
-          workgroups,
-        },
-        {
-          program: program('dkv_pass', ['read', 'read', 'read', 'read', 'read', 'read', 'write', 'write', 'read']),
-          tensors: [...common, dk, packed ? stats + 1 : dv, stats],
-          uniforms: u,
-          workgroups,
-        },
+        { program: program('dq'), tensors: [...common, dq, dummy, stats], uniforms: u, workgroups },
+        { program: program('dkv'), tensors: [...common, dk, packed ? dummy : dv, stats], uniforms: u, workgroups },
       ],
-      scratch: [{ shape: [B, o.heads, L, 2], dtype: 'f32' }, ...(packed ? [{ shape: [1], dtype: x.dtype }] : [])],
+      scratch: [{ shape: [B, o.heads, L, 2], dtype: 'f32' }, { shape: [1], dtype: x.dtype }],
       // Nominal: q·k twice and three more products over every pair in the dq pass, q·k, dout·v
       // and two accumulations in the dkv pass.
       flops: 2 * pairs * headDim * 8 + 10 * pairs,
