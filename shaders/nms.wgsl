@@ -1,7 +1,8 @@
 // Non-maximum suppression with torchvision.ops.nms semantics, in four stages (entry points):
 //   keys       one (sort key, box index) pair per box; boxes failing the score threshold get key 0
 //   sort_step  one compare-exchange step of a bitonic sort: best key first, lower index on ties
-//   build_mask bit b of mask[i * words + c] set when sorted box i suppresses sorted box c*32+b (> i)
+//   build_mask bit b of mask[i * words + c] set when sorted box i suppresses sorted box c*32+b (> i),
+//              both taking part
 //   greedy     one workgroup walks the sorted boxes, OR-ing kept rows into a removed bitset in
 //              workgroup memory (filtered boxes start out removed)
 // as torchvision's CUDA nms does (sort, parallel IoU bitmask, sequential pass over the mask).
@@ -105,10 +106,13 @@ fn build_mask(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: v
   let base = (g % p.words) * 32u;
   let end = min(base + 32u, p.count);
   var bits = 0u;
-  if (i + 1u < end) {
+  // Filtered boxes (key 0) sort last and start out removed in greedy, which never reads their
+  // bits: rows and columns of them are skipped, so the work grows with the boxes taking part.
+  if (i + 1u < end && order[i].x != 0u) {
     let a = sorted_box(i);
     let label = labels[order[i].y * BATCHED];
     for (var j = max(base, i + 1u); j < end; j++) {
+      if (order[j].x == 0u) { break; }
       if ((BATCHED == 0u || labels[order[j].y] == label) && suppresses(a, sorted_box(j))) {
         bits |= 1u << (j - base);
       }

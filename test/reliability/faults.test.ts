@@ -139,7 +139,7 @@ describe('dispose() while calls are in flight: they finish whole, new calls are 
       const ids = Int32Array.from({ length: 16 }, (_, i) => [510, 42, 43, 511][i] ?? 0);
       const calls = () => [det.predict(predictInputs()), random.detect([SAMPLE], ['a cat', 'a dog'], { threshold: 0, nms: 0.5 }), det.embedText(ids, [1, 16])] as const;
       const want = await Promise.all(calls());
-      // detect runs several steps (embedImage, queryText, postProcess, nms): the later ones start after the dispose.
+      // detect runs several steps (embedImage, queryText with the NMS in its plan, postProcess): the later ones start after the dispose.
       const pending = Promise.all(calls());
       det.dispose();
       random.dispose();

@@ -4,8 +4,9 @@
 import { TOKENIZER_FILES } from '../tokenizer/index.js';
 import { preprocessOwlVitBatch, preprocessOwlv2Batch, type ImageInput } from '../preprocess/index.js';
 import { checkFinite, checkInput, clipBox, encodeQuery } from '../inputs.js';
-import type { OwlVitDetector } from './detector.js';
-import type { Detections } from './postprocess.js';
+import type { OwlVitDetector, OwlVitImageEmbedding } from './detector.js';
+import { bestQueries, cornerBoxes, sigmoid, type Detections } from './postprocess.js';
+import { agreedKept, logitThreshold, type PlanNms } from './plan-nms.js';
 import { NMS_MAX_BOXES } from '../../kernels/nms.js';
 
 /** An image for detect: a path or encoded bytes, or pixels already preprocessed to the model's size. */
@@ -35,8 +36,17 @@ export interface DetectOptions {
   objectnessThreshold?: number;
 }
 
-/** What detect is built on: the detector's calls (the detector passes ones that run inside its detect call). */
-export type DetectorCalls = Pick<OwlVitDetector, 'config' | 'tokenizer' | 'embedImage' | 'queryText' | 'queryImage' | 'postProcess' | 'postProcessImageGuided' | 'nms'>;
+type Scored = { logits: Float32Array; kept?: Int32Array[] };
+
+/**
+ * What detect is built on: the detector's calls (the detector passes ones that run inside its
+ * detect call); the scoring calls take NMS to run in their plan, postProcessImageGuided its result.
+ */
+export type DetectorCalls = Pick<OwlVitDetector, 'config' | 'tokenizer' | 'embedImage' | 'postProcess' | 'nms'> & {
+  queryText(image: OwlVitImageEmbedding, query: Parameters<OwlVitDetector['queryText']>[1], nms?: PlanNms): Promise<Scored>;
+  queryImage(target: OwlVitImageEmbedding, query: OwlVitImageEmbedding, options: Parameters<OwlVitDetector['queryImage']>[2], nms?: PlanNms): Promise<Scored>;
+  postProcessImageGuided(...args: [...Parameters<OwlVitDetector['postProcessImageGuided']>, kept?: readonly ArrayLike<number>[]]): Promise<Detections[]>;
+};
 
 /** One detection, in the pixels of the original image. */
 export interface Detection {
@@ -107,20 +117,30 @@ export async function detect(det: DetectorCalls, images: readonly DetectImage[],
       const image = await det.embedImage(pixels.data, pixels.shape);
       try {
         let found: Detections[];
+        const n = det.config.gridSize ** 2;
         const post = { threshold, targetSizes: pixels.originalSizes, objectnessLogits: image.objectnessLogits };
         if (queryEmbedding) {
-          const scored = await det.queryImage(image, queryEmbedding, { queryBox });
-          found = await det.postProcessImageGuided({ logits: scored.logits, targetPredBoxes: image.predBoxes }, { ...post, nmsThreshold: options.nms ?? 0.3 });
+          const nmsThreshold = options.nms ?? 0.3;
+          // As the post-processing's NMS: normalised corners, boxes scoring > 0 (none at 1 or more).
+          const nms = nmsThreshold < 1 ? { boxes: cornerBoxes(image.predBoxes, n, {}), bias: new Float32Array(chunk.length * n), iouThreshold: nmsThreshold, logitThreshold: logitThreshold(0) } : undefined;
+          const scored = await det.queryImage(image, queryEmbedding, { queryBox }, nms);
+          const candidates = (img: number) => [...bestQueries(scored.logits, img, n, 1).scores.entries()].filter(([, s]) => s > 0).map(([i]) => i);
+          const kept = nms && agreedKept(scored.logits, scored.kept, nms, n, candidates);
+          found = await det.postProcessImageGuided({ logits: scored.logits, targetPredBoxes: image.predBoxes }, { ...post, nmsThreshold }, kept);
           if (objectnessThreshold !== undefined) found = found.map((d) => objectFilter(d, objectnessThreshold));
         } else {
           const l = det.config.text.contextLength;
           const rows = ids!.length / l / images.length;
           const chunkIds = ids!.subarray(first * rows * l, (first + chunk.length) * rows * l);
-          const { logits } = await det.queryText(image, { inputIds: chunkIds, idsShape: [chunk.length * rows, l] });
-          found = det.postProcess({ logits, predBoxes: image.predBoxes }, post);
+          const nms = options.nms === undefined ? undefined : textNms(image, n, v2, post.targetSizes, threshold, options.nms, objectnessThreshold);
+          const scored = await det.queryText(image, { inputIds: chunkIds, idsShape: [chunk.length * rows, l] }, nms);
+          found = det.postProcess({ logits: scored.logits, predBoxes: image.predBoxes }, post);
           // Boxes that are not objects are dropped before they can suppress others.
           if (objectnessThreshold !== undefined) found = found.map((d) => objectFilter(d, objectnessThreshold));
-          if (options.nms !== undefined) found = await classNms(det, found, options.nms);
+          if (nms) {
+            const kept = agreedKept(scored.logits, scored.kept, nms, n, (img) => found[img]!.indices);
+            found = kept ? found.map((d, img) => pick(d, positions(d, kept[img]!))) : await classNms(det, found, nms.iouThreshold);
+          }
         }
         found.forEach((d, i) => {
           const name = (label: number) => (imageQuery ? (typeof imageQuery.image === 'string' ? imageQuery.image : 'image') : lists[first + i]![label]!);
@@ -166,6 +186,23 @@ async function detectInputs(op: string, images: readonly DetectImage[], size: nu
     }
   }
   return { data, shape: [images.length, 3, size, size], originalSizes };
+}
+
+/**
+ * Class-aware NMS of text detection inside the scoring plan, as classNms runs it: boxes in the
+ * original images' pixels, the objectness filter before it, boxes whose score passes the threshold.
+ */
+function textNms(image: OwlVitImageEmbedding, n: number, padded: boolean, targetSizes: [number, number][], threshold: number, iouThreshold: number, objectnessThreshold?: number): PlanNms {
+  const objectness = image.objectnessLogits;
+  const bias = new Float32Array(image.batch * n);
+  if (objectness && objectnessThreshold !== undefined) bias.forEach((_, i) => !(sigmoid(objectness[i]!) > objectnessThreshold) && (bias[i] = -Infinity));
+  return { boxes: cornerBoxes(image.predBoxes, n, { targetSizes, padded }), bias, iouThreshold, logitThreshold: logitThreshold(threshold) };
+}
+
+/** Where the boxes `boxes` (box indices, as d.indices holds them) are in d, ascending. */
+function positions(d: Detections, boxes: ArrayLike<number>): number[] {
+  const at = new Map(Array.from(d.indices, (box, k) => [box, k]));
+  return Array.from(boxes, (box) => at.get(box)!).sort((a, b) => a - b);
 }
 
 /** The detections `keep` (indices into d) of one image's detections. */

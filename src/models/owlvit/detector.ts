@@ -18,6 +18,7 @@ import { owlVitConfigFromHf, type OwlModelType, type OwlVitConfig } from './conf
 import { headShapes, towerRoot, unusedByDetection } from './names.js';
 import { classLogits, imageHeads, textEmbeds, type ImageHeadOutputs } from './heads.js';
 import { nmsKernel } from '../../kernels/nms.js';
+import type { PlanNms } from './plan-nms.js';
 import { ClipTokenizer, TOKENIZER_FILES } from '../tokenizer/index.js';
 import { InputError, checkFinite, checkInput, clipBox } from '../inputs.js';
 import { detect, type Detection, type DetectImage, type DetectOptions, type DetectorCalls, type DetectQueries } from './detect.js';
@@ -42,7 +43,7 @@ export interface OwlVitLoadOptions {
   textCacheSize?: number;
   /** Accept weights holding NaN or ±Inf (default: the load fails, naming the tensor). */
   allowNonFinite?: boolean;
-  /** Bounds on the compiled plans kept (vision, text and scoring per batch and query-count bucket); see PlanCache. */
+  /** Bounds on the compiled plans kept (vision, text and scoring per batch and query-count bucket, scoring also per NMS IoU and threshold); see PlanCache. */
   plans?: PlanCacheLimits;
 }
 
@@ -194,7 +195,7 @@ export class OwlVitDetector {
       queryText: (...a) => this.#queryText(...a),
       queryImage: (...a) => this.#queryImage(...a),
       postProcess: (...a) => this.postProcess(...a),
-      postProcessImageGuided: (outputs, options = {}) => this.#postProcessImageGuided(outputs, options),
+      postProcessImageGuided: (outputs, options = {}, kept) => this.#postProcessImageGuided(outputs, options, kept),
       nms: (...a) => this.#nms(...a),
     };
   }
@@ -323,8 +324,13 @@ export class OwlVitDetector {
     return { key: `text:${padded}:${l}`, build };
   }
 
-  /** The class-head scoring plan: `padded` embedded images against [pbq, pq] queries. */
-  #scorePlan(padded: number, pbq: number, pq: number): { key: string; build: (g: GraphBuilder) => void } {
+  /**
+   * The class-head scoring plan: `padded` embedded images against [pbq, pq] queries. With `nms`,
+   * also class-aware NMS of each image's boxes (inputs nmsBoxes [padded, N, 4] and nmsBias
+   * [padded, N], see PlanNms), scored by their best logit: outputs keep0, keep1, … (kept box
+   * indices, best first, then -1), so detection with NMS is one submit.
+   */
+  #scorePlan(padded: number, pbq: number, pq: number, nms?: Pick<PlanNms, 'iouThreshold' | 'logitThreshold'>): { key: string; build: (g: GraphBuilder) => void } {
     const n = this.numPatches;
     const width = this.config.text.width;
     const build = (g: GraphBuilder) => {
@@ -337,11 +343,19 @@ export class OwlVitDetector {
         },
         g.input('queries', [pbq, pq, width], this.dtype),
         g.input('mask', [pbq, pq], 'i32'),
+        { best: nms !== undefined },
       );
       g.output('logits', out.logits);
       g.output('classEmbeds', out.classEmbeds);
+      if (!nms) return;
+      const boxes = g.input('nmsBoxes', [padded, n, 4]);
+      const scores = g.add(g.reshape(out.best!.logits, [padded, n]), g.input('nmsBias', [padded, n]), 'owl.nms_scores');
+      const labels = g.reshape(out.best!.queries, [padded, n]);
+      const image = (v: Value, i: number) => g.reshape(g.slice(v, [i], [i + 1]), v.shape.slice(1));
+      const options = { batched: true, iouThreshold: nms.iouThreshold, scoreThreshold: nms.logitThreshold };
+      for (let i = 0; i < padded; i++) g.output(`keep${i}`, g.op(nmsKernel, [image(boxes, i), image(scores, i), image(labels, i)], options, `owl.nms${i}`)[0]!);
     };
-    return { key: `score:${padded}:${pbq}:${pq}`, build };
+    return { key: `score:${padded}:${pbq}:${pq}${nms ? `:nms:${nms.iouThreshold}:${nms.logitThreshold}` : ''}`, build };
   }
 
   /**
@@ -464,8 +478,11 @@ export class OwlVitDetector {
     return result;
   }
 
-  /** Class logits of an embedded image against query embeddings [Bq, Q, Dt] (Bq = 1 or the batch) with mask [Bq, Q]. */
-  async #score(op: string, image: OwlVitImageEmbedding, queries: Float32Array, qShape: readonly [number, number, number], mask: Int32Array): Promise<{ logits: Float32Array; classEmbeds: Float32Array }> {
+  /**
+   * Class logits of an embedded image against query embeddings [Bq, Q, Dt] (Bq = 1 or the batch)
+   * with mask [Bq, Q]; with `nms`, each image's kept box indices from the same run (see #scorePlan).
+   */
+  async #score(op: string, image: OwlVitImageEmbedding, queries: Float32Array, qShape: readonly [number, number, number], mask: Int32Array, nms?: PlanNms): Promise<{ logits: Float32Array; classEmbeds: Float32Array; kept?: Int32Array[] }> {
     checkInput(image instanceof OwlVitImageEmbedding && !image.disposed, op, 'the image embedding was disposed (or is not one)');
     checkInput(this.#embeddings.has(image), op, 'the image embedding belongs to another detector');
     const b = image.batch;
@@ -475,11 +492,20 @@ export class OwlVitDetector {
     const padded = image.tensors.classEmbedsRaw.shape[0]!;
     const [pbq, pq] = [bq === 1 ? 1 : padded, bucket(q)];
     checkInput(dt === this.config.text.width, op, () => `query embeddings must have ${this.config.text.width} values each, got ${dt}`);
-    const { key, build } = this.#scorePlan(padded, pbq, pq);
-    const inputs = { ...image.tensors, queries: padRows(padColumns(queries, bq, q * dt, pq * dt), bq, pbq), mask: padRows(padColumns(mask, bq, q, pq), bq, pbq) };
-    const { outputs } = await this.#plans.use(key, build, (plan) => plan.run(inputs));
     const n = this.numPatches;
-    return { logits: firstColumns(outputs.logits as Float32Array, b * n, pq, q), classEmbeds: firstRows(outputs.classEmbeds as Float32Array, b, padded) };
+    checkInput(!nms || (nms.boxes.length === b * n * 4 && nms.bias.length === b * n), op, 'NMS needs boxes [B, N, 4] and bias [B, N]');
+    const { key, build } = this.#scorePlan(padded, pbq, pq, nms);
+    const inputs = { ...image.tensors, queries: padRows(padColumns(queries, bq, q * dt, pq * dt), bq, pbq), mask: padRows(padColumns(mask, bq, q, pq), bq, pbq) };
+    let nmsInputs: { nmsBoxes: Float32Array; nmsBias: Float32Array } | undefined;
+    if (nms) {
+      // Padded images keep every box out of their NMS.
+      nmsInputs = { nmsBoxes: padRows(nms.boxes, b, padded), nmsBias: new Float32Array(padded * n).fill(-Infinity) };
+      nmsInputs.nmsBias.set(nms.bias);
+    }
+    const keeps = nms ? Array.from({ length: b }, (_, i) => `keep${i}`) : [];
+    const { outputs } = await this.#plans.use(key, build, (plan) => plan.run({ ...inputs, ...nmsInputs }, { outputs: ['logits', 'classEmbeds', ...keeps] }));
+    const kept = keeps.map((name) => keptIndices(outputs[name] as Int32Array));
+    return { logits: firstColumns(outputs.logits as Float32Array, b * n, pq, q), classEmbeds: firstRows(outputs.classEmbeds as Float32Array, b, padded), ...(nms && { kept }) };
   }
 
   /**
@@ -490,7 +516,7 @@ export class OwlVitDetector {
     return this.#life.call(`${OP}.queryText`, () => this.#queryText(image, query));
   }
 
-  async #queryText(image: OwlVitImageEmbedding, query: { inputIds: Int32Array; idsShape: readonly number[]; attentionMask?: ArrayLike<number> }): Promise<{ logits: Float32Array; classEmbeds: Float32Array; textEmbeds: Float32Array }> {
+  async #queryText(image: OwlVitImageEmbedding, query: { inputIds: Int32Array; idsShape: readonly number[]; attentionMask?: ArrayLike<number> }, nms?: PlanNms): Promise<{ logits: Float32Array; classEmbeds: Float32Array; textEmbeds: Float32Array; kept?: Int32Array[] }> {
     const op = `${OP}.queryText`;
     const rows = query.idsShape[0]!;
     checkInput(Number.isInteger(rows) && rows >= 1 && rows % image.batch === 0, op, () => `ids must have B·Q rows for a batch of ${image.batch}, got ${rows}`);
@@ -499,7 +525,7 @@ export class OwlVitDetector {
     const l = query.idsShape[1]!;
     // HF's query_mask: a query whose first token id is 0 is padding.
     const mask = Int32Array.from({ length: rows }, (_, r) => (query.inputIds[r * l]! > 0 ? 1 : 0));
-    const scored = await this.#score(op, image, textEmbeds, [image.batch, q, this.config.embedDim], mask);
+    const scored = await this.#score(op, image, textEmbeds, [image.batch, q, this.config.embedDim], mask, nms);
     return { ...scored, textEmbeds };
   }
 
@@ -532,7 +558,7 @@ export class OwlVitDetector {
     return this.#life.call(`${OP}.queryImage`, () => this.#queryImage(target, query, options));
   }
 
-  async #queryImage(target: OwlVitImageEmbedding, query: OwlVitImageEmbedding, options: { queryBox?: ImageGuidedInputs['queryBox'] } = {}): Promise<Omit<ImageGuidedOutputs, 'imageEmbeds' | 'queryImageEmbeds'>> {
+  async #queryImage(target: OwlVitImageEmbedding, query: OwlVitImageEmbedding, options: { queryBox?: ImageGuidedInputs['queryBox'] } = {}, nms?: PlanNms): Promise<Omit<ImageGuidedOutputs, 'imageEmbeds' | 'queryImageEmbeds'> & { kept?: Int32Array[] }> {
     const op = `${OP}.imageGuided`;
     checkInput(query instanceof OwlVitImageEmbedding && !query.disposed, op, 'the query image embedding was disposed (or is not one)');
     const nq = query.batch;
@@ -551,8 +577,8 @@ export class OwlVitDetector {
       bestBoxIndices[i] = best;
       queryEmbeds.set(embeds.subarray(best * dt, (best + 1) * dt), i * dt);
     }
-    const { logits, classEmbeds } = await this.#score(op, target, queryEmbeds, [nq, 1, dt], new Int32Array(nq).fill(1));
-    return { logits, targetPredBoxes: target.predBoxes, queryPredBoxes: query.predBoxes, bestBoxIndices, queryEmbeds, classEmbeds };
+    const { logits, classEmbeds, kept } = await this.#score(op, target, queryEmbeds, [nq, 1, dt], new Int32Array(nq).fill(1), nms);
+    return { ...(kept && { kept }), logits, targetPredBoxes: target.predBoxes, queryPredBoxes: query.predBoxes, bestBoxIndices, queryEmbeds, classEmbeds };
   }
 
   /** OwlViTForObjectDetection.image_guided_detection: detect what a query image shows. */
@@ -599,9 +625,10 @@ export class OwlVitDetector {
     return this.#life.call(`${OP}.postProcessImageGuided`, async () => this.#postProcessImageGuided(outputs, options));
   }
 
-  #postProcessImageGuided(outputs: Pick<ImageGuidedOutputs, 'logits' | 'targetPredBoxes'>, options: Omit<ImageGuidedPostProcessOptions, 'padded'>): Promise<Detections[]> {
+  /** With `kept`, the NMS already ran (per image, the indices it kept). */
+  #postProcessImageGuided(outputs: Pick<ImageGuidedOutputs, 'logits' | 'targetPredBoxes'>, options: Omit<ImageGuidedPostProcessOptions, 'padded'>, kept?: readonly ArrayLike<number>[]): Promise<Detections[]> {
     const shape = this.#outputShape(`${OP}.postProcessImageGuided`, outputs.logits, outputs.targetPredBoxes);
-    return postProcessImageGuided((...args) => this.#nms(...args), outputs.logits, outputs.targetPredBoxes, shape, this.#postOptions(options));
+    return postProcessImageGuided(kept ?? ((...args) => this.#nms(...args)), outputs.logits, outputs.targetPredBoxes, shape, this.#postOptions(options));
   }
 
   /**
@@ -627,9 +654,7 @@ export class OwlVitDetector {
     };
     const inputs = { boxes: padRows(boxes, k, padded), scores: Float32Array.from({ length: padded }, (_, i) => (i < k ? scores[i]! : -Infinity)), labels: padRows(labels, k, padded) };
     const { outputs } = await this.#plans.use(`nms:${padded}:${nmsOptions.iouThreshold}:${nmsOptions.scoreThreshold}`, build, (plan) => plan.run(inputs));
-    const keep = outputs.keep as Int32Array;
-    const count = keep.indexOf(-1);
-    return count < 0 ? keep : keep.slice(0, count);
+    return keptIndices(outputs.keep as Int32Array);
   }
 
   #outputShape(op: string, logits: ArrayLike<number>, boxes: ArrayLike<number>): [number, number, number] {
@@ -667,6 +692,12 @@ export class OwlVitDetector {
     });
     return this.gpu.stats();
   }
+}
+
+/** The kept indices of an NMS output (the -1 padding after them dropped). */
+function keptIndices(keep: Int32Array): Int32Array {
+  const count = keep.indexOf(-1);
+  return count < 0 ? keep : keep.slice(0, count);
 }
 
 /** queryBox as one box per query image (or undefined), checked and clipped to the query image. */

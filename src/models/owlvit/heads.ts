@@ -54,11 +54,13 @@ export function imageHeads(g: GraphBuilder, vision: Weights, head: Weights, c: O
 /**
  * Class logits [B, N, Q] f32 = (cos(e, q) + shift) · (elu(scale) + 1), e and q each divided by
  * their norm + 1e-6; queries whose mask is 0 get -1e6. queries [B or 1, Q, Dt], mask [B or 1, Q] i32.
- * Also the normalised class embeddings [B, N, Dt] (HF's class_embeds).
+ * Also the normalised class embeddings [B, N, Dt] (HF's class_embeds), and with `best` each box's
+ * best logit [B, N, 1] f32 and its query [B, N, 1] i32 (the first on ties, as post-processing).
  */
-export function classLogits(g: GraphBuilder, image: Pick<ImageHeadOutputs, 'classEmbedsRaw' | 'logitShift' | 'logitScale'>, queries: Value, mask: Value): { logits: Value; classEmbeds: Value } {
-  const [logits] = g.op(regionWordSimilarityKernel, [image.classEmbedsRaw, queries, image.logitShift, image.logitScale, mask], { mode: 'owl', queryMask: true }, 'owl.class_logits');
-  return { logits: logits!, classEmbeds: g.l2Normalize(image.classEmbedsRaw, 1e-6, 'owl.class_embeds') };
+export function classLogits(g: GraphBuilder, image: Pick<ImageHeadOutputs, 'classEmbedsRaw' | 'logitShift' | 'logitScale'>, queries: Value, mask: Value, options: { best?: boolean } = {}): { logits: Value; classEmbeds: Value; best?: { logits: Value; queries: Value } } {
+  const [logits, top, index] = g.op(regionWordSimilarityKernel, [image.classEmbedsRaw, queries, image.logitShift, image.logitScale, mask], { mode: 'owl', queryMask: true, ...(options.best && { topK: 1 }) }, 'owl.class_logits');
+  const classEmbeds = g.l2Normalize(image.classEmbedsRaw, 1e-6, 'owl.class_embeds');
+  return { logits: logits!, classEmbeds, ...(options.best && { best: { logits: top!, queries: index! } }) };
 }
 
 /** ids [T, L] i32 and flat pool positions [T] → text_embeds [T, E], L2-normalised as OwlViTModel returns them. */

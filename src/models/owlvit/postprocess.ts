@@ -1,7 +1,8 @@
 // OWL-ViT post-processing as Hugging Face's OwlViTImageProcessor (v4.35) does it, and the choice of
 // an image query's embedding (OwlViTForObjectDetection.embed_image_query). Arithmetic is rounded
 // to f32 where the reference computes in f32, so thresholds decide the same way. The NMS of
-// image-guided detection is a function the caller gives (the detector runs it as a graph plan).
+// image-guided detection is a function the caller gives (the detector runs it as a graph plan), or
+// its result when it ran elsewhere (inside the scoring plan, see plan-nms.ts).
 import { checkInput } from '../inputs.js';
 import { NMS_MAX_BOXES } from '../../kernels/nms.js';
 
@@ -49,7 +50,8 @@ export interface ImageGuidedPostProcessOptions extends PostProcessOptions {
   nmsThreshold?: number;
 }
 
-const sigmoid = (x: number) => f(1 / (1 + Math.exp(-x)));
+/** The score of a logit, as the reference rounds it (to f32). */
+export const sigmoid = (x: number) => f(1 / (1 + Math.exp(-x)));
 
 /** HF center_to_corners_format of box `i` of cxcywh boxes, in f32. */
 function corners(boxes: ArrayLike<number>, i: number): [number, number, number, number] {
@@ -71,7 +73,7 @@ function checkShapes(op: string, logits: ArrayLike<number>, boxes: ArrayLike<num
 }
 
 /** Per box of image `img`: sigmoid of the best query's logit and that query (the first on ties). */
-function bestQueries(logits: ArrayLike<number>, img: number, n: number, q: number): { scores: Float32Array; labels: Int32Array } {
+export function bestQueries(logits: ArrayLike<number>, img: number, n: number, q: number): { scores: Float32Array; labels: Int32Array } {
   const scores = new Float32Array(n);
   const labels = new Int32Array(n);
   for (let i = 0; i < n; i++) {
@@ -92,6 +94,19 @@ function scaledCorners(boxes: ArrayLike<number>, img: number, i: number, n: numb
   const s = Math.max(h, w);
   const clip = (v: number, hi: number) => Math.min(Math.max(f(v * s), 0), hi);
   return [clip(c[0], w), clip(c[1], h), clip(c[2], w), clip(c[3], h)];
+}
+
+/**
+ * Every box of predBoxes [B, N, 4] cxcywh as post-processing gives it (xyxy, in targetSizes' pixels
+ * when given, padded as `padded` says): [B, N, 4].
+ */
+export function cornerBoxes(predBoxes: ArrayLike<number>, n: number, options: PostProcessOptions): Float32Array {
+  const out = new Float32Array(predBoxes.length);
+  for (let k = 0; k < predBoxes.length / 4; k++) {
+    const img = Math.floor(k / n);
+    out.set(scaledCorners(predBoxes, img, k % n, n, options.targetSizes?.[img], options.padded), 4 * k);
+  }
+  return out;
 }
 
 /** The kept boxes `keep` of image `img` with their scores (and labels, objectness) as Detections. */
@@ -131,16 +146,19 @@ export function postProcessObjectDetection(logits: ArrayLike<number>, predBoxes:
  * m = max + 1e-6, clipped to [0, 1], and boxes whose rescaled score is 0 are dropped. Boxes keep
  * their index order, as in the reference. Labels are the best query (0 with one image query).
  * Unlike the reference, an image whose scores are all 0 gives an empty entry instead of being left
- * out of the list.
+ * out of the list. `nms` runs the NMS, or is its result: per image, the indices of the boxes it kept.
  */
-export async function postProcessImageGuided(nms: BatchedNms, logits: ArrayLike<number>, predBoxes: ArrayLike<number>, shape: readonly [number, number, number], options: ImageGuidedPostProcessOptions = {}): Promise<Detections[]> {
+export async function postProcessImageGuided(nms: BatchedNms | readonly ArrayLike<number>[], logits: ArrayLike<number>, predBoxes: ArrayLike<number>, shape: readonly [number, number, number], options: ImageGuidedPostProcessOptions = {}): Promise<Detections[]> {
   const [b, n, q] = shape;
   checkShapes('OwlVit.postProcessImageGuided', logits, predBoxes, shape, options);
   const nmsThreshold = options.nmsThreshold ?? 0.3;
   checkInput(Number.isFinite(nmsThreshold), 'OwlVit.postProcessImageGuided', `nmsThreshold must be a finite number, got ${nmsThreshold}`);
   const threshold = f(options.threshold ?? 0);
   const best = Array.from({ length: b }, (_, img) => bestQueries(logits, img, n, q));
-  if (nmsThreshold < 1) await suppress(nms, predBoxes, best.map((x) => x.scores), n, nmsThreshold);
+  if (nmsThreshold < 1) {
+    const kept = typeof nms === 'function' ? await suppress(nms, predBoxes, best.map((x) => x.scores), n, nmsThreshold) : nms.map((k) => new Set(Array.from(k)));
+    best.forEach(({ scores }, img) => scores.forEach((_, i) => !kept[img]!.has(i) && (scores[i] = 0)));
+  }
   const eps = f(1e-6);
   const [tenth, nineTenths] = [f(0.1), f(0.9)];
   return best.map(({ scores, labels }, img) => {
@@ -159,21 +177,22 @@ export async function postProcessImageGuided(nms: BatchedNms, logits: ArrayLike<
 }
 
 /**
- * Zeroes the scores of suppressed boxes, every image in one NMS call (the image index is
- * the label, so images never suppress each other) while they fit in one. Only boxes scoring > 0
- * take part, as the reference skips zero scores.
+ * Per image, the boxes NMS keeps, every image in one NMS call (the image index is the label, so
+ * images never suppress each other) while they fit in one. Only boxes scoring > 0 take part, as
+ * the reference skips zero scores.
  */
-async function suppress(nms: BatchedNms, predBoxes: ArrayLike<number>, scores: Float32Array[], n: number, iouThreshold: number): Promise<void> {
+async function suppress(nms: BatchedNms, predBoxes: ArrayLike<number>, scores: Float32Array[], n: number, iouThreshold: number): Promise<Set<number>[]> {
   const perCall = Math.max(1, Math.floor(NMS_MAX_BOXES / Math.max(n, 1)));
+  const kept = scores.map(() => new Set<number>());
   for (let first = 0; first < scores.length; first += perCall) {
     const images = scores.slice(first, first + perCall);
     const k = images.length * n;
     const boxData = new Float32Array(4 * k);
     for (let i = 0; i < k; i++) boxData.set(corners(predBoxes, first * n + i), 4 * i);
     const labels = Int32Array.from({ length: k }, (_, i) => Math.floor(i / n));
-    const kept = new Set(await nms(boxData, Float32Array.from(images.flatMap((s) => Array.from(s))), labels, { iouThreshold, scoreThreshold: 0 }));
-    images.forEach((s, img) => s.forEach((_, i) => !kept.has(img * n + i) && (s[i] = 0)));
+    for (const k of await nms(boxData, Float32Array.from(images.flatMap((s) => Array.from(s))), labels, { iouThreshold, scoreThreshold: 0 })) kept[first + Math.floor(k / n)]!.add(k % n);
   }
+  return kept;
 }
 
 // ---- image queries (embed_image_query) ----
