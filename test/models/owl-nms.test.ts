@@ -28,7 +28,6 @@ vi.mock('../../src/models/owlvit/plan-nms.js', async (importOriginal) => {
   };
 });
 
-const getGpu = useGpu();
 const S = 32;
 const QUERIES = ['a cat', 'a dog', 'cat', 'dog', 'a cod', 'a toad', 'god', 'a goat', 'coat', 'act'];
 
@@ -44,18 +43,24 @@ async function submits<T>(gpu: Gpu, work: () => Promise<T>): Promise<{ result: T
 }
 
 /**
- * The host pipeline: predict on all images at once, postProcess, the objectness filter, then per
- * image the CPU batched NMS reference over the labels, best first (ties in index order).
+ * The host pipeline: predict on detect's batches of images (the 'gpu' profile's kernels may round
+ * another batch size differently), postProcess, the objectness filter, then per image the CPU
+ * batched NMS reference over the labels, best first (ties in index order).
  */
 async function textReference(det: OwlVitDetector, encode: (q: string) => Int32Array, images: Image[], lists: string[][], o: Options) {
   const l = det.config.text.contextLength;
   const maxQ = Math.max(...lists.map((x) => x.length));
-  const ids = new Int32Array(images.length * maxQ * l);
-  lists.forEach((list, img) => list.forEach((q, j) => ids.set(encode(q), (img * maxQ + j) * l)));
-  const pixelValues = new Float32Array(images.length * 3 * S * S);
-  images.forEach((im, i) => pixelValues.set(im.pixelValues, i * 3 * S * S));
-  const out = await det.predict({ pixelValues, pixelShape: [images.length, 3, S, S], inputIds: ids, idsShape: [images.length * maxQ, l] });
-  return det.postProcess(out, { threshold: o.threshold, targetSizes: images.map((im) => im.originalSize) }).map((d, img) => {
+  const found = [];
+  for (let first = 0; first < images.length; first += o.batchSize ?? 1) {
+    const chunk = images.slice(first, first + (o.batchSize ?? 1));
+    const ids = new Int32Array(chunk.length * maxQ * l);
+    lists.slice(first, first + chunk.length).forEach((list, img) => list.forEach((q, j) => ids.set(encode(q), (img * maxQ + j) * l)));
+    const pixelValues = new Float32Array(chunk.length * 3 * S * S);
+    chunk.forEach((im, i) => pixelValues.set(im.pixelValues, i * 3 * S * S));
+    const out = await det.predict({ pixelValues, pixelShape: [chunk.length, 3, S, S], inputIds: ids, idsShape: [chunk.length * maxQ, l] });
+    found.push(...det.postProcess(out, { threshold: o.threshold, targetSizes: chunk.map((im) => im.originalSize) }));
+  }
+  return found.map((d, img) => {
     let keep = [...d.scores.keys()];
     if (o.objectnessThreshold !== undefined) keep = keep.filter((k) => d.objectness![k]! > o.objectnessThreshold!);
     if (o.nms !== undefined) {
@@ -69,8 +74,10 @@ async function textReference(det: OwlVitDetector, encode: (q: string) => Int32Ar
   });
 }
 
-for (const model of ['owlvit_tiny', 'owlv2_tiny'] as const) {
-  describe(`detect with NMS on ${model}`, () => {
+// The 'gpu' profile runs the kernel settings real GPUs get (topK and NMS included).
+for (const [model, profile] of [['owlvit_tiny', 'auto'], ['owlv2_tiny', 'auto'], ['owlv2_tiny', 'gpu']] as const) {
+  describe(`detect with NMS on ${model}, profile ${profile}`, () => {
+    const getGpu = useGpu(profile);
     const { tokenizer, det } = useDetector(getGpu, fixturePath(model));
     const v2 = model === 'owlv2_tiny';
     const input = (name: string) => fixtureTensor(loadFixture(model, 'inputs.safetensors'), name).data as Float32Array;
@@ -78,6 +85,7 @@ for (const model of ['owlvit_tiny', 'owlv2_tiny'] as const) {
 
     it('text queries on random images, query lists and thresholds: the host pipeline, in the submits detection without NMS takes', async () => {
       const gpu = await getGpu();
+      if (profile === 'gpu') expect(gpu.profile).toBe('gpu');
       const r = rng(v2 ? 29 : 17);
       const pick = <T>(xs: readonly T[]) => xs[Math.floor(r() * xs.length)]!;
       let cases = 0;
@@ -107,7 +115,7 @@ for (const model of ['owlvit_tiny', 'owlv2_tiny'] as const) {
       }
       expect(planNms.refused, 'batches where the in-plan NMS was refused').toBe(0);
       expect(suppressed, 'boxes NMS suppressed over all cases').toBeGreaterThan(20);
-      console.log(`${model}: ${cases} random text cases identical to the host pipeline, ${suppressed} boxes suppressed, no extra submit`);
+      console.log(`${model} (${profile}): ${cases} random text cases identical to the host pipeline, ${suppressed} boxes suppressed, no extra submit`);
     });
 
     it('the host path (the plan check forced to refuse) gives the same, at one more submit per batch', async () => {
@@ -170,7 +178,7 @@ for (const model of ['owlvit_tiny', 'owlv2_tiny'] as const) {
         });
         cases++;
       }
-      console.log(`${model}: ${cases} image-query cases as HF's post-processing, no extra submit`);
+      console.log(`${model} (${profile}): ${cases} image-query cases as HF's post-processing, no extra submit`);
     });
   });
 }
