@@ -146,6 +146,21 @@ for (const [model, profile] of [['owlvit_tiny', 'auto'], ['owlv2_tiny', 'auto'],
       }
     });
 
+    it("NMS options key the scoring plans, and those stay within the plan cache's cap", async () => {
+      const gpu = await getGpu();
+      const capped = await OwlVitDetector.load(gpu, fixturePath(model), { tokenizer, plans: { maxPlans: 3 } });
+      const images: Image[] = [{ pixelValues: input('pixel_values').subarray(0, 3 * S * S), originalSize: [45, 71] }];
+      const bytes: number[] = [];
+      for (const nms of [0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]) {
+        const o = { threshold: 0, nms, batchSize: 1 };
+        expect(await capped.detect(images, ['a cat', 'a dog'], o), `nms ${nms}`).toEqual(await textReference(capped, encode, images, [['a cat', 'a dog']], o));
+        bytes.push(gpu.stats().liveBytes);
+      }
+      // Each IoU threshold is a plan of its own; past the cap, older ones are evicted with their buffers.
+      expect(Math.max(...bytes.slice(3))).toBeLessThanOrEqual(Math.max(...bytes.slice(0, 3)));
+      capped.dispose();
+    });
+
     it("image queries: HF's image-guided post-processing of imageGuided's outputs, in the submits detection without NMS takes", async () => {
       const gpu = await getGpu();
       const r = rng(v2 ? 5 : 3);
