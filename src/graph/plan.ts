@@ -83,8 +83,20 @@ export interface MemoryReport {
   constantBytes: number;
   /** Buffers of `fill` values (one per dtype and value, as large as the largest). */
   fillBytes: number;
-  /** Every buffer the plan owns (intermediates, inputs, uniforms, staging, timestamps): what dispose() frees. */
+  /**
+   * Every buffer the plan owns (intermediates, inputs, uniforms, staging, timestamps): what dispose()
+   * frees. An output's staging buffer is made on its first read, so this grows then: a training
+   * step that reads only its loss never holds a host-readable copy of every gradient.
+   */
   ownedBytes: number;
+}
+
+/** An output's place and, once it has been read, the buffer it is read back through. */
+interface PlanOutput {
+  ref: Ref;
+  copyOffset: number;
+  copyBytes: number;
+  staging?: GPUBuffer;
 }
 
 const padded = (n: number) => Math.max(4, Math.ceil(n / 4) * 4);
@@ -108,7 +120,7 @@ export class GraphPlan {
   readonly #nodes: CompiledNode[];
   readonly #prepared: ReturnType<typeof createBindGroups>[];
   readonly #inputs: Map<string, Ref>;
-  readonly #outputs: Map<string, { ref: Ref; staging: GPUBuffer; copyOffset: number; copyBytes: number }>;
+  readonly #outputs: Map<string, PlanOutput>;
   readonly #buffers: GPUBuffer[];
   readonly #constants: Tensor[];
   readonly #timing?: { querySet: GPUQuerySet; resolve: GPUBuffer; staging: GPUBuffer };
@@ -122,7 +134,7 @@ export class GraphPlan {
       nodes: CompiledNode[];
       prepared: ReturnType<typeof createBindGroups>[];
       inputs: Map<string, Ref>;
-      outputs: Map<string, { ref: Ref; staging: GPUBuffer; copyOffset: number; copyBytes: number }>;
+      outputs: Map<string, PlanOutput>;
       buffers: GPUBuffer[];
       constants: Tensor[];
       memory: MemoryReport;
@@ -211,6 +223,7 @@ export class GraphPlan {
     if (gone) throw new GpuError('graph run', `constant ${gone} was disposed (its model was disposed while this call was in flight)`);
     const gpu = this.gpu;
     const timing = profile ? this.#timing : undefined;
+    const staging = wanted.map((name) => this.#staging(name));
     const started = performance.now();
     await gpu.scoped('graph run', () => {
       const encoder = gpu.device.createCommandEncoder({ label: 'graph run' });
@@ -236,10 +249,10 @@ export class GraphPlan {
         for (const prepared of this.#prepared) encodeDispatches(pass, prepared);
         pass.end();
       }
-      for (const name of wanted) {
+      wanted.forEach((name, i) => {
         const o = this.#outputs.get(name)!;
-        encoder.copyBufferToBuffer(o.ref.slot.buffer!, o.copyOffset, o.staging, 0, o.copyBytes);
-      }
+        encoder.copyBufferToBuffer(o.ref.slot.buffer!, o.copyOffset, staging[i]!, 0, o.copyBytes);
+      });
       for (const [name, t] of Object.entries(copyTo)) {
         const { ref } = this.#outputs.get(name)!;
         if (bytesOf(ref.info) > 0) encoder.copyBufferToBuffer(ref.slot.buffer!, ref.byteOffset, t.buffer, 0, padded(bytesOf(ref.info)));
@@ -248,9 +261,9 @@ export class GraphPlan {
     });
     const outputs: Record<string, ReadArray> = {};
     await Promise.all(
-      wanted.map(async (name) => {
+      wanted.map(async (name, i) => {
         const o = this.#outputs.get(name)!;
-        const bytes = await this.#mapRead(o.staging, o.copyBytes);
+        const bytes = await this.#mapRead(staging[i]!, o.copyBytes);
         const shift = o.ref.byteOffset - o.copyOffset;
         outputs[name] = decodeTensorData(bytes, o.ref.info.dtype, sizeOf(o.ref.info.shape), shift);
       }),
@@ -269,6 +282,17 @@ export class GraphPlan {
     }));
     const totalMs = Math.max(0, Number(stamps[2 * this.#nodes.length - 1]! - stamps[0]!)) / 1e6;
     return { outputs, profile: { source: 'timestamp', totalMs, nodes } };
+  }
+
+  /** The output's staging buffer, made on its first read and owned (and counted) from then on. */
+  #staging(name: string): GPUBuffer {
+    const o = this.#outputs.get(name)!;
+    if (!o.staging) {
+      o.staging = this.gpu.createBuffer({ size: o.copyBytes, usage: USAGE.MAP_READ | USAGE.COPY_DST, label: `output ${name}` }, 'graph run');
+      this.#buffers.push(o.staging);
+      this.memory.ownedBytes += o.copyBytes;
+    }
+    return o.staging;
   }
 
   /** A staging buffer's bytes; disposing the plan while a run waits for them rejects that run, saying so. */
@@ -413,7 +437,7 @@ export async function compileGraph(gpu: Gpu, graph: GraphBuilder): Promise<Graph
         const start = ref.byteOffset;
         const copyOffset = Math.floor(start / 4) * 4;
         const copyBytes = padded(start + bytesOf(ref.info) - copyOffset);
-        return [name, { ref, copyOffset, copyBytes, staging: make(copyBytes, USAGE.MAP_READ | USAGE.COPY_DST, `output ${name}`) }] as const;
+        return [name, { ref, copyOffset, copyBytes }] as const;
       }),
     );
     let timing: { querySet: GPUQuerySet; resolve: GPUBuffer; staging: GPUBuffer } | undefined;

@@ -24,7 +24,9 @@ function expectFlat(r: TrainingMemory, steps: number) {
   // Same inputs, same weights: the same loss every step (nothing stale is read between steps).
   expect(new Set(r.losses).size).toBe(1);
   expect(Number.isFinite(r.losses[0])).toBe(true);
-  // No step allocates anything that outlives it: live bytes and buffers equal those before step 1.
+  // Staging buffers exist only for the outputs read (made by the first step), not for every gradient.
+  expect(r.stagingBytes).toBe(steps > 0 ? r.readBytes : 0);
+  // No step allocates anything that outlives it: live bytes and buffers equal those after step 1.
   expect(new Set(r.liveBytes)).toEqual(new Set([r.liveBytes[0]]));
   expect(new Set(r.liveBuffers)).toEqual(new Set([r.liveBuffers[0]]));
   expect(r.submitsPerStep).toEqual(new Array(steps).fill(1));

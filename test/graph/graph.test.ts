@@ -231,6 +231,31 @@ describe('graph executor', () => {
     plan.dispose();
   });
 
+  it('staging buffers are made on an output\'s first read: a run that reads only the loss holds no copy of the rest', async () => {
+    const gpu = await getGpu();
+    const g = new GraphBuilder();
+    const big = g.mul(g.input('x', [64, 256]), g.input('y', [64, 256]));
+    g.output('big', big);
+    g.output('loss', g.sum(big, [0, 1]));
+    const plan = await g.compile(gpu);
+    const x = randomArray(64 * 256, 7);
+    const y = randomArray(64 * 256, 8);
+    const compiled = gpu.stats();
+    const owned = plan.memory.ownedBytes;
+    const loss = (await plan.run({ x, y }, { outputs: ['loss'] })).outputs.loss!;
+    let sum = 0;
+    for (let i = 0; i < x.length; i++) sum += Math.fround(x[i]! * y[i]!);
+    expect(Math.abs(loss[0]! - sum)).toBeLessThanOrEqual(1e-4 * Math.max(1, Math.abs(sum)));
+    const afterLoss = gpu.stats();
+    expect([afterLoss.liveBuffers - compiled.liveBuffers, afterLoss.liveBytes - compiled.liveBytes, plan.memory.ownedBytes - owned]).toEqual([1, 4, 4]);
+    const both = await plan.run({ x, y });
+    expect(both.outputs.big!.length).toBe(64 * 256);
+    expect(gpu.stats().liveBytes - compiled.liveBytes).toBe(4 + 64 * 256 * 4);
+    expect(plan.memory.ownedBytes - owned).toBe(4 + 64 * 256 * 4);
+    plan.dispose();
+    expect(gpu.stats().liveBytes).toBe(compiled.liveBytes - owned);
+  });
+
   it('200 runs: exactly 200 submits and flat memory; dispose returns to the start, shared constants counted', async () => {
     const gpu = await getGpu();
     const start = gpu.stats();
@@ -243,11 +268,15 @@ describe('graph executor', () => {
     const [p1, p2] = [await build(), await build()];
     const afterCompile = gpu.stats();
     const x = randomArray(8 * 32, 6);
-    for (let i = 0; i < 200; i++) await p1.run({ x });
+    await p1.run({ x });
+    // The first read of y made its staging buffer, and the plan counts it.
+    const afterFirst = gpu.stats();
+    expect([afterFirst.liveBuffers - afterCompile.liveBuffers, afterFirst.liveBytes - afterCompile.liveBytes]).toEqual([1, 8 * 32 * 4]);
+    for (let i = 1; i < 200; i++) await p1.run({ x });
     const afterRuns = gpu.stats();
     expect(afterRuns.submits - afterCompile.submits).toBe(200);
-    expect(afterRuns.liveBuffers).toBe(afterCompile.liveBuffers);
-    expect(afterRuns.liveBytes).toBe(afterCompile.liveBytes);
+    expect(afterRuns.liveBuffers).toBe(afterFirst.liveBuffers);
+    expect(afterRuns.liveBytes).toBe(afterFirst.liveBytes);
     p1.dispose();
     expect(w.disposed).toBe(false); // p2 still holds the shared constant
     expect((await p2.run({ x })).outputs.y!.length).toBe(256);

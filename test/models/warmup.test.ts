@@ -23,16 +23,19 @@ describe('warmUp', () => {
       await clip.warmUp({ images: 2, texts: 3 });
       const warmed = pipelines.size;
       expect(warmed).toBeGreaterThan(5);
-      const { submits, liveBytes } = gpu.stats();
+      const { submits, liveBytes, liveBuffers } = gpu.stats();
       const size = TINY_CLIP.vision!.imageSize;
       const image = await clip.encodeImage(randomArray(2 * 3 * size * size, 4), [2, 3, size, size]);
       const text = await clip.encodeText(['a cat', 'a dog', 'a tree']);
       expect([image.length, text.length]).toEqual([2 * TINY_CLIP.embedDim, 3 * TINY_CLIP.embedDim]);
       expect(pipelines.size).toBe(warmed);
       // warmUp ran nothing (the two calls are the first submits) and compiled these calls' plans:
-      // no plan of other shapes was compiled now (its buffers would still be live).
+      // no plan of other shapes was compiled now (its buffers would still be live). What the calls
+      // added is the staging buffer of the one output each reads, made on first read: the image
+      // embeddings of 2 rows and the text embeddings of 4 (3 texts run in the plan of 4 rows).
       expect(gpu.stats().submits - submits).toBe(2);
-      expect(gpu.stats().liveBytes).toBe(liveBytes);
+      expect(gpu.stats().liveBuffers - liveBuffers).toBe(2);
+      expect(gpu.stats().liveBytes - liveBytes).toBe((2 + 4) * TINY_CLIP.embedDim * 4);
       clip.dispose();
     });
   });
@@ -44,12 +47,15 @@ describe('warmUp', () => {
       await det.warmUp({ queries: 3 });
       const warmed = pipelines.size;
       expect(warmed).toBeGreaterThan(5);
-      const { liveBytes } = gpu.stats();
+      const { liveBuffers } = gpu.stats();
       const size = TINY_OWLVIT.vision!.imageSize;
       const found = await det.detect([{ pixelValues: randomArray(3 * size * size, 5), originalSize: [size, size] }], ['cat', 'dog', 'tree'], { threshold: 0 });
       expect(found[0]!.length).toBeGreaterThan(0);
       expect(pipelines.size).toBe(warmed);
-      expect(gpu.stats().liveBytes).toBe(liveBytes);
+      // No plan was compiled now (one would add at least its intermediates, inputs and uniforms):
+      // the new buffers are the staging of the 4 outputs read, made on first read (the image's
+      // predBoxes, the queries' textEmbeds, the scores' logits and classEmbeds).
+      expect(gpu.stats().liveBuffers - liveBuffers).toBe(4);
       det.dispose();
     });
   });

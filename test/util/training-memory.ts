@@ -34,13 +34,18 @@ export function trainingGraph(gpu: Gpu, cfg: VisionConfig, batch: number, backwa
 }
 
 export interface TrainingMemory {
+  /** The plan's memory report as compiled (before any run made staging buffers). */
   memory: MemoryReport;
   nodes: number;
   /** Bytes of the weight gradients (outputs of the plan, alive to its end: as large as the weights). */
   gradientBytes: number;
-  /** Live GPU bytes that compiling the plan added (weights excluded): its memory.ownedBytes when counted right. */
+  /** Live GPU bytes that compiling the plan added (weights excluded): memory.ownedBytes when counted right. */
   compiledBytes: number;
-  /** Live bytes and buffers just before the first step and after each step. */
+  /** What the plan's owned bytes grew by over the steps: the staging of the outputs read (loss, grad0). */
+  stagingBytes: number;
+  /** Bytes of the outputs each step reads: the loss (one f32) and grad0 (the first parameter's gradient). */
+  readBytes: number;
+  /** Live bytes and buffers after each step (the first step makes the staging of the outputs it reads). */
   liveBytes: number[];
   liveBuffers: number[];
   /** Submits per step (1: forward + backward in one). */
@@ -63,6 +68,8 @@ export async function trainingMemory(gpu: Gpu, cfg: VisionConfig, batch: number,
   const afterWeights = gpu.stats().liveBytes;
   let plan: GraphPlan | undefined;
   let compiledBytes = NaN;
+  let memory: MemoryReport | undefined;
+  let compiled: GpuStats | undefined;
   const live: GpuStats[] = [];
   const losses: number[] = [];
   const pixels = randomArray(batch * 3 * cfg.imageSize ** 2, 5);
@@ -70,7 +77,8 @@ export async function trainingMemory(gpu: Gpu, cfg: VisionConfig, batch: number,
   try {
     plan = await g.compile(gpu);
     compiledBytes = gpu.stats().liveBytes - afterWeights;
-    live.push(gpu.stats());
+    memory = { ...plan.memory };
+    compiled = gpu.stats();
     const started = performance.now();
     for (let step = 0; step < steps; step++) {
       const { outputs } = await plan.run({ pixels }, { outputs: ['loss', 'grad0'] });
@@ -84,13 +92,15 @@ export async function trainingMemory(gpu: Gpu, cfg: VisionConfig, batch: number,
   }
   const after = gpu.stats();
   return {
-    memory: plan.memory,
+    memory: memory!,
     nodes: g.nodes.length,
     gradientBytes: [...g.parameters.values()].reduce((s, p) => s + 4 * p.shape.reduce((a, b) => a * b, 1), 0),
     compiledBytes,
+    stagingBytes: plan!.memory.ownedBytes - memory!.ownedBytes,
+    readBytes: 4 + 4 * [...g.parameters.values()][0]!.shape.reduce((a, b) => a * b, 1),
     liveBytes: live.map((s) => s.liveBytes),
     liveBuffers: live.map((s) => s.liveBuffers),
-    submitsPerStep: live.slice(1).map((s, i) => s.submits - live[i]!.submits),
+    submitsPerStep: live.map((s, i) => s.submits - (i === 0 ? compiled! : live[i - 1]!).submits),
     losses,
     msPerStep,
     leftBytes: after.liveBytes - before.liveBytes,
