@@ -2,7 +2,7 @@ import { Float16Array } from '@petamoriken/float16';
 import type { Gpu } from './gpu/gpu.js';
 import { GpuError, check } from './gpu/errors.js';
 import { readBuffer } from './gpu/readback.js';
-import { BYTES_PER_ELEMENT, DTYPES, f32ToF16Bits, isDType, shapeString, sizeOf, type DType, type ReadArray } from './dtype.js';
+import { BYTES_PER_ELEMENT, DTYPES, f16BitsToF32, f32ToF16Bits, isDType, shapeString, sizeOf, type DType, type ReadArray } from './dtype.js';
 
 export type TensorData = ArrayLike<number> | ArrayBufferView;
 
@@ -75,8 +75,11 @@ export function decodeTensorData(bytes: ArrayBuffer, dtype: DType, count: number
   switch (dtype) {
     case 'f32':
       return new Float32Array(bytes, byteOffset, count).slice();
-    case 'f16':
-      return Float32Array.from(new Float16Array(bytes, byteOffset, count));
+    case 'f16': {
+      const out = new Float32Array(count);
+      f16BitsToF32(new Uint16Array(bytes, byteOffset, count), out);
+      return out;
+    }
     case 'i32':
       return new Int32Array(bytes, byteOffset, count).slice();
     case 'u32':

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { Float16Array } from '@petamoriken/float16';
 import { GpuError, Tensor } from '../src/index.js';
-import { f32ToF16Bits } from '../src/dtype.js';
+import { f16BitsToF32, f32ToF16Bits } from '../src/dtype.js';
 import { useGpu } from './util/gpu.js';
 
 const getGpu = useGpu();
@@ -103,6 +103,18 @@ describe('Tensor', () => {
     const after = gpu.stats();
     expect(after.liveBuffers).toBe(before.liveBuffers);
     expect(after.liveBytes).toBe(before.liveBytes);
+  });
+});
+
+describe('f16BitsToF32', () => {
+  it('agrees with the Float16Array conversion on all 65 536 bit patterns', () => {
+    const bits = Uint16Array.from({ length: 65536 }, (_, i) => i);
+    const fast = new Float32Array(bits.length);
+    f16BitsToF32(bits, fast);
+    const slow = Float32Array.from(new Float16Array(bits.buffer));
+    for (let h = 0; h < bits.length; h++) {
+      if (!Object.is(fast[h], slow[h])) throw new Error(`f16 bits 0x${h.toString(16)}: got ${fast[h]}, expected ${slow[h]}`);
+    }
   });
 });
 

@@ -1,7 +1,7 @@
-import { Float16Array } from '@petamoriken/float16';
 import type { Gpu } from '../gpu/gpu.js';
 import { GpuError } from '../gpu/errors.js';
 import { Tensor, maxTensorBytes, paddedByteLength } from '../tensor.js';
+import { f16BitsToF32 } from '../dtype.js';
 import { locate, readText, type ByteSource, type FileSet, type ModelSource } from './source.js';
 
 /** Dtypes we read. BF16 and F16 widen to f32; I64 narrows to i32 (values must fit). */
@@ -258,8 +258,11 @@ function decodeTensor(file: string, entry: SafetensorsEntry, bytes: Uint8Array):
   switch (entry.dtype) {
     case 'F32':
       return new Float32Array(aligned, 0, n);
-    case 'F16':
-      return Float32Array.from(new Float16Array(aligned, 0, n));
+    case 'F16': {
+      const out = new Float32Array(n);
+      f16BitsToF32(new Uint16Array(aligned, 0, n), out);
+      return out;
+    }
     case 'BF16': {
       const src = new Uint16Array(aligned, 0, n);
       const out = new Uint32Array(n);
