@@ -75,9 +75,29 @@ export async function loadTfjs(gpu: Gpu): Promise<TfjsPeer> {
       return tf.tensor(int ? Int32Array.from(i.data) : Float32Array.from(i.data), i.shape, int ? 'int32' : 'float32');
     });
 
+  // TF.js's failed dispatches (e.g. a buffer past the binding limit) are uncaptured WebGPU errors
+  // and would time as nothing at all: its calls run inside error scopes, and an error fails the cell.
+  // Nothing else uses the device meanwhile, so the scopes catch only the peer's own errors.
+  const checked = async <T>(work: () => Promise<T>): Promise<T> => {
+    gpu.device.pushErrorScope('out-of-memory');
+    gpu.device.pushErrorScope('validation');
+    let result: T | undefined;
+    let thrown: unknown;
+    try {
+      result = await work();
+    } catch (err) {
+      thrown = err;
+    }
+    const [validation, oom] = await Promise.all([gpu.device.popErrorScope(), gpu.device.popErrorScope()]);
+    if (thrown !== undefined) throw thrown;
+    const err = validation ?? oom;
+    if (err) throw new Error(`TF.js: ${oom && !validation ? 'out of GPU memory' : 'WebGPU validation error'}: ${err.message.trim()}`);
+    return result!;
+  };
+
   return {
     version: tf.version_core,
-    async values(fn, inputs) {
+    values: (fn, inputs) => checked(async () => {
       const xs = upload(inputs);
       tf.engine().startScope();
       try {
@@ -87,8 +107,8 @@ export async function loadTfjs(gpu: Gpu): Promise<TfjsPeer> {
         tf.engine().endScope();
         tf.dispose(xs);
       }
-    },
-    async time(fn, inputs, settings) {
+    }),
+    time: (fn, inputs, settings) => checked(async () => {
       const xs = upload(inputs);
       try {
         return await timeLoop(async (n) => {
@@ -106,6 +126,6 @@ export async function loadTfjs(gpu: Gpu): Promise<TfjsPeer> {
       } finally {
         tf.dispose(xs);
       }
-    },
+    }),
   };
 }
