@@ -1,6 +1,8 @@
 // Non-maximum suppression with torchvision.ops.nms semantics, in four stages (entry points):
 //   keys       one (sort key, box index) pair per box; boxes failing the score threshold get key 0
 //   sort_step  one compare-exchange step of a bitonic sort: best key first, lower index on ties
+//   sort_local the steps whose compare distance stays inside a block of 2 * WG elements, in
+//              workgroup memory: one dispatch instead of one per step
 //   build_mask bit b of mask[i * words + c] set when sorted box i suppresses sorted box c*32+b (> i),
 //              both taking part
 //   greedy     one workgroup walks the sorted boxes, OR-ing kept rows into a removed bitset in
@@ -17,7 +19,7 @@ struct Params {
   iou_thr: f32,     // iouThreshold rounded to f32
   iou_eq: u32,      // 1 when IoU == iou_thr also suppresses (the f32 rounding went up)
   max_out: u32,     // length of out
-  k: u32,           // bitonic block size of this sort_step
+  k: u32,           // bitonic block size of this sort_step (sort_local: 0 = every stage up to 2 * WG)
   j: u32,           // bitonic compare distance of this sort_step
 }
 
@@ -59,6 +61,11 @@ fn keys(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
   order[i] = vec2u(key, i);
 }
 
+// Whether (key, index) b sorts before a: a higher key, or an equal key and a lower index.
+fn sorts_before(b: vec2u, a: vec2u) -> bool {
+  return b.x > a.x || (b.x == a.x && b.y < a.y);
+}
+
 // Compare-exchange of elements i and i + j, one per invocation. Blocks of k elements alternate
 // best-first / worst-first; after the last stage (k = padded) the whole array is best-first.
 // Keys are unique with the index as tie-break, so the result is the stable order.
@@ -70,11 +77,44 @@ fn sort_step(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: ve
   let i = (t / p.j) * 2u * p.j + t % p.j;
   let a = order[i];
   let b = order[i + p.j];
-  let b_better = b.x > a.x || (b.x == a.x && b.y < a.y);
-  if (b_better == ((i & p.k) == 0u)) {
+  if (sorts_before(b, a) == ((i & p.k) == 0u)) {
     order[i] = b;
     order[i + p.j] = a;
   }
+}
+
+// Sorting dispatches cost more than their work on CPU adapters: sort_local runs every step with
+// j < 2 * WG of a stage (p.k), or with p.k = 0 every stage up to 2 * WG, on one block per workgroup.
+const LOCAL = 512u; // 2 * WG elements, WG <= 256
+var<workgroup> local_order: array<vec2u, LOCAL>;
+
+@compute @workgroup_size(WG)
+fn sort_local(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
+              @builtin(local_invocation_index) lid: u32) {
+  let size = min(2u * WG, p.padded);
+  let base = (wid.y * nwg.x + wid.x) * size;
+  if (base >= p.padded) { return; }
+  for (var e = lid; e < size; e += WG) { local_order[e] = order[base + e]; }
+  workgroupBarrier();
+  var k = select(p.k, 2u, p.k == 0u);
+  let k_last = select(p.k, size, p.k == 0u);
+  loop {
+    if (k > k_last) { break; }
+    for (var j = min(k, size) / 2u; j >= 1u; j /= 2u) {
+      if (lid < size / 2u) {
+        let i = (lid / j) * 2u * j + lid % j;
+        let a = local_order[i];
+        let b = local_order[i + j];
+        if (sorts_before(b, a) == (((base + i) & k) == 0u)) {
+          local_order[i] = b;
+          local_order[i + j] = a;
+        }
+      }
+      workgroupBarrier();
+    }
+    k *= 2u;
+  }
+  for (var e = lid; e < size; e += WG) { order[base + e] = local_order[e]; }
 }
 
 fn sorted_box(pos: u32) -> vec4f {

@@ -49,7 +49,8 @@ function f32Key(f: number): number {
  * batched_nms (third input labels [K] i32: boxes of different labels never suppress each other).
  * Output: [min(K, maxOutputs)] i32, the kept box indices best first, then -1 padding (the number
  * kept depends on the data; -1 rows gather as zeros). Dispatches: sort keys, a bitonic sort of
- * (key, index), the IoU bitmask, then a one-workgroup greedy pass; scratch: the order and the mask.
+ * (key, index), the IoU bitmask of the boxes taking part, then a one-workgroup greedy pass;
+ * scratch: the order and the mask.
  */
 export const nmsKernel: Kernel<NmsKernelOptions> = {
   name: NAME,
@@ -111,9 +112,14 @@ export const nmsKernel: Kernel<NmsKernelOptions> = {
       uniforms: uniforms(k, padded, words, keyMin, nanPasses, { f32: iouThr }, iouEq, outputs[0]!.shape[0]!, kStage, jStep),
       workgroups,
     });
-    const dispatches = [dispatch('keys', grid1d(gpu, padded, WG))];
-    for (let kStage = 2; kStage <= padded; kStage *= 2) {
-      for (let jStep = kStage / 2; jStep >= 1; jStep /= 2) dispatches.push(dispatch('sort_step', grid1d(gpu, padded / 2, WG), kStage, jStep));
+    // Bitonic sort: sort_local does the steps within blocks of 2·WG (every stage up to that size
+    // first, then the tail of each larger stage), sort_step the longer compare distances.
+    const block = 2 * WG;
+    const local = (kStage: number) => dispatch('sort_local', grid1d(gpu, Math.ceil(padded / block) * WG, WG), kStage);
+    const dispatches = [dispatch('keys', grid1d(gpu, padded, WG)), local(0)];
+    for (let kStage = 2 * block; kStage <= padded; kStage *= 2) {
+      for (let jStep = kStage / 2; jStep >= block; jStep /= 2) dispatches.push(dispatch('sort_step', grid1d(gpu, padded / 2, WG), kStage, jStep));
+      dispatches.push(local(kStage));
     }
     dispatches.push(dispatch('build_mask', grid1d(gpu, k * words, WG)), dispatch('greedy', [1, 1, 1]));
     const sortSteps = dispatches.length - 3;
