@@ -8,7 +8,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { OwlVitDetector, kernels, type Gpu } from '../../src/index.js';
 import { logitThreshold, planAgrees, type PlanNms } from '../../src/models/owlvit/plan-nms.js';
 import { sigmoid } from '../../src/models/owlvit/postprocess.js';
-import { useGpu } from '../util/gpu.js';
+import { requireF16, useGpu } from '../util/gpu.js';
 import { useDetector } from '../util/owl-detect.js';
 import { hfPostProcessImageGuided } from '../util/owl-postprocess.js';
 import { fixturePath, fixtureTensor, loadFixture } from '../util/fixtures.js';
@@ -145,6 +145,23 @@ for (const [model, profile] of [['owlvit_tiny', 'auto'], ['owlv2_tiny', 'auto'],
         }
       }
     });
+
+    it('f16 weights and activations: the host pipeline of the same f16 detector', async (ctx) => {
+      const gpu = await getGpu();
+      requireF16(ctx, gpu);
+      const half = await OwlVitDetector.load(gpu, fixturePath(model), { tokenizer, dtype: 'f16' });
+      const images: Image[] = [0, 1].map((i) => ({ pixelValues: input('pixel_values').subarray(i * 3 * S * S, (i + 1) * 3 * S * S), originalSize: [[45, 71], [61, 38]][i] as [number, number] }));
+      const lists = [['a cat', 'a dog', 'cat'], ['a dog', 'god']];
+      planNms.refused = 0;
+      for (const o of [{ threshold: 0, nms: 0.3, batchSize: 2 }, { threshold: 0.05, nms: 0.1, batchSize: 1, ...(v2 && { objectnessThreshold: 0.2 }) }] as Options[]) {
+        const got = await submits(gpu, () => half.detect(images, lists, o));
+        const plain = await submits(gpu, () => half.detect(images, lists, { ...o, nms: undefined }));
+        expect(got.submits).toBe(plain.submits);
+        expect(got.result).toEqual(await textReference(half, encode, images, lists, o));
+      }
+      expect(planNms.refused).toBe(0);
+      half.dispose();
+    }, 600_000);
 
     it("NMS options key the scoring plans, and those stay within the plan cache's cap", async () => {
       const gpu = await getGpu();
