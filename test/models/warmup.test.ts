@@ -60,6 +60,27 @@ describe('warmUp', () => {
     });
   });
 
+  it('OwlVitDetector: detect of a batch with NMS at the warmed IoU and threshold compiles no new pipeline and no plan', async () => {
+    await withGpu(async (gpu) => {
+      const det = await OwlVitDetector.load(gpu, randomModel('owlvit', TINY_OWLVIT, 3));
+      const pipelines = gpu.cache<GPUComputePipeline>('pipelines');
+      await det.warmUp({ images: 2, queries: 2, threshold: 0, nms: 0.3 });
+      const warmed = pipelines.size;
+      const { liveBuffers, submits } = gpu.stats();
+      const size = TINY_OWLVIT.vision!.imageSize;
+      const image = (seed: number) => ({ pixelValues: randomArray(3 * size * size, seed), originalSize: [size, size] as [number, number] });
+      const found = await det.detect([image(5), image(6)], ['cat', 'dog'], { threshold: 0, nms: 0.3, batchSize: 2 });
+      expect(found.every((d) => d.length > 0)).toBe(true);
+      expect(pipelines.size).toBe(warmed);
+      // Vision, text, then scoring with its NMS; the new buffers: the staging of the 6 outputs read
+      // (predBoxes, textEmbeds, logits, classEmbeds and each image's kept boxes).
+      expect(gpu.stats().submits - submits).toBe(3);
+      expect(gpu.stats().liveBuffers - liveBuffers).toBe(6);
+      await expect(det.warmUp({ nms: Number.NaN })).rejects.toThrow(/OwlVitDetector\.warmUp.*threshold and nms must be finite numbers/);
+      det.dispose();
+    });
+  });
+
   it('refuses counts that are not whole numbers, naming the argument', async () => {
     await withGpu(async (gpu) => {
       const det = await OwlVitDetector.load(gpu, randomModel('owlvit', TINY_OWLVIT, 3));

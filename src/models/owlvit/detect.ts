@@ -18,6 +18,9 @@ export type DetectImage = ImageInput | { pixelValues: Float32Array; originalSize
  */
 export type DetectQueries = readonly string[] | readonly (readonly string[])[] | { image: DetectImage; box?: readonly [number, number, number, number] };
 
+/** detect's default minimum score. */
+export const DETECT_THRESHOLD = 0.1;
+
 export interface DetectOptions {
   /** Minimum score (default 0.1; for an image query the score is the reference's rescaled one). */
   threshold?: number;
@@ -69,7 +72,7 @@ export interface Detection {
 export async function detect(det: DetectorCalls, images: readonly DetectImage[], queries: DetectQueries, options: DetectOptions = {}): Promise<Detection[][]> {
   const op = 'OwlVitDetector.detect';
   checkInput(Array.isArray(images) && images.length > 0, op, 'expected a non-empty array of images');
-  const { threshold = 0.1, topK, batchSize = 1 } = options;
+  const { threshold = DETECT_THRESHOLD, topK, batchSize = 1 } = options;
   checkInput(Number.isFinite(threshold), op, `threshold must be a finite number, got ${threshold}`);
   checkInput(options.nms === undefined || Number.isFinite(options.nms), op, `nms must be a finite number, got ${options.nms}`);
   checkInput(topK === undefined || (Number.isInteger(topK) && topK >= 1), op, `topK must be a positive integer, got ${topK}`);

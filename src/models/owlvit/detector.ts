@@ -18,10 +18,10 @@ import { owlVitConfigFromHf, type OwlModelType, type OwlVitConfig } from './conf
 import { headShapes, towerRoot, unusedByDetection } from './names.js';
 import { classLogits, imageHeads, textEmbeds, type ImageHeadOutputs } from './heads.js';
 import { nmsKernel } from '../../kernels/nms.js';
-import type { PlanNms } from './plan-nms.js';
+import { logitThreshold, type PlanNms } from './plan-nms.js';
 import { ClipTokenizer, TOKENIZER_FILES } from '../tokenizer/index.js';
 import { InputError, checkFinite, checkInput, clipBox } from '../inputs.js';
-import { detect, type Detection, type DetectImage, type DetectOptions, type DetectorCalls, type DetectQueries } from './detect.js';
+import { DETECT_THRESHOLD, detect, type Detection, type DetectImage, type DetectOptions, type DetectorCalls, type DetectQueries } from './detect.js';
 import { ModelLifetime } from '../lifetime.js';
 import {
   postProcessImageGuided,
@@ -360,19 +360,23 @@ export class OwlVitDetector {
 
   /**
    * Compiles, without running them, the plans a detect of `images` images with `queries` text
-   * queries uses (vision tower and heads, text tower at the context length, class-head scoring),
+   * queries uses (vision tower and heads, text tower at the context length, class-head scoring;
+   * with `nms`, the scoring plan with detect's NMS at that IoU and `threshold`, which key it),
    * every pipeline of them at once (createComputePipelineAsync): the first real call then starts at
    * once. Worth it where shader compilation is slow (seconds per kernel in a browser on a software
    * adapter).
    */
-  warmUp(options: { images?: number; queries?: number } = {}): Promise<void> {
+  warmUp(options: { images?: number; queries?: number } & Pick<DetectOptions, 'threshold' | 'nms'> = {}): Promise<void> {
     return this.#life.call(`${OP}.warmUp`, async () => {
-      const { images = 1, queries = 1 } = options;
+      const { images = 1, queries = 1, threshold = DETECT_THRESHOLD, nms } = options;
       for (const [name, n] of [['images', images], ['queries', queries]] as const) {
         checkInput(Number.isInteger(n) && n >= 1, `${OP}.warmUp`, () => `${name} must be a positive integer, got ${n}`);
       }
+      checkInput(Number.isFinite(threshold) && (nms === undefined || Number.isFinite(nms)), `${OP}.warmUp`, () => `threshold and nms must be finite numbers, got ${threshold} and ${nms}`);
       const padded = bucket(images);
-      const plans = [this.#visionPlan(padded), this.#textPlan(bucket(queries), this.config.text.contextLength), this.#scorePlan(padded, 1, bucket(queries))];
+      // Each image has its own queries (pbq = the batch) unless there is one image.
+      const scoring = this.#scorePlan(padded, images === 1 ? 1 : padded, bucket(queries), nms === undefined ? undefined : { iouThreshold: nms, logitThreshold: logitThreshold(threshold) });
+      const plans = [this.#visionPlan(padded), this.#textPlan(bucket(queries), this.config.text.contextLength), scoring];
       await Promise.all(plans.map(({ key, build }) => this.#plans.use(key, build, async () => undefined)));
     });
   }
