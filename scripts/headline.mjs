@@ -18,6 +18,9 @@ const ROWS = [
   ['clip', 'ViT-B/32 text tower f32 b8 × 77 tokens', 'CLIP ViT-B/32 text tower, batch 8'],
   ['owlvit', 'OWL-ViT B/32 768 px f32: stage: vision tower + box head + class-head inputs (embedImage)', 'OWL-ViT B/32 768 px image side (tower, box head, class-head inputs)'],
   ['owlvit', 'OWL-ViT B/32 768 px f32: image → detections (10 new text queries)', 'OWL-ViT B/32 768 px detect, 10 text queries'],
+  ['kernels', 'OWLv2 B/16 960px attention, packed qkv, 3601 tokens, 12 heads of 64', 'attention OWLv2 3601 tokens, 12 heads of 64 (fused)'],
+  ['owlv2', 'OWLv2 B/16 960 px f32: stage: vision tower + box head + class-head inputs (embedImage)', 'OWLv2 B/16 960 px image side (tower, box and objectness heads, class-head inputs)'],
+  ['owlv2', 'OWLv2 B/16 960 px f32: image → detections (10 new text queries)', 'OWLv2 B/16 960 px detect, 10 text queries'],
 ];
 const PEERS = [
   ['tfjs', 'TF.js WebGPU'],
