@@ -5,8 +5,9 @@
 // and the batches folded into M. Accumulation is f32 whatever the storage type T. Rows of out and
 // residual are indexed globally (batch * M + row), as are those of a without TRANS_A.
 //
-// Three entry points over the same bindings:
+// Entry points over the same bindings:
 //   register_vec4    !TRANS_A, K % 4 == 0 and (TRANS_B or N % 4 == 0): vec4 loads, no workgroup memory.
+//   register_subgroup  the same shapes, with subgroups: shaders/matmulSubgroup.wgsl, appended.
 //   register_scalar  any shape: the same blocking with scalar loads.
 //   tiled            any shape: workgroup-memory tiles, for GPUs.
 //   gemv             M <= MAX_ROWS (pooled tokens, batch-1 heads), for GPUs: all rows at once,
@@ -14,11 +15,14 @@
 // The register kernels suit CPU adapters (lavapipe, SwiftShader), where barriers and workgroup
 // memory are expensive and one workgroup runs as SIMD lanes on one thread: each invocation keeps
 // ROWS rows x 4 columns of the output in registers, and all invocations of a workgroup share their
-// rows, so the addresses read from a are uniform across it. On lavapipe, vec4 loads were ~1.5x
-// faster than four scalar loads, hence the separate aligned entry point. llvmpipe loads an address
-// that is uniform across the workgroup once (a scalar and a broadcast), one that varies (b here)
-// lane by lane, each behind its own bounds check; that check is llvmpipe's, so Dawn's
-// disable_robustness toggle changed nothing measurable (2026-12-03), and ovgpu does not offer it.
+// rows. On lavapipe, vec4 loads were ~1.5x faster than four scalar loads, hence the separate
+// aligned entry point. llvmpipe (Mesa 25.0) loads an SSBO address once for the whole SIMD group
+// only when it is built from constants and push constants (nir_src_is_always_uniform); every other
+// address, a's here too although it is the same in every lane, is loaded lane by lane, each
+// element behind its own bounds check and branch (seen in the JIT code with perf, 2026-12-03).
+// That check is llvmpipe's, so Dawn's disable_robustness toggle changed nothing measurable, and
+// ovgpu does not offer it. Loads, not FMAs, bound these kernels there (without any loads in the
+// loop, the same FMAs ran at ~1.1x the measured FMA peak).
 alias T = f32;
 
 struct Params {
@@ -82,6 +86,19 @@ fn row_block(wid: vec3u, nwg: vec3u, rows: u32) -> Block {
   return Block(y / per_batch, (y % per_batch) * rows);
 }
 
+// A row block as the vec4 register kernels (register_vec4, register_subgroup) address it.
+struct VecBlock {
+  row0: u32,       // first row, counted globally (batch * M + row)
+  last_row: u32,   // the batch's last row: rows past M re-read it and are never stored
+  k4: u32,         // K / 4
+  n4: u32,         // N / 4
+  b0: u32,         // this batch's b, in vec4s
+}
+
+fn vec_block(blk: Block) -> VecBlock {
+  return VecBlock(blk.batch * p.M + blk.row0, blk.batch * p.M + p.M - 1u, p.K / 4u, p.N / 4u, blk.batch * p.N * (p.K / 4u));
+}
+
 // acc + bm * av as fused multiply-adds. Written as fma(): llvmpipe (lavapipe) compiles a * b + c
 // and matrix products to a separate multiply and add, which halves its arithmetic rate.
 fn fma4(av: vec4f, bm: mat4x4f, acc: vec4f) -> vec4f {
@@ -102,34 +119,30 @@ fn register_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
   let col = (wid.x * WG + lid) * 4u;
   let blk = row_block(wid, nwg, ROWS);
   if (col >= p.N || blk.batch >= p.batch) { return; }
-  let row0 = blk.batch * p.M + blk.row0;
-  let last_row = blk.batch * p.M + p.M - 1u;
-  let k4 = p.K / 4u;
-  let n4 = p.N / 4u;
-  let b0 = blk.batch * p.N * k4;   // this batch's b, in vec4s
+  let v = vec_block(blk);
   // Columns past N (only possible with TRANS_B) re-read the last row of b; they are never stored.
   let last = p.N - 1u;
-  let bt = b0 + vec4u(min(col, last), min(col + 1u, last), min(col + 2u, last), min(col + 3u, last)) * k4;
+  let bt = v.b0 + vec4u(min(col, last), min(col + 1u, last), min(col + 2u, last), min(col + 3u, last)) * v.k4;
   var acc: array<vec4f, MAX_ROWS>;
-  for (var k = 0u; k < k4; k++) {
+  for (var k = 0u; k < v.k4; k++) {
     // bm[i]: the 4 columns at depth 4k + i (a transpose is free: a vec4 is 4 SIMD registers).
     var bm: mat4x4f;
     if (TRANS_B) {
       bm = transpose(mat4x4f(vec4f(b4[bt.x + k]), vec4f(b4[bt.y + k]), vec4f(b4[bt.z + k]), vec4f(b4[bt.w + k])));
     } else {
-      let i = b0 + 4u * k * n4 + col / 4u;
-      bm = mat4x4f(vec4f(b4[i]), vec4f(b4[i + n4]), vec4f(b4[i + 2u * n4]), vec4f(b4[i + 3u * n4]));
+      let i = v.b0 + 4u * k * v.n4 + col / 4u;
+      bm = mat4x4f(vec4f(b4[i]), vec4f(b4[i + v.n4]), vec4f(b4[i + 2u * v.n4]), vec4f(b4[i + 3u * v.n4]));
     }
     for (var r = 0u; r < ROWS; r++) {
       // Rows past M re-read the last row of a; they are never stored.
-      let av = vec4f(a4[min(row0 + r, last_row) * k4 + k]);
+      let av = vec4f(a4[min(v.row0 + r, v.last_row) * v.k4 + k]);
       acc[r] = fma4(av, bm, acc[r]);
     }
   }
   // One rolled loop with a run-time bound: unrolled per element, the epilogue (exp in the
   // activations) made pipelines up to 5x slower to compile on lavapipe, for no speed gain.
   let rows = min(ROWS, p.M - blk.row0);
-  for (var i = 0u; i < rows * 4u; i++) { store(row0 + i / 4u, col + i % 4u, pick(acc, i / 4u, ROWS)[i % 4u]); }
+  for (var i = 0u; i < rows * 4u; i++) { store(v.row0 + i / 4u, col + i % 4u, pick(acc, i / 4u, ROWS)[i % 4u]); }
 }
 
 // Element (row, k) of batch `batch`'s a, in either layout.

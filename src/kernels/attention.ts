@@ -2,7 +2,7 @@ import type { Gpu } from '../gpu/gpu.js';
 import { check } from '../gpu/errors.js';
 import { BYTES_PER_ELEMENT, shapeString, sizeOf } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
-import { grid1d, isCpuAdapter, specialize, uniforms, type Kernel, type TensorInfo } from './program.js';
+import { grid1d, isCpuAdapter, specialize, subgroupsUsable, uniforms, type Kernel, type TensorInfo } from './program.js';
 import { runKernel } from './runtime.js';
 import attentionWgsl from '../../shaders/attention.wgsl';
 import subgroupRowsWgsl from '../../shaders/subgroupRows.wgsl';
@@ -55,10 +55,6 @@ const TILED_WGSL = attentionWgsl.slice(0, attentionWgsl.indexOf(SUBGROUP_MARKER)
 
 const QKV_LINE = 'alias QKV = vec4<T>;';
 
-/** Whether the 'subgroup' variants (of attention and its backward) can run: the feature, with subgroups of at least 8 lanes. */
-export function subgroupsUsable(gpu: Gpu): boolean {
-  return gpu.features.has('subgroups') && (gpu.info.subgroupMinSize ?? 0) >= 8;
-}
 
 interface Geometry {
   batch: number;

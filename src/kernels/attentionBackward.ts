@@ -2,9 +2,9 @@ import type { Gpu } from '../gpu/gpu.js';
 import { GpuError, check } from '../gpu/errors.js';
 import { BYTES_PER_ELEMENT, shapeString } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
-import { grid1d, isCpuAdapter, specialize, uniforms, type Kernel, type TensorInfo } from './program.js';
+import { grid1d, isCpuAdapter, specialize, subgroupsUsable, uniforms, type Kernel, type TensorInfo } from './program.js';
 import { runKernel } from './runtime.js';
-import { attentionKernel, subgroupsUsable, type AttentionMaskKind, type AttentionReferenceOptions } from './attention.js';
+import { attentionKernel, type AttentionMaskKind, type AttentionReferenceOptions } from './attention.js';
 import attentionBackwardWgsl from '../../shaders/attentionBackward.wgsl';
 import subgroupRowsWgsl from '../../shaders/subgroupRows.wgsl';
 

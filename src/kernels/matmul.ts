@@ -2,11 +2,12 @@ import type { Gpu } from '../gpu/gpu.js';
 import { check } from '../gpu/errors.js';
 import { BYTES_PER_ELEMENT, shapeString, sizeOf } from '../dtype.js';
 import type { Tensor } from '../tensor.js';
-import { checkBindable, grid2d, isCpuAdapter, specialize, splitUnits, uniforms, type Kernel, type Program, type SplitTensor, type TensorInfo, type UnitChunk } from './program.js';
+import { checkBindable, grid2d, isCpuAdapter, specialize, splitUnits, subgroupsUsable, uniforms, type Kernel, type Program, type SplitTensor, type TensorInfo, type UnitChunk } from './program.js';
 import { runKernel } from './runtime.js';
 import { geluReference, quickGeluReference } from './elementwise.js';
 import activationsWgsl from '../../shaders/activations.wgsl';
 import matmulWgsl from '../../shaders/matmul.wgsl';
+import matmulSubgroupWgsl from '../../shaders/matmulSubgroup.wgsl';
 
 export type MatmulActivation = 'none' | 'gelu' | 'quick_gelu';
 /** 'register': register-blocked, no workgroup memory (CPU adapters); 'tiled': workgroup-memory tiles (GPUs). */
@@ -61,10 +62,12 @@ const ACTIVATION_CODE: Record<MatmulActivation, number> = { none: 0, gelu: 1, qu
 const CONFIGS: Record<'cpu' | 'gpu', {
   variant: MatmulVariant;
   register: { ROWS: number; WG: number };
+  /** register_subgroup, where subgroups are usable (cpu profile only): rows per invocation (a multiple of 8), 2 columns each. */
+  subgroup?: { ROWS: number; WG: number };
   tiled: { WG_X: number; WG_Y: number; TILE_K: number };
   gemv: { KS: number; CQ: number };
 }> = {
-  cpu: { variant: 'register', register: { ROWS: 8, WG: 16 }, tiled: { WG_X: 8, WG_Y: 8, TILE_K: 16 }, gemv: { KS: 8, CQ: 8 } },
+  cpu: { variant: 'register', register: { ROWS: 8, WG: 16 }, subgroup: { ROWS: 16, WG: 16 }, tiled: { WG_X: 8, WG_Y: 8, TILE_K: 16 }, gemv: { KS: 8, CQ: 8 } },
   gpu: { variant: 'tiled', register: { ROWS: 8, WG: 64 }, tiled: { WG_X: 16, WG_Y: 16, TILE_K: 16 }, gemv: { KS: 32, CQ: 8 } },
 };
 
@@ -181,10 +184,16 @@ export const matmulKernel: Kernel<MatmulOptions> = {
     const vec4 = !transposeA && K > 0 && K % 4 === 0 && (transposeB || N % 4 === 0);
     const variant = o.variant ?? (config.variant === 'tiled' && M <= MATMUL_GEMV_MAX_ROWS ? 'gemv' : config.variant);
     check(variant !== 'gemv' || M <= MATMUL_GEMV_MAX_ROWS, NAME, () => `variant 'gemv' takes at most ${MATMUL_GEMV_MAX_ROWS} rows per product, got M = ${M}`);
-    // Rows per block: no more than the next power of two >= M (few pipelines, no empty rows).
-    const blockRows = Math.min(variant === 'gemv' ? MATMUL_GEMV_MAX_ROWS : register.ROWS, 2 ** Math.ceil(Math.log2(M)));
-    const entryPoint = variant === 'register' ? (vec4 ? 'register_vec4' : 'register_scalar') : variant;
-    const constants = variant === 'tiled' ? tiled : variant === 'gemv' ? { ...config.gemv, ROWS: blockRows } : { ...register, ROWS: blockRows };
+    // register_subgroup: the cpu profile only (the gpu profile's forced 'register' keeps testing register_vec4).
+    const subgroupConfig = variant === 'register' && vec4 && subgroupsUsable(gpu) ? config.subgroup : undefined;
+    const subgroup = subgroupConfig !== undefined;
+    // Rows per block: no more than the next power of two >= M (few pipelines, no empty rows); a
+    // multiple of 8 for register_subgroup, whose rows come 8 at a time from 8 lanes.
+    const blockRows = Math.min(variant === 'gemv' ? MATMUL_GEMV_MAX_ROWS : subgroupConfig?.ROWS ?? register.ROWS, 2 ** Math.ceil(Math.log2(Math.max(M, subgroup ? 8 : 1))));
+    const entryPoint = variant === 'register' ? (subgroup ? 'register_subgroup' : vec4 ? 'register_vec4' : 'register_scalar') : variant;
+    const registerConfig = subgroupConfig ?? register;
+    const constants = variant === 'tiled' ? tiled : variant === 'gemv' ? { ...config.gemv, ROWS: blockRows } : { ...registerConfig, ROWS: blockRows };
+    const code = subgroup ? 'enable subgroups;\n' + activationsWgsl + matmulWgsl + matmulSubgroupWgsl : activationsWgsl + matmulWgsl;
     // Absent bias / residual bindings are filled by a, which the shader then never reads.
     const bias = o.hasBias ? 2 : 0;
     const residual = o.hasResidual ? 2 + (o.hasBias ? 1 : 0) : 0;
@@ -192,7 +201,7 @@ export const matmulKernel: Kernel<MatmulOptions> = {
     const program: Program = {
       name: `${NAME}.${entryPoint}`,
       key: variant === 'tiled' ? a.dtype : `${a.dtype}|rows${blockRows}`,
-      code: specialize(activationsWgsl + matmulWgsl, a.dtype),
+      code: specialize(code, a.dtype),
       entryPoint,
       constants: {
         ...constants,
@@ -216,7 +225,7 @@ export const matmulKernel: Kernel<MatmulOptions> = {
           workgroups:
             variant === 'tiled' ? grid2d(gpu, Math.ceil(N / (4 * tiled.WG_X)), batches * Math.ceil(rows / (4 * tiled.WG_Y)))
             : variant === 'gemv' ? grid2d(gpu, Math.ceil(N / (4 * config.gemv.CQ)), batches * Math.ceil(rows / blockRows))
-            : grid2d(gpu, Math.ceil(N / (4 * register.WG)), batches * Math.ceil(rows / blockRows)),
+            : grid2d(gpu, Math.ceil(N / ((subgroup ? 2 : 4) * registerConfig.WG)), batches * Math.ceil(rows / blockRows)),
         };
       }),
       flops: 2 * batch * M * N * K,

@@ -13,6 +13,11 @@ export function isCpuAdapter(gpu: Gpu): boolean {
   return gpu.profile === 'cpu';
 }
 
+/** Whether subgroup variants (attention, its backward, matmul's register_subgroup) can run: the feature, with subgroups of at least 8 lanes. */
+export function subgroupsUsable(gpu: Gpu): boolean {
+  return gpu.features.has('subgroups') && (gpu.info.subgroupMinSize ?? 0) >= 8;
+}
+
 /**
  * Workgroup size and invocations per row (TPR) of the row-wise kernels (softmax, layerNorm,
  * l2norm), whose shaders run WG / TPR rows per workgroup. Elsewhere than on CPU adapters: a

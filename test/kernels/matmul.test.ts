@@ -217,14 +217,18 @@ forEachProfile((profile, getGpu) => {
       // A dozen pipelines to compile, up to 10 s each on a loaded lavapipe.
     }, 300_000);
 
-    it('chooses the variant by profile and M: register (rows to the next power of two) under cpu; gemv up to 16 rows, then tiled, under gpu', async () => {
+    it('chooses the variant by profile and M: register (rows to the next power of two, at least 8 with subgroups) under cpu; gemv up to 16 rows, then tiled, under gpu', async () => {
       const gpu = await getGpu();
       const info = (shape: number[]) => ({ shape, dtype: 'f32' as const });
       const plan = (M: number, o = {}) => kernels.matmulKernel.plan(gpu, [info([M, 8]), info([8, 8])], [info([M, 8])], o).dispatches[0]!.program;
       const cpu = kernels.isCpuAdapter(gpu);
+      const subgroups = kernels.subgroupsUsable(gpu);
       for (const [M, rows] of [[1, 1], [3, 4], [8, 8], [16, 16], [17, 0], [50, 0]] as const) {
         const program = plan(M);
-        if (cpu) {
+        if (cpu && subgroups) {
+          expect(program.entryPoint).toBe('register_subgroup');
+          expect(program.constants!.ROWS).toBe(Math.max(8, Math.min(16, rows || 16)));
+        } else if (cpu) {
           expect(program.entryPoint).toBe('register_vec4');
           expect(program.constants!.ROWS).toBe(Math.min(8, rows || 8));
         } else {
