@@ -223,7 +223,8 @@ async function memoryRows(ctx: SuiteContext): Promise<{ row: BenchRow; notes: st
         notes: [
           `${label}: ${r.nodes} nodes; peak intermediates ${MiB(m.intermediateBytes)} in ${m.intermediateBuffers} buffers (unshared ${MiB(m.unsharedBytes)}), ` +
             `of which ${MiB(r.gradientBytes)} are the weight gradients (outputs, alive to the end) and ${MiB(m.intermediateBytes - r.gradientBytes)} activations and backward temporaries; ` +
-            `compiling allocated ${MiB(r.compiledBytes)} (the plan reports owning ${MiB(m.ownedBytes)}); live GPU memory over the ${c.steps} steps ${MiB(r.liveBytes[0]!)}, ` +
+            `compiling allocated ${MiB(r.compiledBytes)} (the plan reports owning ${MiB(m.ownedBytes)}), the first step's reads ${MiB(r.stagingBytes)} more (staging for the loss and grad0 only); ` +
+            `live GPU memory over the ${c.steps} steps ${MiB(r.liveBytes[0]!)}, ` +
             `varying by ${drift} B and ${buffers} buffers; submits per step ${range(r.submitsPerStep)}; ${new Set(r.losses).size} distinct loss value(s) over the steps; ` +
             `dispose() left ${r.leftBytes} B in ${r.leftBuffers} buffers`,
         ],
