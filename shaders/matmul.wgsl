@@ -113,6 +113,16 @@ fn pick(acc: array<vec4f, MAX_ROWS>, r: u32, n: u32) -> vec4f {
   return v;
 }
 
+// b's 4 columns (col.. with col % 4 == 0; their rows `bt` with TRANS_B) at depths 4k..4k + 3:
+// bm[i] holds depth 4k + i (a transpose is free: a vec4 is 4 SIMD registers).
+fn b_block(v: VecBlock, bt: vec4u, col: u32, k: u32) -> mat4x4f {
+  if (TRANS_B) {
+    return transpose(mat4x4f(vec4f(b4[bt.x + k]), vec4f(b4[bt.y + k]), vec4f(b4[bt.z + k]), vec4f(b4[bt.w + k])));
+  }
+  let i = v.b0 + 4u * k * v.n4 + col / 4u;
+  return mat4x4f(vec4f(b4[i]), vec4f(b4[i + v.n4]), vec4f(b4[i + 2u * v.n4]), vec4f(b4[i + 3u * v.n4]));
+}
+
 @compute @workgroup_size(WG)
 fn register_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
                  @builtin(local_invocation_index) lid: u32) {
@@ -125,14 +135,7 @@ fn register_vec4(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg
   let bt = v.b0 + vec4u(min(col, last), min(col + 1u, last), min(col + 2u, last), min(col + 3u, last)) * v.k4;
   var acc: array<vec4f, MAX_ROWS>;
   for (var k = 0u; k < v.k4; k++) {
-    // bm[i]: the 4 columns at depth 4k + i (a transpose is free: a vec4 is 4 SIMD registers).
-    var bm: mat4x4f;
-    if (TRANS_B) {
-      bm = transpose(mat4x4f(vec4f(b4[bt.x + k]), vec4f(b4[bt.y + k]), vec4f(b4[bt.z + k]), vec4f(b4[bt.w + k])));
-    } else {
-      let i = v.b0 + 4u * k * v.n4 + col / 4u;
-      bm = mat4x4f(vec4f(b4[i]), vec4f(b4[i + v.n4]), vec4f(b4[i + 2u * v.n4]), vec4f(b4[i + 3u * v.n4]));
-    }
+    let bm = b_block(v, bt, col, k);
     for (var r = 0u; r < ROWS; r++) {
       // Rows past M re-read the last row of a; they are never stored.
       let av = vec4f(a4[min(v.row0 + r, v.last_row) * v.k4 + k]);

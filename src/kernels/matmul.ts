@@ -62,12 +62,12 @@ const ACTIVATION_CODE: Record<MatmulActivation, number> = { none: 0, gelu: 1, qu
 const CONFIGS: Record<'cpu' | 'gpu', {
   variant: MatmulVariant;
   register: { ROWS: number; WG: number };
-  /** register_subgroup, where subgroups are usable (cpu profile only): rows per invocation (a multiple of 8), 2 columns each. */
+  /** register_subgroup, where subgroups are usable (cpu profile only): rows per invocation (a multiple of 8, at most 32). */
   subgroup?: { ROWS: number; WG: number };
   tiled: { WG_X: number; WG_Y: number; TILE_K: number };
   gemv: { KS: number; CQ: number };
 }> = {
-  cpu: { variant: 'register', register: { ROWS: 8, WG: 16 }, subgroup: { ROWS: 16, WG: 16 }, tiled: { WG_X: 8, WG_Y: 8, TILE_K: 16 }, gemv: { KS: 8, CQ: 8 } },
+  cpu: { variant: 'register', register: { ROWS: 8, WG: 16 }, subgroup: { ROWS: 32, WG: 16 }, tiled: { WG_X: 8, WG_Y: 8, TILE_K: 16 }, gemv: { KS: 8, CQ: 8 } },
   gpu: { variant: 'tiled', register: { ROWS: 8, WG: 64 }, tiled: { WG_X: 16, WG_Y: 16, TILE_K: 16 }, gemv: { KS: 32, CQ: 8 } },
 };
 
@@ -225,7 +225,7 @@ export const matmulKernel: Kernel<MatmulOptions> = {
           workgroups:
             variant === 'tiled' ? grid2d(gpu, Math.ceil(N / (4 * tiled.WG_X)), batches * Math.ceil(rows / (4 * tiled.WG_Y)))
             : variant === 'gemv' ? grid2d(gpu, Math.ceil(N / (4 * config.gemv.CQ)), batches * Math.ceil(rows / blockRows))
-            : grid2d(gpu, Math.ceil(N / ((subgroup ? 2 : 4) * registerConfig.WG)), batches * Math.ceil(rows / blockRows)),
+            : grid2d(gpu, Math.ceil(N / (4 * registerConfig.WG)), batches * Math.ceil(rows / blockRows)),
         };
       }),
       flops: 2 * batch * M * N * K,

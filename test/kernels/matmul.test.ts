@@ -227,7 +227,7 @@ forEachProfile((profile, getGpu) => {
         const program = plan(M);
         if (cpu && subgroups) {
           expect(program.entryPoint).toBe('register_subgroup');
-          expect(program.constants!.ROWS).toBe(Math.max(8, Math.min(16, rows || 16)));
+          expect(program.constants!.ROWS).toBe(Math.max(8, rows || 32));
         } else if (cpu) {
           expect(program.entryPoint).toBe('register_vec4');
           expect(program.constants!.ROWS).toBe(Math.min(8, rows || 8));
