@@ -18,7 +18,7 @@ export default defineConfig({
     setupFiles: ['test/util/platform.ts'],
     // Dawn in forked processes; two at a time matches the 2-core CI machine and lavapipe's threads.
     pool: 'forks',
-    poolOptions: { forks: { maxForks: 2, minForks: 1 } },
+    maxWorkers: 2,
     // Mesa warns on every process start without it.
     env: { XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? '/tmp' },
     // The JSON report lets .ci/run print a plain "N passed, N failed" line.
