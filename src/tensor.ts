@@ -75,11 +75,8 @@ export function decodeTensorData(bytes: ArrayBuffer, dtype: DType, count: number
   switch (dtype) {
     case 'f32':
       return new Float32Array(bytes, byteOffset, count).slice();
-    case 'f16': {
-      const out = new Float32Array(count);
-      f16BitsToF32(new Uint16Array(bytes, byteOffset, count), out);
-      return out;
-    }
+    case 'f16':
+      return f16BitsToF32(new Uint16Array(bytes, byteOffset, count));
     case 'i32':
       return new Int32Array(bytes, byteOffset, count).slice();
     case 'u32':

@@ -258,11 +258,8 @@ function decodeTensor(file: string, entry: SafetensorsEntry, bytes: Uint8Array):
   switch (entry.dtype) {
     case 'F32':
       return new Float32Array(aligned, 0, n);
-    case 'F16': {
-      const out = new Float32Array(n);
-      f16BitsToF32(new Uint16Array(aligned, 0, n), out);
-      return out;
-    }
+    case 'F16':
+      return f16BitsToF32(new Uint16Array(aligned, 0, n));
     case 'BF16': {
       const src = new Uint16Array(aligned, 0, n);
       const out = new Uint32Array(n);
