@@ -124,14 +124,14 @@ export async function timeGpu(gpu: Gpu, label: string, record: Recorder, setting
     if (!querySet) {
       record(encoder, n);
       gpu.submit([encoder.finish()]);
-      await device.queue.onSubmittedWorkDone();
+      await gpu.settle(device.queue.onSubmittedWorkDone());
       return;
     }
     record(encoder, n, { querySet, beginningOfPassWriteIndex: 0, endOfPassWriteIndex: 1 });
     encoder.resolveQuerySet(querySet, 0, 2, resolve!, 0);
     encoder.copyBufferToBuffer(resolve!, 0, staging!, 0, 16);
     gpu.submit([encoder.finish()]);
-    await staging!.mapAsync(USAGE.MAP_READ);
+    await gpu.settle(staging!.mapAsync(USAGE.MAP_READ));
     const [begin, end] = new BigInt64Array(staging!.getMappedRange().slice(0));
     staging!.unmap();
     return Number(end! - begin!) / 1e6;

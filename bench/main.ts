@@ -1,5 +1,5 @@
 // `npm run bench -- <suite...> [--filter <substring>[|<substring>…]] [--quick] [--peers tfjs,ort-webgpu,ort-cpu,ort-web|all] [--no-peers] [--write|--no-write|--render]
-//  [--backend <name>] [--adapter <name>] [--profile gpu|cpu] [--browser] [--note <text>]`, bundled and started by scripts/bench.mjs.
+//  [--backend <name>] [--adapter <name>] [--profile gpu|cpu] [--poll-sleep <ms>] [--browser] [--note <text>]`, bundled and started by scripts/bench.mjs.
 // Suites: see SUITES below ('all' runs every one). --note adds a line to the results section
 // (e.g. 'machine under load'). Results go to bench/RESULTS.md and
 // bench/results/<suite>-<adapter>.json (not for --quick runs unless --write is given). --profile
@@ -7,6 +7,7 @@
 // recorded as its own suite, '<suite>-profile-<name>', beside the default one. --browser runs the
 // kernels suite in headless Chromium instead (bench/chromium.ts), recorded as 'kernels-chromium'
 // with the same row labels, keyed by the browser's adapter (SwiftShader without a GPU); no peers.
+// --poll-sleep sets openGpu's pollSleepMs (0: Dawn's own busy polling while waiting).
 import { spawnSync } from 'node:child_process';
 import '../src/platform/node.js';
 import { detectProfile, openGpu, type GpuProfile } from '../src/gpu/gpu.js';
@@ -64,6 +65,8 @@ interface Args {
   backend?: string;
   adapter?: string;
   profile?: GpuProfile;
+  /** --poll-sleep: openGpu's pollSleepMs. */
+  pollSleepMs?: number;
   notes: string[];
   /** --render: rewrite RESULTS.md's sections from bench/results/*.json, run nothing. */
   render?: boolean;
@@ -102,6 +105,7 @@ function parseArgs(argv: string[]): Args {
       if (p !== 'gpu' && p !== 'cpu') throw new Error(`--profile must be gpu or cpu, got ${JSON.stringify(p)}`);
       args.profile = p;
     }
+    else if (a === '--poll-sleep') args.pollSleepMs = Number(value(++i, a));
     else if (a.startsWith('--')) throw new Error(`unknown option ${a}`);
     else args.suites.push(a);
   }
@@ -122,7 +126,7 @@ async function main(): Promise<number> {
     args = parseArgs(process.argv.slice(2));
   } catch (err) {
     console.error(`bench: ${(err as Error).message}`);
-    console.error('usage: npm run bench -- <suite...|all> [--filter <substring>[|<substring>…]] [--quick] [--peers tfjs,ort-webgpu,ort-cpu,ort-web|all] [--no-peers] [--write|--no-write|--render] [--backend <name>] [--adapter <name>] [--profile gpu|cpu] [--browser] [--note <text>]');
+    console.error('usage: npm run bench -- <suite...|all> [--filter <substring>[|<substring>…]] [--quick] [--peers tfjs,ort-webgpu,ort-cpu,ort-web|all] [--no-peers] [--write|--no-write|--render] [--backend <name>] [--adapter <name>] [--profile gpu|cpu] [--poll-sleep <ms>] [--browser] [--note <text>]');
     return 2;
   }
   if (args.render) {
@@ -132,12 +136,12 @@ async function main(): Promise<number> {
   const settings = args.quick ? QUICK : FULL;
   const write = args.write ?? !args.quick;
   if (args.browser) return browserMain(args, settings, write);
-  const gpu = await openGpu({ backend: args.backend, adapter: args.adapter, profile: args.profile });
+  const gpu = await openGpu({ backend: args.backend, adapter: args.adapter, profile: args.profile, pollSleepMs: args.pollSleepMs });
   const suffix = gpu.profile === detectProfile(gpu.info) ? '' : `-profile-${gpu.profile}`;
   let failed = false;
   try {
     const log = (line: string) => console.log(line);
-    log(`adapter: ${gpu.info.description} (${gpu.info.vendor}, ${gpu.info.architecture}); profile ${gpu.profile}; timing: ${gpu.features.has('timestamp-query') ? 'timestamp queries' : 'wall clock'}${args.quick ? ' (quick: numbers are not meaningful)' : ''}`);
+    log(`adapter: ${gpu.info.description} (${gpu.info.vendor}, ${gpu.info.architecture}); profile ${gpu.profile}; timing: ${gpu.features.has('timestamp-query') ? 'timestamp queries' : 'wall clock'}; waits sleep ${gpu.pollSleepMs} ms between polls${args.quick ? ' (quick: numbers are not meaningful)' : ''}`);
     const peak = await measurePeak(gpu, settings, args.quick ? PEAK_QUICK : PEAK_FULL);
     log(`peak: f32 FMA ${peak.gflops.toPrecision(3)} GFLOP/s, copy ${peak.gbps.toPrecision(3)} GB/s (shader ${peak.shaderCopyGbps.toPrecision(3)}, copyBufferToBuffer ${peak.bufferCopyGbps.toPrecision(3)})`);
     let tfjs: TfjsPeer | undefined;
@@ -174,7 +178,7 @@ async function main(): Promise<number> {
         {
           suite: suite + suffix,
           adapter: gpu.info,
-          timing: timingOf(gpu.features.has('timestamp-query') ? 'timestamp' : 'wall', settings),
+          timing: timingOf(gpu.features.has('timestamp-query') ? 'timestamp' : 'wall', settings, gpu.pollSleepMs),
           peak,
           peer: tfjs ? `TF.js ${tfjs.version} (tfjs-backend-webgpu) in the same process on the same GPUDevice` : undefined,
           peers: Object.fromEntries(ort.map((p) => [p.name, p.description])),
@@ -194,7 +198,7 @@ async function main(): Promise<number> {
   return failed ? 1 : 0;
 }
 
-const timingOf = (source: 'timestamp' | 'wall', settings: TimingSettings): SuiteResult['timing'] => ({ source, minSeconds: settings.minSeconds, trials: settings.trials });
+const timingOf = (source: 'timestamp' | 'wall', settings: TimingSettings, pollSleepMs?: number): SuiteResult['timing'] => ({ source, minSeconds: settings.minSeconds, trials: settings.trials, pollSleepMs });
 
 /** Writes a suite's results (dated now), merged into the previous ones for a filtered run. */
 function record(result: Omit<SuiteResult, 'date'>, args: Args, log: (line: string) => void): void {

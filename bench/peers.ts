@@ -65,7 +65,7 @@ export async function loadTfjs(gpu: Gpu): Promise<TfjsPeer> {
     backend.ensureCommandEncoderReady();
     backend.endComputePassEncoder();
     backend.submitQueue();
-    await gpu.device.queue.onSubmittedWorkDone();
+    await gpu.settle(gpu.device.queue.onSubmittedWorkDone());
   };
 
   const upload = (inputs: PeerInput[]) =>

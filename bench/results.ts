@@ -11,7 +11,8 @@ export interface SuiteResult {
   adapter: GpuInfo;
   /** ISO date of the run. */
   date: string;
-  timing: { source: 'timestamp' | 'wall'; minSeconds: number; trials: number };
+  /** pollSleepMs: openGpu's in a Node run (absent in a page, and in Node results from before it existed, which polled busily). */
+  timing: { source: 'timestamp' | 'wall'; minSeconds: number; trials: number; pollSleepMs?: number };
   peak?: Peak;
   /** e.g. 'TF.js 4.22.0 (tfjs-backend-webgpu) on the same GPUDevice'; absent with --no-peers. */
   peer?: string;
@@ -64,7 +65,7 @@ export function renderSection(r: SuiteResult): string {
   const key = `${r.suite} ${adapterSlug(a)}`;
   lines.push(`<!-- bench ${key} -->`, `## ${r.suite} · ${a.description || a.device || a.vendor}`, '');
   lines.push(`- adapter: vendor \`${a.vendor}\`, architecture \`${a.architecture}\`, device \`${a.device}\`${a.isFallbackAdapter ? ' (fallback adapter)' : ''}`);
-  lines.push(`- run: ${when(r.date)}; median of ${r.timing.trials} trial(s) of ≥ ${r.timing.minSeconds} s each${r.rows.some((row) => row.date) ? '; rows marked (run …) were kept from an earlier run' : ''}`);
+  lines.push(`- run: ${when(r.date)}; median of ${r.timing.trials} trial(s) of ≥ ${r.timing.minSeconds} s each${r.timing.pollSleepMs !== undefined ? `; waits for the GPU slept ${r.timing.pollSleepMs} ms between polls (pollSleepMs)` : ''}${r.rows.some((row) => row.date) ? '; rows marked (run …) were kept from an earlier run' : ''}`);
   lines.push(
     r.timing.source === 'timestamp'
       ? '- ms: GPU time per run from timestamp queries around n back-to-back runs in one compute pass; wall ms: the same n runs from encoding to completion, per run'

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { GpuError, Tensor, kernels } from '../src/index.js';
 import { useGpu } from './util/gpu.js';
 
@@ -152,5 +153,73 @@ describe('openGpu', () => {
     const gpu = await openGpu();
     gpu.close();
     expect(() => Tensor.from(gpu, [1], [1])).toThrow(/closed/);
+  });
+});
+
+/** CPU time (user + system, ms) of this process's main thread so far; Linux only (/proc). */
+function mainThreadCpuMs(): number | undefined {
+  try {
+    const fields = readFileSync(`/proc/self/task/${process.pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    // utime and stime are fields 14 and 15 of stat(5), in clock ticks (USER_HZ, 100 on Linux).
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+  } catch {
+    return undefined;
+  }
+}
+
+describe('Gpu.settle: waiting for the GPU without a busy thread', () => {
+  it('pollSleepMs: 0.25 on CPU adapters and 0 on GPUs by default; as given otherwise; bad values refused naming it', async () => {
+    const { openGpu, detectProfile } = await import('../src/index.js');
+    const auto = await getGpu();
+    expect(auto.pollSleepMs).toBe(detectProfile(auto.info) === 'cpu' ? 0.25 : 0);
+    const given = await openGpu({ pollSleepMs: 2 });
+    expect(given.pollSleepMs).toBe(2);
+    given.close();
+    for (const bad of [-1, Number.NaN, 101, Infinity]) {
+      await expect(openGpu({ pollSleepMs: bad })).rejects.toThrow(/openGpu: pollSleepMs: expected a number of milliseconds from 0 to 100, got/);
+    }
+  });
+
+  it("passes on the operation's value or error, and timers still fire while it waits", async () => {
+    const { openGpu } = await import('../src/index.js');
+    const gpu = await openGpu({ pollSleepMs: 1 });
+    try {
+      await expect(gpu.settle(Promise.resolve(7))).resolves.toBe(7);
+      await expect(gpu.settle(Promise.reject(new Error('lost')))).rejects.toThrow('lost');
+      const fired: string[] = [];
+      const slow = new Promise((resolve) => setTimeout(() => resolve('slow'), 60));
+      setTimeout(() => fired.push('timer'), 5);
+      // Two waits at once share one sleeping loop and both finish.
+      const [a, b] = await Promise.all([gpu.settle(slow), gpu.settle(new Promise((r) => setTimeout(() => r('fast'), 10)))]);
+      expect([a, b, fired]).toEqual(['slow', 'fast', ['timer']]);
+    } finally {
+      gpu.close();
+    }
+  });
+
+  it('keeps the main thread mostly asleep while a CPU adapter works (Dawn alone polls without pause)', async (ctx) => {
+    const gpu = await getGpu();
+    ctx.skip(gpu.pollSleepMs === 0, 'a GPU adapter: waits poll as Dawn does, which costs the GPU nothing');
+    ctx.skip(mainThreadCpuMs() === undefined, 'no per-thread CPU times here (/proc/self/task is Linux-only)');
+    // About 2.4 GFLOP per product: tens to hundreds of milliseconds on lavapipe, mostly spent waiting.
+    const a = Tensor.from(gpu, new Float32Array(512 * 768).fill(0.01), [512, 768]);
+    const b = Tensor.from(gpu, new Float32Array(768 * 3072).fill(0.02), [768, 3072]);
+    try {
+      await (await kernels.runKernel(gpu, kernels.matmulKernel, [a, b], {}))[0]!.read();
+      const cpu0 = mainThreadCpuMs()!;
+      const wall0 = performance.now();
+      for (let i = 0; i < 4; i++) {
+        const [c] = await kernels.runKernel(gpu, kernels.matmulKernel, [a, b], {});
+        expect((await c!.read())[0]).toBeCloseTo(768 * 0.01 * 0.02, 4);
+        c!.dispose();
+      }
+      const wall = performance.now() - wall0;
+      const cpu = mainThreadCpuMs()! - cpu0;
+      // Busy polling would keep the main thread on the CPU for about the whole wall time.
+      expect(cpu / wall, `main thread ${cpu} ms of CPU in ${wall.toFixed(0)} ms`).toBeLessThan(0.5);
+    } finally {
+      a.dispose();
+      b.dispose();
+    }
   });
 });

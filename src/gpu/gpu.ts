@@ -24,6 +24,13 @@ export interface OpenGpuOptions {
    * paths with small tensors. A value above the device's limit is refused.
    */
   limits?: Readonly<Record<string, number>>;
+  /**
+   * Milliseconds the calling thread sleeps between polls while ovgpu awaits the GPU (reading results,
+   * bench timings). In Node, Dawn otherwise polls without pause, keeping a core busy: harmless with a
+   * real GPU, but on a CPU adapter (lavapipe) that core is one the adapter's own threads need. Default:
+   * 0.25 on CPU adapters, 0 (Dawn's own polling) on GPUs. No effect in a page.
+   */
+  pollSleepMs?: number;
 }
 
 /** The kernel settings a Gpu was opened with; see OpenGpuOptions.profile. */
@@ -55,6 +62,12 @@ export interface GpuStats {
 export function detectProfile(info: GpuInfo): GpuProfile {
   return info.isFallbackAdapter || /llvmpipe|lavapipe|swiftshader/i.test(`${info.description} ${info.device}`) ? 'cpu' : 'gpu';
 }
+
+/** The longest pollSleepMs accepted: longer sleeps would only add latency to every wait. */
+const MAX_POLL_SLEEP_MS = 100;
+
+/** pollSleepMs on CPU adapters unless asked otherwise: completions are seen within a quarter millisecond. */
+const CPU_POLL_SLEEP_MS = 0.25;
 
 /** Optional features we use when the adapter offers them. */
 const WANTED_FEATURES = ['shader-f16', 'subgroups', 'timestamp-query'] as const;
@@ -105,6 +118,10 @@ export async function openGpu(options: OpenGpuOptions = {}): Promise<Gpu> {
       throw new GpuError('openGpu', `limits.${key}: expected a positive integer no larger than the adapter's ${key} (${max ?? 'no such max… limit'}), got ${v}`);
     }
   }
+  const pollSleepMs = options.pollSleepMs;
+  if (pollSleepMs !== undefined && !(Number.isFinite(pollSleepMs) && pollSleepMs >= 0 && pollSleepMs <= MAX_POLL_SLEEP_MS)) {
+    throw new GpuError('openGpu', `pollSleepMs: expected a number of milliseconds from 0 to ${MAX_POLL_SLEEP_MS}, got ${String(pollSleepMs)}`);
+  }
   const disabled = new Set(options.disableFeatures ?? []);
   const requiredFeatures = WANTED_FEATURES.filter((f) => adapter.features.has(f) && !disabled.has(f));
   const requiredLimits: Record<string, number> = {};
@@ -120,7 +137,7 @@ export async function openGpu(options: OpenGpuOptions = {}): Promise<Gpu> {
   } catch (err) {
     throw new GpuError('openGpu', `requesting a device failed: ${(err as Error).message}`, { cause: err });
   }
-  return new Gpu(device, adapter, keepAlive, profile, options.limits);
+  return new Gpu(device, adapter, keepAlive, profile, options.limits, pollSleepMs);
 }
 
 /** One WebGPU device with buffer and submit accounting and error capture. */
@@ -131,6 +148,8 @@ export class Gpu {
   readonly limits: Readonly<Record<string, number>>;
   /** The kernel settings in use: the one asked for, or the adapter's class when 'auto'. */
   readonly profile: GpuProfile;
+  /** How long waits for the GPU sleep between polls (OpenGpuOptions.pollSleepMs, resolved). */
+  readonly pollSleepMs: number;
   /** Per-device caches owned by higher layers (pipelines, peak measurements), keyed by their owner. */
   readonly caches = new Map<string, Map<string, unknown>>();
   // Dawn aborts the process if the object returned by create() is collected while its device lives.
@@ -141,8 +160,11 @@ export class Gpu {
   #lost: string | undefined;
   #uncaptured: GPUError[] = [];
 
-  /** `lowered`: limits to report below the device's (OpenGpuOptions.limits, checked by openGpu). */
-  constructor(device: GPUDevice, adapter: GPUAdapter, keepAlive: unknown, profile: 'auto' | GpuProfile = 'auto', lowered: Readonly<Record<string, number>> = {}) {
+  /**
+   * `lowered`: limits to report below the device's (OpenGpuOptions.limits, checked by openGpu);
+   * `pollSleepMs`: OpenGpuOptions.pollSleepMs, checked by openGpu (undefined: by the adapter's class).
+   */
+  constructor(device: GPUDevice, adapter: GPUAdapter, keepAlive: unknown, profile: 'auto' | GpuProfile = 'auto', lowered: Readonly<Record<string, number>> = {}, pollSleepMs?: number) {
     this.device = device;
     this.#keepAlive = keepAlive;
     const i = adapter.info as GPUAdapterInfo & { isFallbackAdapter?: boolean; subgroupMinSize?: number; subgroupMaxSize?: number };
@@ -156,6 +178,8 @@ export class Gpu {
       subgroupMaxSize: i.subgroupMaxSize,
     };
     this.profile = profile === 'auto' ? detectProfile(this.info) : profile;
+    // By the adapter's class, not the profile: forcing the gpu profile onto lavapipe keeps its threads.
+    this.pollSleepMs = pollSleepMs ?? (detectProfile(this.info) === 'cpu' ? CPU_POLL_SLEEP_MS : 0);
     this.features = new Set(device.features as unknown as Iterable<string>);
     const limits: Record<string, number> = {};
     for (const key in device.limits) {
@@ -251,13 +275,23 @@ export class Gpu {
   }
 
   /**
+   * Awaits a pending WebGPU operation of this device (a buffer map, onSubmittedWorkDone) as
+   * pollSleepMs says: the calling thread sleeps between polls where the platform would otherwise
+   * poll without pause (Node); otherwise the promise itself.
+   */
+  settle<T>(promise: Promise<T>): Promise<T> {
+    const wait = platform().waitQuietly;
+    return wait && this.pollSleepMs > 0 ? wait(promise, this.pollSleepMs) : promise;
+  }
+
+  /**
    * Maps a MAP_READ buffer and returns a copy of `size` bytes from its start. WebGPU rejects a map
    * with an empty AbortError when the device is lost or closed, or the buffer destroyed, before it
    * resolves: that becomes a GpuError naming `op` and saying which.
    */
   async mapRead(op: string, buffer: GPUBuffer, size?: number): Promise<ArrayBuffer> {
     try {
-      await buffer.mapAsync(0x0001 /* GPUMapMode.READ */, 0, size);
+      await this.settle(buffer.mapAsync(0x0001 /* GPUMapMode.READ */, 0, size));
     } catch (err) {
       throw new GpuError(op, `${await this.#whyAborted()} while this call was in flight`, { cause: err });
     }

@@ -8,6 +8,7 @@ import type { OpenGpuOptions } from '../gpu/gpu.js';
 import { locateUrl, type ByteSource, type FileSet, type Location } from '../io/source.js';
 import { PreprocessError, type DecodedImage } from '../models/preprocess/image.js';
 import { setPlatform, type Platform } from './platform.js';
+import { waitQuietly } from './quietWait.js';
 
 /** The most bytes one read call is asked for (Node refuses 2 GiB and more). */
 const READ_CHUNK_BYTES = 1 << 30;
@@ -69,6 +70,7 @@ const nodePlatform: Platform = {
     return { gpu, keepAlive: gpu };
   },
   noAdapterAdvice: 'On a machine without a GPU run scripts/setup to install a software Vulkan driver.',
+  waitQuietly,
   async locate(path: string): Promise<Location> {
     if (/^https?:\/\//i.test(path)) return locateUrl(path);
     const s = await stat(path).catch(() => undefined);

@@ -18,6 +18,12 @@ export interface Platform {
   baseUrl?(): string | undefined;
   /** Decodes an image given as a platform-specific input (a path, encoded bytes, an element, …). */
   decodeImage(input: unknown): Promise<DecodedImage>;
+  /**
+   * Awaits a pending WebGPU operation, sleeping `sleepMs` between polls for its completion where the
+   * WebGPU binding would otherwise poll without pause on the calling thread (Node's Dawn). Absent
+   * where waiting costs no CPU (a page: the browser's GPU process does the work).
+   */
+  waitQuietly?<T>(promise: Promise<T>, sleepMs: number): Promise<T>;
   /** Synchronous local files, for prompt files and training records (Node only; a page has none). */
   readonly localFiles?: LocalFiles;
 }
