@@ -62,7 +62,7 @@ const ACTIVATION_CODE: Record<MatmulActivation, number> = { none: 0, gelu: 1, qu
 const CONFIGS: Record<'cpu' | 'gpu', {
   variant: MatmulVariant;
   register: { ROWS: number; WG: number };
-  /** register_subgroup, where subgroups are usable (cpu profile only): rows per invocation (a multiple of 8, at most 32). */
+  /** register_subgroup, where subgroups are usable (cpu profile only): most rows per invocation (at most 32). */
   subgroup?: { ROWS: number; WG: number };
   tiled: { WG_X: number; WG_Y: number; TILE_K: number };
   gemv: { KS: number; CQ: number };
@@ -187,9 +187,11 @@ export const matmulKernel: Kernel<MatmulOptions> = {
     // register_subgroup: the cpu profile only (the gpu profile's forced 'register' keeps testing register_vec4).
     const subgroupConfig = variant === 'register' && vec4 && subgroupsUsable(gpu) ? config.subgroup : undefined;
     const subgroup = subgroupConfig !== undefined;
-    // Rows per block: no more than the next power of two >= M (few pipelines, no empty rows); a
-    // multiple of 8 for register_subgroup, whose rows come 8 at a time from 8 lanes.
-    const blockRows = Math.min(variant === 'gemv' ? MATMUL_GEMV_MAX_ROWS : subgroupConfig?.ROWS ?? register.ROWS, 2 ** Math.ceil(Math.log2(Math.max(M, subgroup ? 8 : 1))));
+    // Rows per block: no more than the next power of two >= M (few pipelines, no empty rows). For
+    // register_subgroup, M split into equal blocks of at most its ROWS (50 rows: 2 x 25, not 32 + 18
+    // with 14 empty), the row count being fixed per pipeline.
+    const maxRows = variant === 'gemv' ? MATMUL_GEMV_MAX_ROWS : subgroupConfig?.ROWS ?? register.ROWS;
+    const blockRows = subgroup ? Math.ceil(M / Math.ceil(M / maxRows)) : Math.min(maxRows, 2 ** Math.ceil(Math.log2(Math.max(M, 1))));
     const entryPoint = variant === 'register' ? (subgroup ? 'register_subgroup' : vec4 ? 'register_vec4' : 'register_scalar') : variant;
     const registerConfig = subgroupConfig ?? register;
     const constants = variant === 'tiled' ? tiled : variant === 'gemv' ? { ...config.gemv, ROWS: blockRows } : { ...registerConfig, ROWS: blockRows };

@@ -51,7 +51,8 @@ async function checkCase(gpu: Gpu, c: Case, variant: MatmulVariant, dtype: DType
 
 // Awkward shapes: 1x1x1, primes, tails of the 8-row / 4-column blocks and of the tiles, K not a
 // multiple of 4 (scalar path), N not a multiple of 4 with K a multiple (vec4 path for transposeB
-// only), batch dimensions, a CLIP-like 50x768 by 64, and K > 1024.
+// only), batch dimensions, a CLIP-like 50x768 by 64, K > 1024, and M split into equal row blocks
+// whose last group of 8 is partial (register_subgroup: 33 = 2 x 17, 71 in 3 blocks of 24).
 const SHAPES: Array<[number[], number]> = [
   [[1, 1], 1],
   [[13, 19], 17],
@@ -61,6 +62,8 @@ const SHAPES: Array<[number[], number]> = [
   [[2, 3, 5, 12], 8],
   [[50, 768], 64],
   [[3, 1100], 5],
+  [[33, 4], 8],
+  [[71, 8], 12],
 ];
 
 const BATCHED_SHAPES: Array<[number[], number]> = [
@@ -217,17 +220,17 @@ forEachProfile((profile, getGpu) => {
       // A dozen pipelines to compile, up to 10 s each on a loaded lavapipe.
     }, 300_000);
 
-    it('chooses the variant by profile and M: register (rows to the next power of two, at least 8 with subgroups) under cpu; gemv up to 16 rows, then tiled, under gpu', async () => {
+    it('chooses the variant by profile and M: register under cpu (rows to the next power of two; with subgroups, M in equal blocks of at most 32); gemv up to 16 rows, then tiled, under gpu', async () => {
       const gpu = await getGpu();
       const info = (shape: number[]) => ({ shape, dtype: 'f32' as const });
       const plan = (M: number, o = {}) => kernels.matmulKernel.plan(gpu, [info([M, 8]), info([8, 8])], [info([M, 8])], o).dispatches[0]!.program;
       const cpu = kernels.isCpuAdapter(gpu);
       const subgroups = kernels.subgroupsUsable(gpu);
-      for (const [M, rows] of [[1, 1], [3, 4], [8, 8], [16, 16], [17, 0], [50, 0]] as const) {
+      for (const [M, rows, subgroupRows] of [[1, 1, 1], [3, 4, 3], [8, 8, 8], [16, 16, 16], [17, 0, 17], [50, 0, 25], [400, 0, 31], [577, 0, 31]] as const) {
         const program = plan(M);
         if (cpu && subgroups) {
           expect(program.entryPoint).toBe('register_subgroup');
-          expect(program.constants!.ROWS).toBe(Math.max(8, rows || 32));
+          expect(program.constants!.ROWS).toBe(subgroupRows);
         } else if (cpu) {
           expect(program.entryPoint).toBe('register_vec4');
           expect(program.constants!.ROWS).toBe(Math.min(8, rows || 8));
