@@ -99,8 +99,9 @@ fn vec_block(blk: Block) -> VecBlock {
   return VecBlock(blk.batch * p.M + blk.row0, blk.batch * p.M + p.M - 1u, p.K / 4u, p.N / 4u, blk.batch * p.N * (p.K / 4u));
 }
 
-// acc + bm * av as fused multiply-adds. Written as fma(): llvmpipe (lavapipe) compiles a * b + c
-// and matrix products to a separate multiply and add, which halves its arithmetic rate.
+// acc + bm * av as fused multiply-adds, where the adapter fuses them. llvmpipe (Mesa 25.0) does
+// not: its JIT code holds a vmulps and a vaddps per fma(), and its scheduler hoists the
+// multiplies and spills their products to the stack.
 fn fma4(av: vec4f, bm: mat4x4f, acc: vec4f) -> vec4f {
   return fma(vec4f(av.w), bm[3], fma(vec4f(av.z), bm[2], fma(vec4f(av.y), bm[1], fma(vec4f(av.x), bm[0], acc))));
 }
