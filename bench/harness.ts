@@ -215,10 +215,11 @@ export interface PeerTime {
 /** An error's first line, for a row's error cell. */
 export const firstLine = (err: unknown) => String((err as Error)?.message ?? err).split('\n')[0]!;
 
-function fractionOfPeak(plan: KernelPlan, ms: number, peak: Peak | undefined): BenchRow['peak'] {
+/** A row's % of peak from its rates: the larger of GFLOP/s ÷ FMA peak and GB/s ÷ copy peak. */
+export function peakFraction(gflops: number | undefined, gbps: number | undefined, peak: Peak | undefined): BenchRow['peak'] {
   if (!peak) return undefined;
-  const fma = plan.flops ? plan.flops / (ms * 1e6) / peak.gflops : 0;
-  const bw = plan.bytes ? plan.bytes / (ms * 1e6) / peak.gbps : 0;
+  const fma = gflops ? gflops / peak.gflops : 0;
+  const bw = gbps ? gbps / peak.gbps : 0;
   if (!fma && !bw) return undefined;
   return fma >= bw ? { fraction: fma, of: 'fma' } : { fraction: bw, of: 'bandwidth' };
 }
@@ -264,6 +265,8 @@ export async function benchKernelCase(gpu: Gpu, c: KernelBenchCase, ctx: CaseCon
     for (const t of tensors) t.dispose();
     if (uniformBuffer) gpu.destroyBuffer(uniformBuffer);
   }
+  const gflops = plan.flops ? plan.flops / (timing.ms * 1e6) : undefined;
+  const gbps = plan.bytes ? plan.bytes / (timing.ms * 1e6) : undefined;
   const row: BenchRow = {
     kernel: c.kernel.name,
     label: c.label,
@@ -272,9 +275,9 @@ export async function benchKernelCase(gpu: Gpu, c: KernelBenchCase, ctx: CaseCon
     source: timing.source,
     wallMs: timing.wallMs,
     reps: timing.reps,
-    gflops: plan.flops ? plan.flops / (timing.ms * 1e6) : undefined,
-    gbps: plan.bytes ? plan.bytes / (timing.ms * 1e6) : undefined,
-    peak: fractionOfPeak(plan, timing.ms, ctx.peak),
+    gflops,
+    gbps,
+    peak: peakFraction(gflops, gbps, ctx.peak),
   };
   if (c.tfjs && ctx.tfjs) {
     try {

@@ -12,8 +12,8 @@ import { spawnSync } from 'node:child_process';
 import '../src/platform/node.js';
 import { detectProfile, openGpu, type GpuProfile } from '../src/gpu/gpu.js';
 import type { Gpu } from '../src/gpu/gpu.js';
-import { FULL, matches, QUICK, runCases, type BenchRow, type TimingSettings } from './harness.js';
-import { measurePeak, PEAK_FULL, PEAK_QUICK, type Peak } from './peak.js';
+import { FULL, matches, peakFraction, QUICK, runCases, type BenchRow, type TimingSettings } from './harness.js';
+import { measurePeak, remeasurePeak, PEAK_FULL, PEAK_QUICK, type Peak } from './peak.js';
 import { loadTfjs, type TfjsPeer } from './peers.js';
 import { loadOrt, ORT_PEERS, type OrtPeer, type OrtPeerName } from './ort.js';
 import { renderAll, writeResults, type SuiteResult } from './results.js';
@@ -142,8 +142,10 @@ async function main(): Promise<number> {
   try {
     const log = (line: string) => console.log(line);
     log(`adapter: ${gpu.info.description} (${gpu.info.vendor}, ${gpu.info.architecture}); profile ${gpu.profile}; timing: ${gpu.features.has('timestamp-query') ? 'timestamp queries' : 'wall clock'}; waits sleep ${gpu.pollSleepMs} ms between polls${args.quick ? ' (quick: numbers are not meaningful)' : ''}`);
-    const peak = await measurePeak(gpu, settings, args.quick ? PEAK_QUICK : PEAK_FULL);
-    log(`peak: f32 FMA ${peak.gflops.toPrecision(3)} GFLOP/s, copy ${peak.gbps.toPrecision(3)} GB/s (shader ${peak.shaderCopyGbps.toPrecision(3)}, copyBufferToBuffer ${peak.bufferCopyGbps.toPrecision(3)})`);
+    const peakSizes = args.quick ? PEAK_QUICK : PEAK_FULL;
+    const describePeak = (p: Peak) => `f32 FMA ${p.gflops.toPrecision(3)} GFLOP/s, copy ${p.gbps.toPrecision(3)} GB/s (shader ${p.shaderCopyGbps.toPrecision(3)}, copyBufferToBuffer ${p.bufferCopyGbps.toPrecision(3)})`;
+    let peak = await measurePeak(gpu, settings, peakSizes);
+    log(`peak: ${describePeak(peak)}`);
     let tfjs: TfjsPeer | undefined;
     const ort: OrtPeer[] = [];
     const notes = [...args.notes];
@@ -167,9 +169,14 @@ async function main(): Promise<number> {
     }
     for (const suite of args.suites) {
       log(`\n# ${suite}`);
-      const { rows, notes: suiteNotes = [], appendix } = await SUITES[suite]!({ gpu, settings, quick: args.quick, peak, tfjs, ort, filter: args.filter, log });
-      failed ||= rows.some((r) => r.error);
+      const { rows: measured, notes: suiteNotes = [], appendix } = await SUITES[suite]!({ gpu, settings, quick: args.quick, peak, tfjs, ort, filter: args.filter, log });
+      failed ||= measured.some((r) => r.error);
       if (!write) continue;
+      // The section's peak is the best of those measured before and after its rows; their % of
+      // peak is against it (the rows logged above used the peak known when they ran).
+      const best = (peak = await remeasurePeak(gpu, settings, peakSizes));
+      log(`peak, best of before and after this suite: ${describePeak(best)}`);
+      const rows = measured.map((r) => (r.peak ? { ...r, peak: peakFraction(r.gflops, r.gbps, best) } : r));
       if (rows.length === 0) {
         log(`(no rows${args.filter ? ` match --filter ${args.filter}` : ''}; nothing written)`);
         continue;
@@ -179,7 +186,7 @@ async function main(): Promise<number> {
           suite: suite + suffix,
           adapter: gpu.info,
           timing: timingOf(gpu.features.has('timestamp-query') ? 'timestamp' : 'wall', settings, gpu.pollSleepMs),
-          peak,
+          peak: best,
           peer: tfjs ? `TF.js ${tfjs.version} (tfjs-backend-webgpu) in the same process on the same GPUDevice` : undefined,
           peers: Object.fromEntries(ort.map((p) => [p.name, p.description])),
           rows,

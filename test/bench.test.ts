@@ -6,8 +6,8 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { openGpu } from '../src/index.js';
 import { elementwiseKernel } from '../src/kernels/elementwise.js';
-import { inputData, matches, QUICK, runCases, timeAsync, type BenchRow } from '../bench/harness.js';
-import { measurePeak, PEAK_QUICK } from '../bench/peak.js';
+import { inputData, matches, peakFraction, QUICK, runCases, timeAsync, type BenchRow } from '../bench/harness.js';
+import { measurePeak, PEAK_QUICK, remeasurePeak } from '../bench/peak.js';
 import { loadTfjs } from '../bench/peers.js';
 import { loadOrt, ORT_PEERS } from '../bench/ort.js';
 import { adapterSlug, renderAll, renderSection, replaceSection, writeResults, type SuiteResult } from '../bench/results.js';
@@ -56,6 +56,20 @@ describe('bench harness', () => {
     for (const x of [row!.ms, row!.wallMs, row!.reps, row!.gflops, row!.gbps, row!.peak?.fraction, row!.peerMs, row!.ratio]) positive(x);
     expect(gpu.stats().liveBuffers).toBe(before.liveBuffers);
     expect(gpu.stats().liveBytes).toBe(before.liveBytes);
+  });
+
+  it('remeasures the peak keeping the better of each rate, and rescales a row against it', async () => {
+    const gpu = await getGpu();
+    const first = await measurePeak(gpu, QUICK, PEAK_QUICK);
+    const best = await remeasurePeak(gpu, QUICK, PEAK_QUICK);
+    for (const key of ['gflops', 'gbps', 'shaderCopyGbps', 'bufferCopyGbps'] as const) expect(best[key]).toBeGreaterThanOrEqual(first[key]);
+    expect(best.gbps).toBe(Math.max(best.shaderCopyGbps, best.bufferCopyGbps));
+    // Later measurements of the same sizes are the best so far.
+    expect(await measurePeak(gpu, QUICK, PEAK_QUICK)).toEqual(best);
+    const peak = { ...best, gflops: 10, gbps: 100 };
+    expect(peakFraction(4, 20, peak)).toEqual({ fraction: 0.4, of: 'fma' });
+    expect(peakFraction(1, 50, peak)).toEqual({ fraction: 0.5, of: 'bandwidth' });
+    expect(peakFraction(undefined, undefined, peak)).toBeUndefined();
   });
 
   it('runs the identical graph in every ONNX Runtime peer (native WebGPU EP, CPU EP, ORT-web WebGPU EP on our device), and says why a kernel has none', async () => {
