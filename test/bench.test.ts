@@ -66,6 +66,12 @@ describe('bench harness', () => {
     expect(best.gbps).toBe(Math.max(best.shaderCopyGbps, best.bufferCopyGbps));
     // Later measurements of the same sizes are the best so far.
     expect(await measurePeak(gpu, QUICK, PEAK_QUICK)).toEqual(best);
+    // The section says how its peak was measured: once, or again after the rows.
+    expect(first.remeasured).toBeUndefined();
+    expect(best.remeasured).toBe(true);
+    const section = (p: typeof best) => renderSection({ suite: 'kernels', adapter: gpu.info, date: new Date().toISOString(), timing: { source: 'wall', minSeconds: 0, trials: 1 }, peak: p, rows: [] });
+    expect(section(first)).toMatch(/^- peak \(measured, bench\/peak\.ts\): f32 FMA /m);
+    expect(section(best)).toMatch(/^- peak \(measured by bench\/peak\.ts before and after the run's rows, the better of each\): f32 FMA /m);
     const peak = { ...best, gflops: 10, gbps: 100 };
     expect(peakFraction(4, 20, peak)).toEqual({ fraction: 0.4, of: 'fma' });
     expect(peakFraction(1, 50, peak)).toEqual({ fraction: 0.5, of: 'bandwidth' });
