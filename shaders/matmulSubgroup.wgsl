@@ -10,6 +10,11 @@
 // to 32 rows. At CLIP's MLP fc1 on lavapipe (GFLOP/s, one run): 50x768x3072 17 -> 25, 400x768x3072
 // 21 -> 29 going from 16 rows x 2 columns to 32 x 4 (8 x 4 was slower than both); unrolling k by 2
 // was slower; the workgroup size (8, 16, 32) did not matter.
+// No faster or slower there (one-process A/B at 50x768x3072, outputs identical): b through an
+// rgba32float texture (llvmpipe calls a texel-fetch function per textureLoad), a through a uniform
+// buffer (branch-free gathers, 16% fewer instructions, same time), all 50 rows in one block,
+// no guards on the row groups. The same loads with half the FMAs took ~3/4 of the time: the loads
+// (b's most) cost more than the FMAs, which run near the measured peak.
 @compute @workgroup_size(WG)
 fn register_subgroup(@builtin(workgroup_id) wid: vec3u, @builtin(num_workgroups) nwg: vec3u,
                      @builtin(local_invocation_index) lid: u32, @builtin(subgroup_invocation_id) lane: u32) {
